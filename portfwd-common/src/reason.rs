@@ -1,0 +1,105 @@
+//! Every verdict the datapath takes, with a reason. Each one has a counter in
+//! [`crate::maps::VERDICTS`].
+
+/// Why a packet got the verdict it got. The discriminant is the index of its counter.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Translated to a forward's target and sent on.
+    Forwarded = 0,
+    /// A reply from a target, translated back and sent to the client.
+    Replied = 1,
+    /// Not IPv4 (ARP, IPv6, VLAN-tagged, ...): passed untouched.
+    PassNotIpv4 = 2,
+    /// IPv4 but neither TCP nor UDP: passed untouched.
+    PassNotTcpUdp = 3,
+    /// Not addressed to the host and not a reply of a known flow: passed untouched.
+    PassNotForUs = 4,
+    /// Addressed to the host, but no forward for this port: passed untouched.
+    PassNoForward = 5,
+    /// A header could not be parsed safely (truncated, IHL < 5, lengths beyond the frame, TCP data
+    /// offset < 5, UDP length wrong): passed untouched, never rewritten; the kernel validates it.
+    PassMalformed = 6,
+    /// A non-first IPv4 fragment: it carries no ports, so it is passed untouched (its first
+    /// fragment, if published, was dropped, so the datagram is never reassembled).
+    PassFragment = 7,
+    /// The first fragment of a datagram for a published port. portfwd never translates part of
+    /// a datagram, so fragmented datagrams to published ports are dropped.
+    DropFragment = 8,
+    /// TTL would reach 0 at this hop.
+    DropTtlExceeded = 9,
+    /// No route to the target or to the client (unreachable, blackhole, prohibited, forwarding
+    /// disabled on the ingress interface).
+    DropNoRoute = 10,
+    /// The packet is larger than the MTU towards its destination.
+    DropFragNeeded = 11,
+    /// Destination in 127.0.0.0/8 arriving from a network interface: never forwarded.
+    DropLoopbackDst = 12,
+    /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
+    /// it is dropped rather than delivered.
+    DropRewriteFailed = 13,
+}
+
+impl Reason {
+    pub const COUNT: u32 = 14;
+
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::Forwarded,
+        Reason::Replied,
+        Reason::PassNotIpv4,
+        Reason::PassNotTcpUdp,
+        Reason::PassNotForUs,
+        Reason::PassNoForward,
+        Reason::PassMalformed,
+        Reason::PassFragment,
+        Reason::DropFragment,
+        Reason::DropTtlExceeded,
+        Reason::DropNoRoute,
+        Reason::DropFragNeeded,
+        Reason::DropLoopbackDst,
+        Reason::DropRewriteFailed,
+    ];
+
+    /// A stable, snake_case name for logs, `portfwd status` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Forwarded => "forwarded",
+            Reason::Replied => "replied",
+            Reason::PassNotIpv4 => "pass_not_ipv4",
+            Reason::PassNotTcpUdp => "pass_not_tcp_udp",
+            Reason::PassNotForUs => "pass_not_for_us",
+            Reason::PassNoForward => "pass_no_forward",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::PassFragment => "pass_fragment",
+            Reason::DropFragment => "drop_fragment",
+            Reason::DropTtlExceeded => "drop_ttl_exceeded",
+            Reason::DropNoRoute => "drop_no_route",
+            Reason::DropFragNeeded => "drop_frag_needed",
+            Reason::DropLoopbackDst => "drop_loopback_dst",
+            Reason::DropRewriteFailed => "drop_rewrite_failed",
+        }
+    }
+
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= (Reason::DropFragment as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn all_lists_every_reason_in_index_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+    }
+
+    #[test]
+    fn drops_are_named_drop() {
+        for r in Reason::ALL {
+            assert_eq!(r.is_drop(), r.name().starts_with("drop_"), "{}", r.name());
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The translation decision, shared by every hook.
+//!
+//! A packet is one of:
+//! - for a published port (destination is one of the host's addresses, arriving on an exposed
+//!   interface, and a forward matches): destination NAT to the target, remember the flow, send on;
+//! - a reply of a remembered flow: source translated back to what the client used, send on;
+//! - anything else: passed untouched.
+use aya_ebpf::helpers::generated::bpf_redirect;
+use portfwd_common::{
+    maps::{FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_EXPOSE},
+    reason::Reason,
+};
+
+use crate::{
+    maps::{FLOWS, FORWARDS, HOST_ADDRS, IFACES},
+    packet::Packet,
+    parse::{self, Fragment, Ipv4L4},
+    rewrite::{self, End},
+    route::{self, NextHop, Tuple},
+    stats::{self, Direction},
+};
+
+/// What the hook should do with the packet.
+#[derive(Clone, Copy)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// The packet was redirected; the value is the hook's return code from the redirect helper.
+    Redirect(u32),
+}
+
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub action: Action,
+    pub reason: Reason,
+}
+
+impl Verdict {
+    /// A verdict taken without touching the packet.
+    #[inline(always)]
+    const fn untouched(reason: Reason) -> Self {
+        let action = if reason.is_drop() {
+            Action::Drop
+        } else {
+            Action::Pass
+        };
+        Self { action, reason }
+    }
+}
+
+#[inline(always)]
+pub fn process<P: Packet>(p: &P) -> Verdict {
+    let pkt = match parse::parse(p) {
+        Ok(pkt) => pkt,
+        Err(reason) => return Verdict::untouched(reason),
+    };
+
+    let exposed = is_exposed(p.ingress_ifindex());
+    let for_host = exposed && is_host_addr(pkt.daddr);
+    if for_host && let Some(fwd) = lookup_forward(&pkt) {
+        return to_target(p, &pkt, &fwd);
+    }
+
+    let key = FlowKey {
+        saddr_be: pkt.saddr,
+        daddr_be: pkt.daddr,
+        sport_be: pkt.sport,
+        dport_be: pkt.dport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    if let Some(flow) = FLOWS.get_ptr(&key) {
+        // SAFETY: the pointer comes from a successful lookup and the value is plain integers;
+        // it is copied out at once, so a concurrent update can only make it stale, not invalid.
+        let flow = unsafe { *flow };
+        return to_client(p, &pkt, &flow);
+    }
+
+    Verdict::untouched(if for_host {
+        Reason::PassNoForward
+    } else {
+        Reason::PassNotForUs
+    })
+}
+
+#[inline(always)]
+fn is_exposed(ifindex: u32) -> bool {
+    match IFACES.get_ptr(ifindex) {
+        // SAFETY: pointer from a successful lookup of a plain u32 value.
+        Some(flags) => (unsafe { *flags }) & IFACE_EXPOSE != 0,
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn is_host_addr(addr: u32) -> bool {
+    HOST_ADDRS.get_ptr(addr).is_some()
+}
+
+/// Forwards bound to the exact destination address win over ones published on every address.
+#[inline(always)]
+fn lookup_forward(pkt: &Ipv4L4) -> Option<ForwardValue> {
+    let mut key = ForwardKey {
+        addr_be: pkt.daddr,
+        port_be: pkt.dport,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    let found = match FORWARDS.get_ptr(&key) {
+        Some(v) => Some(v),
+        None => {
+            key.addr_be = 0;
+            FORWARDS.get_ptr(&key)
+        }
+    };
+    // SAFETY: pointer from a successful lookup; the value is plain integers and copied at once.
+    found.map(|v| unsafe { *v })
+}
+
+/// Client -> host:port becomes client -> target.
+#[inline(always)]
+fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
+    let next = Tuple {
+        saddr: pkt.saddr,
+        daddr: fwd.target_addr_be,
+        sport: pkt.sport,
+        dport: fwd.target_port_be,
+    };
+    let hop = match check_and_route(p, pkt, &next) {
+        Ok(hop) => hop,
+        Err(reason) => return Verdict::untouched(reason),
+    };
+
+    // Remember how to translate the replies: they come from the target to the client.
+    let key = FlowKey {
+        saddr_be: next.daddr,
+        daddr_be: next.saddr,
+        sport_be: next.dport,
+        dport_be: next.sport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let value = FlowValue {
+        orig_addr_be: pkt.daddr,
+        orig_port_be: pkt.dport,
+        _pad: 0,
+        stats_slot: fwd.stats_slot,
+        _pad2: 0,
+    };
+    let known = match FLOWS.get_ptr(&key) {
+        // SAFETY: pointer from a successful lookup; plain integers, read once.
+        Some(v) => (unsafe { *v }) == value,
+        None => false,
+    };
+    if !known {
+        // An LRU map makes room by evicting the least recently used flow, so this only fails
+        // under memory pressure; the packet is still forwarded and its replies will pass
+        // untranslated, which the client sees as a dropped connection attempt.
+        let _ = FLOWS.insert(&key, &value, 0);
+    }
+
+    let verdict = send(p, pkt, End::Destination, &next, hop, Reason::Forwarded);
+    if verdict.reason == Reason::Forwarded {
+        stats::count_forward(fwd.stats_slot, Direction::ToTarget, p.frame_len() as u64, !known);
+    }
+    verdict
+}
+
+/// Target -> client becomes host:port -> client.
+#[inline(always)]
+fn to_client<P: Packet>(p: &P, pkt: &Ipv4L4, flow: &FlowValue) -> Verdict {
+    let next = Tuple {
+        saddr: flow.orig_addr_be,
+        daddr: pkt.daddr,
+        sport: flow.orig_port_be,
+        dport: pkt.dport,
+    };
+    let hop = match check_and_route(p, pkt, &next) {
+        Ok(hop) => hop,
+        Err(reason) => return Verdict::untouched(reason),
+    };
+    let verdict = send(p, pkt, End::Source, &next, hop, Reason::Replied);
+    if verdict.reason == Reason::Replied {
+        stats::count_forward(flow.stats_slot, Direction::ToClient, p.frame_len() as u64, false);
+    }
+    verdict
+}
+
+/// Checks a matched packet can be forwarded at all, and finds its next hop, before anything is
+/// written.
+#[inline(always)]
+fn check_and_route<P: Packet>(p: &P, pkt: &Ipv4L4, next: &Tuple) -> Result<NextHop, Reason> {
+    if pkt.fragment == Fragment::First {
+        return Err(Reason::DropFragment);
+    }
+    if pkt.ttl <= 1 {
+        return Err(Reason::DropTtlExceeded);
+    }
+    route::lookup(p, pkt, next)
+}
+
+#[inline(always)]
+fn send<P: Packet>(
+    p: &P,
+    pkt: &Ipv4L4,
+    end: End,
+    next: &Tuple,
+    hop: NextHop,
+    ok: Reason,
+) -> Verdict {
+    let (addr, port) = match end {
+        End::Source => (next.saddr, next.sport),
+        End::Destination => (next.daddr, next.dport),
+    };
+    if rewrite::addr_port(p, pkt, end, addr, port).is_err() {
+        return Verdict::untouched(Reason::DropRewriteFailed);
+    }
+    let code = match hop {
+        NextHop::Resolved { ifindex, smac, dmac } => {
+            if rewrite::hop(p, pkt, Some((&smac, &dmac))).is_err() {
+                return Verdict::untouched(Reason::DropRewriteFailed);
+            }
+            // SAFETY: plain helper call with no pointers.
+            Some(unsafe { bpf_redirect(ifindex, 0) } as u32)
+        }
+        NextHop::Unresolved { ifindex } => {
+            if rewrite::hop(p, pkt, None).is_err() {
+                return Verdict::untouched(Reason::DropRewriteFailed);
+            }
+            p.redirect_resolving_neighbour(ifindex)
+        }
+    };
+    match code {
+        Some(code) => Verdict {
+            action: Action::Redirect(code),
+            reason: ok,
+        },
+        None => Verdict::untouched(Reason::DropNoRoute),
+    }
+}

@@ -1,0 +1,56 @@
+//! portfwd's kernel programs.
+//!
+//! The entry points below are thin: they hand the hook's context to [`forward::process`], which
+//! holds the one translation path shared by every hook, then count the verdict and turn it into
+//! the hook's return code. Module map:
+//! - `packet`: what a hook must provide (bounds, pulls, rewrites, redirects) and its tc version;
+//! - `parse`: Ethernet/IPv4/TCP/UDP parsing with every bound checked once;
+//! - `maps`: the BPF maps;
+//! - `forward`: the decision: publish (DNAT), reply (reverse translation), or pass;
+//! - `rewrite`: address/port/TTL/MAC rewriting with incremental checksums;
+//! - `route`: FIB lookup towards the new destination;
+//! - `stats`: verdict and per-forward counters.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod maps;
+mod packet;
+mod parse;
+mod rewrite;
+mod route;
+mod stats;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    macros::classifier,
+    programs::TcContext,
+};
+
+use crate::forward::Action;
+
+/// tc ingress on every interface portfwd manages.
+///
+/// Packets that are not ours return `TC_ACT_UNSPEC`, which lets any other tc program attached
+/// after us run, and otherwise lets the packet continue up the stack untouched.
+#[classifier]
+pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
+    let verdict = forward::process(&ctx);
+    stats::count_verdict(verdict.reason);
+    match verdict.action {
+        Action::Pass => TC_ACT_UNSPEC,
+        Action::Drop => TC_ACT_SHOT,
+        Action::Redirect(code) => code as i32,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach here; there is nothing to unwind.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,33 @@
+//! The BPF maps. Names come from `portfwd_common::maps` so userspace finds them by the same
+//! constant.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use portfwd_common::{
+    maps::{
+        FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, MAX_FLOWS, MAX_FORWARDS,
+        MAX_HOST_ADDRS, MAX_IFACES,
+    },
+    reason::Reason,
+};
+
+#[map(name = "PF_FORWARDS")]
+pub static FORWARDS: HashMap<ForwardKey, ForwardValue> =
+    HashMap::with_max_entries(MAX_FORWARDS, 0);
+
+#[map(name = "PF_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Key: IPv4 address as on the wire. Value: unused (1).
+#[map(name = "PF_HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
+
+#[map(name = "PF_IFACES")]
+pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+#[map(name = "PF_FWD_STATS")]
+pub static FORWARD_STATS: PerCpuArray<ForwardStats> = PerCpuArray::with_max_entries(MAX_FORWARDS, 0);
+
+#[map(name = "PF_VERDICTS")]
+pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
