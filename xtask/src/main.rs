@@ -1,1 +1,113 @@
-fn main(){}
+//! `cargo xtask`: portfwd's developer tasks (aliased in `.cargo/config.toml`).
+//!
+//! One module per subcommand, each with its own `Args` and `run`:
+//! - `setup`: install what building and testing needs (nightly's rust-src, bpf-linker, Debian
+//!   tools); every other task runs it first;
+//! - `build`: build the daemon (its build script builds the eBPF object);
+//! - `lint`: rustfmt and clippy, the eBPF crate included;
+//! - `test`: setup, lint, then the workspace's tests (what CI runs through `.ci/run`);
+//! - `demo`, `bench`: not written yet.
+//!
+//! `cmd` holds the helpers for running child processes.
+
+mod bench;
+mod build;
+mod cmd;
+mod demo;
+mod lint;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "portfwd's developer tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing portfwd needs; a quick no-op when all is present
+    Setup,
+    /// Run setup, then build the portfwd daemon and its eBPF object
+    Build(build::Args),
+    /// Run setup, then rustfmt and clippy on the whole workspace, the eBPF crate included
+    Lint,
+    /// Run setup, lint, then the workspace's tests (what CI runs)
+    Test(test::Args),
+    /// Show portfwd publishing a port in a network-namespace lab (not yet implemented)
+    Demo(demo::Args),
+    /// Measure portfwd against the kernel's own forwarding (not yet implemented)
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build(args) => build::run(args),
+        Task::Lint => lint::run(),
+        Task::Test(args) => test::run(args),
+        Task::Demo(args) => demo::run(args),
+        Task::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            // A failed child's own exit code (cargo test's 101, say) is passed on.
+            ExitCode::from(
+                err.downcast_ref::<cmd::Failed>()
+                    .map_or(1, cmd::Failed::code),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Cli, Task};
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_arguments_after_double_dash_to_cargo_test() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "test",
+            "--no-lint",
+            "--",
+            "e2e",
+            "--",
+            "--nocapture",
+        ])
+        .unwrap();
+        let Task::Test(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.no_lint);
+        assert_eq!(args.cargo_args, ["e2e", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn build_takes_release() {
+        let cli = Cli::try_parse_from(["xtask", "build", "--release"]).unwrap();
+        let Task::Build(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.release);
+    }
+}

@@ -1,0 +1,55 @@
+//! `cargo xtask test`: what README names and CI runs (`.ci/run`). Setup, lint (unless
+//! `--no-lint`), then `cargo test` on every crate but `portfwd-ebpf`, which only builds for the
+//! BPF target (portfwd's tests exercise it through the embedded object). Fails with cargo's exit
+//! code when a phase fails.
+//!
+//! The end-to-end tests need root. Whether they fail or report themselves as not run without it
+//! is theirs to decide (from `CI`): the environment is passed through unchanged.
+
+use anyhow::Result;
+
+use crate::{cmd, lint, setup};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Skip the lint phase
+    #[arg(long)]
+    pub no_lint: bool,
+
+    /// Arguments for `cargo test`, after `--`: test name filters, cargo flags, and then the test
+    /// binaries' own flags after another `--` (`cargo xtask test -- e2e -- --nocapture`)
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !cmd::is_root() {
+        println!(
+            "note: not running as root: the end-to-end tests need root; with CI=true they fail, \
+             otherwise they are reported as not run"
+        );
+    }
+
+    let phases = if args.no_lint { 2 } else { 3 };
+    let mut phase = 0;
+    let mut banner = |title: &str| {
+        phase += 1;
+        cmd::banner(&format!("[{phase}/{phases}] {title}"));
+    };
+
+    banner("setup");
+    setup::run()?;
+
+    if !args.no_lint {
+        banner("lint");
+        lint::checks()?;
+    }
+
+    banner("test");
+    let mut test = cmd::cargo();
+    test.args(["test", "--workspace", "--exclude", "portfwd-ebpf"])
+        .args(&args.cargo_args);
+    cmd::run(&mut test)?;
+    println!("\nxtask test: all phases passed");
+    Ok(())
+}
