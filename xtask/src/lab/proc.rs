@@ -1,0 +1,213 @@
+//! Processes of the lab: entering a namespace before exec, running commands with a time limit,
+//! killing what is left inside a namespace.
+
+use std::ffi::CStr;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::Ns;
+
+/// What `ip netns exec` does before exec, for the forked child of [`super::Lab::spawn`]: join the
+/// network namespace at `path`, then a private mount namespace (slave of the parent's, so later mounts
+/// in the root namespace still show) with a fresh sysfs on `/sys` named after the namespace.
+///
+/// Runs between fork and exec: only async-signal-safe system calls, no allocation.
+pub(super) fn enter_netns_like_ip_netns_exec(
+    path: &CStr,
+    sysfs_name: &CStr,
+    sys_flags: libc::c_ulong,
+) -> std::io::Result<()> {
+    let last = std::io::Error::last_os_error;
+    // SAFETY: `path` is a valid NUL-terminated string; open has no other preconditions.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: `fd` is the namespace file we just opened.
+    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    let err = last();
+    // SAFETY: `fd` is ours and not used after this.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err);
+    }
+    // SAFETY: unshare has no memory-safety preconditions.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(last());
+    }
+    // SAFETY: every pointer is a NUL-terminated literal or null where mount(2) accepts null.
+    let rc = unsafe {
+        libc::mount(
+            c"".as_ptr(),
+            c"/".as_ptr(),
+            c"none".as_ptr(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(last());
+    }
+    // Like ip: a failing umount of /sys is not fatal (there may be none).
+    // SAFETY: NUL-terminated literal path.
+    unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
+    // SAFETY: NUL-terminated strings (`sysfs_name` is valid for the call); null data is allowed.
+    let rc = unsafe {
+        libc::mount(
+            sysfs_name.as_ptr(),
+            c"/sys".as_ptr(),
+            c"sysfs".as_ptr(),
+            sys_flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+/// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`; kills it
+/// when the time is up.
+pub(super) fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let deadline = Instant::now() + timeout;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    let stdout = reader(child.stdout.take());
+    let stderr = reader(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for a command")? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = kill_and_reap(&mut child);
+            bail!("timed out after {timeout:?} (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // The pipes close when the command exits, unless a background process it started keeps them.
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(500));
+    let pipe_err = || {
+        anyhow::anyhow!(
+            "the command exited ({status}) but a process it left in the background keeps its \
+             stdout/stderr open: redirect that process's output, or use Lab::spawn"
+        )
+    };
+    let stdout = stdout.recv_timeout(remaining).map_err(|_| pipe_err())?;
+    let stderr = stderr
+        .recv_timeout(Duration::from_millis(500))
+        .map_err(|_| pipe_err())?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Reads `pipe` to its end on a thread; the bytes arrive on the channel.
+fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    match pipe {
+        Some(mut pipe) => {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                let _ = tx.send(buf);
+            });
+        }
+        None => {
+            let _ = tx.send(Vec::new());
+        }
+    }
+    rx
+}
+
+/// `out` if its status is success, otherwise an error quoting its stderr (and stdout).
+pub(super) fn check_status(what: &str, out: Output) -> Result<Output> {
+    if out.status.success() {
+        return Ok(out);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut msg = format!("{what} failed ({})", out.status);
+    if !stderr.trim().is_empty() {
+        msg += &format!(": {}", stderr.trim());
+    }
+    if !stdout.trim().is_empty() {
+        msg += &format!(" [stdout: {}]", stdout.trim());
+    }
+    bail!(msg)
+}
+
+/// SIGKILL and reap.
+pub(super) fn kill_and_reap(child: &mut Child) -> Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    // Fails only if it already exited (and is a zombie until reaped below).
+    let _ = child.kill();
+    Ok(child.wait()?)
+}
+
+/// SIGTERM, up to `grace` to exit, then SIGKILL; reaps.
+pub(super) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill has no memory-safety preconditions; `pid` is our unreaped child, so it cannot
+    // have been reused by another process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill_and_reap(child)
+}
+
+/// SIGKILLs every process whose network namespace is `ns` (as `ip netns pids` lists them) and waits
+/// up to 2 s for them to disappear. Never our own process. Best effort: errors are ignored.
+pub(super) fn kill_processes_in(ns: &Ns) {
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let pids = pids_in(ns);
+        let pids: Vec<u32> = pids.into_iter().filter(|&p| p != me && p > 1).collect();
+        if pids.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for &pid in &pids {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `ip netns pids NS`, parsed (empty on any error).
+fn pids_in(ns: &Ns) -> Vec<u32> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "pids", &ns.name]);
+    match output_with_timeout(&mut cmd, Duration::from_secs(10)) {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
