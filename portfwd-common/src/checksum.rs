@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn replace16_matches_full_recompute() {
-        let mut words = [0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0x0000, 0xc0a8, 0x0001, 0xc0a8, 0x00c7];
+        let mut words = [
+            0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0x0000, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
+        ];
         let c = full(&words);
         for (i, new) in [(3usize, 0x1234u16), (7, 0xffff), (9, 0x0000), (0, 0x4600)] {
             let old = words[i];
@@ -90,7 +92,9 @@ mod tests {
 
     #[test]
     fn replace32_matches_full_recompute() {
-        let mut words = [0x4500u16, 0x003c, 0x1c46, 0x4000, 0x4006, 0x0000, 0xac10, 0x0a63, 0xac10, 0x0a0c];
+        let mut words = [
+            0x4500u16, 0x003c, 0x1c46, 0x4000, 0x4006, 0x0000, 0xac10, 0x0a63, 0xac10, 0x0a0c,
+        ];
         let before = full(&words);
         let old = ((words[8] as u32) << 16) | words[9] as u32;
         let new = 0xac11_0002u32;
@@ -125,7 +129,10 @@ mod tests {
             for new in (0..=0xffffu32).step_by(263) {
                 let other = 0xbeefu16;
                 let before = full(&[other, old as u16]);
-                assert_eq!(replace16(before, old as u16, new as u16), full(&[other, new as u16]));
+                assert_eq!(
+                    replace16(before, old as u16, new as u16),
+                    full(&[other, new as u16])
+                );
             }
         }
     }

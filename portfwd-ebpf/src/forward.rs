@@ -69,7 +69,7 @@ pub fn process<P: Packet>(p: &P) -> Verdict {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    if let Some(flow) = FLOWS.get_ptr(&key) {
+    if let Some(flow) = FLOWS.get_ptr(key) {
         // SAFETY: the pointer comes from a successful lookup and the value is plain integers;
         // it is copied out at once, so a concurrent update can only make it stale, not invalid.
         let flow = unsafe { *flow };
@@ -106,11 +106,11 @@ fn lookup_forward(pkt: &Ipv4L4) -> Option<ForwardValue> {
         proto: pkt.proto,
         _pad: 0,
     };
-    let found = match FORWARDS.get_ptr(&key) {
+    let found = match FORWARDS.get_ptr(key) {
         Some(v) => Some(v),
         None => {
             key.addr_be = 0;
-            FORWARDS.get_ptr(&key)
+            FORWARDS.get_ptr(key)
         }
     };
     // SAFETY: pointer from a successful lookup; the value is plain integers and copied at once.
@@ -147,7 +147,7 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
         stats_slot: fwd.stats_slot,
         _pad2: 0,
     };
-    let known = match FLOWS.get_ptr(&key) {
+    let known = match FLOWS.get_ptr(key) {
         // SAFETY: pointer from a successful lookup; plain integers, read once.
         Some(v) => (unsafe { *v }) == value,
         None => false,
@@ -156,12 +156,17 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
         // An LRU map makes room by evicting the least recently used flow, so this only fails
         // under memory pressure; the packet is still forwarded and its replies will pass
         // untranslated, which the client sees as a dropped connection attempt.
-        let _ = FLOWS.insert(&key, &value, 0);
+        let _ = FLOWS.insert(key, value, 0);
     }
 
     let verdict = send(p, pkt, End::Destination, &next, hop, Reason::Forwarded);
     if verdict.reason == Reason::Forwarded {
-        stats::count_forward(fwd.stats_slot, Direction::ToTarget, p.frame_len() as u64, !known);
+        stats::count_forward(
+            fwd.stats_slot,
+            Direction::ToTarget,
+            p.frame_len() as u64,
+            !known,
+        );
     }
     verdict
 }
@@ -181,7 +186,12 @@ fn to_client<P: Packet>(p: &P, pkt: &Ipv4L4, flow: &FlowValue) -> Verdict {
     };
     let verdict = send(p, pkt, End::Source, &next, hop, Reason::Replied);
     if verdict.reason == Reason::Replied {
-        stats::count_forward(flow.stats_slot, Direction::ToClient, p.frame_len() as u64, false);
+        stats::count_forward(
+            flow.stats_slot,
+            Direction::ToClient,
+            p.frame_len() as u64,
+            false,
+        );
     }
     verdict
 }
@@ -216,7 +226,11 @@ fn send<P: Packet>(
         return Verdict::untouched(Reason::DropRewriteFailed);
     }
     let code = match hop {
-        NextHop::Resolved { ifindex, smac, dmac } => {
+        NextHop::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
             if rewrite::hop(p, pkt, Some((&smac, &dmac))).is_err() {
                 return Verdict::untouched(Reason::DropRewriteFailed);
             }

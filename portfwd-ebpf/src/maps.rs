@@ -13,8 +13,7 @@ use portfwd_common::{
 };
 
 #[map(name = "PF_FORWARDS")]
-pub static FORWARDS: HashMap<ForwardKey, ForwardValue> =
-    HashMap::with_max_entries(MAX_FORWARDS, 0);
+pub static FORWARDS: HashMap<ForwardKey, ForwardValue> = HashMap::with_max_entries(MAX_FORWARDS, 0);
 
 #[map(name = "PF_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
@@ -27,7 +26,8 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_AD
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
 
 #[map(name = "PF_FWD_STATS")]
-pub static FORWARD_STATS: PerCpuArray<ForwardStats> = PerCpuArray::with_max_entries(MAX_FORWARDS, 0);
+pub static FORWARD_STATS: PerCpuArray<ForwardStats> =
+    PerCpuArray::with_max_entries(MAX_FORWARDS, 0);
 
 #[map(name = "PF_VERDICTS")]
 pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

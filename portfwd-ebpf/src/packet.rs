@@ -63,7 +63,11 @@ impl Packet for TcContext {
     fn make_readable(&self, len: usize) {
         // Frames from AF_PACKET senders (trafgen) and some drivers arrive non-linear: only part
         // of the headers is directly readable until it is pulled.
-        let len = if len > self.frame_len() { self.frame_len() } else { len };
+        let len = if len > self.frame_len() {
+            self.frame_len()
+        } else {
+            len
+        };
         if self.data() + len > self.data_end() {
             let _ = self.skb.pull_data(len as u32);
         }
@@ -106,7 +110,8 @@ impl Packet for TcContext {
     fn redirect_resolving_neighbour(&self, ifindex: u32) -> Option<u32> {
         // SAFETY: a NULL params pointer with length 0 asks the kernel to use the packet's own
         // destination as next hop; the helper reads nothing else.
-        let ret = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut::<bpf_redir_neigh>(), 0, 0) };
+        let ret =
+            unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut::<bpf_redir_neigh>(), 0, 0) };
         Some(ret as u32)
     }
 }

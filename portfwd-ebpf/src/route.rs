@@ -18,7 +18,11 @@ const AF_INET: u8 = 2;
 /// The next hop of a translated packet.
 pub enum NextHop {
     /// Interface and both MAC addresses known.
-    Resolved { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
     /// Interface known; the neighbour (ARP) entry is not, the kernel must resolve it.
     Unresolved { ifindex: u32 },
 }

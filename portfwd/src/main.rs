@@ -1,2 +1,63 @@
-static EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portfwd-ebpf"));
-fn main() { let mut e = aya::Ebpf::load(EBPF).unwrap(); let p: &mut aya::programs::SchedClassifier = e.program_mut("portfwd_tc_ingress").unwrap().try_into().unwrap(); match p.load() { Ok(()) => println!("loaded ok"), Err(err) => { println!("{err:?}"); } } }
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use portfwd::{
+    api,
+    cli::{Cli, Command},
+    daemon,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Daemon { config } => {
+            init_logging();
+            let opts = daemon::Options {
+                config,
+                socket: api::socket_path(cli.socket.as_deref()),
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portfwd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(daemon::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("portfwd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => match portfwd::cli::run_client(cli.socket, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("portfwd: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Logs to stderr; under systemd (JOURNAL_STREAM set) without timestamps or colours, which the
+/// journal adds itself. `RUST_LOG` sets the level (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        use std::io::IsTerminal as _;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}

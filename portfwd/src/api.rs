@@ -1,0 +1,141 @@
+//! The control protocol between the CLI and the daemon: one JSON request per line on a Unix
+//! socket, one JSON response line back.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default control socket path; `PORTFWD_SOCKET` overrides it for the daemon and the CLI.
+pub const DEFAULT_SOCKET: &str = "/run/portfwd/portfwd.sock";
+/// The environment variable naming the control socket.
+pub const SOCKET_ENV: &str = "PORTFWD_SOCKET";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Publish `listen` ([HOST_IP:]PORT[/PROTO]) to `to` (IP:PORT).
+    Add { listen: String, to: String },
+    /// Stop publishing `listen`.
+    Del { listen: String },
+    /// The forwards with their counters.
+    List,
+    /// Attachments, host addresses and verdict counters.
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Done { message: String },
+    Forwards { forwards: Vec<ForwardEntry> },
+    Status(Status),
+    Error { message: String },
+}
+
+/// One forward and its counters, as `portfwd list --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardEntry {
+    /// `[HOST_IP:]PORT/PROTO`
+    pub listen: String,
+    pub protocol: String,
+    /// `IP:PORT`
+    pub to: String,
+    pub packets_to_target: u64,
+    pub bytes_to_target: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub new_flows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub config: PathBuf,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub host_addresses: Vec<String>,
+    pub forwards: usize,
+    pub flows: usize,
+    /// Every verdict the datapath took since it was loaded, by reason.
+    pub verdicts: Vec<VerdictCount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    /// `tc` for now.
+    pub attach: String,
+    /// Whether published ports are reachable through it.
+    pub exposed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerdictCount {
+    pub reason: String,
+    pub packets: u64,
+}
+
+/// Why a CLI call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "the portfwd daemon is not running (no control socket at {0}; start it with `portfwd daemon`, or set {SOCKET_ENV})"
+    )]
+    NotRunning(PathBuf),
+    #[error(
+        "permission denied on {0}: the control socket is for root and the portfwd group (run with sudo, or add yourself to the group)"
+    )]
+    PermissionDenied(PathBuf),
+    #[error("talking to the daemon at {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// The socket path from `PORTFWD_SOCKET`, or the default.
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    std::env::var_os(SOCKET_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Sends one request and waits for its response.
+pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let io = |e: std::io::Error| ClientError::Io {
+        path: socket.to_owned(),
+        message: e.to_string(),
+    };
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(socket.to_owned())
+        }
+        std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(socket.to_owned()),
+        _ => io(e),
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| ClientError::Io {
+        path: socket.to_owned(),
+        message: e.to_string(),
+    })?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    if reply.is_empty() {
+        return Err(ClientError::Io {
+            path: socket.to_owned(),
+            message: "the daemon closed the connection without answering".into(),
+        });
+    }
+    serde_json::from_str(&reply).map_err(|e| ClientError::Io {
+        path: socket.to_owned(),
+        message: format!("malformed answer: {e}"),
+    })
+}

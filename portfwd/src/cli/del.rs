@@ -1,0 +1,27 @@
+//! `portfwd del`
+use std::path::Path;
+
+use crate::{
+    api::{Request, Response},
+    spec::Listen,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// `[HOST_IP:]HOST_PORT[/tcp|/udp]` as it was published
+    pub listen: String,
+}
+
+pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+    let listen: Listen = args.listen.parse().map_err(|e| format!("{e}"))?;
+    let req = Request::Del {
+        listen: listen.to_string(),
+    };
+    match super::call(socket, &req)? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        r => Err(super::unexpected(&r)),
+    }
+}

@@ -1,0 +1,69 @@
+//! The command line: one module per subcommand.
+mod add;
+mod del;
+mod list;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{self, ClientError, Request, Response};
+
+/// Publish host ports to containers, translated in the kernel with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "portfwd", version, about, long_about = None)]
+pub struct Cli {
+    /// Control socket of the daemon [env: PORTFWD_SOCKET] [default: /run/portfwd/portfwd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the programs, apply the config and serve the control socket.
+    Daemon {
+        /// Config file.
+        #[arg(long, value_name = "PATH", default_value = "/etc/portfwd/portfwd.yaml")]
+        config: PathBuf,
+    },
+    /// Publish a host port: `portfwd add [HOST_IP:]HOST_PORT[/tcp|/udp] TARGET_IP:PORT`.
+    Add(add::Args),
+    /// Stop publishing a host port: `portfwd del [HOST_IP:]HOST_PORT[/PROTO]`.
+    Del(del::Args),
+    /// The published ports and their counters.
+    List(list::Args),
+    /// Where the programs are attached, the host addresses, and every verdict counter.
+    Status(status::Args),
+}
+
+/// Runs a client subcommand; returns the process exit code.
+pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), String> {
+    let socket = api::socket_path(socket.as_deref());
+    match command {
+        Command::Daemon { .. } => unreachable!("the daemon is started by main"),
+        Command::Add(a) => add::run(&socket, a),
+        Command::Del(a) => del::run(&socket, a),
+        Command::List(a) => list::run(&socket, a),
+        Command::Status(a) => status::run(&socket, a),
+    }
+}
+
+/// Sends `req`, turning a daemon-side error into this command's error.
+fn call(socket: &std::path::Path, req: &Request) -> Result<Response, String> {
+    match api::call(socket, req) {
+        Ok(Response::Error { message }) => Err(message),
+        Ok(r) => Ok(r),
+        Err(
+            e @ (ClientError::NotRunning(_)
+            | ClientError::PermissionDenied(_)
+            | ClientError::Io { .. }),
+        ) => Err(e.to_string()),
+    }
+}
+
+fn unexpected(r: &Response) -> String {
+    format!("unexpected answer from the daemon: {r:?}")
+}

@@ -1,0 +1,44 @@
+//! `portfwd status`
+use std::path::Path;
+
+use crate::api::{Request, Response};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+    let status = match super::call(socket, &Request::Status)? {
+        Response::Status(s) => s,
+        r => return Err(super::unexpected(&r)),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!("config:     {}", status.config.display());
+    println!("forwards:   {}", status.forwards);
+    println!("live flows: {}", status.flows);
+    println!("host addresses: {}", status.host_addresses.join(", "));
+    println!("interfaces:");
+    for i in &status.interfaces {
+        println!(
+            "  {:<16} ifindex {:<5} {:<4} {}",
+            i.name,
+            i.ifindex,
+            i.attach,
+            if i.exposed { "exposed" } else { "replies only" }
+        );
+    }
+    println!("verdicts:");
+    for v in &status.verdicts {
+        println!("  {:<22} {:>12}", v.reason, v.packets);
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! portfwd: publish host ports to containers, translated in the kernel with eBPF.
+//!
+//! The binary is a thin shell over this library:
+//! - `spec`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`);
+//! - `config`: the YAML config: load, validate, save;
+//! - `dataplane`: the eBPF object, its attachments and maps;
+//! - `daemon`: `portfwd daemon`;
+//! - `api`: the control-socket protocol; `cli`: the client subcommands;
+//! - `error`: the daemon's error type.
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod error;
+pub mod spec;
