@@ -12,6 +12,7 @@ pub mod reason;
 
 /// IP protocol numbers the datapath understands.
 pub mod proto {
+    pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
 }

@@ -9,43 +9,46 @@ pub enum Reason {
     Forwarded = 0,
     /// A reply from a target, translated back and sent to the client.
     Replied = 1,
+    /// An ICMP error about a translated flow, with its quoted packet translated, sent on.
+    IcmpErrorTranslated = 2,
     /// Not IPv4 (ARP, IPv6, VLAN-tagged, ...): passed untouched.
-    PassNotIpv4 = 2,
-    /// IPv4 but neither TCP nor UDP: passed untouched.
-    PassNotTcpUdp = 3,
+    PassNotIpv4 = 3,
+    /// IPv4 but neither TCP nor UDP, nor an ICMP error quoting TCP/UDP: passed untouched.
+    PassNotTcpUdp = 4,
     /// Not addressed to the host and not a reply of a known flow: passed untouched.
-    PassNotForUs = 4,
+    PassNotForUs = 5,
     /// Addressed to the host, but no forward for this port: passed untouched.
-    PassNoForward = 5,
+    PassNoForward = 6,
     /// A header could not be parsed safely (truncated, IHL < 5, lengths beyond the frame, TCP data
     /// offset < 5, UDP length wrong): passed untouched, never rewritten; the kernel validates it.
-    PassMalformed = 6,
+    PassMalformed = 7,
     /// A non-first IPv4 fragment: it carries no ports, so it is passed untouched (its first
     /// fragment, if published, was dropped, so the datagram is never reassembled).
-    PassFragment = 7,
+    PassFragment = 8,
     /// The first fragment of a datagram for a published port. portfwd never translates part of
     /// a datagram, so fragmented datagrams to published ports are dropped.
-    DropFragment = 8,
+    DropFragment = 9,
     /// TTL would reach 0 at this hop.
-    DropTtlExceeded = 9,
+    DropTtlExceeded = 10,
     /// No route to the target or to the client (unreachable, blackhole, prohibited, forwarding
     /// disabled on the ingress interface).
-    DropNoRoute = 10,
+    DropNoRoute = 11,
     /// The packet is larger than the MTU towards its destination.
-    DropFragNeeded = 11,
+    DropFragNeeded = 12,
     /// Destination in 127.0.0.0/8 arriving from a network interface: never forwarded.
-    DropLoopbackDst = 12,
+    DropLoopbackDst = 13,
     /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
     /// it is dropped rather than delivered.
-    DropRewriteFailed = 13,
+    DropRewriteFailed = 14,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::Replied,
+        Reason::IcmpErrorTranslated,
         Reason::PassNotIpv4,
         Reason::PassNotTcpUdp,
         Reason::PassNotForUs,
@@ -65,6 +68,7 @@ impl Reason {
         match self {
             Reason::Forwarded => "forwarded",
             Reason::Replied => "replied",
+            Reason::IcmpErrorTranslated => "icmp_error_translated",
             Reason::PassNotIpv4 => "pass_not_ipv4",
             Reason::PassNotTcpUdp => "pass_not_tcp_udp",
             Reason::PassNotForUs => "pass_not_for_us",

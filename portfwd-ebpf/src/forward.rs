@@ -12,9 +12,10 @@ use portfwd_common::{
 };
 
 use crate::{
+    icmp,
     maps::{FLOWS, FORWARDS, HOST_ADDRS, IFACES},
     packet::Packet,
-    parse::{self, Fragment, Ipv4L4},
+    parse::{self, Fragment, Ipv4L4, Parsed},
     rewrite::{self, End},
     route::{self, NextHop, Tuple},
     stats::{self, Direction},
@@ -38,7 +39,7 @@ pub struct Verdict {
 impl Verdict {
     /// A verdict taken without touching the packet.
     #[inline(always)]
-    const fn untouched(reason: Reason) -> Self {
+    pub const fn untouched(reason: Reason) -> Self {
         let action = if reason.is_drop() {
             Action::Drop
         } else {
@@ -51,13 +52,17 @@ impl Verdict {
 #[inline(always)]
 pub fn process<P: Packet>(p: &P) -> Verdict {
     let pkt = match parse::parse(p) {
-        Ok(pkt) => pkt,
+        Ok(Parsed::L4(pkt)) => pkt,
+        Ok(Parsed::IcmpError(err)) => {
+            let for_host = is_exposed(p.ingress_ifindex()) && is_host_addr(err.outer.daddr);
+            return icmp::process(p, &err, for_host);
+        }
         Err(reason) => return Verdict::untouched(reason),
     };
 
     let exposed = is_exposed(p.ingress_ifindex());
     let for_host = exposed && is_host_addr(pkt.daddr);
-    if for_host && let Some(fwd) = lookup_forward(&pkt) {
+    if for_host && let Some(fwd) = lookup_forward(pkt.daddr, pkt.dport, pkt.proto) {
         return to_target(p, &pkt, &fwd);
     }
 
@@ -97,13 +102,14 @@ fn is_host_addr(addr: u32) -> bool {
     HOST_ADDRS.get_ptr(addr).is_some()
 }
 
-/// Forwards bound to the exact destination address win over ones published on every address.
+/// The forward published at `addr:port` (wire order). Forwards bound to the exact address win
+/// over ones published on every address.
 #[inline(always)]
-fn lookup_forward(pkt: &Ipv4L4) -> Option<ForwardValue> {
+pub fn lookup_forward(addr: u32, port: u16, proto: u8) -> Option<ForwardValue> {
     let mut key = ForwardKey {
-        addr_be: pkt.daddr,
-        port_be: pkt.dport,
-        proto: pkt.proto,
+        addr_be: addr,
+        port_be: port,
+        proto,
         _pad: 0,
     };
     let found = match FORWARDS.get_ptr(key) {
@@ -199,7 +205,7 @@ fn to_client<P: Packet>(p: &P, pkt: &Ipv4L4, flow: &FlowValue) -> Verdict {
 /// Checks a matched packet can be forwarded at all, and finds its next hop, before anything is
 /// written.
 #[inline(always)]
-fn check_and_route<P: Packet>(p: &P, pkt: &Ipv4L4, next: &Tuple) -> Result<NextHop, Reason> {
+pub fn check_and_route<P: Packet>(p: &P, pkt: &Ipv4L4, next: &Tuple) -> Result<NextHop, Reason> {
     if pkt.fragment == Fragment::First {
         return Err(Reason::DropFragment);
     }
@@ -225,6 +231,13 @@ fn send<P: Packet>(
     if rewrite::addr_port(p, pkt, end, addr, port).is_err() {
         return Verdict::untouched(Reason::DropRewriteFailed);
     }
+    send_rewritten(p, pkt, hop, ok)
+}
+
+/// Does the router's part (TTL, MACs) for a packet whose addresses are already rewritten, and
+/// sends it to its next hop.
+#[inline(always)]
+pub fn send_rewritten<P: Packet>(p: &P, pkt: &Ipv4L4, hop: NextHop, ok: Reason) -> Verdict {
     let code = match hop {
         NextHop::Resolved {
             ifindex,

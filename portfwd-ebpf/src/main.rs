@@ -7,6 +7,7 @@
 //! - `parse`: Ethernet/IPv4/TCP/UDP parsing with every bound checked once;
 //! - `maps`: the BPF maps;
 //! - `forward`: the decision: publish (DNAT), reply (reverse translation), or pass;
+//! - `icmp`: ICMP errors about translated flows (path MTU discovery, unreachables);
 //! - `rewrite`: address/port/TTL/MAC rewriting with incremental checksums;
 //! - `route`: FIB lookup towards the new destination;
 //! - `stats`: verdict and per-forward counters.
@@ -14,6 +15,7 @@
 #![no_main]
 
 mod forward;
+mod icmp;
 mod maps;
 mod packet;
 mod parse;

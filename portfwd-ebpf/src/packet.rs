@@ -31,6 +31,8 @@ pub trait Packet {
     /// packet itself, which is GSO-aware (tc).
     fn fib_checks_packet_mtu(&self) -> bool;
 
+    /// Reads a `T` at `off`, also beyond the directly readable bytes.
+    fn load<T: Copy>(&self, off: usize) -> Result<T, i64>;
     /// Writes `v` at `off`.
     fn store<T>(&self, off: usize, v: &T) -> Result<(), i64>;
     /// Updates the IPv4 header checksum at `off` for a `size`-byte field changing `from` -> `to`.
@@ -89,6 +91,11 @@ impl Packet for TcContext {
     #[inline(always)]
     fn fib_checks_packet_mtu(&self) -> bool {
         true
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Result<T, i64> {
+        TcContext::load(self, off)
     }
 
     #[inline(always)]

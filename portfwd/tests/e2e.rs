@@ -306,3 +306,35 @@ fn sigterm_detaches_and_exits_zero() {
     assert!(err.to_string().contains("refused"), "{err}");
     assert!(!d.socket.exists(), "socket file removed");
 }
+
+#[test]
+fn icmp_errors_about_a_forwarded_flow_reach_the_client_translated() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("icmp").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    // Nothing listens on the target port: the container answers with ICMP port unreachable,
+    // quoting client -> 172.17.0.2:53. A connected socket on the client only learns of it if the
+    // quote is translated back to client -> host:5353 and the error comes from the host.
+    let _d = Daemon::start(
+        &mut lab,
+        &format!(
+            "forwards:\n  - listen: \"5353/udp\"\n    to: \"{}:53\"\n",
+            c1.addr
+        ),
+    );
+    let err = lab.client().run(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.connect(host_port(5353)).unwrap();
+        s.send(b"anyone?").unwrap();
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).map(|_| ()).unwrap_err()
+    });
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the port-unreachable error must reach the client's socket: {err}"
+    );
+}
