@@ -8,6 +8,7 @@
 //! - `api`: the control-socket protocol; `cli`: the client subcommands;
 //! - `error`: the daemon's error type.
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 mod add;
+mod check;
 mod del;
 mod list;
 mod status;
@@ -37,6 +38,9 @@ pub enum Command {
     List(list::Args),
     /// Where the programs are attached, the host addresses, and every verdict counter.
     Status(status::Args),
+    /// Diagnose forwards: is the target reachable, does the app listen (on which address), is the
+    /// host port taken; exits 1 unless all are OK.
+    Check(check::Args),
 }
 
 /// Runs a client subcommand; returns the process exit code.
@@ -48,6 +52,7 @@ pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), Strin
         Command::Del(a) => del::run(&socket, a),
         Command::List(a) => list::run(&socket, a),
         Command::Status(a) => status::run(&socket, a),
+        Command::Check(a) => check::run(&socket, a),
     }
 }
 

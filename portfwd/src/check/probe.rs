@@ -1,0 +1,252 @@
+//! Probing a target from the host: the route to it, a TCP connect with a time limit, and the
+//! neighbour (ARP) entry of the next hop.
+
+use std::{
+    fs,
+    io::ErrorKind,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+/// What a TCP connect to the target did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connect {
+    /// Connected (and closed again right away); the time from SYN to SYN-ACK, roughly.
+    Connected(Duration),
+    /// RST: the target's machine answered, nothing listens on that port (or a firewall rejects).
+    Refused,
+    /// ENETUNREACH: no route at all.
+    NoRoute,
+    /// EHOSTUNREACH: the next hop did not answer ARP, or a router said so.
+    HostUnreachable,
+    /// No answer within the time limit.
+    TimedOut,
+    /// Anything else, with the OS's message.
+    Error(String),
+}
+
+/// Connects to `target` with `timeout` and closes the connection at once.
+pub fn tcp(target: SocketAddrV4, timeout: Duration) -> Connect {
+    let start = Instant::now();
+    match TcpStream::connect_timeout(&SocketAddr::V4(target), timeout) {
+        Ok(stream) => {
+            let rtt = start.elapsed();
+            drop(stream);
+            Connect::Connected(rtt)
+        }
+        Err(e) => match (e.raw_os_error(), e.kind()) {
+            (Some(libc::ECONNREFUSED), _) => Connect::Refused,
+            (Some(libc::ENETUNREACH), _) => Connect::NoRoute,
+            (Some(libc::EHOSTUNREACH), _) => Connect::HostUnreachable,
+            (Some(libc::ETIMEDOUT), _) | (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                Connect::TimedOut
+            }
+            _ => Connect::Error(e.to_string()),
+        },
+    }
+}
+
+/// Whether the kernel has a route to `addr`: a UDP socket's `connect` looks the route up and
+/// sends nothing. Returns the source address the host would use.
+pub fn route_source(addr: Ipv4Addr) -> Result<Ipv4Addr, std::io::Error> {
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    s.connect((addr, 9))?;
+    match s.local_addr()? {
+        SocketAddr::V4(a) => Ok(*a.ip()),
+        SocketAddr::V6(_) => Err(std::io::Error::other("IPv6 source for an IPv4 target")),
+    }
+}
+
+/// A route of the main table (`/proc/net/route`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dev: String,
+    /// The next router, or `None` when the target is on the link.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl Route {
+    /// The address whose neighbour entry decides whether packets get out: the gateway, or
+    /// the target itself.
+    pub fn next_hop(&self, target: Ipv4Addr) -> Ipv4Addr {
+        self.gateway.unwrap_or(target)
+    }
+}
+
+/// The main table's most specific route to `addr` in the calling thread's namespace (policy
+/// routing and the local table are not looked at).
+pub fn route(addr: Ipv4Addr) -> Option<Route> {
+    let text = fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    best_route(&text, addr)
+}
+
+fn hex_addr(s: &str) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::from(
+        u32::from_str_radix(s, 16).ok()?.to_ne_bytes(),
+    ))
+}
+
+/// Longest prefix, then lowest metric, among the routes that are up.
+pub fn best_route(table: &str, addr: Ipv4Addr) -> Option<Route> {
+    const RTF_UP: u16 = 0x1;
+    const RTF_GATEWAY: u16 = 0x2;
+    let mut best: Option<(u32, u32, Route)> = None;
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let (Some(dest), Some(gw), Ok(flags), Ok(metric), Some(mask)) = (
+            hex_addr(f[1]),
+            hex_addr(f[2]),
+            u16::from_str_radix(f[3], 16),
+            f[6].parse::<u32>(),
+            hex_addr(f[7]),
+        ) else {
+            continue;
+        };
+        let mask = u32::from(mask);
+        if flags & RTF_UP == 0 || u32::from(addr) & mask != u32::from(dest) & mask {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((m, met, _)) => {
+                mask.count_ones() > m.count_ones() || (mask == *m && metric < *met)
+            }
+        };
+        if better {
+            let gateway = (flags & RTF_GATEWAY != 0 && !gw.is_unspecified()).then_some(gw);
+            let route = Route {
+                dev: f[0].to_owned(),
+                gateway,
+            };
+            best = Some((mask, metric, route));
+        }
+    }
+    best.map(|(_, _, r)| r)
+}
+
+/// A neighbour (ARP) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub addr: Ipv4Addr,
+    /// Resolved: an answer to ARP was seen (`ATF_COM`). Unresolved entries are ones being
+    /// asked for (INCOMPLETE) or that went unanswered (FAILED).
+    pub complete: bool,
+    /// `aa:bb:cc:dd:ee:ff`, empty when unresolved.
+    pub mac: String,
+    pub dev: String,
+}
+
+/// The ARP entry of `addr` in the calling thread's namespace, if there is one.
+pub fn neighbour(addr: Ipv4Addr) -> Option<Neighbour> {
+    let text = fs::read_to_string("/proc/thread-self/net/arp").ok()?;
+    parse_arp(&text).into_iter().find(|n| n.addr == addr)
+}
+
+/// Parses `/proc/net/arp`.
+pub fn parse_arp(text: &str) -> Vec<Neighbour> {
+    const ATF_COM: u32 = 0x2;
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
+            let complete = flags & ATF_COM != 0;
+            Some(Neighbour {
+                addr: f[0].parse().ok()?,
+                complete,
+                mac: if complete {
+                    f[3].to_ascii_lowercase()
+                } else {
+                    String::new()
+                },
+                dev: f[5].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `0.08 ms`, `12.3 ms`, `1.20 s`.
+pub fn format_rtt(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_longest_prefix_then_metric() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t01004D0A\t0003\t0\t0\t0\t00000000\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+eth0\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth1\t00004D0A\t00000000\t0001\t0\t0\t5\t00FFFFFF\t0\t0\t0
+";
+        let r = best_route(table, Ipv4Addr::new(172, 17, 0, 2)).unwrap();
+        assert_eq!(r.dev, "docker0");
+        assert_eq!(r.gateway, None);
+        assert_eq!(
+            r.next_hop(Ipv4Addr::new(172, 17, 0, 2)),
+            Ipv4Addr::new(172, 17, 0, 2)
+        );
+        let r = best_route(table, Ipv4Addr::new(10, 77, 0, 9)).unwrap();
+        assert_eq!(r.dev, "eth0", "lower metric wins");
+        let r = best_route(table, Ipv4Addr::new(192, 0, 2, 1)).unwrap();
+        assert_eq!(r.gateway, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert!(best_route("header\n", Ipv4Addr::new(192, 0, 2, 1)).is_none());
+    }
+
+    #[test]
+    fn arp_entries() {
+        let text = "IP address       HW type     Flags       HW address            Mask     Device
+172.17.0.2       0x1         0x2         02:42:AC:11:00:02     *        docker0
+172.17.0.99      0x1         0x0         00:00:00:00:00:00     *        docker0
+";
+        let n = parse_arp(text);
+        assert_eq!(n.len(), 2);
+        assert!(n[0].complete);
+        assert_eq!(n[0].mac, "02:42:ac:11:00:02");
+        assert!(!n[1].complete);
+        assert_eq!(n[1].mac, "");
+        assert_eq!(n[1].dev, "docker0");
+    }
+
+    #[test]
+    fn probing_our_own_loopback() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let SocketAddr::V4(addr) = l.local_addr().unwrap() else {
+            unreachable!()
+        };
+        assert!(matches!(
+            tcp(addr, Duration::from_secs(2)),
+            Connect::Connected(_)
+        ));
+        drop(l);
+        assert_eq!(tcp(addr, Duration::from_secs(2)), Connect::Refused);
+        assert_eq!(
+            route_source(Ipv4Addr::LOCALHOST).unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
+    }
+
+    #[test]
+    fn rtt_formats() {
+        assert_eq!(format_rtt(Duration::from_micros(85)), "0.09 ms");
+        assert_eq!(format_rtt(Duration::from_micros(12_340)), "12.3 ms");
+        assert_eq!(format_rtt(Duration::from_millis(1200)), "1.20 s");
+    }
+}
