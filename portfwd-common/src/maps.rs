@@ -13,8 +13,32 @@ pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
 pub const IFACES: &str = "PF_IFACES";
 /// Per-forward counters, indexed by [`ForwardValue::stats_slot`] (per CPU).
 pub const FORWARD_STATS: &str = "PF_FWD_STATS";
-/// Counters of every verdict the datapath takes, indexed by [`crate::reason::Reason`] (per CPU).
+/// Counters of every verdict the datapath takes, per hook, indexed by
+/// `hook * Reason::COUNT + reason` (see [`Hook`]), per CPU.
 pub const VERDICTS: &str = "PF_VERDICTS";
+/// Egress interfaces that accept XDP_REDIRECT frames (ifindex -> ifindex, a DEVMAP_HASH). XDP
+/// finishes a translation only towards these; anything else is passed untouched to tc.
+pub const XDP_EGRESS: &str = "PF_XDP_EGRESS";
+
+/// The hooks, for the per-hook verdict counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tc = 0,
+    Xdp = 1,
+}
+
+impl Hook {
+    pub const COUNT: u32 = 2;
+    pub const ALL: [Hook; 2] = [Hook::Tc, Hook::Xdp];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::Tc => "tc",
+            Hook::Xdp => "xdp",
+        }
+    }
+}
 
 pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;

@@ -22,28 +22,31 @@ pub enum Reason {
     /// A header could not be parsed safely (truncated, IHL < 5, lengths beyond the frame, TCP data
     /// offset < 5, UDP length wrong): passed untouched, never rewritten; the kernel validates it.
     PassMalformed = 7,
+    /// XDP only: the packet is ours, but its next hop cannot take XDP frames (a bridge, a veth,
+    /// an unresolved neighbour); passed untouched to the tc program behind XDP, which finishes it.
+    PassToTc = 8,
     /// A non-first IPv4 fragment: it carries no ports, so it is passed untouched (its first
     /// fragment, if published, was dropped, so the datagram is never reassembled).
-    PassFragment = 8,
+    PassFragment = 9,
     /// The first fragment of a datagram for a published port. portfwd never translates part of
     /// a datagram, so fragmented datagrams to published ports are dropped.
-    DropFragment = 9,
+    DropFragment = 10,
     /// TTL would reach 0 at this hop.
-    DropTtlExceeded = 10,
+    DropTtlExceeded = 11,
     /// No route to the target or to the client (unreachable, blackhole, prohibited, forwarding
     /// disabled on the ingress interface).
-    DropNoRoute = 11,
+    DropNoRoute = 12,
     /// The packet is larger than the MTU towards its destination.
-    DropFragNeeded = 12,
+    DropFragNeeded = 13,
     /// Destination in 127.0.0.0/8 arriving from a network interface: never forwarded.
-    DropLoopbackDst = 13,
+    DropLoopbackDst = 14,
     /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
     /// it is dropped rather than delivered.
-    DropRewriteFailed = 14,
+    DropRewriteFailed = 15,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
@@ -54,6 +57,7 @@ impl Reason {
         Reason::PassNotForUs,
         Reason::PassNoForward,
         Reason::PassMalformed,
+        Reason::PassToTc,
         Reason::PassFragment,
         Reason::DropFragment,
         Reason::DropTtlExceeded,
@@ -74,6 +78,7 @@ impl Reason {
             Reason::PassNotForUs => "pass_not_for_us",
             Reason::PassNoForward => "pass_no_forward",
             Reason::PassMalformed => "pass_malformed",
+            Reason::PassToTc => "pass_to_tc",
             Reason::PassFragment => "pass_fragment",
             Reason::DropFragment => "drop_fragment",
             Reason::DropTtlExceeded => "drop_ttl_exceeded",

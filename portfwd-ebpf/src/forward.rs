@@ -5,7 +5,6 @@
 //!   interface, and a forward matches): destination NAT to the target, remember the flow, send on;
 //! - a reply of a remembered flow: source translated back to what the client used, send on;
 //! - anything else: passed untouched.
-use aya_ebpf::helpers::generated::bpf_redirect;
 use portfwd_common::{
     maps::{FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_EXPOSE},
     reason::Reason,
@@ -212,7 +211,11 @@ pub fn check_and_route<P: Packet>(p: &P, pkt: &Ipv4L4, next: &Tuple) -> Result<N
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
-    route::lookup(p, pkt, next)
+    let hop = route::lookup(p, pkt, next)?;
+    if !p.can_send(&hop) {
+        return Err(Reason::PassToTc);
+    }
+    Ok(hop)
 }
 
 #[inline(always)]
@@ -247,8 +250,7 @@ pub fn send_rewritten<P: Packet>(p: &P, pkt: &Ipv4L4, hop: NextHop, ok: Reason) 
             if rewrite::hop(p, pkt, Some((&smac, &dmac))).is_err() {
                 return Verdict::untouched(Reason::DropRewriteFailed);
             }
-            // SAFETY: plain helper call with no pointers.
-            Some(unsafe { bpf_redirect(ifindex, 0) } as u32)
+            Some(p.redirect(ifindex))
         }
         NextHop::Unresolved { ifindex } => {
             if rewrite::hop(p, pkt, None).is_err() {

@@ -24,12 +24,12 @@ mod route;
 mod stats;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 
-use crate::forward::Action;
+use crate::{forward::Action, packet::Packet};
 
 /// tc ingress on every interface portfwd manages.
 ///
@@ -38,11 +38,24 @@ use crate::forward::Action;
 #[classifier]
 pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
     let verdict = forward::process(&ctx);
-    stats::count_verdict(verdict.reason);
+    stats::count_verdict(TcContext::HOOK, verdict.reason);
     match verdict.action {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
         Action::Redirect(code) => code as i32,
+    }
+}
+
+/// XDP on interfaces with native XDP support, in front of the tc program. It finishes a
+/// translation only when the next hop takes XDP frames; everything else passes to tc untouched.
+#[xdp]
+pub fn portfwd_xdp(ctx: XdpContext) -> u32 {
+    let verdict = forward::process(&ctx);
+    stats::count_verdict(XdpContext::HOOK, verdict.reason);
+    match verdict.action {
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Drop => xdp_action::XDP_DROP,
+        Action::Redirect(code) => code,
     }
 }
 

@@ -2,11 +2,11 @@
 //! constant.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
     maps::{
-        FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, MAX_FLOWS, MAX_FORWARDS,
+        FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook, MAX_FLOWS, MAX_FORWARDS,
         MAX_HOST_ADDRS, MAX_IFACES,
     },
     reason::Reason,
@@ -30,4 +30,8 @@ pub static FORWARD_STATS: PerCpuArray<ForwardStats> =
     PerCpuArray::with_max_entries(MAX_FORWARDS, 0);
 
 #[map(name = "PF_VERDICTS")]
-pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+pub static VERDICTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(Reason::COUNT * Hook::COUNT, 0);
+
+#[map(name = "PF_XDP_EGRESS")]
+pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);

@@ -1,12 +1,12 @@
 //! Counters: one per verdict reason, and packets/bytes/flows per forward. All per CPU, so the
 //! datapath never contends on a cache line; userspace sums them.
-use portfwd_common::reason::Reason;
+use portfwd_common::{maps::Hook, reason::Reason};
 
 use crate::maps::{FORWARD_STATS, VERDICTS};
 
 #[inline(always)]
-pub fn count_verdict(reason: Reason) {
-    if let Some(c) = VERDICTS.get_ptr_mut(reason as u32) {
+pub fn count_verdict(hook: Hook, reason: Reason) {
+    if let Some(c) = VERDICTS.get_ptr_mut(hook as u32 * Reason::COUNT + reason as u32) {
         // SAFETY: per-CPU slot, written only by this CPU with preemption disabled.
         unsafe { *c += 1 };
     }

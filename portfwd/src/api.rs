@@ -58,15 +58,19 @@ pub struct Status {
     pub host_addresses: Vec<String>,
     pub forwards: usize,
     pub flows: usize,
-    /// Every verdict the datapath took since it was loaded, by reason.
+    /// Every verdict the datapath took since it was loaded, by reason (all hooks).
     pub verdicts: Vec<VerdictCount>,
+    /// The same per hook (`tc`, `xdp`): reason -> packets. In XDP mode a packet XDP hands to tc
+    /// is counted by both (`pass_to_tc`, then tc's verdict).
+    pub verdicts_by_hook:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     pub name: String,
     pub ifindex: u32,
-    /// `tc` for now.
+    /// `tc`, or `xdp+tc` when native XDP is in front of tc.
     pub attach: String,
     /// Whether published ports are reachable through it.
     pub exposed: bool,

@@ -3,11 +3,20 @@
 //! ```yaml
 //! # comments are allowed anywhere
 //! interfaces: []              # empty or absent: every non-loopback interface that is up
+//! mode: auto                  # auto, tc or xdp (any case): see AttachMode; absent: auto
+//! pin_dir: /sys/fs/bpf/portfwd  # absolute; where programs, links and maps are pinned
+//! metrics: "127.0.0.1:9369"   # Prometheus endpoint, IP:PORT or [IPv6]:PORT; absent/null: off
+//! socket_group: portfwd       # may use the control socket besides root; absent/null: root only
 //! forwards:
 //!   - listen: "8080"          # [HOST_IP:]PORT[/PROTO], see crate::spec
 //!     protocol: tcp           # optional; must agree with a /PROTO suffix
 //!     to: "172.17.0.2:3000"   # IP:PORT
 //! ```
+//!
+//! Every key is optional: the empty file is [`Config::default`]. `mode` and `pin_dir` default
+//! to `auto` and [`DEFAULT_PIN_DIR`]. `metrics` takes an IP address, never a host name, and a
+//! port in 1-65535. `socket_group` is only checked to look like a group name (see
+//! [`check_socket_group`]), not looked up: the group need not exist yet.
 //!
 //! # Errors and their locations
 //!
@@ -45,10 +54,14 @@
 //!   removing the last entry writes `forwards: []`. Everything else in the file (other keys,
 //!   their comments, blank lines, CRLF line ends) is untouched.
 //! - This line edit applies when `forwards` is a top-level key of a block mapping, its
-//!   entries are block list items (`- ` at the start of a line), and `interfaces` is
-//!   unchanged. The edited text is parsed again and must give exactly the new config.
-//! - Otherwise (flow-style lists, changed interfaces, a file that no longer parses, ...) the
-//!   file is regenerated in canonical form, keeping only its leading comment block.
+//!   entries are block list items (`- ` at the start of a line), and nothing but the
+//!   forwards changed (`interfaces`, `mode`, `pin_dir`, `metrics` and `socket_group` are as
+//!   in the file, whose lines for them are left as they are). The edited text is parsed
+//!   again and must give exactly the new config.
+//! - Otherwise (flow-style lists, a changed setting, a file that no longer parses, ...) the
+//!   file is regenerated in canonical form, keeping only its leading comment block. The
+//!   canonical form has `interfaces`, then `mode`, `pin_dir`, `metrics` and `socket_group`
+//!   only where they differ from their defaults, then `forwards`.
 //!
 //! In both cases the result parses to the config that was saved, except that the forwards
 //! come in file order (kept entries where they were, new ones last; the order of forwards
@@ -59,8 +72,10 @@ use std::{
     fmt,
     fs::{self, File, OpenOptions, Permissions},
     io::{self, Write as _},
+    net::{IpAddr, SocketAddr},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
+    str::FromStr,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -75,13 +90,111 @@ pub const DEFAULT_PATH: &str = "/etc/portfwd/portfwd.yaml";
 /// The longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 
-/// The daemon's configuration: what to publish, and on which interfaces.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where the daemon pins its programs, links and maps unless the config says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/portfwd";
+
+/// The longest group name [`check_socket_group`] accepts.
+pub const MAX_GROUP_NAME_LEN: usize = 32;
+
+/// How the datapath is attached to each interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native XDP (with tc behind it) on interfaces whose driver supports it and is not veth;
+    /// tc elsewhere.
+    #[default]
+    Auto,
+    /// tc only.
+    Tc,
+    /// Native XDP (with tc behind it) everywhere; an exposed interface without native XDP
+    /// support is an error.
+    Xdp,
+}
+
+impl AttachMode {
+    /// Every mode, in the order they are listed in messages.
+    pub const ALL: [AttachMode; 3] = [AttachMode::Auto, AttachMode::Tc, AttachMode::Xdp];
+
+    /// The lowercase name used in the config (`auto`, `tc`, `xdp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tc => "tc",
+            AttachMode::Xdp => "xdp",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = ParseAttachModeError;
+
+    /// Parses `auto`, `tc` or `xdp`, in any case.
+    fn from_str(s: &str) -> Result<Self, ParseAttachModeError> {
+        AttachMode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| ParseAttachModeError(s.to_owned()))
+    }
+}
+
+/// A string that is not an [`AttachMode`]: `unknown mode 'foo' (expected auto, tc or xdp)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseAttachModeError(String);
+
+impl fmt::Display for ParseAttachModeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = AttachMode::ALL.map(AttachMode::as_str);
+        write!(
+            f,
+            "unknown mode '{}' (expected {})",
+            printable(&self.0),
+            one_of(&names)
+        )
+    }
+}
+
+impl std::error::Error for ParseAttachModeError {}
+
+/// The daemon's configuration: what to publish, on which interfaces, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Interfaces to attach to; empty means every non-loopback interface that is up.
     pub interfaces: Vec<String>,
     /// The published ports, in file order. No two conflict (see [`Listen::conflicts_with`]).
     pub forwards: Vec<Forward>,
+    /// `mode:` how the datapath is attached (default [`AttachMode::Auto`]).
+    pub mode: AttachMode,
+    /// `pin_dir:` where programs, links and maps are pinned (default [`DEFAULT_PIN_DIR`]).
+    /// Must be an absolute path (see [`check_pin_dir`]).
+    pub pin_dir: PathBuf,
+    /// `metrics:` address of the Prometheus endpoint, e.g. `127.0.0.1:9369`; `None` (absent
+    /// or null in the file, the default) means no endpoint. The port is never 0.
+    pub metrics: Option<SocketAddr>,
+    /// `socket_group:` the group (by name) allowed to use the control socket besides root;
+    /// `None` (absent or null in the file, the default) means root only. Checked to be a
+    /// plausible group name ([`check_socket_group`]), not that the group exists.
+    pub socket_group: Option<String>,
+}
+
+impl Default for Config {
+    /// No interfaces (every one that is up), no forwards, and the documented defaults:
+    /// `auto` mode, pinned under [`DEFAULT_PIN_DIR`], no metrics, control socket root only.
+    fn default() -> Self {
+        Config {
+            interfaces: Vec::new(),
+            forwards: Vec::new(),
+            mode: AttachMode::default(),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            metrics: None,
+            socket_group: None,
+        }
+    }
 }
 
 /// Why a config could not be loaded or saved. Every message is one line.
@@ -169,8 +282,9 @@ impl fmt::Display for ConflictError {
 impl std::error::Error for ConflictError {}
 
 impl Config {
-    /// Checks what [`load`] checks beyond syntax: interface names are valid and unique, and no
-    /// two forwards conflict.
+    /// Checks what [`load`] checks beyond syntax: interface names are valid and unique,
+    /// `pin_dir` passes [`check_pin_dir`], the metrics port is not 0, `socket_group` passes
+    /// [`check_socket_group`], and no two forwards conflict.
     pub fn validate(&self) -> Result<(), ValidationError> {
         for (i, name) in self.interfaces.iter().enumerate() {
             let field = || format!("interfaces[{i}]");
@@ -184,6 +298,17 @@ impl Config {
                     message: format!("'{name}' is already listed as interfaces[{j}]"),
                 });
             }
+        }
+        let invalid = |field: &str, message| ValidationError {
+            field: field.to_owned(),
+            message,
+        };
+        check_pin_dir(&self.pin_dir).map_err(|m| invalid("pin_dir", m))?;
+        if let Some(addr) = self.metrics {
+            check_metrics_port(addr.port()).map_err(|m| invalid("metrics", m))?;
+        }
+        if let Some(group) = &self.socket_group {
+            check_socket_group(group).map_err(|m| invalid("socket_group", m))?;
         }
         for (i, fwd) in self.forwards.iter().enumerate() {
             let earlier = &self.forwards[..i];
@@ -319,7 +444,24 @@ fn same_config(a: &Config, b: &Config) -> bool {
         forwards.sort_unstable();
         forwards
     };
-    a.interfaces == b.interfaces && sorted(a) == sorted(b)
+    same_settings(a, b) && sorted(a) == sorted(b)
+}
+
+/// Equal in everything but the forwards.
+fn same_settings(a: &Config, b: &Config) -> bool {
+    let Config {
+        interfaces,
+        forwards: _,
+        mode,
+        pin_dir,
+        metrics,
+        socket_group,
+    } = a;
+    *interfaces == b.interfaces
+        && *mode == b.mode
+        && *pin_dir == b.pin_dir
+        && *metrics == b.metrics
+        && *socket_group == b.socket_group
 }
 
 /// Why `name` cannot be a Linux interface name (the kernel's `dev_valid_name` rules), or Ok.
@@ -343,6 +485,125 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
     };
     Err(format!(
         "'{}' is not a valid interface name: {reason}",
+        printable(name)
+    ))
+}
+
+/// Why `path` cannot be the pin directory, or Ok: it must be an absolute path in UTF-8 (it is
+/// written to the config file), without `..` or control characters, and not `/` itself.
+pub fn check_pin_dir(path: &Path) -> Result<(), String> {
+    let Some(text) = path.to_str() else {
+        let shown = path.to_string_lossy();
+        return Err(format!("'{}' is not valid UTF-8", printable(&shown)));
+    };
+    let shown = printable(text);
+    Err(if text.is_empty() {
+        format!("empty value (expected an absolute path, e.g. {DEFAULT_PIN_DIR})")
+    } else if !path.is_absolute() {
+        format!("'{shown}' is not an absolute path (e.g. {DEFAULT_PIN_DIR})")
+    } else if text.chars().any(char::is_control) {
+        format!("'{shown}' contains a control character")
+    } else if path.components().any(|c| c == Component::ParentDir) {
+        format!("'{shown}' contains '..'; give the directory itself")
+    } else if path.components().all(|c| c == Component::RootDir) {
+        format!(
+            "'{shown}' is the root directory; give a directory of portfwd's own (e.g. {DEFAULT_PIN_DIR})"
+        )
+    } else {
+        return Ok(());
+    })
+}
+
+/// The example in messages about `metrics`.
+const METRICS_EXAMPLE: &str = "e.g. 127.0.0.1:9369 or [::1]:9369";
+
+/// Parses the `metrics` address: an IP address (IPv6 in brackets) and a port in 1-65535.
+/// Host names are refused: the address is bound as written, never resolved.
+pub fn parse_metrics(text: &str) -> Result<SocketAddr, String> {
+    let shown = printable(text);
+    if text.is_empty() {
+        return Err(format!("empty value (expected IP:PORT, {METRICS_EXAMPLE})"));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        check_metrics_port(addr.port())?;
+        return Ok(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if bare.parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "'{shown}' needs a port: IP:PORT ({METRICS_EXAMPLE})"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(if text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("'{shown}' needs an address: IP:PORT ({METRICS_EXAMPLE})")
+        } else {
+            format!("'{shown}' is not IP:PORT ({METRICS_EXAMPLE})")
+        });
+    };
+    let host_ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .map_or_else(
+            || host.parse::<std::net::Ipv4Addr>().map(IpAddr::from),
+            |h| h.parse::<std::net::Ipv6Addr>().map(IpAddr::from),
+        );
+    if host_ip.is_err() {
+        let name_like = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        return Err(if name_like {
+            format!(
+                "'{}' is not an IP address; host names are not resolved ({METRICS_EXAMPLE})",
+                printable(host)
+            )
+        } else {
+            format!("'{shown}' is not IP:PORT ({METRICS_EXAMPLE})")
+        });
+    }
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{}' is not a port number", printable(port)));
+    }
+    // Only a port out of range is left: `SocketAddr` takes any decimal u16.
+    Err(format!("port {port} is outside 1-65535"))
+}
+
+/// The metrics endpoint needs a fixed port that Prometheus can be pointed at.
+fn check_metrics_port(port: u16) -> Result<(), String> {
+    if port == 0 {
+        Err("port 0 is outside 1-65535".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// Why `name` cannot be a group name, or Ok. This is a plausibility check (not empty, at
+/// most [`MAX_GROUP_NAME_LEN`] characters, no whitespace, `:`, `/` or control characters,
+/// not a number), not a lookup: the group need not exist yet.
+pub fn check_socket_group(name: &str) -> Result<(), String> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.chars().count() > MAX_GROUP_NAME_LEN {
+        "longer than 32 characters"
+    } else if name.chars().any(char::is_whitespace) {
+        "contains whitespace"
+    } else if name.contains(':') {
+        "contains ':'"
+    } else if name.contains('/') {
+        "contains '/'"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        "it is a number; give the group's name"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "'{}' is not a valid group name: {reason}",
         printable(name)
     ))
 }
@@ -671,6 +932,39 @@ impl Source<'_> {
         Ok(names)
     }
 
+    fn mode(&self, node: &Spanned<Node>) -> Result<AttachMode, ConfigError> {
+        let text = self.string(node, "mode", "auto, tc or xdp")?;
+        text.parse::<AttachMode>()
+            .map_err(|e| self.invalid(node, "mode", e.to_string()))
+    }
+
+    fn pin_dir(&self, node: &Spanned<Node>) -> Result<PathBuf, ConfigError> {
+        let path = PathBuf::from(self.string(node, "pin_dir", "an absolute path")?);
+        check_pin_dir(&path).map_err(|message| self.invalid(node, "pin_dir", message))?;
+        Ok(path)
+    }
+
+    /// `metrics: null` is the same as no `metrics` key: no endpoint.
+    fn metrics(&self, node: &Spanned<Node>) -> Result<Option<SocketAddr>, ConfigError> {
+        if let Node::Null = node.value {
+            return Ok(None);
+        }
+        let text = self.string(node, "metrics", "IP:PORT or null")?;
+        parse_metrics(&text)
+            .map(Some)
+            .map_err(|message| self.invalid(node, "metrics", message))
+    }
+
+    /// `socket_group: null` is the same as no `socket_group` key: root only.
+    fn socket_group(&self, node: &Spanned<Node>) -> Result<Option<String>, ConfigError> {
+        if let Node::Null = node.value {
+            return Ok(None);
+        }
+        let name = self.string(node, "socket_group", "a group name or null")?;
+        check_socket_group(&name).map_err(|message| self.invalid(node, "socket_group", message))?;
+        Ok(Some(name))
+    }
+
     fn forwards(&self, node: &Spanned<Node>) -> Result<Vec<Forward>, ConfigError> {
         let items = match &node.value {
             Node::Null => return Ok(Vec::new()),
@@ -804,6 +1098,16 @@ fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
     }
 }
 
+/// The keys of the top-level mapping, in the order error messages list them.
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    "interfaces",
+    "forwards",
+    "mode",
+    "pin_dir",
+    "metrics",
+    "socket_group",
+];
+
 fn parse_document(text: &str, path: &Path) -> Result<Document, ConfigError> {
     let options = serde_saphyr::options! {
         // Repeated keys reach the schema check, which names both lines.
@@ -831,12 +1135,17 @@ fn parse_document(text: &str, path: &Path) -> Result<Document, ConfigError> {
     };
     doc.flow_top = byte_span(&root)
         .is_none_or(|(start, _)| text.get(start..).is_none_or(|t| t.starts_with('{')));
-    for (name, key, value) in src.fields(entries, "", &["interfaces", "forwards"])? {
-        if name == "interfaces" {
-            doc.config.interfaces = src.interfaces(value)?;
-        } else {
-            doc.config.forwards = src.forwards(value)?;
-            doc.forwards = src.forwards_layout(key, value);
+    for (name, key, value) in src.fields(entries, "", &TOP_LEVEL_KEYS)? {
+        match name {
+            "interfaces" => doc.config.interfaces = src.interfaces(value)?,
+            "mode" => doc.config.mode = src.mode(value)?,
+            "pin_dir" => doc.config.pin_dir = src.pin_dir(value)?,
+            "metrics" => doc.config.metrics = src.metrics(value)?,
+            "socket_group" => doc.config.socket_group = src.socket_group(value)?,
+            _ => {
+                doc.config.forwards = src.forwards(value)?;
+                doc.forwards = src.forwards_layout(key, value);
+            }
         }
     }
     Ok(doc)
@@ -865,7 +1174,7 @@ fn forward_lines(fwd: &Forward, dash: usize, content: usize, nl: &str) -> String
 /// `text` with the forwards changed in place to `new`; `None` when the file's form is not
 /// one this handles (see the module documentation).
 fn edit_in_place(text: &str, doc: &Document, new: &Config) -> Option<String> {
-    if doc.config.interfaces != new.interfaces {
+    if !same_settings(&doc.config, new) {
         return None;
     }
     // Entries still wanted stay where they are; the others go; new ones are appended.
@@ -1011,7 +1320,8 @@ fn edit_in_place(text: &str, doc: &Document, new: &Config) -> Option<String> {
 }
 
 /// The canonical file for `config`, under the leading comment block of `existing` (or a
-/// short header for a new file).
+/// short header for a new file): `interfaces`, then `mode`, `pin_dir`, `metrics` and
+/// `socket_group` if they differ from their defaults, then `forwards`.
 fn regenerate(existing: Option<&str>, config: &Config) -> String {
     let mut out = String::new();
     match existing {
@@ -1032,10 +1342,24 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
     } else {
         out.push_str("interfaces:\n");
         for name in &config.interfaces {
-            // A JSON string is a YAML double-quoted scalar.
-            let quoted = serde_json::to_string(name).unwrap_or_else(|_| format!("{name:?}"));
-            out.push_str(&format!("  - {quoted}\n"));
+            out.push_str(&format!("  - {}\n", yaml_quoted(name)));
         }
+    }
+    // The other settings only when they differ from their defaults, so that a config that
+    // leaves them alone is written as it was before they existed.
+    let defaults = Config::default();
+    if config.mode != defaults.mode {
+        out.push_str(&format!("mode: {}\n", config.mode));
+    }
+    if config.pin_dir != defaults.pin_dir {
+        let path = config.pin_dir.to_string_lossy();
+        out.push_str(&format!("pin_dir: {}\n", yaml_quoted(&path)));
+    }
+    if let Some(addr) = config.metrics {
+        out.push_str(&format!("metrics: \"{addr}\"\n"));
+    }
+    if let Some(group) = &config.socket_group {
+        out.push_str(&format!("socket_group: {}\n", yaml_quoted(group)));
     }
     if config.forwards.is_empty() {
         out.push_str("forwards: []\n");
@@ -1047,6 +1371,11 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
             .for_each(|f| out.push_str(&forward_lines(f, 2, 4, "\n")));
     }
     out
+}
+
+/// `s` as a YAML double-quoted scalar (which a JSON string is).
+fn yaml_quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
 
 /// The file a symlink points to (so that saving replaces the target, not the link).
@@ -1175,6 +1504,7 @@ mod tests {
             Config {
                 interfaces: vec![],
                 forwards: vec![fwd("8080/tcp -> 172.17.0.2:3000")],
+                ..Config::default()
             }
         );
         assert_eq!(demo.forwards[0].to.addr, Ipv4Addr::new(172, 17, 0, 2));
@@ -1309,7 +1639,7 @@ forwards:
             ),
             (
                 "forward: []\n",
-                "1:1: forward: unknown key (expected interfaces or forwards)",
+                "1:1: forward: unknown key (expected interfaces, forwards, mode, pin_dir, metrics or socket_group)",
             ),
             (
                 "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    proto: tcp\n",
@@ -1380,7 +1710,9 @@ forwards:
         );
         assert_eq!(
             error("\"a\\nb\": 1\n"),
-            format!("{FILE}:1:1: a\\nb: unknown key (expected interfaces or forwards)")
+            format!(
+                "{FILE}:1:1: a\\nb: unknown key (expected interfaces, forwards, mode, pin_dir, metrics or socket_group)"
+            )
         );
         assert_eq!(
             error("interfaces: [\"eth\\t0\"]\n"),
@@ -1675,6 +2007,7 @@ forwards:
         let one = Config {
             interfaces: vec![],
             forwards: vec![fwd("8080 -> 172.17.0.2:3000")],
+            ..Config::default()
         };
         let text = render(Some(installed), &one);
         assert_eq!(parse(&text), one);
@@ -1807,6 +2140,7 @@ forwards:
         let want = Config {
             interfaces: vec!["eth0".into()],
             forwards: vec![fwd("80 -> 1.2.3.4:80"), fwd("81/udp -> 1.2.3.4:81")],
+            ..Config::default()
         };
         let canonical = "interfaces:\n  - \"eth0\"\nforwards:\n  - listen: \"80/tcp\"\n    to: \"1.2.3.4:80\"\n  - listen: \"81/udp\"\n    to: \"1.2.3.4:81\"\n";
         // Flow style, a flow top level, changed interfaces, a broken file: the leading
@@ -1829,6 +2163,7 @@ forwards:
         let odd = Config {
             interfaces: vec!["a\"b".into(), "yes".into(), "1".into()],
             forwards: vec![],
+            ..Config::default()
         };
         assert_eq!(parse(&render(None, &odd)), odd);
     }
@@ -1840,6 +2175,7 @@ forwards:
         let one = Config {
             interfaces: vec![],
             forwards: vec![fwd("8080 -> 172.17.0.2:3000")],
+            ..Config::default()
         };
         // A new file, in a directory that does not exist yet.
         save(&path, &one).unwrap();
@@ -1887,6 +2223,7 @@ forwards:
         let bad = Config {
             interfaces: vec![],
             forwards: vec![fwd("80 -> 1.2.3.4:1"), fwd("80 -> 1.2.3.4:2")],
+            ..Config::default()
         };
         let e = save(&path, &bad).unwrap_err();
         assert_eq!(

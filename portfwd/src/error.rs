@@ -7,6 +7,10 @@ pub enum Error {
     Load(String),
     #[error("attaching to interface {interface} failed: {message}")]
     Attach { interface: String, message: String },
+    #[error(
+        "interface {interface} has no native XDP support ({message}); use mode: auto or mode: tc"
+    )]
+    XdpUnsupported { interface: String, message: String },
     #[error("updating the {what} map failed: {message}")]
     Map { what: &'static str, message: String },
     #[error(transparent)]

@@ -10,11 +10,12 @@ use portfwd::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Daemon { config } => {
+        Command::Daemon { config, mode } => {
             init_logging();
             let opts = daemon::Options {
                 config,
                 socket: api::socket_path(cli.socket.as_deref()),
+                mode,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

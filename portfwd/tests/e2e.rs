@@ -276,6 +276,7 @@ fn invalid_config_stops_the_daemon_naming_file_line_and_field() {
     let out = Daemon::run_to_exit(
         &mut lab,
         "forwards:\n  - listen: \"8080\"\n    to: \"172.17.0.2\"\n",
+        &[],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -337,4 +338,60 @@ fn icmp_errors_about_a_forwarded_flow_reach_the_client_translated() {
         std::io::ErrorKind::ConnectionRefused,
         "the port-unreachable error must reach the client's socket: {err}"
     );
+}
+
+#[test]
+fn xdp_mode_puts_native_xdp_in_front_of_tc() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("xdp").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
+    let d = Daemon::start_with(
+        &mut lab,
+        &format!(
+            "interfaces: [eth0]\nforwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
+            c1.addr
+        ),
+        Some("xdp"),
+    );
+    let reply = lab::tcp_request(lab.client(), host_port(8080), "via xdp", T).unwrap();
+    assert!(reply.ends_with("via xdp"), "{reply}");
+
+    let out = d.cli(&lab, &["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eth0 = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .expect("eth0 attached");
+    assert_eq!(eth0["attach"], "xdp+tc", "{status}");
+    // XDP saw the client's packets first; their next hop is a bridge, which takes no XDP
+    // frames, so it handed them to tc untouched, and tc forwarded them.
+    let xdp = &status["verdicts_by_hook"]["xdp"];
+    assert!(xdp["pass_to_tc"].as_u64().unwrap() >= 3, "{status}");
+    assert!(
+        status["verdicts_by_hook"]["tc"]["forwarded"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "{status}"
+    );
+}
+
+#[test]
+fn xdp_mode_refuses_an_exposed_interface_without_native_xdp() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("xdpno").unwrap();
+    // Every interface is exposed, docker0 included, and a bridge has no native XDP.
+    let out = Daemon::run_to_exit(&mut lab, "forwards: []\n", &["--mode", "xdp"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("docker0 has no native XDP support"), "{err}");
+    assert!(err.contains("mode: auto or mode: tc"), "{err}");
 }

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let phases = if args.no_lint { 2 } else { 3 };
+    let phases = if args.no_lint { 3 } else { 4 };
     let mut phase = 0;
     let mut banner = |title: &str| {
         phase += 1;
@@ -50,6 +50,14 @@ pub fn run(args: Args) -> Result<()> {
     test.args(["test", "--workspace", "--exclude", "portfwd-ebpf"])
         .args(&args.cargo_args);
     cmd::run(&mut test)?;
+
+    // The end-to-end suite again with the daemon in XDP mode (native XDP in front of tc on the
+    // lab's client-facing interface), so both attach modes are proven on every run.
+    banner("end-to-end tests in XDP mode");
+    let mut xdp = cmd::cargo();
+    xdp.args(["test", "--package", "portfwd", "--test", "e2e"])
+        .env("PORTFWD_E2E_MODE", "xdp");
+    cmd::run(&mut xdp)?;
     println!("\nxtask test: all phases passed");
     Ok(())
 }

@@ -29,6 +29,10 @@ pub enum Command {
         /// Config file.
         #[arg(long, value_name = "PATH", default_value = "/etc/portfwd/portfwd.yaml")]
         config: PathBuf,
+        /// How to attach: auto (native XDP on hardware NICs, tc elsewhere), tc, or xdp (native
+        /// XDP required on exposed interfaces). Overrides the config's `mode:`.
+        #[arg(long, value_name = "MODE")]
+        mode: Option<crate::config::AttachMode>,
     },
     /// Publish a host port: `portfwd add [HOST_IP:]HOST_PORT[/tcp|/udp] TARGET_IP:PORT`.
     Add(add::Args),

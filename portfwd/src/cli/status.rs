@@ -36,9 +36,22 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             if i.exposed { "exposed" } else { "replies only" }
         );
     }
-    println!("verdicts:");
+    println!("verdicts:{:>26}{:>13}", "tc", "xdp");
+    let by = |hook: &str, reason: &str| {
+        status
+            .verdicts_by_hook
+            .get(hook)
+            .and_then(|m| m.get(reason))
+            .copied()
+            .unwrap_or(0)
+    };
     for v in &status.verdicts {
-        println!("  {:<22} {:>12}", v.reason, v.packets);
+        println!(
+            "  {:<22} {:>12} {:>12}",
+            v.reason,
+            by("tc", &v.reason),
+            by("xdp", &v.reason)
+        );
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         address::AddressAttribute,
-        link::{LinkAttribute, LinkFlags},
+        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo},
     },
 };
 
@@ -24,6 +24,15 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub loopback: bool,
+    /// A software device (veth, bridge, ...); `None` for hardware NICs.
+    pub kind: Option<String>,
+}
+
+impl Link {
+    /// A hardware NIC: no link kind.
+    pub fn is_hardware(&self) -> bool {
+        self.kind.is_none()
+    }
 }
 
 /// Interfaces and IPv4 addresses at one moment.
@@ -44,11 +53,20 @@ pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
             _ => None,
         });
         let Some(name) = name else { continue };
+        let kind = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(InfoKind::Other(k)) => Some(k.clone()),
+                LinkInfo::Kind(k) => Some(format!("{k:?}").to_lowercase()),
+                _ => None,
+            }),
+            _ => None,
+        });
         links.push(Link {
             index: msg.header.index,
             name,
             up: msg.header.flags.contains(LinkFlags::Up),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
+            kind,
         });
     }
     let mut addrs = Vec::new();

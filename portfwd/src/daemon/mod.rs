@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use portfwd_common::maps::MAX_FORWARDS;
+use portfwd_common::maps::{Hook, MAX_FORWARDS};
 use rtnetlink::MulticastGroup;
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -25,8 +25,8 @@ use tokio::{
 
 use crate::{
     api::{self, ForwardEntry, InterfaceStatus, Request, Response, VerdictCount},
-    config::{self, Config, ConfigError},
-    dataplane::Dataplane,
+    config::{self, AttachMode, Config, ConfigError},
+    dataplane::{Dataplane, XdpPolicy},
     error::Error,
     spec::{Forward, Listen, Target},
 };
@@ -35,6 +35,8 @@ use crate::{
 pub struct Options {
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// `--mode`: overrides the config's `mode:`.
+    pub mode: Option<AttachMode>,
 }
 
 /// A published forward and the counter slot it uses.
@@ -47,7 +49,9 @@ struct Active {
 pub struct State {
     dp: Dataplane,
     config_path: PathBuf,
-    interfaces: Vec<String>,
+    /// The applied config; its `forwards` are kept in `forwards` below.
+    cfg: Config,
+    mode_override: Option<AttachMode>,
     forwards: Vec<Active>,
     free_slots: Vec<u32>,
     next_slot: u32,
@@ -56,11 +60,12 @@ pub struct State {
 }
 
 impl State {
-    fn new(dp: Dataplane, config_path: PathBuf, interfaces: Vec<String>) -> Self {
+    fn new(dp: Dataplane, config_path: PathBuf, mode_override: Option<AttachMode>) -> Self {
         Self {
             dp,
             config_path,
-            interfaces,
+            cfg: Config::default(),
+            mode_override,
             forwards: Vec::new(),
             free_slots: Vec::new(),
             next_slot: 0,
@@ -114,14 +119,23 @@ impl State {
 
     fn config(&self) -> Config {
         Config {
-            interfaces: self.interfaces.clone(),
             forwards: self.forwards.iter().map(|a| a.fwd).collect(),
+            ..self.cfg.clone()
         }
     }
 
+    fn mode(&self) -> AttachMode {
+        self.mode_override.unwrap_or(self.cfg.mode)
+    }
+
+    fn exposed(&self, name: &str) -> bool {
+        self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| n == name)
+    }
+
     /// Applies a validated config: forwards that are gone or changed are removed first, then
-    /// new ones added, then interfaces re-evaluated.
-    fn apply_config(&mut self, cfg: &Config) -> Result<(), Error> {
+    /// new ones added, then interfaces re-evaluated. Returns the interfaces that failed to
+    /// attach as the mode requires.
+    fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
         let stale: Vec<Listen> = self
             .forwards
             .iter()
@@ -136,40 +150,71 @@ impl State {
                 self.publish(*fwd)?;
             }
         }
-        self.interfaces = cfg.interfaces.clone();
+        self.cfg = Config {
+            forwards: Vec::new(),
+            ..cfg.clone()
+        };
         let host = self.host.clone();
-        self.apply_host(host);
-        Ok(())
+        Ok(self.apply_host(host))
+    }
+
+    /// What to put in front of tc on `link`, by mode:
+    /// - tc: nothing;
+    /// - xdp: native XDP, required on interfaces that expose published ports;
+    /// - auto: native XDP on hardware NICs that support it. Not on veth: frames reaching a veth
+    ///   from its peer are skbs converted for XDP (often copied), measured slower than tc.
+    fn xdp_policy(&self, link: &host::Link) -> XdpPolicy {
+        match self.mode() {
+            AttachMode::Tc => XdpPolicy::Off,
+            AttachMode::Xdp if self.exposed(&link.name) => XdpPolicy::Required,
+            AttachMode::Xdp => XdpPolicy::IfSupported,
+            AttachMode::Auto if link.is_hardware() => XdpPolicy::IfSupported,
+            AttachMode::Auto => XdpPolicy::Off,
+        }
     }
 
     /// Attaches to every interface that is up and not loopback, detaches from the rest, marks
-    /// which ones expose published ports, and mirrors the host's addresses.
-    fn apply_host(&mut self, snap: host::Snapshot) {
+    /// which ones expose published ports, and mirrors the host's addresses. Returns the
+    /// interfaces where the mode's requirements could not be met.
+    fn apply_host(&mut self, snap: host::Snapshot) -> Vec<Error> {
+        let mut failures = Vec::new();
         let wanted: Vec<&host::Link> = snap.links.iter().filter(|l| l.up && !l.loopback).collect();
         for l in &wanted {
-            let exposed =
-                self.interfaces.is_empty() || self.interfaces.iter().any(|n| n == &l.name);
+            let exposed = self.exposed(&l.name);
             let fresh = !self.dp.attachments.is_attached(l.index, &l.name);
-            match self.dp.attach(l.index, &l.name) {
-                Ok(()) => {
+            let policy = self.xdp_policy(l);
+            let result = self.dp.attach(l.index, &l.name, policy);
+            // XDP may hand a translation to this interface only if it takes XDP frames:
+            // a hardware NIC with our XDP program attached natively.
+            let xdp_egress = matches!(result, Ok(true)) && l.is_hardware();
+            if let Err(e) = self.dp.maps.set_xdp_egress(l.index, xdp_egress) {
+                tracing::error!("{e}");
+            }
+            match result {
+                Ok(xdp) => {
                     if let Err(e) = self.dp.maps.set_iface(l.index, exposed) {
                         tracing::error!("{e}");
                     }
                     if fresh {
-                        tracing::info!(interface = %l.name, ifindex = l.index, exposed, "attached (tc ingress)");
+                        let hooks = if xdp { "xdp+tc" } else { "tc" };
+                        tracing::info!(interface = %l.name, ifindex = l.index, exposed, hooks, "attached");
                     }
                 }
-                Err(e) => tracing::error!("{e}"),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    failures.push(e);
+                }
             }
         }
-        for (index, name) in self.dp.attachments.list() {
+        for (index, name, _) in self.dp.attachments.list() {
             if !wanted.iter().any(|l| l.index == index && l.name == name) {
                 self.dp.detach(index);
                 let _ = self.dp.maps.remove_iface(index);
+                let _ = self.dp.maps.set_xdp_egress(index, false);
                 tracing::info!(interface = %name, ifindex = index, "detached (interface down or gone)");
             }
         }
-        for name in &self.interfaces {
+        for name in &self.cfg.interfaces {
             if !snap.links.iter().any(|l| &l.name == name) {
                 tracing::warn!(interface = %name, "configured interface does not exist (yet)");
             }
@@ -195,6 +240,7 @@ impl State {
         }
         self.host_addrs = addrs;
         self.host = snap;
+        failures
     }
 
     /// Handles one control request.
@@ -268,7 +314,21 @@ impl State {
     }
 
     fn status(&self) -> Response {
-        let verdicts = match self.dp.maps.verdicts() {
+        let counters = self.dp.maps.verdicts().and_then(|all| {
+            let mut by_hook = std::collections::BTreeMap::new();
+            for hook in Hook::ALL {
+                let per: std::collections::BTreeMap<String, u64> = self
+                    .dp
+                    .maps
+                    .verdicts_of(hook)?
+                    .into_iter()
+                    .map(|(r, n)| (r.name().to_owned(), n))
+                    .collect();
+                by_hook.insert(hook.name().to_owned(), per);
+            }
+            Ok((all, by_hook))
+        });
+        let (verdicts, verdicts_by_hook) = match counters {
             Ok(v) => v,
             Err(e) => {
                 return Response::Error {
@@ -283,11 +343,11 @@ impl State {
                 .attachments
                 .list()
                 .into_iter()
-                .map(|(ifindex, name)| InterfaceStatus {
-                    exposed: self.interfaces.is_empty() || self.interfaces.contains(&name),
+                .map(|(ifindex, name, xdp)| InterfaceStatus {
+                    exposed: self.exposed(&name),
                     name,
                     ifindex,
-                    attach: "tc".into(),
+                    attach: if xdp { "xdp+tc" } else { "tc" }.into(),
                 })
                 .collect(),
             host_addresses: self.host_addrs.iter().map(|a| a.to_string()).collect(),
@@ -300,6 +360,7 @@ impl State {
                     packets,
                 })
                 .collect(),
+            verdicts_by_hook,
         })
     }
 }
@@ -330,21 +391,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])?;
     tokio::spawn(mconn);
 
-    let state = Arc::new(Mutex::new(State::new(
-        dp,
-        opts.config.clone(),
-        cfg.interfaces.clone(),
-    )));
+    let state = Arc::new(Mutex::new(State::new(dp, opts.config.clone(), opts.mode)));
     {
         let snap = host::snapshot(&handle).await?;
         let mut st = state.lock().await;
         st.host = snap;
-        st.apply_config(&cfg)?;
+        if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
+            // The mode cannot be honoured: stop rather than run half-attached.
+            st.dp.detach_all();
+            return Err(e.into());
+        }
     }
     tracing::info!(
         config = %opts.config.display(),
         socket = %opts.socket.display(),
         forwards = cfg.forwards.len(),
+        mode = %opts.mode.unwrap_or(cfg.mode),
         "portfwd daemon ready"
     );
 
@@ -380,7 +442,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 async fn resync(handle: &rtnetlink::Handle, state: &Arc<Mutex<State>>) {
     match host::snapshot(handle).await {
-        Ok(snap) => state.lock().await.apply_host(snap),
+        Ok(snap) => {
+            // Failures are logged and shown by `portfwd status`; the daemon keeps serving the
+            // interfaces that work.
+            let _ = state.lock().await.apply_host(snap);
+        }
         Err(e) => tracing::error!("reading interfaces and addresses: {e}"),
     }
 }
@@ -391,7 +457,7 @@ async fn reload(state: &Arc<Mutex<State>>) {
     let path = st.config_path.clone();
     match config::load(&path) {
         Ok(cfg) => match st.apply_config(&cfg) {
-            Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+            Ok(_) => tracing::info!(config = %path.display(), "reloaded"),
             Err(e) => tracing::error!("reload: {e}"),
         },
         Err(e) => tracing::error!("reload rejected, nothing changed: {e}"),

@@ -1,34 +1,78 @@
 //! Where the tc program is attached.
 use std::collections::BTreeMap;
 
-use aya::programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId};
+use aya::programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId};
 
 use crate::error::Error;
 
-/// The interfaces the tc program is attached to, by ifindex.
+/// What is attached to one interface.
+struct Attachment {
+    name: String,
+    tc: SchedClassifierLinkId,
+    xdp: Option<XdpLinkId>,
+    /// Native XDP was tried and refused by the driver: do not retry on every resync.
+    xdp_unsupported: bool,
+}
+
+/// The interfaces the programs are attached to, by ifindex.
 #[derive(Default)]
 pub struct Attachments {
-    links: BTreeMap<u32, (String, SchedClassifierLinkId)>,
+    links: BTreeMap<u32, Attachment>,
 }
 
 impl Attachments {
     pub fn is_attached(&self, index: u32, name: &str) -> bool {
-        self.links.get(&index).is_some_and(|(n, _)| n == name)
+        self.links.get(&index).is_some_and(|a| a.name == name)
     }
 
-    pub(super) fn insert(&mut self, index: u32, name: &str, link: SchedClassifierLinkId) {
-        self.links.insert(index, (name.to_owned(), link));
+    pub(super) fn insert(&mut self, index: u32, name: &str, tc: SchedClassifierLinkId) {
+        self.links.insert(
+            index,
+            Attachment {
+                name: name.to_owned(),
+                tc,
+                xdp: None,
+                xdp_unsupported: false,
+            },
+        );
     }
 
-    pub(super) fn remove(&mut self, index: u32) -> Option<SchedClassifierLinkId> {
-        self.links.remove(&index).map(|(_, link)| link)
+    pub(super) fn remove(
+        &mut self,
+        index: u32,
+    ) -> Option<(SchedClassifierLinkId, Option<XdpLinkId>)> {
+        self.links.remove(&index).map(|a| (a.tc, a.xdp))
     }
 
-    /// Attached interfaces as (ifindex, name).
-    pub fn list(&self) -> Vec<(u32, String)> {
+    pub(super) fn xdp(&self, index: u32) -> Option<&XdpLinkId> {
+        self.links.get(&index).and_then(|a| a.xdp.as_ref())
+    }
+
+    pub(super) fn set_xdp(&mut self, index: u32, link: XdpLinkId) {
+        if let Some(a) = self.links.get_mut(&index) {
+            a.xdp = Some(link);
+        }
+    }
+
+    pub(super) fn take_xdp(&mut self, index: u32) -> Option<XdpLinkId> {
+        self.links.get_mut(&index).and_then(|a| a.xdp.take())
+    }
+
+    pub(super) fn xdp_unsupported(&self, index: u32) -> bool {
+        self.links.get(&index).is_some_and(|a| a.xdp_unsupported)
+    }
+
+    pub(super) fn mark_xdp_unsupported(&mut self, index: u32) {
+        if let Some(a) = self.links.get_mut(&index) {
+            a.xdp_unsupported = true;
+        }
+    }
+
+    /// Attached interfaces as (ifindex, name, whether XDP is in front of tc).
+    pub fn list(&self) -> Vec<(u32, String, bool)> {
         self.links
             .iter()
-            .map(|(i, (n, _))| (*i, n.clone()))
+            .map(|(i, a)| (*i, a.name.clone(), a.xdp.is_some()))
             .collect()
     }
 

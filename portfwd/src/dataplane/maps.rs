@@ -6,13 +6,13 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use portfwd_common::{
     maps::{
         FLOWS, FORWARD_STATS, FORWARDS, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue,
-        HOST_ADDRS, IFACE_EXPOSE, IFACES, VERDICTS,
+        HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES, VERDICTS, XDP_EGRESS,
     },
     reason::Reason,
 };
@@ -31,6 +31,7 @@ pub struct Maps {
     ifaces: HashMap<MapData, u32, u32>,
     forward_stats: PerCpuArray<MapData, ForwardStats>,
     verdicts: PerCpuArray<MapData, u64>,
+    xdp_egress: DevMapHash<MapData>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Error>
@@ -82,6 +83,7 @@ impl Maps {
             ifaces: take(ebpf, IFACES)?,
             forward_stats: take(ebpf, FORWARD_STATS)?,
             verdicts: take(ebpf, VERDICTS)?,
+            xdp_egress: take(ebpf, XDP_EGRESS)?,
         })
     }
 
@@ -129,18 +131,48 @@ impl Maps {
         Ok(sum)
     }
 
-    /// Every verdict counter, summed over CPUs.
+    /// Every verdict counter, summed over CPUs and hooks.
     pub fn verdicts(&self) -> Result<Vec<(Reason, u64)>, Error> {
+        let tc = self.verdicts_of(Hook::Tc)?;
+        let xdp = self.verdicts_of(Hook::Xdp)?;
+        Ok(tc
+            .into_iter()
+            .zip(xdp)
+            .map(|((r, a), (_, b))| (r, a + b))
+            .collect())
+    }
+
+    /// The verdict counters of one hook, summed over CPUs.
+    pub fn verdicts_of(&self, hook: Hook) -> Result<Vec<(Reason, u64)>, Error> {
         Reason::ALL
             .iter()
             .map(|r| {
+                let index = hook as u32 * Reason::COUNT + *r as u32;
                 let per_cpu = self
                     .verdicts
-                    .get(&(*r as u32), 0)
+                    .get(&index, 0)
                     .map_err(map_err("verdict counters"))?;
                 Ok((*r, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// Lets XDP finish translations whose next hop is `ifindex` (its driver takes XDP frames).
+    pub fn set_xdp_egress(&mut self, ifindex: u32, enabled: bool) -> Result<(), Error> {
+        let res = if enabled {
+            self.xdp_egress
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(|e| e.to_string())
+        } else {
+            match self.xdp_egress.remove(ifindex) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        res.map_err(|message| Error::Map {
+            what: "XDP egress",
+            message,
+        })
     }
 
     pub fn set_host_addr(&mut self, addr: Ipv4Addr) -> Result<(), Error> {

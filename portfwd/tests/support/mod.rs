@@ -91,11 +91,30 @@ impl Daemon {
     }
 
     /// Starts the daemon and waits until it answers on its socket.
+    ///
+    /// With `PORTFWD_E2E_MODE=xdp` (as `cargo xtask test`'s second pass sets) the daemon runs
+    /// with `--mode xdp`, exposing only the lab's client-facing `eth0` (a bridge has no native
+    /// XDP, which xdp mode refuses) unless the config names interfaces itself.
     pub fn start(lab: &mut Lab, config_text: &str) -> Daemon {
+        let mode = e2e_mode();
+        let text = if mode.as_deref() == Some("xdp") && !config_text.contains("interfaces:") {
+            format!("interfaces: [eth0]\n{config_text}")
+        } else {
+            config_text.to_owned()
+        };
+        Self::start_with(lab, &text, mode.as_deref())
+    }
+
+    /// Starts the daemon with an explicit `--mode` (or none), and waits until it answers.
+    pub fn start_with(lab: &mut Lab, config_text: &str, mode: Option<&str>) -> Daemon {
         let (dir, config, socket, log) = Self::prepare(config_text);
         let host_ns = lab.host().name.clone();
         let logfile = fs::File::create(&log).unwrap();
-        let child = Self::command(&host_ns, &config, &socket)
+        let mut cmd = Self::command(&host_ns, &config, &socket);
+        if let Some(mode) = mode {
+            cmd.args(["--mode", mode]);
+        }
+        let child = cmd
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile)
             .spawn()
@@ -124,9 +143,10 @@ impl Daemon {
     }
 
     /// Runs the daemon expecting it to exit by itself (e.g. on an invalid config), within 20 s.
-    pub fn run_to_exit(lab: &mut Lab, config_text: &str) -> Output {
+    pub fn run_to_exit(lab: &mut Lab, config_text: &str, extra_args: &[&str]) -> Output {
         let (_dir, config, socket, _log) = Self::prepare(config_text);
         let mut child = Self::command(&lab.host().name, &config, &socket)
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -207,6 +227,13 @@ impl Drop for Daemon {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The attach mode the end-to-end tests run the daemon in (`PORTFWD_E2E_MODE`), if set.
+pub fn e2e_mode() -> Option<String> {
+    std::env::var("PORTFWD_E2E_MODE")
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 /// Netfilter must not be doing the work: no NAT rule in iptables or nftables in the host.
