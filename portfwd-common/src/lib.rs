@@ -8,6 +8,8 @@
 
 pub mod checksum;
 pub mod maps;
+#[cfg(any(test, feature = "user"))]
+pub mod model;
 pub mod reason;
 
 /// IP protocol numbers the datapath understands.
