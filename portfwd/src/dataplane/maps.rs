@@ -157,6 +157,16 @@ impl Maps {
             .collect()
     }
 
+    /// One verdict counter of one hook, summed over CPUs.
+    pub fn verdict(&self, hook: Hook, reason: Reason) -> Result<u64, Error> {
+        let index = hook as u32 * Reason::COUNT + reason as u32;
+        let per_cpu = self
+            .verdicts
+            .get(&index, 0)
+            .map_err(map_err("verdict counters"))?;
+        Ok(per_cpu.iter().sum())
+    }
+
     /// Lets XDP finish translations whose next hop is `ifindex` (its driver takes XDP frames).
     pub fn set_xdp_egress(&mut self, ifindex: u32, enabled: bool) -> Result<(), Error> {
         let res = if enabled {

@@ -143,6 +143,28 @@ impl Fixture {
         }
     }
 
+    /// An ICMP error about a translated flow, arriving on `ingress`, becomes `output`.
+    fn icmp_translated(
+        category: &'static str,
+        name: &str,
+        ingress: Ingress,
+        input: Pkt,
+        output: Pkt,
+        count: (u32, Direction),
+    ) -> Fixture {
+        Fixture {
+            category,
+            name: name.to_owned(),
+            ingress,
+            input: input.bytes(),
+            expect: Expect::Output(output.bytes()),
+            reason: Reason::IcmpErrorTranslated,
+            count: Some(count),
+            flow: None,
+            xdp: None,
+        }
+    }
+
     /// The action the verdict implies.
     pub fn redirected(&self) -> bool {
         matches!(self.expect, Expect::Output(_))
@@ -192,6 +214,7 @@ pub const SHORT: &str = "cut short / malformed";
 const SPECIAL: &str = "special values";
 pub const CHECKSUMS: &str = "bad checksums";
 const SPOOFING: &str = "spoofing";
+const ICMP_ERRORS: &str = "ICMP errors";
 
 const CPORT: u16 = 40000;
 
@@ -276,6 +299,7 @@ pub fn all() -> Vec<Fixture> {
     special(&mut t);
     checksums(&mut t);
     spoofing(&mut t);
+    icmp_errors(&mut t);
     t
 }
 
@@ -569,6 +593,100 @@ fn spoofing(t: &mut Vec<Fixture>) {
     t.push(F::drop(c, "later fragment to 127.0.0.1", Eth0, frag, d));
     t.push(F::pass(c, "TCP to 128.0.0.1:8080 (outside 127/8)", Eth0, c_tcp(SYN).dst(Ipv4Addr::new(128, 0, 0, 1), 8080), Reason::PassNotForUs));
     t.push(F::pass(c, "TCP to 126.255.255.255:8080 (outside 127/8)", Eth0, c_tcp(SYN).dst(Ipv4Addr::new(126, 255, 255, 255), 8080), Reason::PassNotForUs));
+}
+
+/// What an ICMP error quotes of `p`: its IPv4 packet (no Ethernet header), cut to `len` bytes.
+fn quote(p: &Pkt, len: Option<usize>) -> Vec<u8> {
+    let mut b = p.bytes()[14..].to_vec();
+    if let Some(n) = len {
+        b.truncate(n);
+    }
+    b
+}
+
+/// ICMP errors about translated flows. The quote is what the complaining host saw: the
+/// translated packet (towards the client) or the translated reply (towards the target). Both
+/// expected quotes are built as the packet the receiver sent, checksums computed from scratch,
+/// so a correct translation restores them exactly (TTL as it was when quoted).
+fn icmp_errors(t: &mut Vec<Fixture>) {
+    use Fixture as F;
+    use Ingress::{Docker0, Eth0};
+    let c = ICMP_ERRORS;
+    let frag_needed = |mtu: u16| {
+        let m = mtu.to_be_bytes();
+        [0, 0, m[0], m[1]]
+    };
+    let to_client = (TCP_8080, Direction::ToClient);
+    // The client's segment as c1 received it (translated, TTL 63), and as the client sent it.
+    let seen = Pkt::tcp((CLIENT, CPORT), (C1, 3000), ACK).ttl(63).payload(&payload(64));
+    let sent = Pkt::tcp((CLIENT, CPORT), (HOST, 8080), ACK).ttl(63).payload(&payload(64));
+    let err = |src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4], q: &[u8]| {
+        Pkt::icmp(src, dst, kind, code, rest).payload(q)
+    };
+
+    let input = err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen, None)).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(HOST, CLIENT, 3, 4, frag_needed(1400), &quote(&sent, None)));
+    t.push(F::icmp_translated(c, "frag needed (MTU 1400) from c1 about a forwarded TCP segment: quote reads client -> host:8080, source becomes the host", Docker0, input, output, to_client));
+
+    let router = Ipv4Addr::new(172, 17, 0, 254);
+    let input = err(router, CLIENT, 3, 4, frag_needed(1280), &quote(&seen, None)).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(router, CLIENT, 3, 4, frag_needed(1280), &quote(&sent, None)));
+    t.push(F::icmp_translated(c, "frag needed from a router before c1 about a forwarded TCP segment: quote translated, outer source kept", Docker0, input, output, to_client));
+
+    let input = err(router, CLIENT, 11, 0, [0; 4], &quote(&seen, Some(28))).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(router, CLIENT, 11, 0, [0; 4], &quote(&sent, Some(28))));
+    t.push(F::icmp_translated(c, "time exceeded quoting IPv4 header + 8 bytes (no TCP checksum quoted): addresses and ports translated", Docker0, input, output, to_client));
+
+    let opts = [0x94, 4, 0, 0];
+    let seen_opts = seen.clone().options(&opts);
+    let sent_opts = sent.clone().options(&opts);
+    let input = err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen_opts, Some(24 + 20))).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(HOST, CLIENT, 3, 4, frag_needed(1400), &quote(&sent_opts, Some(24 + 20))));
+    t.push(F::icmp_translated(c, "frag needed quoting a segment with IPv4 options (quoted IHL 6): ports found after the options", Docker0, input, output, to_client));
+
+    let useen = Pkt::udp((CLIENT, 40001), (C1, 53)).ttl(63);
+    let usent = Pkt::udp((CLIENT, 40001), (HOST, 5353)).ttl(63);
+    let input = err(C1, CLIENT, 3, 3, [0; 4], &quote(&useen, None)).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(HOST, CLIENT, 3, 3, [0; 4], &quote(&usent, None)));
+    t.push(F::icmp_translated(c, "port unreachable from c1 about a forwarded UDP datagram: quoted UDP checksum translated back", Docker0, input, output, (UDP_5353, Direction::ToClient)));
+
+    let z = |p: Pkt| p.l4_csum(Csum::Raw(0));
+    let input = err(C1, CLIENT, 3, 3, [0; 4], &quote(&z(useen.clone()), None)).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(HOST, CLIENT, 3, 3, [0; 4], &quote(&z(usent.clone()), None)));
+    t.push(F::icmp_translated(c, "port unreachable about a UDP datagram without checksum: quoted checksum stays 0", Docker0, input, output, (UDP_5353, Direction::ToClient)));
+
+    let seen2 = Pkt::tcp((CLIENT, 40004), (C1, 3002), SYN).ttl(63);
+    let sent2 = Pkt::tcp((CLIENT, 40004), (HOST2, 8080), SYN).ttl(63);
+    let input = err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen2, None)).macs(C1_MAC, DOCKER0_MAC);
+    let output = via_eth0(err(HOST2, CLIENT, 3, 4, frag_needed(1400), &quote(&sent2, None)));
+    t.push(F::icmp_translated(c, "frag needed about the flow to 10.77.0.10:8080: quote and source say 10.77.0.10", Docker0, input, output, (TCP_8080_HOST2, Direction::ToClient)));
+
+    // Towards the target: the client complains about a reply it got from host:port.
+    let rseen = Pkt::udp((HOST, 5353), (CLIENT, 40001)).ttl(63).payload(b"answer");
+    let rsent = Pkt::udp((C1, 53), (CLIENT, 40001)).ttl(63).payload(b"answer");
+    let input = err(CLIENT, HOST, 3, 3, [0; 4], &quote(&rseen, None)).macs(CLIENT_MAC, ETH0_MAC);
+    let output = via_docker0(err(CLIENT, C1, 3, 3, [0; 4], &quote(&rsent, None)));
+    t.push(F::icmp_translated(c, "port unreachable from the client about a UDP reply from host:5353: sent on to c1, quote reads c1:53 -> client", Eth0, input, output, (UDP_5353, Direction::ToTarget)));
+
+    let rseen = Pkt::tcp((HOST, 8080), (CLIENT, CPORT), ACK).ttl(63).payload(&payload(200));
+    let rsent = Pkt::tcp((C1, 3000), (CLIENT, CPORT), ACK).ttl(63).payload(&payload(200));
+    let input = err(CLIENT, HOST, 3, 4, frag_needed(1200), &quote(&rseen, Some(128))).macs(CLIENT_MAC, ETH0_MAC);
+    let output = via_docker0(err(CLIENT, C1, 3, 4, frag_needed(1200), &quote(&rsent, Some(128))));
+    t.push(F::icmp_translated(c, "frag needed from the client about a TCP reply from host:8080: sent on to c1 (PMTU discovery on the target)", Eth0, input, output, (TCP_8080, Direction::ToTarget)));
+
+    // Not ours, or not safe.
+    let other = Pkt::tcp((CLIENT, CPORT), (C1, 3999), ACK).ttl(63);
+    t.push(F::pass(c, "error quoting a flow portfwd never translated (client -> c1:3999)", Docker0, err(C1, CLIENT, 3, 3, [0; 4], &quote(&other, None)).macs(C1_MAC, DOCKER0_MAC), Reason::PassNotForUs));
+    let unknown = Pkt::tcp((HOST, 8080), (CLIENT, 40999), ACK).ttl(63);
+    t.push(F::pass(c, "error to the host about host:8080 -> client:40999 (no such flow): never forged into the target", Eth0, err(CLIENT, HOST, 3, 3, [0; 4], &quote(&unknown, None)).macs(CLIENT_MAC, ETH0_MAC), Reason::PassNoForward));
+    let ssh = Pkt::tcp((HOST, 22), (CLIENT, CPORT), ACK).ttl(63);
+    t.push(F::pass(c, "error to the host about its own traffic (host:22 -> client)", Eth0, err(CLIENT, HOST, 3, 4, frag_needed(1400), &quote(&ssh, None)).macs(CLIENT_MAC, ETH0_MAC), Reason::PassNoForward));
+    let echo = Pkt::icmp(CLIENT, C1, 8, 0, [0, 1, 0, 1]).ttl(63);
+    t.push(F::pass(c, "error quoting an ICMP echo", Docker0, err(C1, CLIENT, 3, 3, [0; 4], &quote(&echo, None)).macs(C1_MAC, DOCKER0_MAC), Reason::PassNotTcpUdp));
+    t.push(F::pass(c, "redirect (type 5) about a forwarded flow: not an error portfwd translates", Docker0, err(C1, CLIENT, 5, 1, [172, 17, 0, 9], &quote(&seen, None)).macs(C1_MAC, DOCKER0_MAC), Reason::PassNotTcpUdp));
+    t.push(F::drop(c, "frag needed about a forwarded flow with TTL 1", Docker0, err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen, None)).macs(C1_MAC, DOCKER0_MAC).ttl(1), Reason::DropTtlExceeded));
+    t.push(F::pass(c, "error whose quote ends inside the quoted ports (IPv4 header + 3 bytes)", Docker0, err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen, Some(23))).macs(C1_MAC, DOCKER0_MAC), Reason::PassMalformed));
+    t.push(F::pass(c, "error whose quote has IHL 4", Docker0, err(C1, CLIENT, 3, 4, frag_needed(1400), &quote(&seen.clone().ihl(4), None)).macs(C1_MAC, DOCKER0_MAC), Reason::PassMalformed));
 }
 
 /// Frames of every category, for seeding the fuzzer's mutations.
