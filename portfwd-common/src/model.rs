@@ -436,22 +436,17 @@ fn check_and_route(
         (Hook::Tc, r) => Ok(r),
         // XDP: the IPv4 length it passes to the lookup (the frame minus Ethernet), before the
         // neighbour is looked at.
-        (
-            Hook::Xdp,
-            Route::Neighbour { mtu, .. } | Route::NoNeighbour { mtu, .. },
-        ) if f.len() - ETH_LEN > mtu as usize => Err(Reason::DropFragNeeded),
+        (Hook::Xdp, Route::Neighbour { mtu, .. } | Route::NoNeighbour { mtu, .. })
+            if f.len() - ETH_LEN > mtu as usize =>
+        {
+            Err(Reason::DropFragNeeded)
+        }
         (Hook::Xdp, r @ Route::Neighbour { ifindex, .. }) if world.xdp_egress(ifindex) => Ok(r),
         (Hook::Xdp, _) => Err(Reason::PassToTc),
     }
 }
 
-fn to_target(
-    f: &mut [u8],
-    at: At,
-    world: &impl World,
-    pkt: &Ip,
-    fwd: &ForwardValue,
-) -> Outcome {
+fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardValue) -> Outcome {
     let next = Next {
         saddr: pkt.saddr,
         daddr: fwd.target_addr_be.to_ne_bytes(),
@@ -504,13 +499,7 @@ fn to_target(
     }
 }
 
-fn to_client(
-    f: &mut [u8],
-    at: At,
-    world: &impl World,
-    pkt: &Ip,
-    flow: &FlowValue,
-) -> Outcome {
+fn to_client(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, flow: &FlowValue) -> Outcome {
     let next = Next {
         saddr: flow.orig_addr_be.to_ne_bytes(),
         daddr: pkt.daddr,
@@ -548,7 +537,10 @@ fn to_client(
 
 /// Replaces one end's address (at `addr_off`) and port (at `port_off`) of a TCP/UDP packet,
 /// updating the L4 checksum (pseudo-header and port) and the IPv4 header checksum.
-#[expect(clippy::too_many_arguments, reason = "one field of one end: offsets, old and new values")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one field of one end: offsets, old and new values"
+)]
 fn rewrite_l4(
     f: &mut [u8],
     hook: Hook,
@@ -603,13 +595,7 @@ fn router_hop(f: &mut [u8], hook: Hook, pkt: &Ip, route: &Route) -> Action {
     }
 }
 
-fn icmp_error(
-    f: &mut [u8],
-    at: At,
-    world: &impl World,
-    exposed: bool,
-    err: &IcmpError,
-) -> Outcome {
+fn icmp_error(f: &mut [u8], at: At, world: &impl World, exposed: bool, err: &IcmpError) -> Outcome {
     let q = &err.inner;
     let for_host = exposed && world.is_host_addr(wire(err.outer.daddr));
     // Towards the client: the quote is client -> target, the reverse of a reply's key.
@@ -754,7 +740,10 @@ fn icmp_to_target(
 /// with the ICMP checksum absorbing that change; the port change goes into the ICMP checksum;
 /// the address change is balanced by the quoted IPv4 checksum, so the ICMP checksum does not
 /// see it.
-#[expect(clippy::too_many_arguments, reason = "one field of one end: offsets, old and new values")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one field of one end: offsets, old and new values"
+)]
 fn rewrite_quote(
     f: &mut [u8],
     hook: Hook,

@@ -1,29 +1,37 @@
 //! Datapath correctness (issue #5): the real eBPF programs run with BPF_PROG_TEST_RUN, maps
 //! filled by the test, in a lab network namespace (the FIB lookups of a test run happen in the
-//! caller's namespace).
+//! caller's namespace, against the lab host's routes and permanent neighbour entries).
+//!
+//! Every check runs against each program in `world::PROGRAMS`: tc (`portfwd_tc_ingress`), XDP
+//! with eth0 and docker0 in `PF_XDP_EGRESS` (XDP finishes translations itself), and XDP without
+//! them (it hands every translation to tc untouched: `pass_to_tc`, a verdict of its own).
 //!
 //! - **Fixtures** (`datapath/fixtures.rs`): a Katran-style table of {name, input frame, expected
-//!   output or "unchanged", expected verdict}. Each fixture also asserts the one verdict counter
-//!   it increments, and for translated frames the per-forward counters and the flow entry.
-//!   Expected frames are built by `datapath/frame.rs`, whose checksums are computed from scratch
-//!   (RFC 1071), and are cross-checked with `etherparse`.
-//! - **Truncation sweep** (`datapath/sweep.rs`): every fixture cut at every length.
-//! - **Differential fuzzing** (`datapath/fuzz.rs`): random and mutated frames through the kernel
-//!   program and the reference model `portfwd_common::model`, which must agree on every frame.
-//!   `PORTFWD_FUZZ_FRAMES=N` sets the number of frames (default 20 000, the CI mode, well under a
-//!   minute on 2 cores); the long mode is `PORTFWD_FUZZ_FRAMES=1000000`.
-//!   `PORTFWD_FUZZ_SEED=N` replays a run (the seed is printed).
+//!   output or "unchanged", expected verdict}, 150 of them in 9 categories. Each fixture also
+//!   asserts the one verdict counter it increments (of the right hook), and for translated
+//!   frames the per-forward counters and the flow entry. Expected frames are built by
+//!   `datapath/frame.rs`, whose checksums are computed from scratch (RFC 1071), never derived
+//!   from the input, and are cross-checked with `etherparse`.
+//! - **Truncation sweep** (`datapath/sweep.rs`): every fixture cut at every length: a cut
+//!   datagram is never rewritten, it passes or drops, and program and model agree.
+//! - **Differential fuzzing** (`datapath/fuzz.rs`): random and mutated frames (proptest) through
+//!   the kernel program and the reference model `portfwd_common::model`, which must agree on
+//!   every frame. `PORTFWD_FUZZ_FRAMES=N` sets the number of frames per program (default
+//!   20 000, the CI mode: well under a minute); the long mode is
+//!   `PORTFWD_FUZZ_FRAMES=1000000`. `PORTFWD_FUZZ_SEED=N` replays a run (the seed is printed).
 //! - **Verifier budget**: the verified instruction count of each program, asserted under a
-//!   stated budget.
+//!   stated budget ([`VERIFIER_BUDGETS`]).
+//! - **Drop reasons**: `portfwd status` names every verdict counter (one end-to-end test).
 //!
 //! Run: `cargo test -p portfwd --test datapath -- --nocapture` (as root; without root these tests
 //! say SKIPPED, and under `CI=true` they fail). The model and builder checks run without root.
 //!
 //! Adding a fixture: add a line to the right category function in `datapath/fixtures.rs`, e.g.
 //! `t.push(F::forwarded(c, "what it shows", input_pkt, expected_pkt, SLOT))`, or `F::pass` /
-//! `F::drop` with the reason counter it must increment. Build frames with `Pkt` (`frame.rs`);
+//! `F::drop` with the reason counter it must increment; `.xdp(reason)` where XDP's verdict
+//! differs from tc's for another cause than its egress. Build frames with `Pkt` (`frame.rs`);
 //! describe the expected output as a packet (`to_c1(..)`, `from_host(..)`), never as edited
-//! input bytes. The same table runs against every program in `world::PROGRAMS`.
+//! input bytes.
 mod support;
 
 #[path = "datapath/fixtures.rs"]
@@ -114,10 +122,13 @@ fn builder_checksums_agree_with_etherparse() {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let mut checked = 0;
     for f in fixtures::all() {
-        for bytes in [Some(&f.input), match &f.expect {
-            fixtures::Expect::Output(o) => Some(o),
-            fixtures::Expect::Unchanged => None,
-        }]
+        for bytes in [
+            Some(&f.input),
+            match &f.expect {
+                fixtures::Expect::Output(o) => Some(o),
+                fixtures::Expect::Unchanged => None,
+            },
+        ]
         .into_iter()
         .flatten()
         {
@@ -207,9 +218,58 @@ fn verifier_budget() {
                 .expect("the kernel reports verified_insns (>= 5.16)");
             println!("{name}: {count} verified instructions (budget {budget})");
             if count > budget {
-                over.push(format!("{name}: {count} verified instructions, budget {budget}"));
+                over.push(format!(
+                    "{name}: {count} verified instructions, budget {budget}"
+                ));
             }
         }
     });
     assert!(over.is_empty(), "over the verifier budget: {over:?}");
+}
+
+/// Every outcome other than "forwarded" has a named counter, and `portfwd status` shows them by
+/// name: a datagram too large for one frame reaches a published UDP port as fragments, its
+/// first fragment is dropped (`drop_fragment`, a datagram is never translated in part) and the
+/// rest passes (`pass_fragment`).
+#[test]
+fn status_shows_drop_reasons_by_name() {
+    use std::net::{SocketAddr, UdpSocket};
+
+    if !support::require_root() {
+        return;
+    }
+    let mut lab = xtask::lab::Lab::new("dpstat").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let mut d = support::Daemon::start(
+        &mut lab,
+        &format!(
+            "forwards:\n  - listen: \"5353/udp\"\n    to: \"{}:53\"\n",
+            c1.addr
+        ),
+    );
+    let to = SocketAddr::from((xtask::lab::Lab::HOST_ADDR, 5353));
+    lab.client().run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&[0x55; 3000], to).unwrap();
+    });
+    let counted = |reason: &str| -> Option<u64> {
+        let out = d.cli(&lab, &["status"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // `  drop_fragment   <tc> <xdp>`
+        text.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(reason)).then(|| words.next().unwrap().parse().unwrap())
+        })
+    };
+    support::eventually(|| counted("drop_fragment").is_some_and(|n| n >= 1))
+        .expect("portfwd status shows the dropped first fragment as drop_fragment");
+    for r in Reason::ALL {
+        assert!(
+            counted(r.name()).is_some(),
+            "portfwd status has no line for {}",
+            r.name()
+        );
+    }
+    assert!(d.stop(&mut lab).success());
 }

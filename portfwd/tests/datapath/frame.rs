@@ -216,7 +216,6 @@ impl Pkt {
         self
     }
 
-
     pub fn version(mut self, v: u8) -> Pkt {
         self.version = v;
         self
@@ -486,6 +485,9 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(ones_sum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), 0xddf2);
+        assert_eq!(
+            ones_sum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            0xddf2
+        );
     }
 }

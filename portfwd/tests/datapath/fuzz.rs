@@ -34,8 +34,8 @@ use proptest::{
 use super::fixtures;
 use super::frame::hexdump;
 use super::world::{
-    self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress,
-    ModelWorld, Program, REMOTE, UNROUTABLE,
+    self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress, ModelWorld,
+    Program, REMOTE, UNROUTABLE,
 };
 
 /// Frames per program in the default (CI) mode.
@@ -173,9 +173,10 @@ fn value_for(f: Field) -> BoxedStrategy<u32> {
             1 => any32,
         ]
         .boxed(),
-        Field::Frag | Field::InnerFrag => {
-            select(vec![0x0000, 0x4000, 0x2000, 0x0001, 0x2001, 0x00b9, 0x1fff, 0xe000]).boxed()
-        }
+        Field::Frag | Field::InnerFrag => select(vec![
+            0x0000, 0x4000, 0x2000, 0x0001, 0x2001, 0x00b9, 0x1fff, 0xe000,
+        ])
+        .boxed(),
         Field::Ttl => select(vec![0, 1, 2, 64, 255]).boxed(),
         Field::Proto | Field::InnerProto => select(vec![1, 6, 17, 47, 132, 0, 255]).boxed(),
         Field::TcpDoff => (0u32..16).prop_map(|d| d << 4).boxed(),
@@ -354,7 +355,10 @@ struct State {
 fn frames_from_env() -> u64 {
     std::env::var("PORTFWD_FUZZ_FRAMES")
         .ok()
-        .map(|v| v.parse().expect("PORTFWD_FUZZ_FRAMES is a number of frames"))
+        .map(|v| {
+            v.parse()
+                .expect("PORTFWD_FUZZ_FRAMES is a number of frames")
+        })
         .unwrap_or(DEFAULT_FRAMES)
 }
 
@@ -388,10 +392,7 @@ fn check_one(
                 s.tally.refused += 1;
                 return Ok(());
             }
-            return Err(format!(
-                "test run failed: {e} (model: {})",
-                m.reason.name()
-            ));
+            return Err(format!("test run failed: {e} (model: {})", m.reason.name()));
         }
     };
     s.tally.frames += 1;
@@ -404,11 +405,10 @@ fn check_one(
     // did (all counters are compared after each batch, in `check_counters`).
     let index = prog.hook as usize * Reason::ALL.len() + m.reason as usize;
     s.verdicts[index] += 1;
-    let counted = s
-        .dp
-        .maps
-        .verdict(prog.hook, m.reason)
-        .expect("reading a verdict counter");
+    let counted =
+        s.dp.maps
+            .verdict(prog.hook, m.reason)
+            .expect("reading a verdict counter");
     if counted != s.verdicts[index] {
         let all = world::verdicts(&s.dp);
         let moved: Vec<String> = Hook::ALL
@@ -466,7 +466,11 @@ fn check_one(
         let _ = writeln!(r, "  - {p}");
     }
     let _ = write!(r, "  input:\n{}", hexdump(frame, None));
-    let _ = write!(r, "  model's output:\n{}", hexdump(&model_frame, Some(frame)));
+    let _ = write!(
+        r,
+        "  model's output:\n{}",
+        hexdump(&model_frame, Some(frame))
+    );
     let _ = write!(
         r,
         "  kernel's output (* = differs from the model's):\n{}",
@@ -530,8 +534,10 @@ pub fn run(env: &Env, prog: &Program) {
                 max_shrink_iters: 2_000,
                 ..Config::default()
             };
-            let mut runner =
-                TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+            let mut runner = TestRunner::new_with_rng(
+                config,
+                TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+            );
             let result = runner.run(&case(seeds.len()), |c| {
                 let (ingress, frame) = materialize(&c, &seeds);
                 let mut s = state.borrow_mut();
@@ -545,7 +551,10 @@ pub fn run(env: &Env, prog: &Program) {
             }
             let s = state.into_inner();
             if let Err(e) = check_counters(&s) {
-                panic!("{}: {e} (PORTFWD_FUZZ_SEED={seed}, batch {batch})", prog.label);
+                panic!(
+                    "{}: {e} (PORTFWD_FUZZ_SEED={seed}, batch {batch})",
+                    prog.label
+                );
             }
             total.frames += s.tally.frames;
             total.refused += s.tally.refused;

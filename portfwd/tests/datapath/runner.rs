@@ -47,12 +47,21 @@ fn report(f: &Fixture, e: &Expected, who: &str, problems: &[String], got: Option
         let _ = writeln!(s, "  - {p}");
     }
     let want = expected_frame(f, e);
-    let _ = write!(s, "  input ({} bytes):\n{}", f.input.len(), hexdump(&f.input, None));
+    let _ = write!(
+        s,
+        "  input ({} bytes):\n{}",
+        f.input.len(),
+        hexdump(&f.input, None)
+    );
     let _ = write!(s, "  expected:\n{}", hexdump(want, None));
     if let Some(got) = got
         && got != want
     {
-        let _ = write!(s, "  got (* = differs from expected):\n{}", hexdump(got, Some(want)));
+        let _ = write!(
+            s,
+            "  got (* = differs from expected):\n{}",
+            hexdump(got, Some(want))
+        );
     }
     s
 }
@@ -68,14 +77,27 @@ fn stats_delta(before: &ForwardStats, after: &ForwardStats) -> [u64; 5] {
 }
 
 /// Runs `f` through the kernel program; returns the problems found.
-fn check_kernel(dp: &mut Dataplane, prog: &Program, ifindex: u32, f: &Fixture) -> Result<(), String> {
+fn check_kernel(
+    dp: &mut Dataplane,
+    prog: &Program,
+    ifindex: u32,
+    f: &Fixture,
+) -> Result<(), String> {
     let e = f.expected(prog);
     let before = world::verdicts(dp);
     let slot_before = e.count.map(|(slot, _)| world::stats(dp, slot));
     let flow_before = e.flow.map(|(k, _)| dp.maps.flow(&k));
     let (code, out) = match world::test_run(dp, prog, &f.input, ifindex) {
         Ok(r) => r,
-        Err(err) => return Err(report(f, &e, prog.label, &[format!("test run failed: {err}")], None)),
+        Err(err) => {
+            return Err(report(
+                f,
+                &e,
+                prog.label,
+                &[format!("test run failed: {err}")],
+                None,
+            ));
+        }
     };
     let after = world::verdicts(dp);
     let mut problems = Vec::new();
@@ -92,7 +114,11 @@ fn check_kernel(dp: &mut Dataplane, prog: &Program, ifindex: u32, f: &Fixture) -
     }
     match world::verdict_delta(prog.hook, &before, &after) {
         Ok(r) if r == e.reason => {}
-        Ok(r) => problems.push(format!("counted {}, expected {}", r.name(), e.reason.name())),
+        Ok(r) => problems.push(format!(
+            "counted {}, expected {}",
+            r.name(),
+            e.reason.name()
+        )),
         Err(err) => problems.push(err),
     }
     if let (Some((slot, dir)), Some(before)) = (e.count, slot_before) {
@@ -127,13 +153,22 @@ fn check_kernel(dp: &mut Dataplane, prog: &Program, ifindex: u32, f: &Fixture) -
 }
 
 /// Runs `f` through the reference model (which applies its own map updates to `w`).
-pub fn check_model(w: &mut ModelWorld, prog: &Program, ifindex: u32, f: &Fixture) -> Result<(), String> {
+pub fn check_model(
+    w: &mut ModelWorld,
+    prog: &Program,
+    ifindex: u32,
+    f: &Fixture,
+) -> Result<(), String> {
     let e = f.expected(prog);
     let mut frame = f.input.clone();
     let out = w.process(&mut frame, ifindex, prog.hook);
     let mut problems = Vec::new();
     if out.reason != e.reason {
-        problems.push(format!("model says {}, expected {}", out.reason.name(), e.reason.name()));
+        problems.push(format!(
+            "model says {}, expected {}",
+            out.reason.name(),
+            e.reason.name()
+        ));
     }
     let code = world::code_of(prog, out.action);
     if code != expected_code(prog, &e) {
@@ -157,7 +192,13 @@ pub fn check_model(w: &mut ModelWorld, prog: &Program, ifindex: u32, f: &Fixture
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(report(f, &e, &format!("reference model of {}", prog.label), &problems, Some(&frame)))
+        Err(report(
+            f,
+            &e,
+            &format!("reference model of {}", prog.label),
+            &problems,
+            Some(&frame),
+        ))
     }
 }
 

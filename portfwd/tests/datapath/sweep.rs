@@ -14,10 +14,9 @@
 use portfwd_common::{model::Action, reason::Reason};
 
 use super::fixtures::Fixture;
-use super::fuzz::shortest_runnable;
 use super::frame::hexdump;
+use super::fuzz::shortest_runnable;
 use super::world::{self, Env, Program};
-
 
 /// Where the IPv4 datagram of the full frame ends (its total length says so), or the frame's
 /// end for anything else: cuts before this are truncated frames.

@@ -81,9 +81,23 @@ pub const FORWARDS: &[Published] = &[
     Published::new(TCP_8081_BOUND, Some(HOST), 8081, Protocol::Tcp, C1, 3001),
     Published::new(TCP_8080_HOST2, Some(HOST2), 8080, Protocol::Tcp, C1, 3002),
     Published::new(TCP_9090_NO_NEIGH, None, 9090, Protocol::Tcp, C2, 80),
-    Published::new(UDP_7070_UNROUTABLE, None, 7070, Protocol::Udp, UNROUTABLE, 7),
+    Published::new(
+        UDP_7070_UNROUTABLE,
+        None,
+        7070,
+        Protocol::Udp,
+        UNROUTABLE,
+        7,
+    ),
     Published::new(TCP_8443_SAME_PORT, None, 8443, Protocol::Tcp, C1, 8443),
-    Published::new(TCP_8082_HOST2_ONLY, Some(HOST2), 8082, Protocol::Tcp, C1, 3003),
+    Published::new(
+        TCP_8082_HOST2_ONLY,
+        Some(HOST2),
+        8082,
+        Protocol::Tcp,
+        C1,
+        3003,
+    ),
 ];
 
 impl Published {
@@ -267,7 +281,12 @@ impl model::World for ModelWorld {
         let (ifindex, smac, local, broadcast) = if in_net(dst, HOST, 24) {
             (self.eth0, ETH0_MAC, HOST, Ipv4Addr::new(10, 77, 0, 255))
         } else if in_net(dst, BRIDGE, 16) {
-            (self.docker0, DOCKER0_MAC, BRIDGE, Ipv4Addr::new(172, 17, 255, 255))
+            (
+                self.docker0,
+                DOCKER0_MAC,
+                BRIDGE,
+                Ipv4Addr::new(172, 17, 255, 255),
+            )
         } else {
             return Route::Unroutable;
         };
@@ -439,7 +458,10 @@ pub fn test_run(
 pub fn verdicts(dp: &Dataplane) -> Vec<u64> {
     let mut all = Vec::new();
     for hook in Hook::ALL {
-        let v = dp.maps.verdicts_of(hook).expect("reading the verdict counters");
+        let v = dp
+            .maps
+            .verdicts_of(hook)
+            .expect("reading the verdict counters");
         assert_eq!(v.len(), Reason::ALL.len());
         all.extend(v.into_iter().map(|(_, n)| n));
     }
@@ -471,7 +493,9 @@ pub fn verdict_delta(hook: Hook, before: &[u64], after: &[u64]) -> Result<Reason
 }
 
 pub fn stats(dp: &Dataplane, slot: u32) -> ForwardStats {
-    dp.maps.forward_stats(slot).expect("reading forward counters")
+    dp.maps
+        .forward_stats(slot)
+        .expect("reading forward counters")
 }
 
 /// The return code `prog` gives for `action`.
