@@ -313,7 +313,10 @@ impl Pkt {
                 doff,
                 csum,
             } => {
-                assert!(options.len() % 4 == 0, "TCP options are whole words");
+                assert!(
+                    options.len().is_multiple_of(4),
+                    "TCP options are whole words"
+                );
                 let words = doff.unwrap_or(5 + (options.len() / 4) as u8);
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
@@ -391,7 +394,10 @@ impl Pkt {
             f.extend_from_slice(&self.payload);
         } else {
             let l4 = self.l4_bytes();
-            assert!(self.options.len() % 4 == 0, "IPv4 options are whole words");
+            assert!(
+                self.options.len().is_multiple_of(4),
+                "IPv4 options are whole words"
+            );
             let hdr_len = 20 + self.options.len();
             let ihl = self.ihl.unwrap_or((hdr_len / 4) as u8);
             let total = self.total_len.unwrap_or((hdr_len + l4.len()) as u16);

@@ -134,9 +134,12 @@ impl Published {
     }
 }
 
-/// Flows present before any fixture runs: `(target, target port, client, client port, proto,
-/// published address, published port, slot)`.
-pub const FLOWS: &[(Ipv4Addr, u16, Ipv4Addr, u16, u8, Ipv4Addr, u16, u32)] = &[
+/// A flow: `(target, target port, client, client port, proto, published address, published
+/// port, slot)`.
+pub type FlowRow = (Ipv4Addr, u16, Ipv4Addr, u16, u8, Ipv4Addr, u16, u32);
+
+/// Flows present before any fixture runs.
+pub const FLOWS: &[FlowRow] = &[
     (C1, 3000, CLIENT, 40000, 6, HOST, 8080, TCP_8080),
     (C1, 53, CLIENT, 40001, 17, HOST, 5353, UDP_5353),
     (C1, 3000, CLIENT_NO_NEIGH, 40002, 6, HOST, 8080, TCP_8080),
