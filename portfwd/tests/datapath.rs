@@ -17,7 +17,7 @@
 //! - **Differential fuzzing** (`datapath/fuzz.rs`): random and mutated frames (proptest) through
 //!   the kernel program and the reference model `portfwd_common::model`, which must agree on
 //!   every frame. `PORTFWD_FUZZ_FRAMES=N` sets the number of frames per program (default
-//!   20 000, the CI mode: well under a minute); the long mode is
+//!   10 000, the CI mode: seconds on an idle machine); the long mode is
 //!   `PORTFWD_FUZZ_FRAMES=1000000`. `PORTFWD_FUZZ_SEED=N` replays a run (the seed is printed).
 //! - **Verifier budget**: the verified instruction count of each program, asserted under a
 //!   stated budget ([`VERIFIER_BUDGETS`]).

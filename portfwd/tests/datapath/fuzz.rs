@@ -39,7 +39,7 @@ use super::world::{
 };
 
 /// Frames per program in the default (CI) mode.
-pub const DEFAULT_FRAMES: u64 = 20_000;
+pub const DEFAULT_FRAMES: u64 = 10_000;
 /// Frames per loaded dataplane. Fuzzed frames create flows with random addresses; reloading
 /// keeps the flow table far below its LRU capacity, so the kernel never evicts an entry the
 /// model still has.
