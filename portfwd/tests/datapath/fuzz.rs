@@ -563,6 +563,13 @@ pub fn run(env: &Env, prog: &Program) {
             }
             done += n;
             batch += 1;
+            if frames > DEFAULT_FRAMES {
+                println!(
+                    "{}: {done}/{frames} frames, 0 differences, {:.0} s",
+                    prog.label,
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         total
     });
