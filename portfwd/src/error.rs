@@ -25,6 +25,8 @@ pub enum Error {
     TooManyForwards(u32),
     #[error("control socket {path}: {message}")]
     Socket { path: PathBuf, message: String },
+    #[error("pin directory {path}: {message}")]
+    Pin { path: PathBuf, message: String },
     #[error("netlink: {0}")]
     Netlink(String),
 }

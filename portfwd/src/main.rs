@@ -10,12 +10,19 @@ use portfwd::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Daemon { config, mode } => {
+        Command::Daemon {
+            config,
+            mode,
+            pin_dir,
+            cleanup,
+        } => {
             init_logging();
             let opts = daemon::Options {
                 config,
                 socket: api::socket_path(cli.socket.as_deref()),
                 mode,
+                pin_dir,
+                cleanup,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -395,3 +395,193 @@ fn xdp_mode_refuses_an_exposed_interface_without_native_xdp() {
     assert!(err.contains("docker0 has no native XDP support"), "{err}");
     assert!(err.contains("mode: auto or mode: tc"), "{err}");
 }
+
+/// Issue #7: the datapath is pinned, so `kill -9` of the daemon loses nothing, and a restarted
+/// daemon takes the pinned state over (same maps, programs swapped into the same links) without
+/// attaching twice or resetting counters.
+#[test]
+fn connections_survive_twenty_kill_9_and_restart_cycles() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("survive").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _tcp = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
+    let _udp = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
+    let mut d = Daemon::start(
+        &mut lab,
+        &format!(
+            "forwards:\n  - listen: \"8080\"\n    to: \"{a}:3000\"\n  - listen: \"5353/udp\"\n    to: \"{a}:53\"\n",
+            a = c1.addr
+        ),
+    );
+
+    // One long-lived TCP connection and one UDP flow (one socket, same 5-tuple throughout).
+    let mut session = lab::tcp_session(lab.client(), host_port(8080), T).unwrap();
+    let udp = lab
+        .client()
+        .run(|| std::net::UdpSocket::bind((Lab::CLIENT_ADDR, 0)))
+        .unwrap();
+    udp.connect(host_port(5353)).unwrap();
+    udp.set_read_timeout(Some(T)).unwrap();
+    let udp_exchange = |line: &str| -> Result<String, String> {
+        udp.send(line.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        let n = udp
+            .recv(&mut buf)
+            .map_err(|e| format!("no UDP reply to {line}: {e}"))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let mut failures = Vec::new();
+    let mut exchange = |session: &mut lab::TcpSession, line: String| {
+        match session.request(&line) {
+            Ok(r) if r.trim_end().ends_with(&line) => {}
+            Ok(r) => failures.push(format!("TCP {line}: wrong reply {r}")),
+            Err(e) => failures.push(format!("TCP {line}: {e:#}")),
+        }
+        match udp_exchange(&line) {
+            Ok(r) if r.trim_end().ends_with(&line) => {}
+            Ok(r) => failures.push(format!("UDP {line}: wrong reply {r}")),
+            Err(e) => failures.push(e),
+        }
+    };
+    exchange(&mut session, "before".into());
+    let before = d.list_json(&lab);
+
+    for i in 0..20 {
+        d.kill9();
+        // Nobody is running: the pinned links keep the programs attached.
+        exchange(&mut session, format!("while-dead-{i}"));
+        d.restart();
+        exchange(&mut session, format!("after-restart-{i}"));
+    }
+    assert!(failures.is_empty(), "failed exchanges: {failures:#?}");
+
+    // Counters carried over (the same slots), and grew by the 40 TCP exchanges.
+    let after = d.list_json(&lab);
+    let tcp = |l: &[serde_json::Value]| {
+        l.iter()
+            .find(|f| f["listen"] == "8080/tcp")
+            .map(|f| f["packets_to_target"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert!(tcp(&after) >= tcp(&before) + 40, "{before:?} -> {after:?}");
+    assert_eq!(after.len(), 2, "{after:?}");
+
+    // Never attached twice: one portfwd tc program on the client-facing interface.
+    let tcx = lab.host().run(|| {
+        aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Ingress)
+    });
+    let names: Vec<String> = tcx
+        .unwrap()
+        .1
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect();
+    // (The kernel keeps the first 15 bytes of the name: portfwd_tc_ingr.)
+    assert!(
+        names.len() == 1 && names[0].starts_with("portfwd_tc"),
+        "tcx ingress programs on eth0: {names:?}"
+    );
+    let status = d.cli(&lab, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let interfaces = status["interfaces"].as_array().unwrap();
+    let pins: Vec<String> = std::fs::read_dir(d.pin_dir.join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |kind: &str| pins.iter().filter(|p| p.starts_with(kind)).count();
+    assert_eq!(count("tc-"), interfaces.len(), "{pins:?} vs {interfaces:?}");
+    let with_xdp = interfaces
+        .iter()
+        .filter(|i| i["attach"] == "xdp+tc")
+        .count();
+    assert_eq!(count("xdp-"), with_xdp, "{pins:?} vs {interfaces:?}");
+
+    // A clean stop detaches; --cleanup then frees the maps it kept for the next start.
+    assert!(d.stop(&mut lab).success());
+    assert_eq!(
+        std::fs::read_dir(d.pin_dir.join("links")).unwrap().count(),
+        0
+    );
+    let out = d.cleanup();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !d.pin_dir.join("maps").exists(),
+        "maps still pinned after --cleanup"
+    );
+}
+
+/// Issue #7: a daemon started over pinned state reconciles it with the config (adds what is
+/// missing, removes what is stale), replaces a pinned map whose layout changed (as after an
+/// upgrade) and says so, and `--cleanup` refuses while a daemon runs.
+#[test]
+fn restart_reconciles_pinned_state_with_the_config() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("reconcile").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _a = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
+    let _b = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 4000)), "c1:4000").unwrap();
+    let forward =
+        |port: u16, to: u16| format!("  - listen: \"{port}\"\n    to: \"{}:{to}\"\n", c1.addr);
+    let mut d = Daemon::start(&mut lab, &format!("forwards:\n{}", forward(8080, 3000)));
+    let out = d.cleanup();
+    assert!(
+        !out.status.success(),
+        "--cleanup must refuse while the daemon runs"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a daemon is running"),
+        "{out:?}"
+    );
+    lab::tcp_request(lab.client(), host_port(8080), "one", T).unwrap();
+
+    // While it is dead, the config changes: 8080 goes, 9090 comes.
+    d.kill9();
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        text.replace(&forward(8080, 3000), &forward(9090, 4000)),
+    )
+    .unwrap();
+    // And an "upgrade" finds a verdict counter map of another layout pinned.
+    let verdicts = d.pin_dir.join("maps/PF_VERDICTS");
+    std::fs::remove_file(&verdicts).unwrap();
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&verdicts)
+        .args([
+            "type", "array", "key", "4", "value", "4", "entries", "1", "name", "old",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    d.restart();
+
+    let list = d.list_json(&lab);
+    let listens: Vec<&str> = list.iter().map(|f| f["listen"].as_str().unwrap()).collect();
+    assert_eq!(listens, ["9090/tcp"]);
+    let reply = lab::tcp_request(lab.client(), host_port(9090), "two", T).unwrap();
+    assert!(reply.starts_with("c1:4000"), "{reply}");
+    assert!(
+        lab::tcp_request(
+            lab.client(),
+            host_port(8080),
+            "gone",
+            Duration::from_secs(1)
+        )
+        .is_err(),
+        "the stale pinned forward 8080 must be gone"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("removed a pinned forward the config no longer has")
+            && log.contains("pinned map has another layout")
+            && log.contains("took over the attachments of a previous daemon"),
+        "{log}"
+    );
+    let status = d.cli(&lab, &["status", "--json"]);
+    assert!(status.status.success(), "{status:?}");
+}

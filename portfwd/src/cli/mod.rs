@@ -33,6 +33,14 @@ pub enum Command {
         /// XDP required on exposed interfaces). Overrides the config's `mode:`.
         #[arg(long, value_name = "MODE")]
         mode: Option<crate::config::AttachMode>,
+        /// bpffs directory for the pinned programs, links and maps (mounted if needed).
+        /// Overrides the config's `pin_dir:` (default /sys/fs/bpf/portfwd).
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// Remove everything pinned under the pin directory (detaching the programs and freeing
+        /// the maps a stopped or killed daemon left behind), then exit.
+        #[arg(long)]
+        cleanup: bool,
     },
     /// Publish a host port: `portfwd add [HOST_IP:]HOST_PORT[/tcp|/udp] TARGET_IP:PORT`.
     Add(add::Args),

@@ -37,6 +37,10 @@ pub struct Options {
     pub socket: PathBuf,
     /// `--mode`: overrides the config's `mode:`.
     pub mode: Option<AttachMode>,
+    /// `--pin-dir`: overrides the config's `pin_dir:`.
+    pub pin_dir: Option<PathBuf>,
+    /// `--cleanup`: remove everything pinned under the pin directory and exit.
+    pub cleanup: bool,
 }
 
 /// A published forward and the counter slot it uses.
@@ -115,6 +119,60 @@ impl State {
         let active = self.forwards.remove(pos);
         self.free_slots.push(active.slot);
         Ok(active)
+    }
+
+    /// Takes over the forwards a previous daemon left in the pinned maps, before `cfg` is
+    /// applied: an entry that `cfg` still wants keeps its counter slot (so its counters carry
+    /// on), any other entry is removed. The host addresses in the map are taken as applied, so
+    /// the first host sync only adds and removes the difference.
+    fn adopt_pinned(&mut self, cfg: &Config) {
+        let mut used = BTreeSet::new();
+        for (key, value) in self.dp.maps.forward_entries() {
+            let wanted = cfg.forwards.iter().find(|f| {
+                crate::dataplane::Maps::stores(&key, &value, f)
+                    && !self.forwards.iter().any(|a| a.fwd.listen == f.listen)
+            });
+            match wanted {
+                Some(fwd) if value.stats_slot < MAX_FORWARDS && used.insert(value.stats_slot) => {
+                    tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
+                    self.forwards.push(Active {
+                        fwd: *fwd,
+                        slot: value.stats_slot,
+                    });
+                }
+                _ => {
+                    if let Err(e) = self.dp.maps.remove_forward_key(&key) {
+                        tracing::error!("removing a stale pinned forward: {e}");
+                    } else {
+                        tracing::info!(?key, "removed a pinned forward the config no longer has");
+                    }
+                }
+            }
+        }
+        self.next_slot = used.last().map_or(0, |s| s + 1);
+        self.free_slots = (0..self.next_slot)
+            .filter(|s| !used.contains(s))
+            .rev()
+            .collect();
+        self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
+    }
+
+    /// Removes interface entries a previous daemon left for interfaces this one does not serve.
+    fn prune_pinned_interfaces(&mut self) {
+        let attached: BTreeSet<u32> = self
+            .dp
+            .attachments
+            .list()
+            .into_iter()
+            .map(|(index, _, _)| index)
+            .collect();
+        let (ifaces, egress) = self.dp.maps.iface_indexes();
+        for index in ifaces.into_iter().filter(|i| !attached.contains(i)) {
+            let _ = self.dp.maps.remove_iface(index);
+        }
+        for index in egress.into_iter().filter(|i| !attached.contains(i)) {
+            let _ = self.dp.maps.set_xdp_egress(index, false);
+        }
     }
 
     fn config(&self) -> Config {
@@ -378,12 +436,33 @@ fn initial_config(path: &Path) -> Result<Config, Error> {
     }
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
+/// Runs the daemon until SIGINT or SIGTERM (or, with `--cleanup`, removes the pins and exits).
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let cfg = initial_config(&opts.config)?;
-    let dp = Dataplane::load()?;
+    // `--cleanup --pin-dir DIR` needs no config (which may be what is broken).
+    let cfg = if opts.cleanup && opts.pin_dir.is_some() {
+        Config::default()
+    } else {
+        initial_config(&opts.config)?
+    };
+    let pin_dir = opts.pin_dir.clone().unwrap_or_else(|| cfg.pin_dir.clone());
+    config::check_pin_dir(&pin_dir)
+        .map_err(|m| anyhow::anyhow!("--pin-dir {}: {m}", pin_dir.display()))?;
+    if opts.cleanup {
+        return cleanup(&opts.socket, &pin_dir);
+    }
+    // The socket first: it refuses to start while another daemon serves it, before anything
+    // pinned (possibly that daemon's datapath) is touched.
     let listener = control::bind(&opts.socket)?;
     let _socket_file = control::SocketFile(opts.socket.clone());
+    let mut dp = Dataplane::load_pinned(&pin_dir)?;
+    let adopted = dp.adopt_pinned_links();
+    if !adopted.is_empty() {
+        tracing::info!(
+            links = adopted.len(),
+            pin_dir = %pin_dir.display(),
+            "took over the attachments of a previous daemon (programs swapped in place)"
+        );
+    }
 
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
@@ -396,15 +475,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let snap = host::snapshot(&handle).await?;
         let mut st = state.lock().await;
         st.host = snap;
+        st.adopt_pinned(&cfg);
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
             // The mode cannot be honoured: stop rather than run half-attached.
             st.dp.detach_all();
             return Err(e.into());
         }
+        st.prune_pinned_interfaces();
     }
     tracing::info!(
         config = %opts.config.display(),
         socket = %opts.socket.display(),
+        pin_dir = %pin_dir.display(),
         forwards = cfg.forwards.len(),
         mode = %opts.mode.unwrap_or(cfg.mode),
         "portfwd daemon ready"
@@ -436,7 +518,33 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     server.abort();
     state.lock().await.dp.detach_all();
-    tracing::info!("detached everywhere; bye");
+    tracing::info!(
+        pin_dir = %pin_dir.display(),
+        "detached everywhere; the maps stay pinned so that a restart resumes flows and counters \
+         (`portfwd daemon --cleanup` removes them); bye"
+    );
+    Ok(())
+}
+
+/// `portfwd daemon --cleanup`: removes every link (which detaches its program) and map pinned
+/// under `pin_dir`. Refuses while a daemon answers on `socket`, which would lose its datapath.
+fn cleanup(socket: &Path, pin_dir: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "a daemon is running (it answers on {}): stop it first, then run --cleanup",
+            socket.display()
+        );
+    }
+    if !pin_dir.exists() {
+        println!("nothing pinned at {}", pin_dir.display());
+        return Ok(());
+    }
+    let removed = crate::dataplane::pin::cleanup(pin_dir)?;
+    println!(
+        "removed {} pins under {} (programs detached, maps freed)",
+        removed.len(),
+        pin_dir.display()
+    );
     Ok(())
 }
 

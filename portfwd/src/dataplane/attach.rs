@@ -1,23 +1,36 @@
-//! Where the tc program is attached.
-use std::collections::BTreeMap;
+//! Where the programs are attached, and how each attachment is held.
+use std::{collections::BTreeMap, path::PathBuf};
 
-use aya::programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId};
+use aya::programs::{
+    SchedClassifier, TcAttachType, links::FdLink, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+};
 
 use crate::error::Error;
 
+/// How an attachment is held by the daemon.
+pub(super) enum Handle {
+    /// A link pinned in bpffs: it stays attached if the daemon dies. Detaching removes the pin
+    /// and closes the fd.
+    Pinned { link: FdLink, path: PathBuf },
+    /// A tc attachment owned by this process only (no pin directory, or a kernel without tcx).
+    Tc(SchedClassifierLinkId),
+    /// An XDP attachment owned by this process only.
+    Xdp(XdpLinkId),
+}
+
 /// What is attached to one interface.
-struct Attachment {
-    name: String,
-    tc: SchedClassifierLinkId,
-    xdp: Option<XdpLinkId>,
+pub(super) struct Attachment {
+    pub(super) name: String,
+    pub(super) tc: Handle,
+    pub(super) xdp: Option<Handle>,
     /// Native XDP was tried and refused by the driver: do not retry on every resync.
-    xdp_unsupported: bool,
+    pub(super) xdp_unsupported: bool,
 }
 
 /// The interfaces the programs are attached to, by ifindex.
 #[derive(Default)]
 pub struct Attachments {
-    links: BTreeMap<u32, Attachment>,
+    pub(super) links: BTreeMap<u32, Attachment>,
 }
 
 impl Attachments {
@@ -25,7 +38,7 @@ impl Attachments {
         self.links.get(&index).is_some_and(|a| a.name == name)
     }
 
-    pub(super) fn insert(&mut self, index: u32, name: &str, tc: SchedClassifierLinkId) {
+    pub(super) fn insert(&mut self, index: u32, name: &str, tc: Handle) {
         self.links.insert(
             index,
             Attachment {
@@ -37,25 +50,8 @@ impl Attachments {
         );
     }
 
-    pub(super) fn remove(
-        &mut self,
-        index: u32,
-    ) -> Option<(SchedClassifierLinkId, Option<XdpLinkId>)> {
-        self.links.remove(&index).map(|a| (a.tc, a.xdp))
-    }
-
-    pub(super) fn xdp(&self, index: u32) -> Option<&XdpLinkId> {
-        self.links.get(&index).and_then(|a| a.xdp.as_ref())
-    }
-
-    pub(super) fn set_xdp(&mut self, index: u32, link: XdpLinkId) {
-        if let Some(a) = self.links.get_mut(&index) {
-            a.xdp = Some(link);
-        }
-    }
-
-    pub(super) fn take_xdp(&mut self, index: u32) -> Option<XdpLinkId> {
-        self.links.get_mut(&index).and_then(|a| a.xdp.take())
+    pub(super) fn has_xdp(&self, index: u32) -> bool {
+        self.links.get(&index).is_some_and(|a| a.xdp.is_some())
     }
 
     pub(super) fn xdp_unsupported(&self, index: u32) -> bool {

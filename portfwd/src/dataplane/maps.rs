@@ -173,6 +173,14 @@ impl Maps {
             self.xdp_egress
                 .insert(ifindex, ifindex, None, 0)
                 .map_err(|e| e.to_string())
+        } else if !self
+            .xdp_egress
+            .keys()
+            .any(|k| k.is_ok_and(|k| k == ifindex))
+        {
+            // Not there: nothing to do (a devmap's delete reports ENOENT as a plain syscall
+            // error, not as KeyNotFound).
+            Ok(())
         } else {
             match self.xdp_egress.remove(ifindex) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -210,6 +218,49 @@ impl Maps {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("interfaces")(e)),
         }
+    }
+
+    /// Every entry of the forwarding table as (key, value), e.g. as a previous daemon left it
+    /// in the pinned map. Entries that cannot be read are skipped.
+    pub fn forward_entries(&self) -> Vec<(ForwardKey, ForwardValue)> {
+        self.forwards.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Whether `fwd` is stored exactly as [`Maps::insert_forward`] would store it (with any
+    /// counter slot).
+    pub fn stores(key: &ForwardKey, value: &ForwardValue, fwd: &Forward) -> bool {
+        *key == forward_key(&fwd.listen)
+            && value.target_addr_be == ipv4_be(fwd.to.addr)
+            && value.target_port_be == fwd.to.port.to_be()
+    }
+
+    /// Removes a forwarding entry by its raw key (stale state left by a previous daemon).
+    pub fn remove_forward_key(&mut self, key: &ForwardKey) -> Result<(), Error> {
+        match self.forwards.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("forwarding table")(e)),
+        }
+    }
+
+    /// The host addresses in the map (in the datapath's byte order: wire order).
+    pub fn host_addr_entries(&self) -> Vec<Ipv4Addr> {
+        self.host_addrs
+            .keys()
+            .filter_map(Result::ok)
+            .map(|be| Ipv4Addr::from(be.to_ne_bytes()))
+            .collect()
+    }
+
+    /// The interface indexes in the interfaces map and in the XDP egress map.
+    pub fn iface_indexes(&self) -> (Vec<u32>, Vec<u32>) {
+        let ifaces = self.ifaces.keys().filter_map(Result::ok).collect();
+        let egress = self
+            .xdp_egress
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, _)| k)
+            .collect();
+        (ifaces, egress)
     }
 
     /// Records a flow directly, as the datapath does on a client's first packet (for tests and

@@ -53,8 +53,36 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// A bpffs of the test's own (mounted in the root mount namespace, so pins outlive the
+    /// daemon's `ip netns exec` mount namespace), passed as `--pin-dir`.
+    pub pin_dir: PathBuf,
     host_ns: String,
     log: PathBuf,
+    mode: Option<String>,
+}
+
+/// Mounts a fresh bpffs at `dir` (one per daemon: tests run concurrently).
+fn mount_bpffs(dir: &std::path::Path) {
+    fs::create_dir_all(dir).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mounting bpffs at {}: {out:?}",
+        dir.display()
+    );
+}
+
+/// Unmounts the test's bpffs (dropping its pins) and removes the test directory.
+fn remove_test_dir(dir: &std::path::Path) {
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(dir.join("bpf"))
+        .output();
+    let _ = fs::remove_dir_all(dir);
 }
 
 impl Daemon {
@@ -68,6 +96,7 @@ impl Daemon {
         fs::create_dir_all(&dir).unwrap();
         let config = dir.join("portfwd.yaml");
         fs::write(&config, config_text).unwrap();
+        mount_bpffs(&dir.join("bpf"));
         (
             dir.clone(),
             config,
@@ -85,6 +114,8 @@ impl Daemon {
             .arg(config)
             .arg("--socket")
             .arg(socket)
+            .arg("--pin-dir")
+            .arg(socket.with_file_name("bpf"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         cmd
@@ -108,10 +139,30 @@ impl Daemon {
     /// Starts the daemon with an explicit `--mode` (or none), and waits until it answers.
     pub fn start_with(lab: &mut Lab, config_text: &str, mode: Option<&str>) -> Daemon {
         let (dir, config, socket, log) = Self::prepare(config_text);
-        let host_ns = lab.host().name.clone();
-        let logfile = fs::File::create(&log).unwrap();
-        let mut cmd = Self::command(&host_ns, &config, &socket);
-        if let Some(mode) = mode {
+        let mut d = Daemon {
+            child: None,
+            pin_dir: dir.join("bpf"),
+            dir,
+            config,
+            socket,
+            host_ns: lab.host().name.clone(),
+            log,
+            mode: mode.map(str::to_owned),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process (again) with this daemon's config, socket and pin directory,
+    /// appending to its log, and waits until it answers on its socket.
+    fn spawn(&mut self) {
+        let logfile = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Self::command(&self.host_ns, &self.config, &self.socket);
+        if let Some(mode) = &self.mode {
             cmd.args(["--mode", mode]);
         }
         let child = cmd
@@ -119,32 +170,54 @@ impl Daemon {
             .stderr(logfile)
             .spawn()
             .unwrap();
-        let mut d = Daemon {
-            child: Some(child),
-            dir,
-            config,
-            socket,
-            host_ns,
-            log,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the daemon exited early ({status}):\n{}", d.log_text());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon exited early ({status}):\n{}", self.log_text());
             }
-            if d.cli_raw(&["list", "--json"]).status.success() {
-                return d;
+            if self.cli_raw(&["list", "--json"]).status.success() {
+                return;
             }
             if Instant::now() > deadline {
-                panic!("the daemon did not answer within 20 s:\n{}", d.log_text());
+                panic!(
+                    "the daemon did not answer within 20 s:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
+    /// `kill -9`: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts the daemon again after [`Daemon::kill9`] or [`Daemon::stop`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
+    /// Runs `portfwd daemon --cleanup` against this daemon's pin directory.
+    pub fn cleanup(&self) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.host_ns])
+            .arg(portfwd_bin())
+            .args(["daemon", "--cleanup", "--socket"])
+            .arg(&self.socket)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .output()
+            .unwrap()
+    }
+
     /// Runs the daemon expecting it to exit by itself (e.g. on an invalid config), within 20 s.
     pub fn run_to_exit(lab: &mut Lab, config_text: &str, extra_args: &[&str]) -> Output {
-        let (_dir, config, socket, _log) = Self::prepare(config_text);
+        let (dir, config, socket, _log) = Self::prepare(config_text);
         let mut child = Self::command(&lab.host().name, &config, &socket)
             .args(extra_args)
             .stdout(Stdio::piped())
@@ -155,11 +228,14 @@ impl Daemon {
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
+                remove_test_dir(&dir);
                 panic!("the daemon did not exit within 20 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        child.wait_with_output().unwrap()
+        let out = child.wait_with_output().unwrap();
+        remove_test_dir(&dir);
+        out
     }
 
     pub fn log_text(&self) -> String {
@@ -225,7 +301,7 @@ impl Drop for Daemon {
                 self.log_text()
             );
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        remove_test_dir(&self.dir);
     }
 }
 

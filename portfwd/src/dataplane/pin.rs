@@ -1,0 +1,236 @@
+//! Pins in bpffs, so that the datapath outlives the daemon.
+//!
+//! Layout under the pin directory:
+//! - `maps/NAME`: every map (forwards, flows, counters...). A restarted or upgraded daemon loads
+//!   its programs against these, so flows and counters survive.
+//! - `links/KIND-IFINDEX-IFNAME` (KIND `tc` or `xdp`; dots in IFNAME written `%2E`, since bpffs
+//!   reserves dots in names): the attachments. A pinned link keeps its program
+//!   attached when the daemon dies (even `kill -9`); the next daemon swaps its own program into
+//!   the same link atomically (`attach_to_link`), so it never attaches twice.
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::MapData;
+
+use crate::error::Error;
+
+/// bpffs's `f_type` (BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Where bpffs is normally mounted.
+const STANDARD_BPFFS: &str = "/sys/fs/bpf";
+
+fn io_err(path: &Path, what: &str) -> impl Fn(io::Error) -> Error {
+    let path = path.to_owned();
+    let what = what.to_owned();
+    move |e| Error::Pin {
+        path: path.clone(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+pub fn maps_dir(dir: &Path) -> PathBuf {
+    dir.join("maps")
+}
+
+pub fn links_dir(dir: &Path) -> PathBuf {
+    dir.join("links")
+}
+
+/// The pin path of an interface's link of `kind` ("tc" or "xdp").
+pub fn link_path(dir: &Path, ifindex: u32, ifname: &str, kind: &str) -> PathBuf {
+    let name = ifname.replace('%', "%25").replace('.', "%2E");
+    links_dir(dir).join(format!("{kind}-{ifindex}-{name}"))
+}
+
+/// The (kind, ifindex, ifname) a link pin's file name stands for.
+fn parse_link_file(file: &str) -> Option<(String, u32, String)> {
+    let (kind, rest) = file.split_once('-')?;
+    let (index, name) = rest.split_once('-')?;
+    let name = name.replace("%2E", ".").replace("%25", "%");
+    Some((kind.to_owned(), index.parse().ok()?, name))
+}
+
+/// A pinned link found in the pin directory.
+pub struct PinnedLinkFile {
+    pub path: PathBuf,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub kind: String,
+}
+
+/// The pinned links in `dir`, as left by a previous daemon.
+pub fn pinned_links(dir: &Path) -> Vec<PinnedLinkFile> {
+    let Ok(entries) = std::fs::read_dir(links_dir(dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        match parse_link_file(file) {
+            Some((kind, ifindex, ifname)) => out.push(PinnedLinkFile {
+                path,
+                ifindex,
+                ifname,
+                kind,
+            }),
+            None => tracing::warn!(path = %path.display(), "unexpected file in the pin directory"),
+        }
+    }
+    out
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+fn mount_bpffs(at: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(at).map_err(io_err(at, "creating the mount point"))?;
+    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| Error::Pin {
+        path: at.to_owned(),
+        message: "path contains NUL".into(),
+    })?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid NUL-terminated strings living across the call; no data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io_err(at, "mounting bpffs")(io::Error::last_os_error()));
+    }
+    tracing::info!(at = %at.display(), "mounted bpffs");
+    Ok(())
+}
+
+/// Makes sure `dir` is on bpffs, mounting it where needed: at /sys/fs/bpf when `dir` is below
+/// it (as on hosts whose boot did not mount it, or under `ip netns exec`, which remounts /sys),
+/// otherwise at `dir` itself. Then creates `maps/` and `links/`.
+pub fn prepare(dir: &Path) -> Result<(), Error> {
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if !is_bpffs(&probe) {
+        let standard = Path::new(STANDARD_BPFFS);
+        if dir.starts_with(standard) && !is_bpffs(standard) {
+            mount_bpffs(standard)?;
+        } else if !dir.starts_with(standard) {
+            mount_bpffs(dir)?;
+        }
+    }
+    for sub in [maps_dir(dir), links_dir(dir)] {
+        std::fs::create_dir_all(&sub).map_err(io_err(&sub, "creating"))?;
+    }
+    if !is_bpffs(dir) {
+        return Err(Error::Pin {
+            path: dir.to_owned(),
+            message: "not on a bpffs".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Replaces pinned maps whose layout differs from the ones this binary was built with (an
+/// upgrade that changed a key or value): their state cannot be read by the new programs, so
+/// the pin is removed and a fresh map is created. `expected` lists (name, type, key size,
+/// value size, max entries) from the embedded object.
+pub fn replace_incompatible_maps(dir: &Path, expected: &[(String, MapLayout)]) {
+    for (name, want) in expected {
+        let path = maps_dir(dir).join(name);
+        if !path.exists() {
+            continue;
+        }
+        let have = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map(|i| MapLayout {
+                map_type: i.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                key_size: i.key_size(),
+                value_size: i.value_size(),
+                max_entries: i.max_entries(),
+            });
+        match have {
+            Ok(have) if have == *want => {
+                tracing::info!(map = %name, "reusing pinned map");
+            }
+            Ok(have) => {
+                tracing::warn!(
+                    map = %name,
+                    ?have,
+                    ?want,
+                    "pinned map has another layout (upgrade): replacing it, its state is lost"
+                );
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => {
+                tracing::warn!(map = %name, "pinned map unreadable ({e}): replacing it");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// What must match for a pinned map to be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapLayout {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// Removes every pin under `dir`: links first (which detaches their programs), then maps.
+/// Used by `portfwd daemon --cleanup` and by a daemon stopping on SIGTERM.
+pub fn cleanup(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut removed = Vec::new();
+    for sub in [links_dir(dir), maps_dir(dir)] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            std::fs::remove_file(&p).map_err(io_err(&p, "removing pin"))?;
+            removed.push(p);
+        }
+        let _ = std::fs::remove_dir(&sub);
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_file_names_have_no_dots_and_round_trip() {
+        for name in ["eth0", "eth0.100", "a%2Eb", "veth-1.2"] {
+            let path = link_path(Path::new("/p"), 7, name, "xdp");
+            let file = path.file_name().unwrap().to_str().unwrap();
+            assert!(!file.contains('.'), "{file}");
+            assert_eq!(
+                parse_link_file(file),
+                Some(("xdp".to_owned(), 7, name.to_owned()))
+            );
+        }
+    }
+}
