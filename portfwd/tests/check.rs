@@ -561,3 +561,51 @@ fn router_on_the_way_says_host_unreachable() {
     let (_, v) = check_json(&d, &lab, &[]);
     assert_eq!(kinds(fwd(&v, "8080/tcp")), ["host_unreachable"]);
 }
+
+#[test]
+fn udp_targets_that_cannot_be_looked_into_are_warnings() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkudpw").unwrap();
+    let c1 = lab.add_container("router").unwrap();
+    // 10.99.0.5 is "on another machine" behind the container acting as a router, which resets
+    // TCP to it in its name: it answers, but no namespace here holds it. The container itself
+    // drops TCP to port 53: it answers ARP, not the probe.
+    let host = lab.host().clone();
+    lab.sh(&host, "ip route add 10.99.0.0/24 via 172.17.0.2")
+        .unwrap();
+    lab.sh(
+        &c1.ns,
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && \
+         iptables -A FORWARD -d 10.99.0.5 -p tcp -j REJECT --reject-with tcp-reset && \
+         iptables -A INPUT -p tcp --dport 53 -j DROP",
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &mut lab,
+        &config(&[
+            ("5353/udp", "10.99.0.5:53"),
+            ("5354/udp", &format!("{}:53", c1.addr)),
+        ]),
+    );
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "a warning is not healthy: {out}");
+    assert!(
+        out.contains("  WARN  10.99.0.5 answers, but no network namespace on this host holds it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  WARN  172.17.0.2 answers ARP but not a TCP probe"),
+        "{out}"
+    );
+    assert!(out.contains("2 forwards checked: 2 WARN"), "{out}");
+    let (code, v) = check_json(&d, &lab, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(v["healthy"], false);
+    for listen in ["5353/udp", "5354/udp"] {
+        let f = fwd(&v, listen);
+        assert_eq!(f["verdict"], "warn", "{f:#}");
+        assert_eq!(kinds(f), ["not_probed"], "{f:#}");
+    }
+}
