@@ -14,8 +14,8 @@
 //! 6. `portfwd check` on everything (exit status 0), and teardown (see [`session`]).
 //!
 //! The demo checks its own story: a step whose outcome is not the expected one fails the demo
-//! (so the quick mode that CI runs is a test). `--keep` leaves the lab up and says how to enter it
-//! and tear it down.
+//! (so the quick mode that CI runs is a test). `--keep` leaves the lab up, says how to enter it,
+//! and tears it down on Ctrl-C (or SIGTERM).
 
 mod session;
 pub mod verify;
@@ -40,7 +40,8 @@ pub struct Args {
     /// No pauses between the steps (what CI runs)
     #[arg(long)]
     pub quick: bool,
-    /// Leave the lab and the daemon running at the end, and print how to enter and remove them
+    /// Leave the lab and the daemon running at the end and print how to enter them; Ctrl-C (or
+    /// SIGTERM) tears them down
     #[arg(long)]
     pub keep: bool,
 }
@@ -80,25 +81,18 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let mut demo = Demo {
-        session: Session::new(args.keep)?,
+        session: Session::new()?,
         portfwd,
         quick: args.quick,
         step: 0,
     };
-    let result = demo.walkthrough();
+    let mut result = demo.walkthrough();
     if result.is_ok() && args.keep {
-        let kept = demo.kept_instructions();
-        let script = demo.session.keep()?;
-        print!("{kept}");
-        println!(
-            "  tear it all down later with:\n    sh {}",
-            script.display()
-        );
-        println!(
-            "  (the namespaces also go when a later lab is built, e.g. by `cargo xtask test`: it \
-             deletes labs whose creator has exited)"
-        );
-        return Ok(());
+        // The lab lives as long as this process: a lab whose creator is gone is deleted by the
+        // next lab anyone builds, and the teardown stays the one below.
+        print!("{}", demo.kept_instructions());
+        while session::pause(Duration::from_secs(3600)).is_ok() {}
+        result = Ok(());
     }
     // Shown after an error or a signal too: it is what happens next.
     println!(
@@ -594,7 +588,8 @@ impl Demo {
     /// What `--keep` prints: how to get into each namespace and use the daemon.
     fn kept_instructions(&self) -> String {
         let lab = self.session.lab();
-        let mut out = String::from("\n==> The lab stays up (--keep)\n");
+        let mut out =
+            String::from("\n==> The lab stays up (--keep): enter it from another terminal\n");
         out.push_str(&format!(
             "  the host, with the CLI pointed at the demo's daemon (pid {}):\n    ip netns exec {} env PORTFWD_SOCKET={} PATH={}:$PATH bash\n",
             self.session.daemon().unwrap_or(0),
@@ -613,6 +608,11 @@ impl Demo {
                 c.name, c.addr, c.ns.name
             ));
         }
+        out.push_str(&format!(
+            "  It stays up while this command runs. Press Ctrl-C here (or `kill {}`) to tear it \
+             all down.\n",
+            std::process::id()
+        ));
         out
     }
 }

@@ -5,8 +5,8 @@
 //! steps, each of which is bounded in time, and unwinds through the same `Drop`).
 //!
 //! Children are spawned in their own process group (a terminal's Ctrl-C reaches the demo only,
-//! which then stops the daemon gracefully) and, unless the lab is kept, with a parent-death signal
-//! (SIGTERM), so that even a SIGKILLed demo leaves no daemon or server running. The namespaces
+//! which then stops the daemon gracefully) and with a parent-death signal (SIGTERM), so that even
+//! a SIGKILLed demo leaves no daemon or server running. The namespaces
 //! of a SIGKILLed demo are deleted by the next lab anyone builds (`xtask::lab` cleans up labs
 //! whose creator is gone).
 
@@ -76,22 +76,17 @@ pub fn demo_dir(pid: u32) -> PathBuf {
     PathBuf::from(format!("/run/portfwd-demo-{pid}"))
 }
 
-/// The lab, the daemon and the demo's directory, torn down on drop unless [`Session::keep`] was
-/// called.
+/// The lab, the daemon and the demo's directory, torn down on drop.
 pub struct Session {
     lab: Option<Lab>,
     daemon: Option<u32>,
     dir: PathBuf,
-    /// `--keep`: children get no parent-death signal.
-    keep: bool,
-    /// [`Session::keep`] was called: nothing is torn down.
-    kept: bool,
 }
 
 impl Session {
     /// Creates the demo's directory (`/run/portfwd-demo-PID`, emptied if a previous process with
     /// this pid left one) and an empty lab tagged `demo`.
-    pub fn new(keep: bool) -> Result<Session> {
+    pub fn new() -> Result<Session> {
         let dir = demo_dir(std::process::id());
         remove_dir(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -99,8 +94,6 @@ impl Session {
             lab: None,
             daemon: None,
             dir,
-            keep,
-            kept: false,
         };
         // On error the session is dropped and removes the directory again.
         session.lab = Some(Lab::new("demo")?);
@@ -129,21 +122,19 @@ impl Session {
         self.dir.join("bpf")
     }
 
-    /// Spawns `cmd` inside `ns` (see [`Lab::spawn`]) in a process group of its own and, unless
-    /// the lab is kept, with SIGTERM as its parent-death signal.
+    /// Spawns `cmd` inside `ns` (see [`Lab::spawn`]) in a process group of its own, with SIGTERM
+    /// as its parent-death signal.
     pub fn spawn(&mut self, ns: &Ns, cmd: &mut Command) -> Result<u32> {
         cmd.process_group(0);
-        if !self.keep {
-            // SAFETY: runs in the forked child before exec and only calls prctl, which is
-            // async-signal-safe and touches no memory of ours.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        // SAFETY: runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let ns = ns.clone();
         self.lab_mut().spawn(&ns, cmd)
@@ -161,56 +152,6 @@ impl Session {
     /// Stops a process spawned with [`Session::spawn`] (SIGTERM, then SIGKILL after `grace`).
     pub fn stop(&mut self, pid: u32, grace: Duration) -> Result<()> {
         self.lab_mut().stop(pid, grace).map(drop)
-    }
-
-    /// Leaves everything up: the lab is forgotten (its namespaces and processes stay), and a
-    /// script that tears it all down is written to the demo's directory; returns its path.
-    pub fn keep(mut self) -> Result<PathBuf> {
-        let script = self.dir.join("teardown.sh");
-        fs::write(&script, self.teardown_script())
-            .with_context(|| format!("writing {}", script.display()))?;
-        if let Some(lab) = self.lab.take() {
-            std::mem::forget(lab);
-        }
-        self.daemon = None;
-        self.kept = true;
-        Ok(script)
-    }
-
-    fn teardown_script(&self) -> String {
-        let dir = self.dir.display();
-        let namespaces = self
-            .lab()
-            .namespaces()
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let daemon = self.daemon.map_or(String::new(), |pid| {
-            format!(
-                "# The daemon (only if pid {pid} is still it): SIGTERM, then SIGKILL after 5 s.\n\
-                 if grep -qs '{dir}' /proc/{pid}/cmdline; then\n  \
-                 kill -TERM {pid}\n  \
-                 for _ in 1 2 3 4 5 6 7 8 9 10; do [ -d /proc/{pid} ] || break; sleep 0.5; done\n  \
-                 kill -KILL {pid} 2>/dev/null\n\
-                 fi\n"
-            )
-        });
-        format!(
-            "#!/bin/sh\n\
-             # Tears down the lab that `cargo xtask demo --keep` left up.\n\
-             {daemon}\
-             # Every process left in the lab's namespaces, then the namespaces (veths and bridge go\n\
-             # with them, and so do the programs attached there).\n\
-             for ns in {namespaces}; do\n  \
-             ip netns pids \"$ns\" 2>/dev/null | xargs -r kill -KILL\n  \
-             ip netns delete \"$ns\" 2>/dev/null\n\
-             done\n\
-             # The private pin directory (a bpffs mount, if the daemon made one) and the rest.\n\
-             grep -o ' {dir}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l\n\
-             rm -rf '{dir}'\n\
-             echo 'portfwd demo lab torn down'\n"
-        )
     }
 
     /// Stops the daemon, deletes the lab (killing what runs in it) and removes the demo's
@@ -257,9 +198,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if !self.kept {
-            self.teardown();
-        }
+        self.teardown();
     }
 }
 
