@@ -110,6 +110,20 @@ mod tests {
     }
 
     #[test]
+    fn demo_takes_quick_and_keep() {
+        let cli = Cli::try_parse_from(["xtask", "demo", "--quick", "--keep"]).unwrap();
+        let Task::Demo(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.quick && args.keep);
+        let cli = Cli::try_parse_from(["xtask", "demo"]).unwrap();
+        let Task::Demo(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(!args.quick && !args.keep);
+    }
+
+    #[test]
     fn build_takes_release() {
         let cli = Cli::try_parse_from(["xtask", "build", "--release"]).unwrap();
         let Task::Build(args) = cli.task else {
