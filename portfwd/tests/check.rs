@@ -437,3 +437,175 @@ fn check_of_an_unpublished_port_is_an_error() {
     assert_eq!(code, 1);
     assert!(err.contains("no forward publishes host port 9999"), "{err}");
 }
+
+#[test]
+fn target_that_drops_connections_does_not_answer() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkdrop").unwrap();
+    let c1 = lab.add_container("fw").unwrap();
+    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from(([0, 0, 0, 0], 3000)), "fw").unwrap();
+    // A firewall in the container drops the SYNs: the container answers ARP, not TCP.
+    lab.sh(&c1.ns, "iptables -A INPUT -p tcp --dport 3000 -j DROP")
+        .unwrap();
+    let d = Daemon::start(&mut lab, &config(&[("8080", &format!("{}:3000", c1.addr))]));
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("  FAIL  172.17.0.2:3000 did not answer a TCP connection within 500"),
+        "{out}"
+    );
+    assert!(
+        out.contains("172.17.0.2 is there (it answers ARP on docker0 as "),
+        "{out}"
+    );
+    assert!(out.contains("look for DROP rules"), "{out}");
+    let (code, v) = check_json(&d, &lab, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(kinds(fwd(&v, "8080/tcp")), ["no_answer"]);
+}
+
+#[test]
+fn refused_although_the_app_listens_points_at_a_reject_rule() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkrej").unwrap();
+    let c1 = lab.add_container("fw").unwrap();
+    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from(([0, 0, 0, 0], 3000)), "fw").unwrap();
+    lab.sh(
+        &c1.ns,
+        "iptables -A INPUT -p tcp --dport 3000 -j REJECT --reject-with tcp-reset",
+    )
+    .unwrap();
+    let d = Daemon::start(&mut lab, &config(&[("8080", &format!("{}:3000", c1.addr))]));
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "  FAIL  the connection to 172.17.0.2:3000 was refused although something listens there"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "on 0.0.0.0:3000 in network namespace {}",
+            c1.ns.name
+        )),
+        "{out}"
+    );
+    assert!(out.contains("REJECT"), "{out}");
+    let (_, v) = check_json(&d, &lab, &[]);
+    let f = finding(fwd(&v, "8080/tcp"), "refused_while_listening");
+    assert_eq!(f["sockets"][0]["port"], 3000, "{f:#}");
+}
+
+#[test]
+fn app_bound_to_another_address_of_the_container() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkaddr").unwrap();
+    let c1 = lab.add_container("multi").unwrap();
+    // The container has a second address, and the app listens on that one only.
+    lab.sh(&c1.ns, "ip addr add 172.17.0.50/16 dev eth0")
+        .unwrap();
+    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from(([172, 17, 0, 50], 3000)), "m").unwrap();
+    let d = Daemon::start(&mut lab, &config(&[("8080", &format!("{}:3000", c1.addr))]));
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "  FAIL  the app listens on 3000/tcp on 172.17.0.50, not on 172.17.0.2 (connection refused)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("make the app listen on 0.0.0.0 or 172.17.0.2"),
+        "{out}"
+    );
+    let (_, v) = check_json(&d, &lab, &[]);
+    let f = finding(fwd(&v, "8080/tcp"), "other_address");
+    assert_eq!(f["sockets"][0]["addr"], "172.17.0.50", "{f:#}");
+    assert_eq!(
+        fwd(&v, "8080/tcp")["container"]["name"],
+        c1.ns.name.as_str()
+    );
+}
+
+#[test]
+fn router_on_the_way_says_host_unreachable() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkicmp").unwrap();
+    let c1 = lab.add_container("router").unwrap();
+    // The host routes 10.99.0.0/24 through the container, which routes nowhere and says so with
+    // ICMP host unreachable. Every packet stays in the lab's namespaces.
+    let host = lab.host().clone();
+    lab.sh(&host, "ip route add 10.99.0.0/24 via 172.17.0.2")
+        .unwrap();
+    lab.sh(
+        &c1.ns,
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && ip route add unreachable 10.99.0.0/24",
+    )
+    .unwrap();
+    let d = Daemon::start(&mut lab, &config(&[("8080", "10.99.0.5:3000")]));
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("  FAIL  10.99.0.5 is unreachable: a router said so (ICMP host unreachable)"),
+        "{out}"
+    );
+    let (_, v) = check_json(&d, &lab, &[]);
+    assert_eq!(kinds(fwd(&v, "8080/tcp")), ["host_unreachable"]);
+}
+
+#[test]
+fn udp_targets_that_cannot_be_looked_into_are_warnings() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("chkudpw").unwrap();
+    let c1 = lab.add_container("router").unwrap();
+    // 10.99.0.5 is "on another machine" behind the container acting as a router, which resets
+    // TCP to it in its name: it answers, but no namespace here holds it. The container itself
+    // drops TCP to port 53: it answers ARP, not the probe.
+    let host = lab.host().clone();
+    lab.sh(&host, "ip route add 10.99.0.0/24 via 172.17.0.2")
+        .unwrap();
+    lab.sh(
+        &c1.ns,
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && \
+         iptables -A FORWARD -d 10.99.0.5 -p tcp -j REJECT --reject-with tcp-reset && \
+         iptables -A INPUT -p tcp --dport 53 -j DROP",
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &mut lab,
+        &config(&[
+            ("5353/udp", "10.99.0.5:53"),
+            ("5354/udp", &format!("{}:53", c1.addr)),
+        ]),
+    );
+    let (code, out, _) = check_text(&d, &lab, &[]);
+    assert_eq!(code, 1, "a warning is not healthy: {out}");
+    assert!(
+        out.contains("  WARN  10.99.0.5 answers, but no network namespace on this host holds it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  WARN  172.17.0.2 answers ARP but not a TCP probe"),
+        "{out}"
+    );
+    assert!(out.contains("2 forwards checked: 2 WARN"), "{out}");
+    let (code, v) = check_json(&d, &lab, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(v["healthy"], false);
+    for listen in ["5353/udp", "5354/udp"] {
+        let f = fwd(&v, listen);
+        assert_eq!(f["verdict"], "warn", "{f:#}");
+        assert_eq!(kinds(f), ["not_probed"], "{f:#}");
+    }
+}

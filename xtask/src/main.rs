@@ -6,7 +6,9 @@
 //! - `build`: build the daemon (its build script builds the eBPF object);
 //! - `lint`: rustfmt and clippy, the eBPF crate included;
 //! - `test`: setup, lint, then the workspace's tests (what CI runs through `.ci/run`);
-//! - `demo`, `bench`: not written yet.
+//! - `demo`: the port-mapping lesson of `docker run -p`, live in a network-namespace lab, with
+//!   `portfwd check` explaining the classic failures;
+//! - `bench`: not written yet.
 //!
 //! `cmd` holds the helpers for running child processes.
 
@@ -43,7 +45,8 @@ enum Task {
     Lint,
     /// Run setup, lint, then the workspace's tests (what CI runs)
     Test(test::Args),
-    /// Show portfwd publishing a port in a network-namespace lab (not yet implemented)
+    /// Show `docker run -p 8080:3000` done by portfwd in a lab of network namespaces, and
+    /// `portfwd check` explaining the classic failures (needs root)
     Demo(demo::Args),
     /// Measure portfwd against the kernel's own forwarding (not yet implemented)
     Bench(bench::Args),
@@ -63,6 +66,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
+            if err.downcast_ref::<demo::Interrupted>().is_some() {
+                // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+                return ExitCode::from(130);
+            }
             // A failed child's own exit code (cargo test's 101, say) is passed on.
             ExitCode::from(
                 err.downcast_ref::<cmd::Failed>()
@@ -100,6 +107,20 @@ mod tests {
         };
         assert!(args.no_lint);
         assert_eq!(args.cargo_args, ["e2e", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn demo_takes_quick_and_keep() {
+        let cli = Cli::try_parse_from(["xtask", "demo", "--quick", "--keep"]).unwrap();
+        let Task::Demo(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.quick && args.keep);
+        let cli = Cli::try_parse_from(["xtask", "demo"]).unwrap();
+        let Task::Demo(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(!args.quick && !args.keep);
     }
 
     #[test]

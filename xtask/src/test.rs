@@ -1,14 +1,16 @@
 //! `cargo xtask test`: what README names and CI runs (`.ci/run`). Setup, lint (unless
 //! `--no-lint`), then `cargo test` on every crate but `portfwd-ebpf`, which only builds for the
 //! BPF target (portfwd's tests exercise it through the embedded object). Fails with cargo's exit
-//! code when a phase fails.
+//! code when a phase fails. After the tests (and the end-to-end suite again in XDP mode), the
+//! quick demo runs twice, to its end and interrupted by SIGINT half-way, and must leave nothing
+//! behind (`demo::verify`).
 //!
 //! The end-to-end tests need root. Whether they fail or report themselves as not run without it
 //! is theirs to decide (from `CI`): the environment is passed through unchanged.
 
 use anyhow::Result;
 
-use crate::{cmd, lint, setup};
+use crate::{cmd, demo, lint, setup};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +32,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let phases = if args.no_lint { 3 } else { 4 };
+    let phases = if args.no_lint { 4 } else { 5 };
     let mut phase = 0;
     let mut banner = |title: &str| {
         phase += 1;
@@ -58,6 +60,17 @@ pub fn run(args: Args) -> Result<()> {
     xdp.args(["test", "--package", "portfwd", "--test", "e2e"])
         .env("PORTFWD_E2E_MODE", "xdp");
     cmd::run(&mut xdp)?;
+
+    // The quick demo, to its end and interrupted half-way: it tells its story (it checks each
+    // step) and leaves no namespace, process, pin directory or program behind.
+    banner("demo leaves nothing behind (cargo xtask demo --quick, complete and interrupted)");
+    if cmd::is_root() {
+        demo::verify::run()?;
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        anyhow::bail!("the demo phase needs root, and CI=true: run `cargo xtask test` as root");
+    } else {
+        println!("!!!!!!!! SKIPPED: the demo needs root (network namespaces, eBPF) !!!!!!!!");
+    }
     println!("\nxtask test: all phases passed");
     Ok(())
 }
