@@ -15,8 +15,11 @@
 //! no connection unless something listens on that TCP port), and the app's socket is read from
 //! the container's socket table.
 //!
-//! A forward published on every host address without an allowlist of clients is not reported
-//! here: it is what `docker run -p` does too (a later warning may point it out).
+//! A forward published on every host address without an allowlist of clients is what
+//! `docker run -p` does too, so it is not a finding of its own (it would turn every default
+//! forward into a WARN); it is pointed out as a warning note instead ([`exposure_notes`]):
+//! portfwd's packets never pass the host's netfilter INPUT/FORWARD chains, so the allowlist is
+//! the only firewall such a port has.
 //!
 //! Everything here runs in the caller's network namespace, which must be the daemon's.
 
@@ -195,6 +198,7 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
     }
     let (rules, mut notes) = netfilter::rules();
     notes.extend(scan.errors.iter().cloned());
+    notes.extend(exposure_notes(forwards));
     let ctx = Context {
         scan: &scan,
         rules: &rules,
@@ -211,6 +215,20 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
         forwards,
         notes,
     }
+}
+
+/// A warning for each forward published on every host address to every source.
+pub fn exposure_notes(forwards: &[Forward]) -> Vec<String> {
+    forwards
+        .iter()
+        .filter(|f| f.listen.addr.is_none() && f.allow.is_empty())
+        .map(|f| {
+            format!(
+                "warning: {} is published on every host address to every source, and the host firewall does not see its packets (they never pass netfilter INPUT/FORWARD); restrict it with `allow:` in the config (`portfwd add --allow CIDR`) or bind it to one host address",
+                f.listen
+            )
+        })
+        .collect()
 }
 
 /// Probes every target, [`PARALLEL_PROBES`] at a time.
