@@ -855,3 +855,24 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_forwards_on_every_address_are_warned_about() {
+        let f = |s: &str| s.parse::<Forward>().unwrap();
+        let notes = exposure_notes(&[
+            f("8080 -> 172.17.0.2:80"),
+            f("8000-8010/udp -> 172.17.0.2:9000-9010"),
+            f("8081 -> 172.17.0.2:80 allow 10.0.0.0/8"),
+            f("127.0.0.1:8082 -> 172.17.0.2:80"),
+            f("10.0.0.1:8083 -> 172.17.0.2:80"),
+        ]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("warning: 8080/tcp is published on every host address"));
+        assert!(notes[0].contains("netfilter INPUT/FORWARD"));
+        assert!(notes[1].starts_with("warning: 8000-8010/udp"));
+    }
+}
