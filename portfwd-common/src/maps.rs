@@ -288,10 +288,8 @@ mod tests {
     fn check_cover(start: u16, end: u16) -> usize {
         let prefixes: [(u16, u8); 32] = {
             let mut a = [(0u16, 0u8); 32];
-            let mut n = 0;
-            for p in port_prefixes(start, end) {
-                a[n] = p;
-                n += 1;
+            for (slot, p) in a.iter_mut().zip(port_prefixes(start, end)) {
+                *slot = p;
             }
             a
         };
