@@ -3,8 +3,16 @@
 //! Each type here is a fixed-layout struct shared with the kernel. Padding is explicit and must
 //! be zero, so that a key built in userspace hashes the same as one built in the kernel.
 
-/// The forwarding table: published (host address, port, protocol) -> target.
+/// The forwarding table: published (host address, port, protocol) -> target. Single ports
+/// only: the exact-match fast path.
 pub const FORWARDS: &str = "PF_FORWARDS";
+/// Published port ranges: an LPM trie keyed by (protocol, host address, port prefix), consulted
+/// only when [`FORWARDS`] has no entry. A range is stored as the few prefixes that cover it
+/// exactly ([`port_prefixes`], at most 30), each valued with where the range starts.
+pub const RANGES: &str = "PF_RANGES";
+/// Source allowlists: an LPM trie keyed by (forward's stats slot, source prefix). Consulted only
+/// for forwards whose value carries [`FWD_ALLOWLIST`].
+pub const ALLOW: &str = "PF_ALLOW";
 /// Reverse translations of live flows, keyed as the target's replies look on the wire.
 pub const FLOWS: &str = "PF_FLOWS";
 /// The host's own IPv4 addresses; a packet is "for the host" when its destination is here.
@@ -44,6 +52,14 @@ pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
+/// Port-range prefixes ([`RANGES`] entries). A range takes at most 30.
+pub const MAX_RANGE_PREFIXES: u32 = 16_384;
+/// Allowlist prefixes over every forward ([`ALLOW`] entries).
+pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
+
+/// [`ForwardValue::flags`] / [`RangeValue::flags`]: the forward has a source allowlist in
+/// [`ALLOW`]; sources outside it are dropped.
+pub const FWD_ALLOWLIST: u32 = 1;
 
 /// `IFACES` flag: published ports are reachable through this interface. Interfaces without it
 /// still translate replies of flows that entered elsewhere.
@@ -69,9 +85,118 @@ pub struct ForwardValue {
     pub target_addr_be: u32,
     pub target_port_be: u16,
     pub _pad: u16,
-    /// Index into [`FORWARD_STATS`].
+    /// Index into [`FORWARD_STATS`]; also the forward's identity in [`ALLOW`].
     pub stats_slot: u32,
-    pub _pad2: u32,
+    /// [`FWD_ALLOWLIST`] or 0.
+    pub flags: u32,
+}
+
+/// The data part of a [`RANGES`] key. The fields are in match order (an LPM trie matches bits
+/// from the first byte on): protocol, padding (always zero), host address (0 = every host
+/// address), then the port, big-endian so that its bits come most significant first. The
+/// prefix length is [`RangeKey::FIXED_BITS`] plus the number of port bits matched (0-16).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RangeKey {
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub _pad2: [u8; 2],
+}
+
+impl RangeKey {
+    /// Bits before the port: protocol, padding and address, always matched in full.
+    pub const FIXED_BITS: u32 = 64;
+    /// A lookup key matches every bit of the port.
+    pub const LOOKUP_BITS: u32 = Self::FIXED_BITS + 16;
+}
+
+/// Value of [`RANGES`]: one forwarded range, repeated in each of its prefixes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RangeValue {
+    pub target_addr_be: u32,
+    /// The target port of the range's first host port.
+    pub target_port_be: u16,
+    /// The range's first host port.
+    pub start_port_be: u16,
+    pub stats_slot: u32,
+    /// [`FWD_ALLOWLIST`] or 0.
+    pub flags: u32,
+}
+
+impl RangeValue {
+    /// The forward for host port `port_be` of this range: ports map one by one, so the target
+    /// port is `target_port + (port - start_port)`. The arithmetic needs host order; this is the
+    /// one place the datapath converts a port, and it converts back at once.
+    #[inline(always)]
+    pub fn forward_for(&self, port_be: u16) -> ForwardValue {
+        let offset = u16::from_be(port_be).wrapping_sub(u16::from_be(self.start_port_be));
+        ForwardValue {
+            target_addr_be: self.target_addr_be,
+            target_port_be: u16::from_be(self.target_port_be)
+                .wrapping_add(offset)
+                .to_be(),
+            _pad: 0,
+            stats_slot: self.stats_slot,
+            flags: self.flags,
+        }
+    }
+}
+
+/// The data part of an [`ALLOW`] key: the forward's stats slot (matched in full, so its byte
+/// order does not matter; native), then the source address in wire order. The prefix length is
+/// 32 plus the source prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AllowKey {
+    pub slot: u32,
+    pub saddr_be: u32,
+}
+
+impl AllowKey {
+    /// Bits before the source address.
+    pub const FIXED_BITS: u32 = 32;
+}
+
+/// The port prefixes that cover `start..=end` exactly, fewest first-to-last: each is
+/// `(first port, bits matched)`, covering `2^(16 - bits)` ports. At most 30 for any range.
+pub fn port_prefixes(start: u16, end: u16) -> PortPrefixes {
+    PortPrefixes {
+        next: u32::from(start),
+        end: u32::from(end),
+    }
+}
+
+/// Iterator of [`port_prefixes`].
+#[derive(Clone, Debug)]
+pub struct PortPrefixes {
+    next: u32,
+    end: u32,
+}
+
+impl Iterator for PortPrefixes {
+    type Item = (u16, u8);
+
+    fn next(&mut self) -> Option<(u16, u8)> {
+        if self.next > self.end {
+            return None;
+        }
+        let lo = self.next;
+        // The largest aligned block starting at `lo` (port 0 starts a block of 65536)...
+        let mut size: u32 = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
+        // ...that does not run past the end.
+        while lo + size - 1 > self.end {
+            size >>= 1;
+        }
+        self.next = lo + size;
+        Some((lo as u16, 16 - size.trailing_zeros() as u8))
+    }
 }
 
 /// A flow as the target's replies carry it: source = target, destination = the client.
@@ -134,6 +259,12 @@ mod pod {
     unsafe impl aya::Pod for FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ForwardStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RangeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RangeValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for AllowKey {}
 }
 
 #[cfg(test)]
@@ -148,5 +279,76 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<ForwardStats>(), 40);
+        assert_eq!(size_of::<RangeKey>(), 12);
+        assert_eq!(size_of::<RangeValue>(), 16);
+        assert_eq!(size_of::<AllowKey>(), 8);
+    }
+
+    /// Every port of `start..=end` is covered by exactly one prefix, and nothing outside it.
+    fn check_cover(start: u16, end: u16) -> usize {
+        let prefixes: [(u16, u8); 32] = {
+            let mut a = [(0u16, 0u8); 32];
+            for (slot, p) in a.iter_mut().zip(port_prefixes(start, end)) {
+                *slot = p;
+            }
+            a
+        };
+        let n = port_prefixes(start, end).count();
+        assert!(n <= 30, "{start}-{end}: {n} prefixes");
+        let covers = |port: u16| {
+            prefixes[..n]
+                .iter()
+                .filter(|(p, bits)| {
+                    let mask = if *bits == 0 {
+                        0
+                    } else {
+                        u16::MAX << (16 - bits)
+                    };
+                    port & mask == *p && p & !mask == 0
+                })
+                .count()
+        };
+        for port in 0..=u16::MAX {
+            let want = usize::from(port >= start && port <= end);
+            assert_eq!(covers(port), want, "{start}-{end}: port {port}");
+        }
+        n
+    }
+
+    #[test]
+    fn port_prefixes_cover_ranges_exactly() {
+        assert_eq!(check_cover(8080, 8080), 1);
+        assert_eq!(check_cover(8000, 8010), 3);
+        assert_eq!(check_cover(1, 65535), 16);
+        assert_eq!(check_cover(0, 65535), 1);
+        assert_eq!(check_cover(1, 65534), 30);
+        assert_eq!(check_cover(10000, 19999), check_cover(10000, 19999));
+        check_cover(65535, 65535);
+        check_cover(32767, 32768);
+    }
+
+    #[test]
+    fn range_values_map_port_by_port() {
+        let v = RangeValue {
+            target_addr_be: 1,
+            target_port_be: 9000u16.to_be(),
+            start_port_be: 8000u16.to_be(),
+            stats_slot: 7,
+            flags: FWD_ALLOWLIST,
+        };
+        let f = v.forward_for(8005u16.to_be());
+        assert_eq!(u16::from_be(f.target_port_be), 9005);
+        assert_eq!(
+            (f.target_addr_be, f.stats_slot, f.flags),
+            (1, 7, FWD_ALLOWLIST)
+        );
+        let down = RangeValue {
+            target_port_be: 100u16.to_be(),
+            ..v
+        };
+        assert_eq!(
+            u16::from_be(down.forward_for(8010u16.to_be()).target_port_be),
+            110
+        );
     }
 }

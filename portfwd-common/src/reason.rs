@@ -43,10 +43,13 @@ pub enum Reason {
     /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
     /// it is dropped rather than delivered.
     DropRewriteFailed = 15,
+    /// For a published port whose forward has a source allowlist, from a source outside it:
+    /// dropped before any translation (the allowlist is the published port's firewall).
+    DropSourceNotAllowed = 16,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
@@ -65,6 +68,7 @@ impl Reason {
         Reason::DropFragNeeded,
         Reason::DropLoopbackDst,
         Reason::DropRewriteFailed,
+        Reason::DropSourceNotAllowed,
     ];
 
     /// A stable, snake_case name for logs, `portfwd status` and metrics.
@@ -86,6 +90,7 @@ impl Reason {
             Reason::DropFragNeeded => "drop_frag_needed",
             Reason::DropLoopbackDst => "drop_loopback_dst",
             Reason::DropRewriteFailed => "drop_rewrite_failed",
+            Reason::DropSourceNotAllowed => "drop_source_not_allowed",
         }
     }
 

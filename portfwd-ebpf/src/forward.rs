@@ -2,17 +2,23 @@
 //!
 //! A packet is one of:
 //! - for a published port (destination is one of the host's addresses, arriving on an exposed
-//!   interface, and a forward matches): destination NAT to the target, remember the flow, send on;
+//!   interface, and a forward or port range matches): dropped if the forward has a source
+//!   allowlist and the source is outside it; otherwise destination NAT to the target, remember
+//!   the flow, send on;
 //! - a reply of a remembered flow: source translated back to what the client used, send on;
 //! - anything else: passed untouched.
+use aya_ebpf::maps::lpm_trie::Key;
 use portfwd_common::{
-    maps::{FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_EXPOSE},
+    maps::{
+        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_EXPOSE,
+        RangeKey,
+    },
     reason::Reason,
 };
 
 use crate::{
     icmp,
-    maps::{FLOWS, FORWARDS, HOST_ADDRS, IFACES},
+    maps::{ALLOW, FLOWS, FORWARDS, HOST_ADDRS, IFACES, RANGES},
     packet::Packet,
     parse::{self, Fragment, Ipv4L4, Parsed},
     rewrite::{self, End},
@@ -62,6 +68,9 @@ pub fn process<P: Packet>(p: &P) -> Verdict {
     let exposed = is_exposed(p.ingress_ifindex());
     let for_host = exposed && is_host_addr(pkt.daddr);
     if for_host && let Some(fwd) = lookup_forward(pkt.daddr, pkt.dport, pkt.proto) {
+        if fwd.flags & FWD_ALLOWLIST != 0 && !source_allowed(fwd.stats_slot, pkt.saddr) {
+            return Verdict::untouched(Reason::DropSourceNotAllowed);
+        }
         return to_target(p, &pkt, &fwd);
     }
 
@@ -102,7 +111,8 @@ fn is_host_addr(addr: u32) -> bool {
 }
 
 /// The forward published at `addr:port` (wire order). Forwards bound to the exact address win
-/// over ones published on every address.
+/// over ones published on every address. Single ports come from the exact-match table; only on
+/// a miss are port ranges looked up (at most four lookups in all).
 #[inline(always)]
 pub fn lookup_forward(addr: u32, port: u16, proto: u8) -> Option<ForwardValue> {
     let mut key = ForwardKey {
@@ -118,8 +128,47 @@ pub fn lookup_forward(addr: u32, port: u16, proto: u8) -> Option<ForwardValue> {
             FORWARDS.get_ptr(key)
         }
     };
-    // SAFETY: pointer from a successful lookup; the value is plain integers and copied at once.
-    found.map(|v| unsafe { *v })
+    if let Some(v) = found {
+        // SAFETY: pointer from a successful lookup; the value is plain integers, copied at once.
+        return Some(unsafe { *v });
+    }
+    lookup_range(addr, port, proto)
+}
+
+/// The port range published at `addr:port` (wire order), as the forward for that one port.
+#[inline(always)]
+fn lookup_range(addr: u32, port: u16, proto: u8) -> Option<ForwardValue> {
+    let mut key = Key::new(
+        RangeKey::LOOKUP_BITS,
+        RangeKey {
+            proto,
+            _pad: [0; 3],
+            addr_be: addr,
+            port_be: port,
+            _pad2: [0; 2],
+        },
+    );
+    let found = match RANGES.get(&key) {
+        Some(v) => Some(v),
+        None => {
+            key.data.addr_be = 0;
+            RANGES.get(&key)
+        }
+    };
+    found.map(|v| v.forward_for(port))
+}
+
+/// Whether `saddr` (wire order) is in the allowlist of the forward counting into `slot`.
+#[inline(always)]
+fn source_allowed(slot: u32, saddr: u32) -> bool {
+    let key = Key::new(
+        AllowKey::FIXED_BITS + 32,
+        AllowKey {
+            slot,
+            saddr_be: saddr,
+        },
+    );
+    ALLOW.get(&key).is_some()
 }
 
 /// Client -> host:port becomes client -> target.

@@ -2,18 +2,26 @@
 //! constant.
 use aya_ebpf::{
     macros::map,
-    maps::{DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
     maps::{
-        FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook, MAX_FLOWS, MAX_FORWARDS,
-        MAX_HOST_ADDRS, MAX_IFACES,
+        AllowKey, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook,
+        MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES,
+        MAX_RANGE_PREFIXES, RangeKey, RangeValue,
     },
     reason::Reason,
 };
 
 #[map(name = "PF_FORWARDS")]
 pub static FORWARDS: HashMap<ForwardKey, ForwardValue> = HashMap::with_max_entries(MAX_FORWARDS, 0);
+
+#[map(name = "PF_RANGES")]
+pub static RANGES: LpmTrie<RangeKey, RangeValue> = LpmTrie::with_max_entries(MAX_RANGE_PREFIXES, 0);
+
+/// Value: unused (1).
+#[map(name = "PF_ALLOW")]
+pub static ALLOW: LpmTrie<AllowKey, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
 
 #[map(name = "PF_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);

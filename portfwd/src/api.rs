@@ -17,8 +17,14 @@ pub const SOCKET_ENV: &str = "PORTFWD_SOCKET";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Publish `listen` ([HOST_IP:]PORT[/PROTO]) to `to` (IP:PORT).
-    Add { listen: String, to: String },
+    /// Publish `listen` ([HOST_IP:]PORT[-END][/PROTO]) to `to` (IP:PORT[-END]), for clients in
+    /// `allow` (IP[/LEN] each; empty: every client).
+    Add {
+        listen: String,
+        to: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow: Vec<String>,
+    },
     /// Stop publishing `listen`.
     Del { listen: String },
     /// The forwards with their counters.
@@ -42,8 +48,11 @@ pub struct ForwardEntry {
     /// `[HOST_IP:]PORT/PROTO`
     pub listen: String,
     pub protocol: String,
-    /// `IP:PORT`
+    /// `IP:PORT[-END]`
     pub to: String,
+    /// Source prefixes allowed (`IP/LEN`); empty: every source.
+    #[serde(default)]
+    pub allow: Vec<String>,
     pub packets_to_target: u64,
     pub bytes_to_target: u64,
     pub packets_to_client: u64,

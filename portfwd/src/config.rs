@@ -8,9 +8,10 @@
 //! metrics: "127.0.0.1:9369"   # Prometheus endpoint, IP:PORT or [IPv6]:PORT; absent/null: off
 //! socket_group: portfwd       # may use the control socket besides root; absent/null: root only
 //! forwards:
-//!   - listen: "8080"          # [HOST_IP:]PORT[/PROTO], see crate::spec
+//!   - listen: "8080"          # [HOST_IP:]PORT[-END][/PROTO], see crate::spec
 //!     protocol: tcp           # optional; must agree with a /PROTO suffix
-//!     to: "172.17.0.2:3000"   # IP:PORT
+//!     to: "172.17.0.2:3000"   # IP:PORT[-END]; a range is as long as the listen range
+//!     allow: ["10.0.0.0/8"]   # optional; source prefixes allowed; absent: every source
 //! ```
 //!
 //! Every key is optional: the empty file is [`Config::default`]. `mode` and `pin_dir` default
@@ -82,7 +83,7 @@ use std::{
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter as _, Spanned};
 
-use crate::spec::{Forward, Listen, Protocol, SpecError, Target, printable};
+use crate::spec::{AllowPrefix, Forward, Listen, Protocol, SpecError, Target, printable};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/portfwd/portfwd.yaml";
@@ -341,7 +342,7 @@ impl Config {
         if let Some(existing) = self.find_conflict(&forward.listen) {
             return Err(ConflictError {
                 listen: forward.listen,
-                existing: *existing,
+                existing: existing.clone(),
             });
         }
         self.forwards.push(forward);
@@ -610,12 +611,21 @@ pub fn check_socket_group(name: &str) -> Result<(), String> {
 
 /// The message for `new` conflicting with `existing`, which was published by `by`.
 fn conflict_message(new: &Listen, existing: &Listen, by: &str) -> String {
+    let every = |l: &Listen, other: &Listen| {
+        if l.addr.is_none() && other.addr.is_some() {
+            " (every host address)"
+        } else {
+            ""
+        }
+    };
     if new == existing {
         format!("{new} is already published by {by}")
-    } else if existing.addr.is_none() {
-        format!("{new} overlaps {existing} (every host address), published by {by}")
     } else {
-        format!("{new} (every host address) overlaps {existing}, published by {by}")
+        format!(
+            "{new}{} overlaps {existing}{}, published by {by}",
+            every(new, existing),
+            every(existing, new)
+        )
     }
 }
 
@@ -991,11 +1001,14 @@ impl Source<'_> {
                     format!("expected a mapping with listen and to, found {found}"),
                 ));
             };
-            let (mut listen, mut protocol, mut to) = (None, None, None);
-            for (name, _, value) in self.fields(entries, &at, &["listen", "protocol", "to"])? {
+            let (mut listen, mut protocol, mut to, mut allow) = (None, None, None, None);
+            for (name, _, value) in
+                self.fields(entries, &at, &["listen", "protocol", "to", "allow"])?
+            {
                 match name {
                     "listen" => listen = Some(value),
                     "protocol" => protocol = Some(value),
+                    "allow" => allow = Some(value),
                     _ => to = Some(value),
                 }
             }
@@ -1003,8 +1016,8 @@ impl Source<'_> {
                 self.invalid(item, join(&at, key), format!("missing (expected {form})"))
             };
             let listen_node =
-                listen.ok_or_else(|| missing("listen", "[HOST_IP:]HOST_PORT[/PROTO]"))?;
-            let to_node = to.ok_or_else(|| missing("to", "IP:PORT"))?;
+                listen.ok_or_else(|| missing("listen", "[HOST_IP:]HOST_PORT[-END][/PROTO]"))?;
+            let to_node = to.ok_or_else(|| missing("to", "IP:PORT[-END]"))?;
 
             let protocol_field = join(&at, "protocol");
             let protocol = match protocol {
@@ -1019,7 +1032,11 @@ impl Source<'_> {
             };
 
             let listen_field = join(&at, "listen");
-            let text = self.string(listen_node, &listen_field, "[HOST_IP:]HOST_PORT[/PROTO]")?;
+            let text = self.string(
+                listen_node,
+                &listen_field,
+                "[HOST_IP:]HOST_PORT[-END][/PROTO]",
+            )?;
             let listen = Listen::parse_with_protocol(&text, protocol.map(|(_, p)| p)).map_err(
                 |e| match (&e, protocol) {
                     (SpecError::ProtocolMismatch { .. }, Some((node, _))) => {
@@ -1030,10 +1047,16 @@ impl Source<'_> {
             )?;
 
             let to_field = join(&at, "to");
-            let text = self.string(to_node, &to_field, "IP:PORT")?;
+            let text = self.string(to_node, &to_field, "IP:PORT[-END]")?;
             let to = text
                 .parse::<Target>()
                 .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+            let fwd = Forward::new(listen, to)
+                .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+            let fwd = match allow {
+                None => fwd,
+                Some(node) => fwd.with_allow(self.allow(node, &join(&at, "allow"))?),
+            };
 
             if let Some(j) = forwards
                 .iter()
@@ -1047,10 +1070,40 @@ impl Source<'_> {
                     conflict_message(&listen, &forwards[j].listen, &by),
                 ));
             }
-            forwards.push(Forward { listen, to });
+            forwards.push(fwd);
             listen_nodes.push(listen_node);
         }
         Ok(forwards)
+    }
+
+    /// A forward's `allow:` list of source prefixes.
+    fn allow(&self, node: &Spanned<Node>, field: &str) -> Result<Vec<AllowPrefix>, ConfigError> {
+        let items = match &node.value {
+            Node::Seq(items) => items,
+            other => {
+                let found = other.kind();
+                return Err(self.invalid(
+                    node,
+                    field,
+                    format!(
+                        "expected a list of source prefixes (e.g. [\"10.0.0.0/8\"]), found {found}"
+                    ),
+                ));
+            }
+        };
+        if items.is_empty() {
+            return Err(self.invalid(node, field, SpecError::EmptyAllowlist.to_string()));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let field = format!("{field}[{i}]");
+                let text = self.string(item, &field, "IP/LEN")?;
+                text.parse::<AllowPrefix>()
+                    .map_err(|e| self.invalid(item, &field, e.to_string()))
+            })
+            .collect()
     }
 
     fn forwards_layout(
@@ -1165,10 +1218,15 @@ fn forward_lines(fwd: &Forward, dash: usize, content: usize, nl: &str) -> String
     let gap = " ".repeat(content.saturating_sub(dash + 1).max(1));
     let dash = " ".repeat(dash);
     let indent = " ".repeat(dash.len() + 1 + gap.len());
-    format!(
+    let mut out = format!(
         "{dash}-{gap}listen: \"{}\"{nl}{indent}to: \"{}\"{nl}",
         fwd.listen, fwd.to
-    )
+    );
+    if !fwd.allow.is_empty() {
+        let list: Vec<String> = fwd.allow.iter().map(|p| format!("\"{p}\"")).collect();
+        out.push_str(&format!("{indent}allow: [{}]{nl}", list.join(", ")));
+    }
+    out
 }
 
 /// `text` with the forwards changed in place to `new`; `None` when the file's form is not
@@ -1606,7 +1664,7 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: \"80\"\n    protocol: sctp\n    to: \"172.17.0.2:3000\"\n",
-                "3:15: forwards[0].protocol: unknown protocol 'sctp' (expected tcp or udp)",
+                "3:15: forwards[0].protocol: sctp is not supported yet: portfwd forwards tcp and udp",
             ),
             (
                 "forwards:\n  - listen: \"80/udp\"\n    protocol: tcp\n    to: \"172.17.0.2:3000\"\n",
@@ -1643,7 +1701,7 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    proto: tcp\n",
-                "4:5: forwards[0].proto: unknown key (expected listen, protocol or to)",
+                "4:5: forwards[0].proto: unknown key (expected listen, protocol, to or allow)",
             ),
             (
                 "forwards: \"8080\"\n",
@@ -1659,11 +1717,11 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: [80]\n    to: \"1.2.3.4:80\"\n",
-                "2:13: forwards[0].listen: expected [HOST_IP:]HOST_PORT[/PROTO], found a list",
+                "2:13: forwards[0].listen: expected [HOST_IP:]HOST_PORT[-END][/PROTO], found a list",
             ),
             (
                 "forwards:\n  - listen: \"80\"\n    to:\n",
-                "3:7: forwards[0].to: expected IP:PORT, found null",
+                "3:7: forwards[0].to: expected IP:PORT[-END], found null",
             ),
             (
                 "forwards:\n  - listen: \"80\"\n    protocol: [tcp]\n    to: \"1.2.3.4:80\"\n",
@@ -1671,11 +1729,11 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: \"80\"\n",
-                "2:5: forwards[0].to: missing (expected IP:PORT)",
+                "2:5: forwards[0].to: missing (expected IP:PORT[-END])",
             ),
             (
                 "forwards:\n  - to: \"1.2.3.4:80\"\n",
-                "2:5: forwards[0].listen: missing (expected [HOST_IP:]HOST_PORT[/PROTO])",
+                "2:5: forwards[0].listen: missing (expected [HOST_IP:]HOST_PORT[-END][/PROTO])",
             ),
             (
                 "interfaces: eth0\n",
@@ -1733,6 +1791,87 @@ forwards:
                 "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    to: \"1.2.3.4:81\"\n"
             ),
             format!("{FILE}:4:5: forwards[0].to: duplicate key (first at line 3)")
+        );
+    }
+
+    #[test]
+    fn ranges_and_allowlists() {
+        let text = "\
+forwards:
+  - listen: \"8000-8010\"
+    to: \"172.17.0.2:9000-9010\"
+    allow: [\"10.0.0.0/8\", \"192.0.2.7\"]
+  - listen: 9000-9001
+    protocol: udp
+    to: 172.17.0.3:53-54
+";
+        let c = parse(text);
+        assert_eq!(
+            c.forwards[0].to_string(),
+            "8000-8010/tcp -> 172.17.0.2:9000-9010 allow 10.0.0.0/8,192.0.2.7/32"
+        );
+        assert_eq!(
+            c.forwards[1].to_string(),
+            "9000-9001/udp -> 172.17.0.3:53-54"
+        );
+        // Saved unchanged, then regenerated in canonical form: both parse back the same.
+        assert_eq!(render(Some(text), &c), text);
+        assert_eq!(parse(&render(None, &c)), c);
+        let mut more = c.clone();
+        more.forwards
+            .push(fwd("7000-7001 -> 1.2.3.4:7000-7001 allow 198.51.100.0/24"));
+        let saved = render(Some(text), &more);
+        assert!(
+            saved.ends_with(
+                "  - listen: \"7000-7001/tcp\"\n    to: \"1.2.3.4:7000-7001\"\n    allow: [\"198.51.100.0/24\"]\n"
+            ),
+            "{saved}"
+        );
+        assert_eq!(parse(&saved), more);
+
+        for (text, message) in [
+            (
+                "forwards:\n  - listen: \"8000-8010\"\n    to: \"1.2.3.4:9000-9005\"\n",
+                "3:9: forwards[0].to: 8000-8010/tcp covers 11 ports but 1.2.3.4:9000-9005 covers 6; a range maps port by port, so both sides must be the same length",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow: [\"10.0.0.1/8\"]\n",
+                "4:13: forwards[0].allow[0]: '10.0.0.1/8' has bits set past /8: write the network, 10.0.0.0/8",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow:\n      - 10.0.0.0/8\n      - \"2001:db8::/32\"\n",
+                "6:9: forwards[0].allow[1]: '2001:db8::/32' is an IPv6 prefix; IPv6 forwarding is not supported yet",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow: []\n",
+                "4:12: forwards[0].allow: an empty allowlist would drop every client; remove it to accept every source address",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow: 10.0.0.0/8\n",
+                "4:12: forwards[0].allow: expected a list of source prefixes (e.g. [\"10.0.0.0/8\"]), found a string",
+            ),
+            (
+                "forwards:\n  - listen: \"[::1]:8080\"\n    to: \"1.2.3.4:80\"\n",
+                "2:13: forwards[0].listen: '[::1]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"[fd00::2]:3000\"\n",
+                "3:9: forwards[0].to: '[fd00::2]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+            ),
+            (
+                "forwards:\n  - listen: \"8000-8010\"\n    to: \"1.2.3.4:8000-8010\"\n  - listen: \"10.0.0.1:8010-8020\"\n    to: \"1.2.3.4:1-11\"\n",
+                "4:13: forwards[1].listen: 10.0.0.1:8010-8020/tcp overlaps 8000-8010/tcp (every host address), published by forwards[0] (line 2)",
+            ),
+            (
+                "forwards:\n  - listen: \"8005\"\n    to: \"1.2.3.4:1\"\n  - listen: \"8000-8010\"\n    to: \"1.2.3.4:8000-8010\"\n",
+                "4:13: forwards[1].listen: 8000-8010/tcp overlaps 8005/tcp, published by forwards[0] (line 2)",
+            ),
+        ] {
+            assert_eq!(error(text), format!("{FILE}:{message}"), "{text}");
+        }
+        // Different protocols, or different bound addresses, do not overlap.
+        parse(
+            "forwards:\n  - listen: \"8000-8010\"\n    to: \"1.2.3.4:8000-8010\"\n  - listen: \"8005/udp\"\n    to: \"1.2.3.4:1\"\n  - listen: \"10.0.0.1:7000-7010\"\n    to: \"1.2.3.4:1-11\"\n  - listen: \"10.0.0.2:7005\"\n    to: \"1.2.3.4:1\"\n",
         );
     }
 
@@ -2079,6 +2218,7 @@ forwards:
         let text = "forwards:\n  - listen: \"81\"\n    to: \"1.2.3.4:81\"\n  # keep me\n\n  - listen: \"82\"\n    to: \"1.2.3.4:82\"\n";
         let mut want = parse(text);
         want.forwards[0].to.port = 8181;
+        want.forwards[0].to.end = 8181;
         want.forwards.rotate_left(1);
         let out = render(Some(text), &want);
         assert_eq!(parse(&out), want);

@@ -19,6 +19,12 @@ pub enum Error {
     Spec(#[from] crate::spec::SpecError),
     #[error("port {listen} is already published to {to}")]
     AlreadyPublished { listen: String, to: String },
+    #[error("{listen} overlaps {existing}, already published to {to}")]
+    Overlaps {
+        listen: String,
+        existing: String,
+        to: String,
+    },
     #[error("port {0} is not published")]
     NotPublished(String),
     #[error("no room for another forward (limit {0})")]

@@ -15,8 +15,11 @@
 //! no connection unless something listens on that TCP port), and the app's socket is read from
 //! the container's socket table.
 //!
-//! A forward published on every host address without an allowlist of clients is not reported
-//! here: it is what `docker run -p` does too (a later warning may point it out).
+//! A forward published on every host address without an allowlist of clients is what
+//! `docker run -p` does too, so it is not a finding of its own (it would turn every default
+//! forward into a WARN); it is pointed out as a warning note instead ([`exposure_notes`]):
+//! portfwd's packets never pass the host's netfilter INPUT/FORWARD chains, so the allowlist is
+//! the only firewall such a port has.
 //!
 //! Everything here runs in the caller's network namespace, which must be the daemon's.
 
@@ -195,6 +198,7 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
     }
     let (rules, mut notes) = netfilter::rules();
     notes.extend(scan.errors.iter().cloned());
+    notes.extend(exposure_notes(forwards));
     let ctx = Context {
         scan: &scan,
         rules: &rules,
@@ -211,6 +215,20 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
         forwards,
         notes,
     }
+}
+
+/// A warning for each forward published on every host address to every source.
+pub fn exposure_notes(forwards: &[Forward]) -> Vec<String> {
+    forwards
+        .iter()
+        .filter(|f| f.listen.addr.is_none() && f.allow.is_empty())
+        .map(|f| {
+            format!(
+                "warning: {} is published on every host address to every source, and the host firewall does not see its packets (they never pass netfilter INPUT/FORWARD); restrict it with `allow:` in the config (`portfwd add --allow CIDR`) or bind it to one host address",
+                f.listen
+            )
+        })
+        .collect()
 }
 
 /// Probes every target, [`PARALLEL_PROBES`] at a time.
@@ -836,4 +854,25 @@ impl Context<'_> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_forwards_on_every_address_are_warned_about() {
+        let f = |s: &str| s.parse::<Forward>().unwrap();
+        let notes = exposure_notes(&[
+            f("8080 -> 172.17.0.2:80"),
+            f("8000-8010/udp -> 172.17.0.2:9000-9010"),
+            f("8081 -> 172.17.0.2:80 allow 10.0.0.0/8"),
+            f("127.0.0.1:8082 -> 172.17.0.2:80"),
+            f("10.0.0.1:8083 -> 172.17.0.2:80"),
+        ]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("warning: 8080/tcp is published on every host address"));
+        assert!(notes[0].contains("netfilter INPUT/FORWARD"));
+        assert!(notes[1].starts_with("warning: 8000-8010/udp"));
+    }
 }

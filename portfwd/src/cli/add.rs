@@ -3,24 +3,43 @@ use std::path::Path;
 
 use crate::{
     api::{Request, Response},
-    spec::{Listen, Target},
+    spec::{AllowPrefix, Forward, Listen, Target},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `[HOST_IP:]HOST_PORT[/tcp|/udp]`, e.g. `8080`, `5353/udp`, `192.0.2.1:8080`
+    /// `[HOST_IP:]HOST_PORT[-END][/tcp|/udp]`, e.g. `8080`, `5353/udp`, `192.0.2.1:8080`,
+    /// `8000-8010`
     pub listen: String,
-    /// `TARGET_IP:PORT`, e.g. `172.17.0.2:3000`
+    /// `TARGET_IP:PORT[-END]`, e.g. `172.17.0.2:3000`, `172.17.0.2:9000-9010` (a range maps
+    /// port by port and must be as long as the host range)
     pub to: String,
+    /// Accept clients from this source prefix only (`10.0.0.0/8`, `192.0.2.7`); repeat for
+    /// more. Without it every source may connect. Other sources are dropped and counted
+    /// (`drop_source_not_allowed` in `portfwd status`).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<String>,
 }
 
 pub fn run(socket: &Path, args: Args) -> Result<(), String> {
     // Validate here too, so a typo is reported even when the daemon is not running.
     let listen: Listen = args.listen.parse().map_err(|e| format!("{e}"))?;
     let to: Target = args.to.parse().map_err(|e| format!("{e}"))?;
+    let allow = args
+        .allow
+        .iter()
+        .map(|p| {
+            p.parse::<AllowPrefix>()
+                .map_err(|e| format!("--allow: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fwd = Forward::new(listen, to)
+        .map_err(|e| e.to_string())?
+        .with_allow(allow);
     let req = Request::Add {
-        listen: listen.to_string(),
-        to: to.to_string(),
+        listen: fwd.listen.to_string(),
+        to: fwd.to.to_string(),
+        allow: fwd.allow.iter().map(|p| p.to_string()).collect(),
     };
     match super::call(socket, &req)? {
         Response::Done { message } => {

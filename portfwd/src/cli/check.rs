@@ -86,7 +86,8 @@ impl Filter {
                 protocol_given,
                 addr_given,
             } => {
-                l.port == listen.port
+                l.port <= listen.end
+                    && listen.port <= l.end
                     && (!protocol_given || l.protocol == listen.protocol)
                     && (!addr_given || l.addr == listen.addr)
             }
@@ -102,16 +103,20 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
     };
     let mut forwards = Vec::new();
     for e in &entries {
-        let f = Forward {
-            listen: e
-                .listen
-                .parse()
-                .map_err(|err| format!("the daemon listed {}: {err}", e.listen))?,
-            to: e
-                .to
-                .parse::<Target>()
+        let listed = |err: crate::spec::SpecError| format!("the daemon listed {}: {err}", e.listen);
+        let allow = e
+            .allow
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(listed)?;
+        let f = Forward::new(
+            e.listen.parse().map_err(listed)?,
+            e.to.parse::<Target>()
                 .map_err(|err| format!("the daemon listed {}: {err}", e.to))?,
-        };
+        )
+        .map_err(listed)?
+        .with_allow(allow);
         if filter.matches(&f.listen) {
             forwards.push(f);
         }

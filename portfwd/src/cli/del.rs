@@ -8,7 +8,7 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `[HOST_IP:]HOST_PORT[/tcp|/udp]` as it was published
+    /// `[HOST_IP:]HOST_PORT[-END][/tcp|/udp]` as it was published (a range is removed whole)
     pub listen: String,
 }
 

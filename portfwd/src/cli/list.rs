@@ -32,19 +32,24 @@ pub fn table(forwards: &[ForwardEntry]) -> String {
         return "no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)\n".into();
     }
     let mut out = format!(
-        "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}\n",
-        "LISTEN", "TO", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "FLOWS"
+        "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
+        "LISTEN", "TO", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "FLOWS", "ALLOW"
     );
     for f in forwards {
         out.push_str(&format!(
-            "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}\n",
+            "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
             f.listen,
             f.to,
             f.packets_to_target,
             f.bytes_to_target,
             f.packets_to_client,
             f.bytes_to_client,
-            f.new_flows
+            f.new_flows,
+            if f.allow.is_empty() {
+                "any".to_owned()
+            } else {
+                f.allow.join(",")
+            }
         ));
     }
     out

@@ -42,7 +42,8 @@ pub enum Command {
         #[arg(long)]
         cleanup: bool,
     },
-    /// Publish a host port: `portfwd add [HOST_IP:]HOST_PORT[/tcp|/udp] TARGET_IP:PORT`.
+    /// Publish a host port or range: `portfwd add [HOST_IP:]HOST_PORT[-END][/tcp|/udp]
+    /// TARGET_IP:PORT[-END] [--allow CIDR]...`.
     Add(add::Args),
     /// Stop publishing a host port: `portfwd del [HOST_IP:]HOST_PORT[/PROTO]`.
     Del(del::Args),

@@ -28,7 +28,7 @@ use crate::{
     config::{self, AttachMode, Config, ConfigError},
     dataplane::{Dataplane, XdpPolicy},
     error::Error,
-    spec::{Forward, Listen, Target},
+    spec::{AllowPrefix, Forward, Listen, Target},
 };
 
 /// How `portfwd daemon` was started.
@@ -95,6 +95,13 @@ impl State {
             .iter()
             .find(|a| a.fwd.listen.conflicts_with(&fwd.listen))
         {
+            if a.fwd.listen != fwd.listen {
+                return Err(Error::Overlaps {
+                    listen: fwd.listen.to_string(),
+                    existing: a.fwd.listen.to_string(),
+                    to: a.fwd.to.to_string(),
+                });
+            }
             return Err(Error::AlreadyPublished {
                 listen: a.fwd.listen.to_string(),
                 to: a.fwd.to.to_string(),
@@ -115,7 +122,8 @@ impl State {
             .iter()
             .position(|a| &a.fwd.listen == listen)
             .ok_or_else(|| Error::NotPublished(listen.to_string()))?;
-        self.dp.maps.remove_forward(listen)?;
+        let a = &self.forwards[pos];
+        self.dp.maps.remove_forward(&a.fwd, a.slot)?;
         let active = self.forwards.remove(pos);
         self.free_slots.push(active.slot);
         Ok(active)
@@ -177,7 +185,7 @@ impl State {
 
     fn config(&self) -> Config {
         Config {
-            forwards: self.forwards.iter().map(|a| a.fwd).collect(),
+            forwards: self.forwards.iter().map(|a| a.fwd.clone()).collect(),
             ..self.cfg.clone()
         }
     }
@@ -205,7 +213,7 @@ impl State {
         }
         for fwd in &cfg.forwards {
             if !self.forwards.iter().any(|a| &a.fwd == fwd) {
-                self.publish(*fwd)?;
+                self.publish(fwd.clone())?;
             }
         }
         self.cfg = Config {
@@ -304,7 +312,7 @@ impl State {
     /// Handles one control request.
     fn handle(&mut self, req: Request) -> Response {
         let result = match req {
-            Request::Add { listen, to } => self.add(&listen, &to),
+            Request::Add { listen, to, allow } => self.add(&listen, &to, &allow),
             Request::Del { listen } => self.del(&listen),
             Request::List => return self.list(),
             Request::Status => return self.status(),
@@ -317,26 +325,27 @@ impl State {
         }
     }
 
-    fn add(&mut self, listen: &str, to: &str) -> Result<String, Error> {
-        let fwd = Forward {
-            listen: listen.parse::<Listen>()?,
-            to: to.parse::<Target>()?,
-        };
-        self.publish(fwd)?;
+    fn add(&mut self, listen: &str, to: &str, allow: &[String]) -> Result<String, Error> {
+        let allow = allow
+            .iter()
+            .map(|p| p.parse::<AllowPrefix>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let fwd = Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow);
+        self.publish(fwd.clone())?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             // Keep the running state and the file in step: undo.
             let _ = self.unpublish(&fwd.listen);
             return Err(e.into());
         }
-        tracing::info!(listen = %fwd.listen, to = %fwd.to, "published");
-        Ok(format!("published {} -> {}", fwd.listen, fwd.to))
+        tracing::info!(forward = %fwd, "published");
+        Ok(format!("published {fwd}"))
     }
 
     fn del(&mut self, listen: &str) -> Result<String, Error> {
         let listen = listen.parse::<Listen>()?;
         let active = self.unpublish(&listen)?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
-            let _ = self.publish(active.fwd);
+            let _ = self.publish(active.fwd.clone());
             return Err(e.into());
         }
         tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
@@ -361,6 +370,7 @@ impl State {
                 listen: a.fwd.listen.to_string(),
                 protocol: a.fwd.listen.protocol.to_string(),
                 to: a.fwd.to.to_string(),
+                allow: a.fwd.allow.iter().map(|p| p.to_string()).collect(),
                 packets_to_target: s.to_target_packets,
                 bytes_to_target: s.to_target_bytes,
                 packets_to_client: s.to_client_packets,

@@ -6,25 +6,31 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
     util::nr_cpus,
 };
 use portfwd_common::{
     maps::{
-        FLOWS, FORWARD_STATS, FORWARDS, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue,
-        HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES, VERDICTS, XDP_EGRESS,
+        ALLOW, AllowKey, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey, FlowValue,
+        ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES, RANGES,
+        RangeKey, RangeValue, VERDICTS, XDP_EGRESS, port_prefixes,
     },
     reason::Reason,
 };
 
 use crate::{
     error::Error,
-    spec::{Forward, Listen, Protocol},
+    spec::{AllowPrefix, Forward, Listen, Protocol},
 };
 
 /// Owned handles to every map of the loaded object.
 pub struct Maps {
     forwards: HashMap<MapData, ForwardKey, ForwardValue>,
+    ranges: LpmTrie<MapData, RangeKey, RangeValue>,
+    allow: LpmTrie<MapData, AllowKey, u32>,
     // An LRU hash in the kernel; aya reads it through HashMap.
     flows: HashMap<MapData, FlowKey, FlowValue>,
     host_addrs: HashMap<MapData, u32, u32>,
@@ -61,6 +67,33 @@ pub fn forward_key(listen: &Listen) -> ForwardKey {
     }
 }
 
+/// The trie keys a port range is stored under: one per prefix of [`port_prefixes`].
+pub fn range_keys(listen: &Listen) -> impl Iterator<Item = Key<RangeKey>> + '_ {
+    port_prefixes(listen.port, listen.end).map(|(port, bits)| {
+        Key::new(
+            RangeKey::FIXED_BITS + u32::from(bits),
+            RangeKey {
+                proto: ip_proto(listen.protocol),
+                _pad: [0; 3],
+                addr_be: listen.addr.map_or(0, ipv4_be),
+                port_be: port.to_be(),
+                _pad2: [0; 2],
+            },
+        )
+    })
+}
+
+/// The trie key of one allowlist prefix of the forward counting into `slot`.
+pub fn allow_key(slot: u32, prefix: &AllowPrefix) -> Key<AllowKey> {
+    Key::new(
+        AllowKey::FIXED_BITS + u32::from(prefix.prefix_len()),
+        AllowKey {
+            slot,
+            saddr_be: ipv4_be(prefix.addr()),
+        },
+    )
+}
+
 /// The IP protocol number of `p`.
 pub fn ip_proto(p: Protocol) -> u8 {
     match p {
@@ -78,6 +111,8 @@ impl Maps {
     pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, Error> {
         Ok(Self {
             forwards: take(ebpf, FORWARDS)?,
+            ranges: take(ebpf, RANGES)?,
+            allow: take(ebpf, ALLOW)?,
             flows: take(ebpf, FLOWS)?,
             host_addrs: take(ebpf, HOST_ADDRS)?,
             ifaces: take(ebpf, IFACES)?,
@@ -87,7 +122,10 @@ impl Maps {
         })
     }
 
-    /// Publishes `fwd`, counting into `slot` (whose counters are reset first).
+    /// Publishes `fwd`, counting into `slot` (whose counters are reset first). Its allowlist is
+    /// written before the forward, so no packet ever sees the forward without it. A port range
+    /// is one value repeated under each of its (at most 30) prefixes; on failure whatever was
+    /// written is removed again.
     pub fn insert_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
         let zero =
             PerCpuValues::try_from(vec![ForwardStats::default(); nr_cpus_or_1()]).map_err(|e| {
@@ -99,23 +137,72 @@ impl Maps {
         self.forward_stats
             .set(slot, zero, 0)
             .map_err(map_err("forward counters"))?;
-        let value = ForwardValue {
-            target_addr_be: ipv4_be(fwd.to.addr),
-            target_port_be: fwd.to.port.to_be(),
-            _pad: 0,
-            stats_slot: slot,
-            _pad2: 0,
+        let flags = if fwd.allow.is_empty() {
+            0
+        } else {
+            FWD_ALLOWLIST
         };
-        self.forwards
-            .insert(forward_key(&fwd.listen), value, 0)
-            .map_err(map_err("forwarding table"))
+        let written = self.insert_allow(fwd, slot).and_then(|()| {
+            if fwd.listen.is_range() {
+                let value = RangeValue {
+                    target_addr_be: ipv4_be(fwd.to.addr),
+                    target_port_be: fwd.to.port.to_be(),
+                    start_port_be: fwd.listen.port.to_be(),
+                    stats_slot: slot,
+                    flags,
+                };
+                range_keys(&fwd.listen).try_for_each(|key| {
+                    self.ranges
+                        .insert(&key, value, 0)
+                        .map_err(map_err("port ranges"))
+                })
+            } else {
+                let value = ForwardValue {
+                    target_addr_be: ipv4_be(fwd.to.addr),
+                    target_port_be: fwd.to.port.to_be(),
+                    _pad: 0,
+                    stats_slot: slot,
+                    flags,
+                };
+                self.forwards
+                    .insert(forward_key(&fwd.listen), value, 0)
+                    .map_err(map_err("forwarding table"))
+            }
+        });
+        if written.is_err() {
+            let _ = self.remove_forward(fwd, slot);
+        }
+        written
     }
 
-    pub fn remove_forward(&mut self, listen: &Listen) -> Result<(), Error> {
-        match self.forwards.remove(&forward_key(listen)) {
+    fn insert_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        fwd.allow.iter().try_for_each(|p| {
+            self.allow
+                .insert(&allow_key(slot, p), 1, 0)
+                .map_err(map_err("allowlists"))
+        })
+    }
+
+    /// Stops publishing `fwd` (published with `slot`): the forward first, then its allowlist.
+    pub fn remove_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        let gone = |r: Result<(), aya::maps::MapError>, what| match r {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("forwarding table")(e)),
+            Err(e) => Err(map_err(what)(e)),
+        };
+        let mut result = if fwd.listen.is_range() {
+            range_keys(&fwd.listen)
+                .map(|key| gone(self.ranges.remove(&key), "port ranges"))
+                .fold(Ok(()), Result::and)
+        } else {
+            gone(
+                self.forwards.remove(&forward_key(&fwd.listen)),
+                "forwarding table",
+            )
+        };
+        for p in &fwd.allow {
+            result = result.and(gone(self.allow.remove(&allow_key(slot, p)), "allowlists"));
         }
+        result
     }
 
     /// Counters of the forward in `slot`, summed over CPUs.
