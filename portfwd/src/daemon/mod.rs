@@ -134,29 +134,23 @@ impl State {
     /// on), any other entry is removed. The host addresses in the map are taken as applied, so
     /// the first host sync only adds and removes the difference.
     fn adopt_pinned(&mut self, cfg: &Config) {
-        let mut used = BTreeSet::new();
-        for (key, value) in self.dp.maps.forward_entries() {
-            let wanted = cfg.forwards.iter().find(|f| {
-                crate::dataplane::Maps::stores(&key, &value, f)
-                    && !self.forwards.iter().any(|a| a.fwd.listen == f.listen)
-            });
-            match wanted {
-                Some(fwd) if value.stats_slot < MAX_FORWARDS && used.insert(value.stats_slot) => {
-                    tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
-                    self.forwards.push(Active {
-                        fwd: *fwd,
-                        slot: value.stats_slot,
-                    });
-                }
-                _ => {
-                    if let Err(e) = self.dp.maps.remove_forward_key(&key) {
-                        tracing::error!("removing a stale pinned forward: {e}");
-                    } else {
-                        tracing::info!(?key, "removed a pinned forward the config no longer has");
-                    }
-                }
+        let (slots, removed) = self.dp.maps.adopt(&cfg.forwards);
+        for (fwd, slot) in cfg.forwards.iter().zip(slots) {
+            if let Some(slot) = slot {
+                tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
+                self.forwards.push(Active {
+                    fwd: fwd.clone(),
+                    slot,
+                });
             }
         }
+        if removed > 0 {
+            tracing::info!(
+                entries = removed,
+                "removed a pinned forward the config no longer has"
+            );
+        }
+        let used: BTreeSet<u32> = self.forwards.iter().map(|a| a.slot).collect();
         self.next_slot = used.last().map_or(0, |s| s + 1);
         self.free_slots = (0..self.next_slot)
             .filter(|s| !used.contains(s))

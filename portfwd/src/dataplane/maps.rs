@@ -15,8 +15,8 @@ use aya::{
 use portfwd_common::{
     maps::{
         ALLOW, AllowKey, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey, FlowValue,
-        ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES, RANGES,
-        RangeKey, RangeValue, VERDICTS, XDP_EGRESS, port_prefixes,
+        ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES,
+        MAX_FORWARDS, RANGES, RangeKey, RangeValue, VERDICTS, XDP_EGRESS, port_prefixes,
     },
     reason::Reason,
 };
@@ -307,26 +307,98 @@ impl Maps {
         }
     }
 
-    /// Every entry of the forwarding table as (key, value), e.g. as a previous daemon left it
-    /// in the pinned map. Entries that cannot be read are skipped.
-    pub fn forward_entries(&self) -> Vec<(ForwardKey, ForwardValue)> {
-        self.forwards.iter().filter_map(Result::ok).collect()
-    }
+    /// Takes over what a previous daemon left in the pinned maps: each of `wanted` that is
+    /// stored exactly as [`Maps::insert_forward`] would store it (single port or every prefix
+    /// of a range, same target, same allowlist flag) keeps its counter slot, which is returned
+    /// at its index; its allowlist entries are rewritten. Everything else in the forwarding
+    /// table, the range trie and the allowlist trie is removed. Returns the slots and how many
+    /// stale entries were removed.
+    pub fn adopt(&mut self, wanted: &[Forward]) -> (Vec<Option<u32>>, usize) {
+        let mut slots: Vec<Option<u32>> = vec![None; wanted.len()];
+        let mut used = std::collections::BTreeSet::new();
+        let mut removed = 0;
+        let flags_of = |f: &Forward| if f.allow.is_empty() { 0 } else { FWD_ALLOWLIST };
 
-    /// Whether `fwd` is stored exactly as [`Maps::insert_forward`] would store it (with any
-    /// counter slot).
-    pub fn stores(key: &ForwardKey, value: &ForwardValue, fwd: &Forward) -> bool {
-        *key == forward_key(&fwd.listen)
-            && value.target_addr_be == ipv4_be(fwd.to.addr)
-            && value.target_port_be == fwd.to.port.to_be()
-    }
-
-    /// Removes a forwarding entry by its raw key (stale state left by a previous daemon).
-    pub fn remove_forward_key(&mut self, key: &ForwardKey) -> Result<(), Error> {
-        match self.forwards.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("forwarding table")(e)),
+        let singles: Vec<(ForwardKey, ForwardValue)> =
+            self.forwards.iter().filter_map(Result::ok).collect();
+        for (key, value) in singles {
+            let found = wanted.iter().enumerate().position(|(i, f)| {
+                slots[i].is_none()
+                    && !f.listen.is_range()
+                    && key == forward_key(&f.listen)
+                    && value.target_addr_be == ipv4_be(f.to.addr)
+                    && value.target_port_be == f.to.port.to_be()
+                    && value.flags == flags_of(f)
+            });
+            match found {
+                Some(i) if value.stats_slot < MAX_FORWARDS && used.insert(value.stats_slot) => {
+                    slots[i] = Some(value.stats_slot);
+                }
+                _ => {
+                    let _ = self.forwards.remove(&key);
+                    removed += 1;
+                }
+            }
         }
+
+        let same = |a: &Key<RangeKey>, b: &Key<RangeKey>| {
+            a.prefix_len() == b.prefix_len() && a.data() == b.data()
+        };
+        let ranges: Vec<(Key<RangeKey>, RangeValue)> =
+            self.ranges.iter().filter_map(Result::ok).collect();
+        let mut keep_ranges: Vec<Key<RangeKey>> = Vec::new();
+        for (i, f) in wanted.iter().enumerate() {
+            if !f.listen.is_range() {
+                continue;
+            }
+            let keys: Vec<Key<RangeKey>> = range_keys(&f.listen).collect();
+            let values: Option<Vec<RangeValue>> = keys
+                .iter()
+                .map(|k| ranges.iter().find(|(e, _)| same(e, k)).map(|(_, v)| *v))
+                .collect();
+            let Some(values) = values else { continue };
+            let first = values[0];
+            let intact = values.iter().all(|v| *v == first)
+                && first.target_addr_be == ipv4_be(f.to.addr)
+                && first.target_port_be == f.to.port.to_be()
+                && first.start_port_be == f.listen.port.to_be()
+                && first.flags == flags_of(f);
+            if intact && first.stats_slot < MAX_FORWARDS && used.insert(first.stats_slot) {
+                slots[i] = Some(first.stats_slot);
+                keep_ranges.extend(keys);
+            }
+        }
+        for (key, _) in &ranges {
+            if !keep_ranges.iter().any(|k| same(k, key)) {
+                let _ = self.ranges.remove(key);
+                removed += 1;
+            }
+        }
+
+        let mut keep_allow: Vec<Key<AllowKey>> = Vec::new();
+        for (f, slot) in wanted.iter().zip(&slots) {
+            if let Some(slot) = slot {
+                keep_allow.extend(f.allow.iter().map(|p| allow_key(*slot, p)));
+            }
+        }
+        let allow: Vec<Key<AllowKey>> = self.allow.keys().filter_map(Result::ok).collect();
+        for key in &allow {
+            let kept = keep_allow
+                .iter()
+                .any(|k| k.prefix_len() == key.prefix_len() && k.data() == key.data());
+            if !kept {
+                let _ = self.allow.remove(key);
+                removed += 1;
+            }
+        }
+        for (f, slot) in wanted.iter().zip(&slots) {
+            if let Some(slot) = slot
+                && let Err(e) = self.insert_allow(f, *slot)
+            {
+                tracing::error!("restoring the allowlist of {}: {e}", f.listen);
+            }
+        }
+        (slots, removed)
     }
 
     /// The host addresses in the map (in the datapath's byte order: wire order).
