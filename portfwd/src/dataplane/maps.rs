@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{DevMapHash, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use portfwd_common::{
@@ -61,6 +61,17 @@ pub fn forward_key(listen: &Listen) -> ForwardKey {
     }
 }
 
+/// The value a forward is stored as, counting into `slot`.
+fn forward_value(fwd: &Forward, slot: u32) -> ForwardValue {
+    ForwardValue {
+        target_addr_be: ipv4_be(fwd.to.addr),
+        target_port_be: fwd.to.port.to_be(),
+        _pad: 0,
+        stats_slot: slot,
+        _pad2: 0,
+    }
+}
+
 /// The IP protocol number of `p`.
 pub fn ip_proto(p: Protocol) -> u8 {
     match p {
@@ -99,15 +110,15 @@ impl Maps {
         self.forward_stats
             .set(slot, zero, 0)
             .map_err(map_err("forward counters"))?;
-        let value = ForwardValue {
-            target_addr_be: ipv4_be(fwd.to.addr),
-            target_port_be: fwd.to.port.to_be(),
-            _pad: 0,
-            stats_slot: slot,
-            _pad2: 0,
-        };
         self.forwards
-            .insert(forward_key(&fwd.listen), value, 0)
+            .insert(forward_key(&fwd.listen), forward_value(fwd, slot), 0)
+            .map_err(map_err("forwarding table"))
+    }
+
+    /// Puts `fwd` back in `slot` without resetting the slot's counters (undoing a removal).
+    pub fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        self.forwards
+            .insert(forward_key(&fwd.listen), forward_value(fwd, slot), 0)
             .map_err(map_err("forwarding table"))
     }
 
@@ -216,6 +227,53 @@ impl Maps {
     /// Number of live flows (walks the table; for status output, not for hot paths).
     pub fn flow_count(&self) -> usize {
         self.flows.keys().filter(|k| k.is_ok()).count()
+    }
+}
+
+impl Maps {
+    /// Each map's name, entries in use and capacity (from the kernel). `forward_slots` is how
+    /// many counter slots the daemon has handed out; the verdict array is always full.
+    pub fn fill(&self, forward_slots: u64) -> Result<Vec<(&'static str, u64, u64)>, Error> {
+        fn cap<K: aya::Pod, V>(
+            m: &impl IterableMap<K, V>,
+            what: &'static str,
+        ) -> Result<u64, Error> {
+            m.map()
+                .info()
+                .map(|i| u64::from(i.max_entries()))
+                .map_err(map_err(what))
+        }
+        let count = |keys: aya::maps::MapKeys<'_, u32>| keys.filter(|k| k.is_ok()).count() as u64;
+        let verdicts = cap(&self.verdicts, "verdict counters")?;
+        Ok(vec![
+            (
+                FORWARDS,
+                self.forwards.keys().filter(|k| k.is_ok()).count() as u64,
+                cap(&self.forwards, "forwarding table")?,
+            ),
+            (FLOWS, self.flow_count() as u64, cap(&self.flows, "flows")?),
+            (
+                HOST_ADDRS,
+                count(self.host_addrs.keys()),
+                cap(&self.host_addrs, "host addresses")?,
+            ),
+            (
+                IFACES,
+                count(self.ifaces.keys()),
+                cap(&self.ifaces, "interfaces")?,
+            ),
+            (
+                FORWARD_STATS,
+                forward_slots,
+                cap(&self.forward_stats, "forward counters")?,
+            ),
+            (VERDICTS, verdicts, verdicts),
+            (
+                XDP_EGRESS,
+                count(self.xdp_egress.keys()),
+                cap(&self.xdp_egress, "XDP egress")?,
+            ),
+        ])
     }
 }
 

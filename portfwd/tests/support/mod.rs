@@ -186,6 +186,52 @@ impl Daemon {
         self.cli_raw(args)
     }
 
+    /// The daemon's pid (`ip netns exec` execs it, so the child is the daemon itself).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Runs the CLI against this daemon as another user: `setpriv` with `uid`, `gid` and the
+    /// supplementary `groups` (none when empty). The socket is a filesystem socket, so no
+    /// namespace is needed.
+    pub fn cli_as(&self, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
+        let groups = if groups.is_empty() {
+            "--clear-groups".to_owned()
+        } else {
+            format!(
+                "--groups={}",
+                groups
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(groups)
+            .arg(portfwd_bin())
+            .args(args)
+            .env("PORTFWD_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `portfwd status --json`, parsed.
+    pub fn status_json(&self, lab: &Lab) -> serde_json::Value {
+        let out = self.cli(lab, &["status", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// `portfwd list --json`, parsed.
     pub fn list_json(&self, lab: &Lab) -> Vec<serde_json::Value> {
         let out = self.cli(lab, &["list", "--json"]);
