@@ -176,6 +176,12 @@ pub async fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
 async fn handle(stream: UnixStream, state: Arc<Mutex<State>>) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
+    // The request is read before the caller is checked, so that a refused caller reads the
+    // refusal instead of a broken pipe.
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let allowed = {
         let st = state.lock().await;
         st.access.check(&peer, &st.config_path)
@@ -189,19 +195,13 @@ async fn handle(stream: UnixStream, state: Arc<Mutex<State>>) -> std::io::Result
             );
             Response::Error { message }
         }
-        Ok(()) => {
-            let mut line = String::new();
-            BufReader::new(read.take(MAX_REQUEST))
-                .read_line(&mut line)
-                .await?;
-            match serde_json::from_str::<Request>(&line) {
-                // One request at a time, under the state lock: concurrent calls are serialised.
-                Ok(req) => state.lock().await.handle(req),
-                Err(e) => Response::Error {
-                    message: format!("malformed request: {e}"),
-                },
-            }
-        }
+        Ok(()) => match serde_json::from_str::<Request>(&line) {
+            // One request at a time, under the state lock: concurrent calls are serialised.
+            Ok(req) => state.lock().await.handle(req),
+            Err(e) => Response::Error {
+                message: format!("malformed request: {e}"),
+            },
+        },
     };
     let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
         format!(r#"{{"result":"error","message":"cannot encode the answer: {e}"}}"#)
