@@ -353,7 +353,9 @@ fn series(text: &str, name_and_labels: &str) -> Option<f64> {
 fn scrape(lab: &Lab, addr: &str, path: &str) -> String {
     lab.sh(
         lab.host(),
-        &format!("curl -sS --max-time 5 -w '\\nHTTP %{{http_code}}\\n' http://{addr}{path} 2>&1 || true"),
+        &format!(
+            "curl -sS --max-time 5 -w '\\nHTTP %{{http_code}}\\n' http://{addr}{path} 2>&1 || true"
+        ),
     )
     .unwrap()
 }

@@ -177,6 +177,12 @@ impl Maps {
         } else {
             match self.xdp_egress.remove(ifindex) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                // A DEVMAP_HASH reports a missing key as a failed syscall (ENOENT).
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e.to_string()),
             }
         };

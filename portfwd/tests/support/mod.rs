@@ -77,8 +77,19 @@ impl Daemon {
     }
 
     fn command(host_ns: &str, config: &PathBuf, socket: &PathBuf) -> Command {
+        Self::wrapped_command(host_ns, config, socket, &[])
+    }
+
+    /// `ip netns exec NS [WRAPPER...] portfwd daemon ...`
+    fn wrapped_command(
+        host_ns: &str,
+        config: &PathBuf,
+        socket: &PathBuf,
+        wrapper: &[String],
+    ) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", host_ns])
+            .args(wrapper)
             .arg(portfwd_bin())
             .arg("daemon")
             .arg("--config")
@@ -107,10 +118,20 @@ impl Daemon {
 
     /// Starts the daemon with an explicit `--mode` (or none), and waits until it answers.
     pub fn start_with(lab: &mut Lab, config_text: &str, mode: Option<&str>) -> Daemon {
+        Self::start_wrapped(lab, config_text, mode, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with the daemon run through `wrapper` (e.g. `setpriv ...`).
+    pub fn start_wrapped(
+        lab: &mut Lab,
+        config_text: &str,
+        mode: Option<&str>,
+        wrapper: &[String],
+    ) -> Daemon {
         let (dir, config, socket, log) = Self::prepare(config_text);
         let host_ns = lab.host().name.clone();
         let logfile = fs::File::create(&log).unwrap();
-        let mut cmd = Self::command(&host_ns, &config, &socket);
+        let mut cmd = Self::wrapped_command(&host_ns, &config, &socket, wrapper);
         if let Some(mode) = mode {
             cmd.args(["--mode", mode]);
         }
