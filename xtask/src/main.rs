@@ -6,6 +6,8 @@
 //! - `build`: build the daemon (its build script builds the eBPF object);
 //! - `lint`: rustfmt and clippy, the eBPF crate included;
 //! - `test`: setup, lint, then the workspace's tests (what CI runs through `.ci/run`);
+//! - `install`: build in release mode and install the binary, the systemd unit and a default
+//!   config;
 //! - `demo`, `bench`: not written yet.
 //!
 //! `cmd` holds the helpers for running child processes.
@@ -14,6 +16,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod install;
 mod lint;
 mod setup;
 mod test;
@@ -43,6 +46,8 @@ enum Task {
     Lint,
     /// Run setup, lint, then the workspace's tests (what CI runs)
     Test(test::Args),
+    /// Build in release mode and install the binary, the systemd unit and a default config
+    Install(install::Args),
     /// Show portfwd publishing a port in a network-namespace lab (not yet implemented)
     Demo(demo::Args),
     /// Measure portfwd against the kernel's own forwarding (not yet implemented)
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Task::Build(args) => build::run(args),
         Task::Lint => lint::run(),
         Task::Test(args) => test::run(args),
+        Task::Install(args) => install::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
     };
