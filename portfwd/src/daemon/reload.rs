@@ -205,7 +205,8 @@ impl State {
             }
         }
 
-        // 3. Commit the services (nothing below can fail).
+        // 3. Commit (nothing below can fail).
+        self.commit(journal);
         self.access = access;
         match (cfg.metrics, new_listener) {
             (None, _) => self.metrics = None,
@@ -247,6 +248,9 @@ impl State {
         self.forwards.iter().map(|a| a.fwd).collect()
     }
 
+    /// Applies `diff`, recording each step in `journal`. Slots of removed and replaced forwards
+    /// are not reused within the same reload (so that undoing gives them back untouched); they
+    /// are freed by [`State::commit`].
     fn apply_diff(&mut self, diff: &Diff, journal: &mut Vec<Undo>) -> Result<(), Error> {
         for listen in &diff.removed {
             let index = self
@@ -254,7 +258,8 @@ impl State {
                 .iter()
                 .position(|a| &a.fwd.listen == listen)
                 .ok_or_else(|| Error::NotPublished(listen.to_string()))?;
-            let active = self.unpublish(listen)?;
+            self.dp.maps.remove_forward(listen)?;
+            let active = self.forwards.remove(index);
             journal.push(Undo::Removed { index, active });
         }
         for (old, new) in &diff.changed {
@@ -270,7 +275,6 @@ impl State {
                 return Err(e);
             }
             let old = std::mem::replace(&mut self.forwards[index], Active { fwd: *new, slot });
-            self.free_slots.push(old.slot);
             journal.push(Undo::Changed { index, old });
         }
         for fwd in &diff.added {
@@ -278,6 +282,18 @@ impl State {
             journal.push(Undo::Added { listen: fwd.listen });
         }
         Ok(())
+    }
+
+    /// Frees the slots the reload in `journal` no longer uses.
+    fn commit(&mut self, journal: Vec<Undo>) {
+        for step in journal {
+            match step {
+                Undo::Removed { active: old, .. } | Undo::Changed { old, .. } => {
+                    self.free_slots.push(old.slot);
+                }
+                Undo::Added { .. } => {}
+            }
+        }
     }
 
     /// Takes back the steps in `journal`, newest first. Old forwards get their old slots (whose
@@ -288,14 +304,12 @@ impl State {
                 Undo::Added { listen } => self.unpublish(&listen).map(|_| ()),
                 Undo::Changed { index, old } => {
                     let res = self.dp.maps.restore_forward(&old.fwd, old.slot);
-                    self.free_slots.retain(|s| *s != old.slot);
                     let new = std::mem::replace(&mut self.forwards[index], old);
                     self.free_slots.push(new.slot);
                     res
                 }
                 Undo::Removed { index, active } => {
                     let res = self.dp.maps.restore_forward(&active.fwd, active.slot);
-                    self.free_slots.retain(|s| *s != active.slot);
                     self.forwards.insert(index.min(self.forwards.len()), active);
                     res
                 }
