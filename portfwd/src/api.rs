@@ -34,7 +34,7 @@ pub enum Request {
 pub enum Response {
     Done { message: String },
     Forwards { forwards: Vec<ForwardEntry> },
-    Status(Status),
+    Status(Box<Status>),
     Error { message: String },
 }
 

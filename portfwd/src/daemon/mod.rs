@@ -342,7 +342,7 @@ impl State {
 
     fn status(&self) -> Response {
         match self.status_report() {
-            Ok(s) => Response::Status(s),
+            Ok(s) => Response::Status(Box::new(s)),
             Err(e) => Response::Error {
                 message: e.to_string(),
             },
