@@ -487,7 +487,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     // Programs attached and the config applied: tell systemd (Type=notify).
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let (_watcher, mut config_changes) = reload::watch(&opts.config)?;
+    // Without a watcher (no config directory yet), reload still works through SIGHUP and
+    // `portfwd reload`; the idle sender keeps the channel open.
+    let (idle_tx, idle_rx) = tokio::sync::mpsc::channel(1);
+    let (_watcher, _idle_tx, mut config_changes) = match reload::watch(&opts.config) {
+        Ok((w, rx)) => (Some(w), None, rx),
+        Err(e) => {
+            tracing::warn!("not watching the config file: {e}");
+            (None, Some(idle_tx), idle_rx)
+        }
+    };
 
     let server = tokio::spawn(control::serve(listener, state.clone()));
     let mut sigint = signal(SignalKind::interrupt())?;
