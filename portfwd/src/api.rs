@@ -31,6 +31,8 @@ pub enum Request {
     List,
     /// Attachments, host addresses and verdict counters.
     Status,
+    /// Re-read the config file and apply the difference, all or nothing.
+    Reload,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,7 +40,7 @@ pub enum Request {
 pub enum Response {
     Done { message: String },
     Forwards { forwards: Vec<ForwardEntry> },
-    Status(Status),
+    Status(Box<Status>),
     Error { message: String },
 }
 
@@ -73,6 +75,29 @@ pub struct Status {
     /// is counted by both (`pass_to_tc`, then tc's verdict).
     pub verdicts_by_hook:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// Each forward with its counters (what `portfwd list` shows).
+    #[serde(default)]
+    pub forward_counters: Vec<ForwardEntry>,
+    /// How full each map is.
+    #[serde(default)]
+    pub maps: Vec<MapFill>,
+    /// The daemon's version (`portfwd --version`).
+    #[serde(default)]
+    pub version: String,
+    /// The Prometheus endpoint, when enabled.
+    #[serde(default)]
+    pub metrics: Option<String>,
+}
+
+/// The fill level of one eBPF map.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapFill {
+    /// The map's name in the object, e.g. `PF_FLOWS`.
+    pub name: String,
+    /// Entries in use (for arrays: slots in use).
+    pub entries: u64,
+    /// The map's capacity as the kernel reports it.
+    pub max_entries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,12 +123,33 @@ pub enum ClientError {
         "the portfwd daemon is not running (no control socket at {0}; start it with `portfwd daemon`, or set {SOCKET_ENV})"
     )]
     NotRunning(PathBuf),
-    #[error(
-        "permission denied on {0}: the control socket is for root and the portfwd group (run with sudo, or add yourself to the group)"
-    )]
+    #[error("permission denied on {}: {}", .0.display(), access_hint(.0))]
     PermissionDenied(PathBuf),
+
     #[error("talking to the daemon at {path}: {message}")]
     Io { path: PathBuf, message: String },
+}
+
+/// How to get access to the control socket at `socket`: run as root, or join the group that
+/// owns it (the daemon sets it from `socket_group`).
+pub fn access_hint(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let group = std::fs::metadata(socket)
+        .ok()
+        .map(|m| m.gid())
+        .filter(|gid| *gid != 0)
+        .and_then(|gid| nix::unistd::Group::from_gid(gid.into()).ok().flatten())
+        .map(|g| g.name);
+    match group {
+        Some(g) => format!(
+            "run as root or add yourself to group '{g}' (socket_group in {}), then log in again",
+            crate::config::DEFAULT_PATH
+        ),
+        None => format!(
+            "run as root, or set socket_group in {} and add yourself to that group",
+            crate::config::DEFAULT_PATH
+        ),
+    }
 }
 
 /// The socket path from `PORTFWD_SOCKET`, or the default.

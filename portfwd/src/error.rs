@@ -35,4 +35,19 @@ pub enum Error {
     Pin { path: PathBuf, message: String },
     #[error("netlink: {0}")]
     Netlink(String),
+    #[error("metrics endpoint {addr}: {message}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        message: String,
+    },
+    /// A config setting that parsed but cannot be applied on this host (e.g. a group that does
+    /// not exist); `location` is `FILE:LINE` (or `FILE` when the key cannot be found).
+    #[error("{location}: {field}: {message}")]
+    Setting {
+        location: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error("reload rejected, nothing changed: {0}")]
+    ReloadRejected(Box<Error>),
 }

@@ -6,6 +6,7 @@
 //! - `dataplane`: the eBPF object, its attachments and maps;
 //! - `daemon`: `portfwd daemon`;
 //! - `api`: the control-socket protocol; `cli`: the client subcommands;
+//! - `metrics`: the Prometheus endpoint;
 //! - `error`: the daemon's error type.
 pub mod api;
 pub mod check;
@@ -14,4 +15,5 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod metrics;
 pub mod spec;

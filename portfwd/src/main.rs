@@ -54,15 +54,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; under systemd (JOURNAL_STREAM set) without timestamps or colours, which the
-/// journal adds itself. `RUST_LOG` sets the level (default info).
+/// Logs through `tracing`. Under systemd (JOURNAL_STREAM set) straight to the journal, with
+/// each event's level as its priority (`journalctl -u portfwd -p warning`) and its fields as
+/// journal fields (`PORTFWD_INTERFACE=eth0`); stderr otherwise, coloured only on a terminal, and
+/// without timestamps when the journal could not be reached (it adds its own). `RUST_LOG` sets
+/// the level (default info). The datapath itself never logs per packet.
 fn init_logging() {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    if under_systemd && let Ok(journald) = tracing_journald::layer() {
+        let journald = journald
+            .with_syslog_identifier("portfwd".to_owned())
+            .with_field_prefix(Some("PORTFWD".to_owned()));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .init();
+        return;
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    if under_systemd {
         builder.without_time().with_ansi(false).init();
     } else {
         use std::io::IsTerminal as _;

@@ -6,9 +6,11 @@
 //! - `build`: build the daemon (its build script builds the eBPF object);
 //! - `lint`: rustfmt and clippy, the eBPF crate included;
 //! - `test`: setup, lint, then the workspace's tests (what CI runs through `.ci/run`);
+//! - `install`: build in release mode and install the binary, the systemd unit and a default
+//!   config;
 //! - `demo`: the port-mapping lesson of `docker run -p`, live in a network-namespace lab, with
 //!   `portfwd check` explaining the classic failures;
-//! - `bench`: not written yet.
+//! - `bench`: portfwd against iptables, nftables, plain routing and a userspace proxy.
 //!
 //! `cmd` holds the helpers for running child processes.
 
@@ -16,6 +18,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod install;
 mod lint;
 mod setup;
 mod test;
@@ -45,6 +48,8 @@ enum Task {
     Lint,
     /// Run setup, lint, then the workspace's tests (what CI runs)
     Test(test::Args),
+    /// Build in release mode and install the binary, the systemd unit and a default config
+    Install(install::Args),
     /// Show `docker run -p 8080:3000` done by portfwd in a lab of network namespaces, and
     /// `portfwd check` explaining the classic failures (needs root)
     Demo(demo::Args),
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Task::Build(args) => build::run(args),
         Task::Lint => lint::run(),
         Task::Test(args) => test::run(args),
+        Task::Install(args) => install::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
     };

@@ -53,6 +53,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("psmisc", "killall"),
     ("wrk", "wrk"),
     ("python3", "python3"),
+    // `systemd-analyze verify` and `security` check config/portfwd.service.
+    ("systemd", "systemd-analyze"),
+    // setpriv: tests run the CLI as another user and the daemon with the unit's capabilities.
+    ("util-linux", "setpriv"),
 ];
 
 /// Directories searched for commands besides PATH: a non-root PATH often lacks the sbin ones.

@@ -3,6 +3,7 @@ mod add;
 mod check;
 mod del;
 mod list;
+mod reload;
 mod status;
 
 use std::path::PathBuf;
@@ -49,8 +50,10 @@ pub enum Command {
     Del(del::Args),
     /// The published ports and their counters.
     List(list::Args),
-    /// Where the programs are attached, the host addresses, and every verdict counter.
+    /// Where the programs are attached, the host addresses, map fill levels, and every counter.
     Status(status::Args),
+    /// Make the daemon re-read its config file and apply the difference, all or nothing.
+    Reload(reload::Args),
     /// Diagnose forwards: is the target reachable, does the app listen (on which address), is the
     /// host port taken; exits 1 unless all are OK.
     Check(check::Args),
@@ -65,6 +68,7 @@ pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), Strin
         Command::Del(a) => del::run(&socket, a),
         Command::List(a) => list::run(&socket, a),
         Command::Status(a) => status::run(&socket, a),
+        Command::Reload(a) => reload::run(&socket, a),
         Command::Check(a) => check::run(&socket, a),
     }
 }

@@ -22,7 +22,15 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
         );
         return Ok(());
     }
+    println!("version:    {}", status.version);
     println!("config:     {}", status.config.display());
+    println!(
+        "metrics:    {}",
+        status
+            .metrics
+            .as_deref()
+            .map_or("off".to_owned(), |a| format!("http://{a}/metrics"))
+    );
     println!("forwards:   {}", status.forwards);
     println!("live flows: {}", status.flows);
     println!("host addresses: {}", status.host_addresses.join(", "));
@@ -52,6 +60,24 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             by("tc", &v.reason),
             by("xdp", &v.reason)
         );
+    }
+    println!("maps:{:>31}{:>13}{:>8}", "entries", "capacity", "fill");
+    for m in &status.maps {
+        let pct = if m.max_entries == 0 {
+            0.0
+        } else {
+            100.0 * m.entries as f64 / m.max_entries as f64
+        };
+        println!(
+            "  {:<22} {:>12} {:>12} {:>6.1}%",
+            m.name, m.entries, m.max_entries, pct
+        );
+    }
+    if !status.forward_counters.is_empty() {
+        println!("forwards:");
+        for line in super::list::table(&status.forward_counters).lines() {
+            println!("  {line}");
+        }
     }
     Ok(())
 }

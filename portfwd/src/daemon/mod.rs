@@ -2,10 +2,12 @@
 //! addresses, and serves the control socket until SIGINT/SIGTERM.
 //!
 //! - `host`: the host's interfaces and addresses, from netlink;
-//! - `control`: the control socket;
+//! - `control`: the control socket and who may use it;
+//! - `reload`: applying a changed config file, all or nothing;
 //! - this module: the daemon's state and how requests, config and host changes change it.
 mod control;
 mod host;
+mod reload;
 
 use std::{
     collections::BTreeSet,
@@ -24,10 +26,11 @@ use tokio::{
 };
 
 use crate::{
-    api::{self, ForwardEntry, InterfaceStatus, Request, Response, VerdictCount},
+    api::{self, ForwardEntry, InterfaceStatus, MapFill, Request, Response, VerdictCount},
     config::{self, AttachMode, Config, ConfigError},
     dataplane::{Dataplane, XdpPolicy},
     error::Error,
+    metrics,
     spec::{AllowPrefix, Forward, Listen, Target},
 };
 
@@ -61,13 +64,31 @@ pub struct State {
     next_slot: u32,
     host: host::Snapshot,
     host_addrs: BTreeSet<Ipv4Addr>,
+    /// The control socket's path, and who besides root may use it.
+    socket: PathBuf,
+    access: control::Access,
+    /// The Prometheus endpoint while one is configured, and where it reads its numbers.
+    metrics: Option<metrics::Endpoint>,
+    metrics_source: Option<metrics::Source>,
+    /// The last error logged for an invalid config file seen by the watcher (logged once).
+    last_watch_error: Option<String>,
 }
 
 impl State {
-    fn new(dp: Dataplane, config_path: PathBuf, mode_override: Option<AttachMode>) -> Self {
+    fn new(
+        dp: Dataplane,
+        config_path: PathBuf,
+        socket: PathBuf,
+        mode_override: Option<AttachMode>,
+    ) -> Self {
         Self {
             dp,
             config_path,
+            socket,
+            access: control::Access::default(),
+            metrics: None,
+            metrics_source: None,
+            last_watch_error: None,
             cfg: Config::default(),
             mode_override,
             forwards: Vec::new(),
@@ -310,6 +331,9 @@ impl State {
             Request::Del { listen } => self.del(&listen),
             Request::List => return self.list(),
             Request::Status => return self.status(),
+            Request::Reload => self
+                .reload(reload::Trigger::Request)
+                .map(|summary| format!("reloaded {}: {summary}", self.config_path.display())),
         };
         match result {
             Ok(message) => Response::Done { message },
@@ -350,16 +374,19 @@ impl State {
     }
 
     fn list(&self) -> Response {
+        match self.forward_entries() {
+            Ok(forwards) => Response::Forwards { forwards },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Every forward with its counters.
+    fn forward_entries(&self) -> Result<Vec<ForwardEntry>, Error> {
         let mut forwards = Vec::new();
         for a in &self.forwards {
-            let s = match self.dp.maps.forward_stats(a.slot) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Response::Error {
-                        message: e.to_string(),
-                    };
-                }
-            };
+            let s = self.dp.maps.forward_stats(a.slot)?;
             forwards.push(ForwardEntry {
                 listen: a.fwd.listen.to_string(),
                 protocol: a.fwd.listen.protocol.to_string(),
@@ -372,10 +399,20 @@ impl State {
                 new_flows: s.new_flows,
             });
         }
-        Response::Forwards { forwards }
+        Ok(forwards)
     }
 
     fn status(&self) -> Response {
+        match self.status_report() {
+            Ok(s) => Response::Status(Box::new(s)),
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// What `portfwd status` shows and the metrics endpoint serves.
+    fn status_report(&self) -> Result<api::Status, Error> {
         let counters = self.dp.maps.verdicts().and_then(|all| {
             let mut by_hook = std::collections::BTreeMap::new();
             for hook in Hook::ALL {
@@ -390,15 +427,19 @@ impl State {
             }
             Ok((all, by_hook))
         });
-        let (verdicts, verdicts_by_hook) = match counters {
-            Ok(v) => v,
-            Err(e) => {
-                return Response::Error {
-                    message: e.to_string(),
-                };
-            }
-        };
-        Response::Status(api::Status {
+        let (verdicts, verdicts_by_hook) = counters?;
+        let maps = self
+            .dp
+            .maps
+            .fill(self.forwards.len() as u64)?
+            .into_iter()
+            .map(|(name, entries, max_entries)| MapFill {
+                name: name.to_owned(),
+                entries,
+                max_entries,
+            })
+            .collect();
+        Ok(api::Status {
             config: self.config_path.clone(),
             interfaces: self
                 .dp
@@ -423,8 +464,25 @@ impl State {
                 })
                 .collect(),
             verdicts_by_hook,
+            forward_counters: self.forward_entries()?,
+            maps,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
         })
     }
+}
+
+/// The metrics endpoint's view of the daemon: its status, read under the state lock.
+fn metrics_source(state: &Arc<Mutex<State>>) -> metrics::Source {
+    let weak = Arc::downgrade(state);
+    Arc::new(move || {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let state = weak.upgrade().ok_or("the daemon is stopping")?;
+            let st = state.lock().await;
+            st.status_report().map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// Reads the config at startup: a missing file is an empty config (the first `portfwd add`
@@ -454,9 +512,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if opts.cleanup {
         return cleanup(&opts.socket, &pin_dir);
     }
+    let access = control::Access::resolve(cfg.socket_group.as_deref()).map_err(|message| {
+        Error::Setting {
+            location: opts.config.display().to_string(),
+            field: "socket_group",
+            message,
+        }
+    })?;
+    let metrics_listener = cfg.metrics.map(metrics::bind).transpose()?;
     // The socket first: it refuses to start while another daemon serves it, before anything
     // pinned (possibly that daemon's datapath) is touched.
-    let listener = control::bind(&opts.socket)?;
+    let listener = control::bind(&opts.socket, &access)?;
     let _socket_file = control::SocketFile(opts.socket.clone());
     let mut dp = Dataplane::load_pinned(&pin_dir)?;
     let adopted = dp.adopt_pinned_links();
@@ -474,10 +540,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])?;
     tokio::spawn(mconn);
 
-    let state = Arc::new(Mutex::new(State::new(dp, opts.config.clone(), opts.mode)));
+    let state = Arc::new(Mutex::new(State::new(
+        dp,
+        opts.config.clone(),
+        opts.socket.clone(),
+        opts.mode,
+    )));
     {
         let snap = host::snapshot(&handle).await?;
         let mut st = state.lock().await;
+        st.access = access;
+        st.metrics_source = Some(metrics_source(&state));
+        if let (Some(listener), Some(source)) = (metrics_listener, st.metrics_source.clone()) {
+            st.metrics = Some(metrics::spawn(listener, source)?);
+        }
         st.host = snap;
         st.adopt_pinned(&cfg);
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
@@ -495,6 +571,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         mode = %opts.mode.unwrap_or(cfg.mode),
         "portfwd daemon ready"
     );
+    // Programs attached and the config applied: tell systemd (Type=notify).
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // Without a watcher (no config directory yet), reload still works through SIGHUP and
+    // `portfwd reload`; the idle sender keeps the channel open.
+    let (idle_tx, idle_rx) = tokio::sync::mpsc::channel(1);
+    let (_watcher, _idle_tx, mut config_changes) = match reload::watch(&opts.config) {
+        Ok((w, rx)) => (Some(w), None, rx),
+        Err(e) => {
+            tracing::warn!("not watching the config file: {e}");
+            (None, Some(idle_tx), idle_rx)
+        }
+    };
 
     let server = tokio::spawn(control::serve(listener, state.clone()));
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -506,7 +594,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = sighup.recv() => reload(&state).await,
+            _ = sighup.recv() => {
+                let _ = state.lock().await.reload(reload::Trigger::Signal);
+            }
+            Some(()) = config_changes.recv() => {
+                reload::on_file_change(&state, &mut config_changes).await;
+            }
             ev = events.next() => {
                 if ev.is_none() {
                     anyhow::bail!("the netlink event stream closed");
@@ -520,6 +613,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.abort();
     state.lock().await.dp.detach_all();
     tracing::info!(
@@ -560,18 +654,5 @@ async fn resync(handle: &rtnetlink::Handle, state: &Arc<Mutex<State>>) {
             let _ = state.lock().await.apply_host(snap);
         }
         Err(e) => tracing::error!("reading interfaces and addresses: {e}"),
-    }
-}
-
-/// SIGHUP: re-reads the config file. An invalid file is reported and nothing changes.
-async fn reload(state: &Arc<Mutex<State>>) {
-    let mut st = state.lock().await;
-    let path = st.config_path.clone();
-    match config::load(&path) {
-        Ok(cfg) => match st.apply_config(&cfg) {
-            Ok(_) => tracing::info!(config = %path.display(), "reloaded"),
-            Err(e) => tracing::error!("reload: {e}"),
-        },
-        Err(e) => tracing::error!("reload rejected, nothing changed: {e}"),
     }
 }

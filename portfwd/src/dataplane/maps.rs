@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use aya::{
     Ebpf,
     maps::{
-        DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues,
+        DevMapHash, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
     },
     util::nr_cpus,
@@ -137,6 +137,12 @@ impl Maps {
         self.forward_stats
             .set(slot, zero, 0)
             .map_err(map_err("forward counters"))?;
+        self.restore_forward(fwd, slot)
+    }
+
+    /// Writes `fwd` counting into `slot` without resetting the slot's counters (undoing a
+    /// removal, or publishing for the first time after [`Maps::insert_forward`] reset them).
+    pub fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
         let flags = if fwd.allow.is_empty() {
             0
         } else {
@@ -205,6 +211,18 @@ impl Maps {
         result
     }
 
+    /// Removes the allowlist entries of `fwd` published with `slot` (after its key was taken
+    /// over by a changed forward in another slot).
+    pub fn remove_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        for p in &fwd.allow {
+            match self.allow.remove(&allow_key(slot, p)) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("allowlists")(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Counters of the forward in `slot`, summed over CPUs.
     pub fn forward_stats(&self, slot: u32) -> Result<ForwardStats, Error> {
         let per_cpu = self
@@ -271,6 +289,12 @@ impl Maps {
         } else {
             match self.xdp_egress.remove(ifindex) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                // A DEVMAP_HASH reports a missing key as a failed syscall (ENOENT).
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -436,6 +460,63 @@ impl Maps {
     /// Number of live flows (walks the table; for status output, not for hot paths).
     pub fn flow_count(&self) -> usize {
         self.flows.keys().filter(|k| k.is_ok()).count()
+    }
+}
+
+impl Maps {
+    /// Each map's name, entries in use and capacity (from the kernel). `forward_slots` is how
+    /// many counter slots the daemon has handed out; the verdict array is always full.
+    pub fn fill(&self, forward_slots: u64) -> Result<Vec<(&'static str, u64, u64)>, Error> {
+        fn cap<K: aya::Pod, V>(
+            m: &impl IterableMap<K, V>,
+            what: &'static str,
+        ) -> Result<u64, Error> {
+            m.map()
+                .info()
+                .map(|i| u64::from(i.max_entries()))
+                .map_err(map_err(what))
+        }
+        let count = |keys: aya::maps::MapKeys<'_, u32>| keys.filter(|k| k.is_ok()).count() as u64;
+        let verdicts = cap(&self.verdicts, "verdict counters")?;
+        Ok(vec![
+            (
+                FORWARDS,
+                self.forwards.keys().filter(|k| k.is_ok()).count() as u64,
+                cap(&self.forwards, "forwarding table")?,
+            ),
+            (
+                RANGES,
+                self.ranges.keys().filter(|k| k.is_ok()).count() as u64,
+                cap(&self.ranges, "port ranges")?,
+            ),
+            (
+                ALLOW,
+                self.allow.keys().filter(|k| k.is_ok()).count() as u64,
+                cap(&self.allow, "allowlists")?,
+            ),
+            (FLOWS, self.flow_count() as u64, cap(&self.flows, "flows")?),
+            (
+                HOST_ADDRS,
+                count(self.host_addrs.keys()),
+                cap(&self.host_addrs, "host addresses")?,
+            ),
+            (
+                IFACES,
+                count(self.ifaces.keys()),
+                cap(&self.ifaces, "interfaces")?,
+            ),
+            (
+                FORWARD_STATS,
+                forward_slots,
+                cap(&self.forward_stats, "forward counters")?,
+            ),
+            (VERDICTS, verdicts, verdicts),
+            (
+                XDP_EGRESS,
+                count(self.xdp_egress.keys()),
+                cap(&self.xdp_egress, "XDP egress")?,
+            ),
+        ])
     }
 }
 

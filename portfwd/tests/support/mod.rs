@@ -59,6 +59,8 @@ pub struct Daemon {
     host_ns: String,
     log: PathBuf,
     mode: Option<String>,
+    /// Run before the daemon inside the namespace (e.g. `setpriv ...`).
+    wrapper: Vec<String>,
 }
 
 /// Mounts a fresh bpffs at `dir` (one per daemon: tests run concurrently).
@@ -106,8 +108,19 @@ impl Daemon {
     }
 
     fn command(host_ns: &str, config: &PathBuf, socket: &PathBuf) -> Command {
+        Self::wrapped_command(host_ns, config, socket, &[])
+    }
+
+    /// `ip netns exec NS [WRAPPER...] portfwd daemon ...`
+    fn wrapped_command(
+        host_ns: &str,
+        config: &PathBuf,
+        socket: &PathBuf,
+        wrapper: &[String],
+    ) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", host_ns])
+            .args(wrapper)
             .arg(portfwd_bin())
             .arg("daemon")
             .arg("--config")
@@ -138,6 +151,16 @@ impl Daemon {
 
     /// Starts the daemon with an explicit `--mode` (or none), and waits until it answers.
     pub fn start_with(lab: &mut Lab, config_text: &str, mode: Option<&str>) -> Daemon {
+        Self::start_wrapped(lab, config_text, mode, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with the daemon run through `wrapper` (e.g. `setpriv ...`).
+    pub fn start_wrapped(
+        lab: &mut Lab,
+        config_text: &str,
+        mode: Option<&str>,
+        wrapper: &[String],
+    ) -> Daemon {
         let (dir, config, socket, log) = Self::prepare(config_text);
         let mut d = Daemon {
             child: None,
@@ -148,6 +171,7 @@ impl Daemon {
             host_ns: lab.host().name.clone(),
             log,
             mode: mode.map(str::to_owned),
+            wrapper: wrapper.to_vec(),
         };
         d.spawn();
         d
@@ -161,7 +185,8 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Self::command(&self.host_ns, &self.config, &self.socket);
+        let mut cmd =
+            Self::wrapped_command(&self.host_ns, &self.config, &self.socket, &self.wrapper);
         if let Some(mode) = &self.mode {
             cmd.args(["--mode", mode]);
         }
@@ -171,7 +196,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("the daemon exited early ({status}):\n{}", self.log_text());
@@ -181,7 +206,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "the daemon did not answer within 20 s:\n{}",
+                    "the daemon did not answer within 60 s:\n{}",
                     self.log_text()
                 );
             }
@@ -260,6 +285,52 @@ impl Daemon {
     /// Runs the real CLI in the host namespace against this daemon.
     pub fn cli(&self, _lab: &Lab, args: &[&str]) -> Output {
         self.cli_raw(args)
+    }
+
+    /// The daemon's pid (`ip netns exec` execs it, so the child is the daemon itself).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Runs the CLI against this daemon as another user: `setpriv` with `uid`, `gid` and the
+    /// supplementary `groups` (none when empty). The socket is a filesystem socket, so no
+    /// namespace is needed.
+    pub fn cli_as(&self, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
+        let groups = if groups.is_empty() {
+            "--clear-groups".to_owned()
+        } else {
+            format!(
+                "--groups={}",
+                groups
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(groups)
+            .arg(portfwd_bin())
+            .args(args)
+            .env("PORTFWD_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `portfwd status --json`, parsed.
+    pub fn status_json(&self, lab: &Lab) -> serde_json::Value {
+        let out = self.cli(lab, &["status", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// `portfwd list --json`, parsed.

@@ -1,0 +1,451 @@
+//! Reloading the config. SIGHUP, `portfwd reload` and a change to the file (watched) all end
+//! in [`State::reload`]:
+//!
+//! 1. The file is loaded and validated completely ([`config::load`]: an error names the file,
+//!    line and field). Then everything else that can be known before touching the datapath is
+//!    checked: room for the forwards, `socket_group` exists, the new metrics address can be
+//!    bound (it is bound here). Any failure rejects the reload and nothing has changed.
+//! 2. The difference is applied under the state lock (so no control request sees a half
+//!    state): removed forwards, then changed ones (one map update each, so a forward whose
+//!    target changes never stops forwarding), then new ones; then interfaces and mode.
+//!    Forwards that stay are not touched and keep their counters.
+//! 3. If a map update or a required attachment fails part-way, every step already taken is
+//!    undone in reverse order: the forwards, their counter slots and the interfaces are as they
+//!    were before the reload.
+//!
+//! File changes are watched on the file's directory (so editors' and `config::save`'s
+//! write-and-rename are seen), debounced, and ignored when the file says what is already
+//! running: that is the case after the daemon's own writes from `portfwd add`/`del`.
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use notify::Watcher as _;
+use portfwd_common::maps::MAX_FORWARDS;
+use tokio::sync::{Mutex, mpsc};
+
+use super::{Active, State, control::Access};
+use crate::{
+    config::{self, Config},
+    error::Error,
+    metrics,
+    spec::{Forward, Listen},
+};
+
+/// What asked for the reload (for the log).
+#[derive(Clone, Copy, Debug)]
+pub enum Trigger {
+    Signal,
+    Request,
+    FileChange,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::Request => "portfwd reload",
+            Trigger::FileChange => "config file changed",
+        }
+    }
+}
+
+/// The forwards' difference between what runs and a new config.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Listen sides no longer published.
+    pub removed: Vec<Listen>,
+    /// Same listen side, another target: (old, new).
+    pub changed: Vec<(Forward, Forward)>,
+    /// New listen sides.
+    pub added: Vec<Forward>,
+}
+
+impl Diff {
+    pub fn between(running: &[Forward], wanted: &[Forward]) -> Diff {
+        let mut d = Diff::default();
+        for old in running {
+            match wanted.iter().find(|f| f.listen == old.listen) {
+                None => d.removed.push(old.listen),
+                Some(new) if new != old => d.changed.push((old.clone(), new.clone())),
+                Some(_) => {}
+            }
+        }
+        for new in wanted {
+            if !running.iter().any(|f| f.listen == new.listen) {
+                d.added.push(new.clone());
+            }
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.changed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// One step taken, and how to take it back.
+enum Undo {
+    /// A forward was removed from `index` of the running list.
+    Removed { index: usize, active: Active },
+    /// The forward at `index` was switched to a new target in a new slot.
+    Changed { index: usize, old: Active },
+    /// A forward was added (at the end of the list).
+    Added { listen: Listen },
+}
+
+/// Whether two configs mean the same running state (forwards in any order).
+pub fn same_config(a: &Config, b: &Config) -> bool {
+    let sorted = |c: &Config| {
+        let mut f: Vec<String> = c.forwards.iter().map(|f| f.to_string()).collect();
+        f.sort();
+        f
+    };
+    Config {
+        forwards: Vec::new(),
+        ..a.clone()
+    } == Config {
+        forwards: Vec::new(),
+        ..b.clone()
+    } && sorted(a) == sorted(b)
+}
+
+/// `FILE:LINE` of top-level `key:` in the config file, or `FILE` when it cannot be found.
+fn location_of(path: &Path, key: &str) -> String {
+    let line = std::fs::read_to_string(path).ok().and_then(|text| {
+        text.lines()
+            .position(|l| {
+                l.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+            .map(|i| i + 1)
+    });
+    match line {
+        Some(n) => format!("{}:{n}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+impl State {
+    /// Re-reads the config file and applies it, all or nothing. Returns a one-line summary.
+    pub(super) fn reload(&mut self, trigger: Trigger) -> Result<String, Error> {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let result = config::load(&self.config_path)
+            .map_err(Error::from)
+            .and_then(|cfg| self.apply_reload(&cfg));
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        match result {
+            Ok(summary) => {
+                tracing::info!(config = %self.config_path.display(), trigger = trigger.name(), "reloaded: {summary}");
+                Ok(summary)
+            }
+            Err(e) => {
+                let e = Error::ReloadRejected(Box::new(e));
+                tracing::error!(trigger = trigger.name(), "{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies `cfg` (already validated by [`config::load`]) as described in the module docs.
+    pub(super) fn apply_reload(&mut self, cfg: &Config) -> Result<String, Error> {
+        // 1. Everything that can fail before a change.
+        let diff = Diff::between(&self.running_forwards(), &cfg.forwards);
+        let total = self.forwards.len() - diff.removed.len() + diff.added.len();
+        if total > MAX_FORWARDS as usize {
+            return Err(Error::TooManyForwards(MAX_FORWARDS));
+        }
+        let access =
+            Access::resolve(cfg.socket_group.as_deref()).map_err(|message| Error::Setting {
+                location: location_of(&self.config_path, "socket_group"),
+                field: "socket_group",
+                message,
+            })?;
+        let running_metrics = self.metrics.as_ref().map(|m| m.addr);
+        let new_listener = match cfg.metrics {
+            Some(addr) if Some(addr) != running_metrics => {
+                Some(metrics::bind(addr).map_err(|e| Error::Setting {
+                    location: location_of(&self.config_path, "metrics"),
+                    field: "metrics",
+                    message: e.to_string(),
+                })?)
+            }
+            _ => None,
+        };
+        if access != self.access {
+            access.apply_to(&self.socket)?;
+        }
+
+        // 2. The forwards, each step recorded.
+        let mut journal = Vec::new();
+        if let Err(e) = self.apply_diff(&diff, &mut journal) {
+            self.undo(journal);
+            let _ = self.access.apply_to(&self.socket);
+            return Err(e);
+        }
+        // Interfaces and mode: on failure, back to the old settings and forwards.
+        let old_cfg = std::mem::replace(
+            &mut self.cfg,
+            Config {
+                forwards: Vec::new(),
+                ..cfg.clone()
+            },
+        );
+        let settings_changed = old_cfg.interfaces != cfg.interfaces || old_cfg.mode != cfg.mode;
+        if settings_changed {
+            let failures = self.apply_host(self.host.clone());
+            if let Some(e) = failures.into_iter().next() {
+                self.cfg = old_cfg;
+                let _ = self.apply_host(self.host.clone());
+                self.undo(journal);
+                let _ = self.access.apply_to(&self.socket);
+                return Err(e);
+            }
+        }
+
+        // 3. Commit (nothing below can fail).
+        self.commit(journal);
+        self.access = access;
+        match (cfg.metrics, new_listener) {
+            (None, _) => self.metrics = None,
+            (Some(_), Some(listener)) => {
+                self.metrics = None;
+                match self.metrics_source.clone() {
+                    Some(source) => match metrics::spawn(listener, source) {
+                        Ok(ep) => self.metrics = Some(ep),
+                        Err(e) => tracing::error!("{e}"),
+                    },
+                    None => tracing::error!("metrics: no source (daemon not started)"),
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if old_cfg.pin_dir != cfg.pin_dir {
+            tracing::warn!(
+                pin_dir = %cfg.pin_dir.display(),
+                "pin_dir changed: it takes effect when the daemon restarts"
+            );
+        }
+        let mut summary = if diff.is_empty() {
+            "forwards unchanged".to_owned()
+        } else {
+            format!(
+                "forwards: {} added, {} removed, {} changed",
+                diff.added.len(),
+                diff.removed.len(),
+                diff.changed.len()
+            )
+        };
+        if settings_changed {
+            summary.push_str("; interfaces re-evaluated");
+        }
+        Ok(summary)
+    }
+
+    fn running_forwards(&self) -> Vec<Forward> {
+        self.forwards.iter().map(|a| a.fwd.clone()).collect()
+    }
+
+    /// Applies `diff`, recording each step in `journal`. Slots of removed and replaced forwards
+    /// are not reused within the same reload (so that undoing gives them back untouched); they
+    /// are freed by [`State::commit`].
+    fn apply_diff(&mut self, diff: &Diff, journal: &mut Vec<Undo>) -> Result<(), Error> {
+        for listen in &diff.removed {
+            let index = self
+                .forwards
+                .iter()
+                .position(|a| &a.fwd.listen == listen)
+                .ok_or_else(|| Error::NotPublished(listen.to_string()))?;
+            let slot = self.forwards[index].slot;
+            self.dp
+                .maps
+                .remove_forward(&self.forwards[index].fwd, slot)?;
+            let active = self.forwards.remove(index);
+            journal.push(Undo::Removed { index, active });
+        }
+        for (old, new) in &diff.changed {
+            let index = self
+                .forwards
+                .iter()
+                .position(|a| a.fwd == *old)
+                .ok_or_else(|| Error::NotPublished(old.listen.to_string()))?;
+            let slot = self.alloc_slot()?;
+            // One update of the key: the forward switches target without a gap.
+            if let Err(e) = self.dp.maps.insert_forward(new, slot) {
+                self.free_slots.push(slot);
+                return Err(e);
+            }
+            let old = std::mem::replace(
+                &mut self.forwards[index],
+                Active {
+                    fwd: new.clone(),
+                    slot,
+                },
+            );
+            journal.push(Undo::Changed { index, old });
+        }
+        for fwd in &diff.added {
+            self.publish(fwd.clone())?;
+            journal.push(Undo::Added { listen: fwd.listen });
+        }
+        Ok(())
+    }
+
+    /// Frees the slots the reload in `journal` no longer uses.
+    fn commit(&mut self, journal: Vec<Undo>) {
+        for step in journal {
+            match step {
+                Undo::Removed { active: old, .. } => self.free_slots.push(old.slot),
+                Undo::Changed { old, .. } => {
+                    // The key now holds the new forward; only the old allowlist goes.
+                    if let Err(e) = self.dp.maps.remove_allow(&old.fwd, old.slot) {
+                        tracing::error!("{e}");
+                    }
+                    self.free_slots.push(old.slot);
+                }
+                Undo::Added { .. } => {}
+            }
+        }
+    }
+
+    /// Takes back the steps in `journal`, newest first. Old forwards get their old slots (whose
+    /// counters were never touched) back.
+    fn undo(&mut self, journal: Vec<Undo>) {
+        for step in journal.into_iter().rev() {
+            let result = match step {
+                Undo::Added { listen } => self.unpublish(&listen).map(|_| ()),
+                Undo::Changed { index, old } => {
+                    let res = self.dp.maps.restore_forward(&old.fwd, old.slot);
+                    let new = std::mem::replace(&mut self.forwards[index], old);
+                    let res = res.and(self.dp.maps.remove_allow(&new.fwd, new.slot));
+                    self.free_slots.push(new.slot);
+                    res
+                }
+                Undo::Removed { index, active } => {
+                    let res = self.dp.maps.restore_forward(&active.fwd, active.slot);
+                    self.forwards.insert(index.min(self.forwards.len()), active);
+                    res
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!("rolling back a reload: {e}");
+            }
+        }
+    }
+}
+
+/// Watches the config file; sends one `()` per burst of changes to it.
+pub fn watch(path: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_owned());
+    let (tx, rx) = mpsc::channel(1);
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+            // A full channel already holds a wake-up: this change will be seen by it.
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| Error::Config(watch_error(path, e)))?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Error::Config(watch_error(path, e)))?;
+    Ok((watcher, rx))
+}
+
+fn watch_error(path: &Path, e: notify::Error) -> config::ConfigError {
+    config::ConfigError::Io {
+        path: path.to_owned(),
+        action: "watch",
+        error: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// How long a burst of changes must be quiet before the file is read.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// After a change to the file: waits for the burst to settle, then reloads unless the file
+/// says what already runs. An invalid file is logged once per distinct error.
+pub async fn on_file_change(state: &Arc<Mutex<State>>, rx: &mut mpsc::Receiver<()>) {
+    loop {
+        tokio::time::sleep(DEBOUNCE).await;
+        if rx.try_recv().is_err() {
+            break;
+        }
+    }
+    let mut st = state.lock().await;
+    match config::load(&st.config_path) {
+        Ok(cfg) if same_config(&cfg, &st.config()) => {
+            st.last_watch_error = None;
+        }
+        Ok(_) => {
+            st.last_watch_error = None;
+            let _ = st.reload(Trigger::FileChange);
+        }
+        Err(config::ConfigError::NotFound { .. }) => {
+            tracing::warn!(config = %st.config_path.display(), "config file removed; running forwards kept");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if st.last_watch_error.as_deref() != Some(&msg) {
+                tracing::error!("config file changed but is invalid; nothing changed: {msg}");
+                st.last_watch_error = Some(msg);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str, to: &str) -> Forward {
+        Forward::new(s.parse().unwrap(), to.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn diff_sorts_forwards_into_removed_changed_added() {
+        let running = [f("8080", "10.0.0.2:80"), f("8081", "10.0.0.2:81")];
+        let wanted = [f("8081", "10.0.0.3:81"), f("53/udp", "10.0.0.2:53")];
+        let d = Diff::between(&running, &wanted);
+        assert_eq!(d.removed, vec!["8080".parse().unwrap()]);
+        assert_eq!(d.changed, vec![(running[1].clone(), wanted[0].clone())]);
+        assert_eq!(d.added, vec![wanted[1].clone()]);
+        assert!(Diff::between(&running, &running).is_empty());
+    }
+
+    #[test]
+    fn same_config_ignores_forward_order_only() {
+        let a = Config {
+            forwards: vec![f("8080", "10.0.0.2:80"), f("8081", "10.0.0.2:81")],
+            ..Config::default()
+        };
+        let mut b = a.clone();
+        b.forwards.reverse();
+        assert!(same_config(&a, &b));
+        b.socket_group = Some("portfwd".into());
+        assert!(!same_config(&a, &b));
+    }
+
+    #[test]
+    fn settings_are_located_by_key() {
+        let dir = std::env::temp_dir().join(format!("portfwd-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.yaml");
+        std::fs::write(&p, "# c\nmode: tc\nsocket_group : nosuch\n").unwrap();
+        assert_eq!(
+            location_of(&p, "socket_group"),
+            format!("{}:3", p.display())
+        );
+        assert_eq!(location_of(&p, "metrics"), p.display().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
