@@ -9,6 +9,7 @@
 pub mod checksum;
 pub mod maps;
 pub mod reason;
+pub mod sock;
 
 /// IP protocol numbers the datapath understands.
 pub mod proto {

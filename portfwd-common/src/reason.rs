@@ -43,10 +43,16 @@ pub enum Reason {
     /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
     /// it is dropped rather than delivered.
     DropRewriteFailed = 15,
+    /// Hairpin: a target called its own published port through the host. Translated to the
+    /// target like [`Reason::Forwarded`], and its source to the published address, so that the
+    /// target's reply comes back through the host instead of being delivered to itself.
+    Hairpinned = 16,
+    /// A reply of a hairpin flow: source and destination translated back, sent on.
+    HairpinReplied = 17,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
@@ -65,6 +71,8 @@ impl Reason {
         Reason::DropFragNeeded,
         Reason::DropLoopbackDst,
         Reason::DropRewriteFailed,
+        Reason::Hairpinned,
+        Reason::HairpinReplied,
     ];
 
     /// A stable, snake_case name for logs, `portfwd status` and metrics.
@@ -86,11 +94,21 @@ impl Reason {
             Reason::DropFragNeeded => "drop_frag_needed",
             Reason::DropLoopbackDst => "drop_loopback_dst",
             Reason::DropRewriteFailed => "drop_rewrite_failed",
+            Reason::Hairpinned => "hairpinned",
+            Reason::HairpinReplied => "hairpin_replied",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= (Reason::DropFragment as u32)
+        matches!(
+            self,
+            Reason::DropFragment
+                | Reason::DropTtlExceeded
+                | Reason::DropNoRoute
+                | Reason::DropFragNeeded
+                | Reason::DropLoopbackDst
+                | Reason::DropRewriteFailed
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! constant.
 use aya_ebpf::{
     macros::map,
-    maps::{DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
     maps::{
@@ -10,6 +10,7 @@ use portfwd_common::{
         MAX_HOST_ADDRS, MAX_IFACES,
     },
     reason::Reason,
+    sock::{MAX_SOCK_REVNAT, SockRevKey, SockRevValue, SockVerdict},
 };
 
 #[map(name = "PF_FORWARDS")]
@@ -35,3 +36,14 @@ pub static VERDICTS: PerCpuArray<u64> =
 
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
+
+/// The daemon's network namespace cookie, for the socket hooks (`sock`).
+#[map(name = "PF_SOCK_NETNS")]
+pub static SOCK_NETNS: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "PF_SOCK_REVNAT")]
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(MAX_SOCK_REVNAT, 0);
+
+#[map(name = "PF_SOCK_VERDICTS")]
+pub static SOCK_VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SockVerdict::COUNT, 0);

@@ -64,6 +64,22 @@ pub struct Status {
     /// is counted by both (`pass_to_tc`, then tc's verdict).
     pub verdicts_by_hook:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// The socket hooks that give processes on the host access to published ports.
+    #[serde(default)]
+    pub host_local: HostLocalStatus,
+}
+
+/// Host-local access (the cgroup socket hooks).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostLocalStatus {
+    /// Whether the socket hooks are attached.
+    pub attached: bool,
+    /// The cgroup v2 directory they are attached to.
+    pub cgroup: Option<PathBuf>,
+    /// Why they are not attached.
+    pub error: Option<String>,
+    /// Socket hook verdicts since load: verdict -> calls.
+    pub verdicts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

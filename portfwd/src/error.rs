@@ -27,4 +27,6 @@ pub enum Error {
     Socket { path: PathBuf, message: String },
     #[error("netlink: {0}")]
     Netlink(String),
+    #[error("cgroup v2 at {path}: {message}")]
+    Cgroup { path: PathBuf, message: String },
 }

@@ -36,6 +36,14 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             if i.exposed { "exposed" } else { "replies only" }
         );
     }
+    let hl = &status.host_local;
+    match (&hl.cgroup, &hl.error) {
+        (Some(cg), _) if hl.attached => {
+            println!("host-local: socket hooks on {}", cg.display())
+        }
+        (_, Some(e)) => println!("host-local: off ({e})"),
+        _ => println!("host-local: off"),
+    }
     println!("verdicts:{:>26}{:>13}", "tc", "xdp");
     let by = |hook: &str, reason: &str| {
         status
@@ -52,6 +60,12 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             by("tc", &v.reason),
             by("xdp", &v.reason)
         );
+    }
+    if hl.attached {
+        println!("socket hook verdicts:");
+        for (name, n) in &hl.verdicts {
+            println!("  {name:<22} {n:>12}");
+        }
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use tokio::{
 use crate::{
     api::{self, ForwardEntry, InterfaceStatus, Request, Response, VerdictCount},
     config::{self, AttachMode, Config, ConfigError},
-    dataplane::{Dataplane, XdpPolicy},
+    dataplane::{Dataplane, XdpPolicy, cgroup::SocketHooks},
     error::Error,
     spec::{Forward, Listen, Target},
 };
@@ -57,6 +57,8 @@ pub struct State {
     next_slot: u32,
     host: host::Snapshot,
     host_addrs: BTreeSet<Ipv4Addr>,
+    /// Host-local access: the socket hooks, or why they could not be attached.
+    socket_hooks: Result<SocketHooks, String>,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
             next_slot: 0,
             host: host::Snapshot::default(),
             host_addrs: BTreeSet::new(),
+            socket_hooks: Err("not attached yet".into()),
         }
     }
 
@@ -361,7 +364,51 @@ impl State {
                 })
                 .collect(),
             verdicts_by_hook,
+            host_local: self.host_local_status(),
         })
+    }
+
+    /// Attaches the socket hooks. Without them published ports still work from other machines
+    /// and containers, so a failure is reported (log, `portfwd status`) rather than fatal.
+    fn attach_socket_hooks(&mut self) {
+        self.socket_hooks = SocketHooks::attach(&mut self.dp, None).map_err(|e| e.to_string());
+        match &self.socket_hooks {
+            Ok(h) => {
+                tracing::info!(cgroup = %h.cgroup().display(), netns_cookie = h.netns_cookie(), "socket hooks attached: host-local access on")
+            }
+            Err(e) => tracing::error!("host-local access off: {e}"),
+        }
+    }
+
+    fn detach_socket_hooks(&mut self) {
+        if let Ok(h) = &mut self.socket_hooks {
+            h.detach(&mut self.dp);
+        }
+        self.socket_hooks = Err("detached".into());
+    }
+
+    fn host_local_status(&self) -> api::HostLocalStatus {
+        match &self.socket_hooks {
+            Ok(h) => api::HostLocalStatus {
+                attached: true,
+                cgroup: Some(h.cgroup().to_owned()),
+                error: None,
+                verdicts: match h.verdicts() {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|(v, n)| (v.name().to_owned(), n))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Default::default()
+                    }
+                },
+            },
+            Err(e) => api::HostLocalStatus {
+                error: Some(e.clone()),
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -396,8 +443,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let snap = host::snapshot(&handle).await?;
         let mut st = state.lock().await;
         st.host = snap;
+        st.attach_socket_hooks();
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
             // The mode cannot be honoured: stop rather than run half-attached.
+            st.detach_socket_hooks();
             st.dp.detach_all();
             return Err(e.into());
         }
@@ -435,7 +484,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     server.abort();
-    state.lock().await.dp.detach_all();
+    {
+        let mut st = state.lock().await;
+        st.detach_socket_hooks();
+        st.dp.detach_all();
+    }
     tracing::info!("detached everywhere; bye");
     Ok(())
 }

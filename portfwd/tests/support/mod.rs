@@ -162,6 +162,11 @@ impl Daemon {
         child.wait_with_output().unwrap()
     }
 
+    /// The daemon's process id (`ip netns exec` execs into it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = fs::File::open(&self.log) {
@@ -248,4 +253,24 @@ pub fn assert_no_netfilter_nat(lab: &Lab) {
         !nft.contains("dnat") && !nft.contains("snat") && !nft.contains("masquerade"),
         "nftables has NAT rules: {nft}"
     );
+}
+
+/// The processes whose network namespace is `ns` (by the namespace file's inode).
+pub fn processes_in(ns: &xtask::lab::Ns) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let want = fs::metadata(ns.path()).unwrap().ino();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == want) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
