@@ -129,7 +129,10 @@ fn host_tcp_to_loopback_and_host_addresses_reaches_the_container_without_a_proxy
     // While a connection is open, still nothing but the daemon runs in the host namespace.
     let session = lab::tcp_session(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), T).unwrap();
     assert_no_proxy(&lab, &d);
-    assert_eq!(session.peer_addr(), at(Ipv4Addr::LOCALHOST, 8080));
+    assert_eq!(
+        session.stream().peer_addr().unwrap(),
+        at(Ipv4Addr::LOCALHOST, 8080)
+    );
     drop(session);
 
     let st = status(&d, &lab);
