@@ -55,8 +55,16 @@ pub fn run(args: Args) -> Result<()> {
     // lab's client-facing interface), so both attach modes are proven on every run.
     banner("end-to-end tests in XDP mode");
     let mut xdp = cmd::cargo();
-    xdp.args(["test", "--package", "portfwd", "--test", "e2e"])
-        .env("PORTFWD_E2E_MODE", "xdp");
+    xdp.args([
+        "test",
+        "--package",
+        "portfwd",
+        "--test",
+        "e2e",
+        "--test",
+        "hostlocal",
+    ])
+    .env("PORTFWD_E2E_MODE", "xdp");
     cmd::run(&mut xdp)?;
     println!("\nxtask test: all phases passed");
     Ok(())
