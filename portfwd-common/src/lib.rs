@@ -11,6 +11,7 @@ pub mod maps;
 #[cfg(any(test, feature = "user"))]
 pub mod model;
 pub mod reason;
+pub mod sock;
 
 /// IP protocol numbers the datapath understands.
 pub mod proto {

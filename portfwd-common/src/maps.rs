@@ -219,7 +219,10 @@ pub struct FlowValue {
     pub orig_port_be: u16,
     pub _pad: u16,
     pub stats_slot: u32,
-    pub _pad2: u32,
+    /// Hairpin to itself: the caller (the target itself) was translated to `orig_addr_be` on the
+    /// way in, so replies also get their destination translated back to this address. 0 for
+    /// every other flow, whose replies keep their destination.
+    pub client_addr_be: u32,
 }
 
 /// Per-forward counters. `to_target` counts client -> target packets, `to_client` the replies.

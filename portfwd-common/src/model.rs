@@ -471,7 +471,7 @@ fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardVa
         orig_port_be: wire16(pkt.dport),
         _pad: 0,
         stats_slot: fwd.stats_slot,
-        _pad2: 0,
+        client_addr_be: 0,
     };
     let known = world.flow(&key) == Some(value);
     rewrite_l4(

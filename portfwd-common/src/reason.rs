@@ -46,10 +46,16 @@ pub enum Reason {
     /// For a published port whose forward has a source allowlist, from a source outside it:
     /// dropped before any translation (the allowlist is the published port's firewall).
     DropSourceNotAllowed = 16,
+    /// Hairpin: a target called its own published port through the host. Translated to the
+    /// target like [`Reason::Forwarded`], and its source to the published address, so that the
+    /// target's reply comes back through the host instead of being delivered to itself.
+    Hairpinned = 17,
+    /// A reply of a hairpin flow: source and destination translated back, sent on.
+    HairpinReplied = 18,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
@@ -69,6 +75,8 @@ impl Reason {
         Reason::DropLoopbackDst,
         Reason::DropRewriteFailed,
         Reason::DropSourceNotAllowed,
+        Reason::Hairpinned,
+        Reason::HairpinReplied,
     ];
 
     /// A stable, snake_case name for logs, `portfwd status` and metrics.
@@ -91,11 +99,22 @@ impl Reason {
             Reason::DropLoopbackDst => "drop_loopback_dst",
             Reason::DropRewriteFailed => "drop_rewrite_failed",
             Reason::DropSourceNotAllowed => "drop_source_not_allowed",
+            Reason::Hairpinned => "hairpinned",
+            Reason::HairpinReplied => "hairpin_replied",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= (Reason::DropFragment as u32)
+        matches!(
+            self,
+            Reason::DropFragment
+                | Reason::DropTtlExceeded
+                | Reason::DropNoRoute
+                | Reason::DropFragNeeded
+                | Reason::DropLoopbackDst
+                | Reason::DropRewriteFailed
+                | Reason::DropSourceNotAllowed
+        )
     }
 }
 

@@ -172,10 +172,18 @@ fn source_allowed(slot: u32, saddr: u32) -> bool {
 }
 
 /// Client -> host:port becomes client -> target.
+///
+/// Hairpin to itself (the client *is* the target: a container calling its own published port
+/// through the host) also translates the source to the published address. Without it the
+/// target would receive a packet from one of its own addresses, which the kernel drops as a
+/// martian, and would answer itself directly instead of through the host. A hairpin between two
+/// containers needs no source translation: the reply enters the host at the target's bridge port,
+/// where this program translates it like any other.
 #[inline(always)]
 fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
+    let hairpin = pkt.saddr == fwd.target_addr_be;
     let next = Tuple {
-        saddr: pkt.saddr,
+        saddr: if hairpin { pkt.daddr } else { pkt.saddr },
         daddr: fwd.target_addr_be,
         sport: pkt.sport,
         dport: fwd.target_port_be,
@@ -185,7 +193,8 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
         Err(reason) => return Verdict::untouched(reason),
     };
 
-    // Remember how to translate the replies: they come from the target to the client.
+    // Remember how to translate the replies: they come from the target to the (translated)
+    // client.
     let key = FlowKey {
         saddr_be: next.daddr,
         daddr_be: next.saddr,
@@ -199,7 +208,7 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
         orig_port_be: pkt.dport,
         _pad: 0,
         stats_slot: fwd.stats_slot,
-        _pad2: 0,
+        client_addr_be: if hairpin { pkt.saddr } else { 0 },
     };
     let known = match FLOWS.get_ptr(key) {
         // SAFETY: pointer from a successful lookup; plain integers, read once.
@@ -213,8 +222,16 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
         let _ = FLOWS.insert(key, value, 0);
     }
 
-    let verdict = send(p, pkt, End::Destination, &next, hop, Reason::Forwarded);
-    if verdict.reason == Reason::Forwarded {
+    let ok = if hairpin {
+        if rewrite::addr_port(p, pkt, End::Source, next.saddr, next.sport).is_err() {
+            return Verdict::untouched(Reason::DropRewriteFailed);
+        }
+        Reason::Hairpinned
+    } else {
+        Reason::Forwarded
+    };
+    let verdict = send(p, pkt, End::Destination, &next, hop, ok);
+    if verdict.reason == ok {
         stats::count_forward(
             fwd.stats_slot,
             Direction::ToTarget,
@@ -225,12 +242,18 @@ fn to_target<P: Packet>(p: &P, pkt: &Ipv4L4, fwd: &ForwardValue) -> Verdict {
     verdict
 }
 
-/// Target -> client becomes host:port -> client.
+/// Target -> client becomes host:port -> client (and, for a hairpin to itself, the destination
+/// becomes the target's own address again).
 #[inline(always)]
 fn to_client<P: Packet>(p: &P, pkt: &Ipv4L4, flow: &FlowValue) -> Verdict {
+    let hairpin = flow.client_addr_be != 0;
     let next = Tuple {
         saddr: flow.orig_addr_be,
-        daddr: pkt.daddr,
+        daddr: if hairpin {
+            flow.client_addr_be
+        } else {
+            pkt.daddr
+        },
         sport: flow.orig_port_be,
         dport: pkt.dport,
     };
@@ -238,8 +261,16 @@ fn to_client<P: Packet>(p: &P, pkt: &Ipv4L4, flow: &FlowValue) -> Verdict {
         Ok(hop) => hop,
         Err(reason) => return Verdict::untouched(reason),
     };
-    let verdict = send(p, pkt, End::Source, &next, hop, Reason::Replied);
-    if verdict.reason == Reason::Replied {
+    let ok = if hairpin {
+        if rewrite::addr_port(p, pkt, End::Destination, next.daddr, next.dport).is_err() {
+            return Verdict::untouched(Reason::DropRewriteFailed);
+        }
+        Reason::HairpinReplied
+    } else {
+        Reason::Replied
+    };
+    let verdict = send(p, pkt, End::Source, &next, hop, ok);
+    if verdict.reason == ok {
         stats::count_forward(
             flow.stats_slot,
             Direction::ToClient,

@@ -47,7 +47,11 @@ pub fn process<P: Packet>(p: &P, err: &IcmpError, for_host: bool) -> Verdict {
     if let Some(flow) = FLOWS.get_ptr(key) {
         // SAFETY: pointer from a successful lookup; plain integers, copied at once.
         let flow = unsafe { *flow };
-        return to_client(p, err, &key, &flow);
+        // A hairpin to itself stays inside one container: the error is the container's own
+        // business and quotes an address pair this translation does not restore. Passed.
+        if flow.client_addr_be == 0 {
+            return to_client(p, err, &key, &flow);
+        }
     }
     // Towards the target: the quote is host:port -> client, a reply we translated.
     if for_host && let Some(fwd) = forward::lookup_forward(q.saddr, q.sport, q.proto) {

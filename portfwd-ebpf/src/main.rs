@@ -10,7 +10,8 @@
 //! - `icmp`: ICMP errors about translated flows (path MTU discovery, unreachables);
 //! - `rewrite`: address/port/TTL/MAC rewriting with incremental checksums;
 //! - `route`: FIB lookup towards the new destination;
-//! - `stats`: verdict and per-forward counters.
+//! - `stats`: verdict and per-forward counters;
+//! - `sock`: the socket hooks (cgroup `sock_addr`) for host-local access to published ports.
 #![no_std]
 #![no_main]
 
@@ -21,15 +22,17 @@ mod packet;
 mod parse;
 mod rewrite;
 mod route;
+mod sock;
 mod stats;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
+use portfwd_common::sock::SockVerdict;
 
-use crate::{forward::Action, packet::Packet};
+use crate::{forward::Action, packet::Packet, sock::Call};
 
 /// tc ingress on every interface portfwd manages.
 ///
@@ -57,6 +60,32 @@ pub fn portfwd_xdp(ctx: XdpContext) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Redirect(code) => code,
     }
+}
+
+/// `connect()` of a TCP or UDP socket in the daemon's namespace to a published port on loopback
+/// or a host address: the socket connects to the target instead.
+#[cgroup_sock_addr(connect4)]
+pub fn portfwd_connect4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, Call::Connect)
+}
+
+/// `sendto()`/`sendmsg()` of an unconnected UDP socket to a published port: sent to the target.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn portfwd_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, Call::Sendmsg)
+}
+
+/// `recvfrom()`/`recvmsg()` of a UDP socket: a translated target's reply shows the published
+/// address as its source.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn portfwd_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx, SockVerdict::RecvmsgRestored)
+}
+
+/// `getpeername()` of a translated socket: the published address.
+#[cgroup_sock_addr(getpeername4)]
+pub fn portfwd_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx, SockVerdict::GetpeernameRestored)
 }
 
 #[cfg(not(test))]

@@ -2,7 +2,7 @@
 //! constant.
 use aya_ebpf::{
     macros::map,
-    maps::{DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
     maps::{
@@ -11,6 +11,7 @@ use portfwd_common::{
         MAX_RANGE_PREFIXES, RangeKey, RangeValue,
     },
     reason::Reason,
+    sock::{MAX_SOCK_REVNAT, SockRevKey, SockRevValue, SockVerdict},
 };
 
 #[map(name = "PF_FORWARDS")]
@@ -43,3 +44,14 @@ pub static VERDICTS: PerCpuArray<u64> =
 
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
+
+/// The daemon's network namespace cookie, for the socket hooks (`sock`).
+#[map(name = "PF_SOCK_NETNS")]
+pub static SOCK_NETNS: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "PF_SOCK_REVNAT")]
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(MAX_SOCK_REVNAT, 0);
+
+#[map(name = "PF_SOCK_VERDICTS")]
+pub static SOCK_VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SockVerdict::COUNT, 0);

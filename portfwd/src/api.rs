@@ -87,6 +87,9 @@ pub struct Status {
     /// The Prometheus endpoint, when enabled.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// The socket hooks that give processes on the host access to published ports.
+    #[serde(default)]
+    pub host_local: HostLocalStatus,
 }
 
 /// The fill level of one eBPF map.
@@ -98,6 +101,19 @@ pub struct MapFill {
     pub entries: u64,
     /// The map's capacity as the kernel reports it.
     pub max_entries: u64,
+}
+
+/// Host-local access (the cgroup socket hooks).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostLocalStatus {
+    /// Whether the socket hooks are attached.
+    pub attached: bool,
+    /// The cgroup v2 directory they are attached to.
+    pub cgroup: Option<PathBuf>,
+    /// Why they are not attached.
+    pub error: Option<String>,
+    /// Socket hook verdicts since load: verdict -> calls.
+    pub verdicts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -50,4 +50,6 @@ pub enum Error {
     },
     #[error("reload rejected, nothing changed: {0}")]
     ReloadRejected(Box<Error>),
+    #[error("cgroup v2 at {path}: {message}")]
+    Cgroup { path: PathBuf, message: String },
 }

@@ -44,6 +44,14 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             if i.exposed { "exposed" } else { "replies only" }
         );
     }
+    let hl = &status.host_local;
+    match (&hl.cgroup, &hl.error) {
+        (Some(cg), _) if hl.attached => {
+            println!("host-local: socket hooks on {}", cg.display())
+        }
+        (_, Some(e)) => println!("host-local: off ({e})"),
+        _ => println!("host-local: off"),
+    }
     println!("verdicts:{:>26}{:>13}", "tc", "xdp");
     let by = |hook: &str, reason: &str| {
         status
@@ -72,6 +80,12 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             "  {:<22} {:>12} {:>12} {:>6.1}%",
             m.name, m.entries, m.max_entries, pct
         );
+    }
+    if hl.attached {
+        println!("socket hook verdicts:");
+        for (name, n) in &hl.verdicts {
+            println!("  {name:<22} {n:>12}");
+        }
     }
     if !status.forward_counters.is_empty() {
         println!("forwards:");

@@ -28,7 +28,7 @@ use tokio::{
 use crate::{
     api::{self, ForwardEntry, InterfaceStatus, MapFill, Request, Response, VerdictCount},
     config::{self, AttachMode, Config, ConfigError},
-    dataplane::{Dataplane, XdpPolicy},
+    dataplane::{Dataplane, XdpPolicy, cgroup::SocketHooks},
     error::Error,
     metrics,
     spec::{AllowPrefix, Forward, Listen, Target},
@@ -72,6 +72,8 @@ pub struct State {
     metrics_source: Option<metrics::Source>,
     /// The last error logged for an invalid config file seen by the watcher (logged once).
     last_watch_error: Option<String>,
+    /// Host-local access: the socket hooks, or why they could not be attached.
+    socket_hooks: Result<SocketHooks, String>,
 }
 
 impl State {
@@ -96,6 +98,7 @@ impl State {
             next_slot: 0,
             host: host::Snapshot::default(),
             host_addrs: BTreeSet::new(),
+            socket_hooks: Err("not attached yet".into()),
         }
     }
 
@@ -468,7 +471,51 @@ impl State {
             maps,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
+            host_local: self.host_local_status(),
         })
+    }
+
+    /// Attaches the socket hooks. Without them published ports still work from other machines
+    /// and containers, so a failure is reported (log, `portfwd status`) rather than fatal.
+    fn attach_socket_hooks(&mut self) {
+        self.socket_hooks = SocketHooks::attach(&mut self.dp, None).map_err(|e| e.to_string());
+        match &self.socket_hooks {
+            Ok(h) => {
+                tracing::info!(cgroup = %h.cgroup().display(), netns_cookie = h.netns_cookie(), "socket hooks attached: host-local access on")
+            }
+            Err(e) => tracing::error!("host-local access off: {e}"),
+        }
+    }
+
+    fn detach_socket_hooks(&mut self) {
+        if let Ok(h) = &mut self.socket_hooks {
+            h.detach(&mut self.dp);
+        }
+        self.socket_hooks = Err("detached".into());
+    }
+
+    fn host_local_status(&self) -> api::HostLocalStatus {
+        match &self.socket_hooks {
+            Ok(h) => api::HostLocalStatus {
+                attached: true,
+                cgroup: Some(h.cgroup().to_owned()),
+                error: None,
+                verdicts: match h.verdicts() {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|(v, n)| (v.name().to_owned(), n))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Default::default()
+                    }
+                },
+            },
+            Err(e) => api::HostLocalStatus {
+                error: Some(e.clone()),
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -556,8 +603,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         st.host = snap;
         st.adopt_pinned(&cfg);
+        st.attach_socket_hooks();
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
             // The mode cannot be honoured: stop rather than run half-attached.
+            st.detach_socket_hooks();
             st.dp.detach_all();
             return Err(e.into());
         }
@@ -615,7 +664,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.abort();
-    state.lock().await.dp.detach_all();
+    {
+        let mut st = state.lock().await;
+        st.detach_socket_hooks();
+        st.dp.detach_all();
+    }
     tracing::info!(
         pin_dir = %pin_dir.display(),
         "detached everywhere; the maps stay pinned so that a restart resumes flows and counters \

@@ -3,8 +3,10 @@
 //!
 //! - `maps`: typed access to every map; the only place where addresses and ports are converted
 //!   to the network byte order the datapath uses.
-//! - `attach`: attaching and detaching the tc program per interface.
+//! - `attach`: attaching and detaching the tc program per interface;
+//! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root.
 mod attach;
+pub mod cgroup;
 pub mod maps;
 pub mod pin;
 

@@ -263,6 +263,11 @@ impl Daemon {
         out
     }
 
+    /// The daemon's process id (`ip netns exec` execs into it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = fs::File::open(&self.log) {
@@ -285,11 +290,6 @@ impl Daemon {
     /// Runs the real CLI in the host namespace against this daemon.
     pub fn cli(&self, _lab: &Lab, args: &[&str]) -> Output {
         self.cli_raw(args)
-    }
-
-    /// The daemon's pid (`ip netns exec` execs it, so the child is the daemon itself).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("daemon running").id()
     }
 
     /// Sends `signal` to the daemon.
@@ -395,4 +395,24 @@ pub fn assert_no_netfilter_nat(lab: &Lab) {
         !nft.contains("dnat") && !nft.contains("snat") && !nft.contains("masquerade"),
         "nftables has NAT rules: {nft}"
     );
+}
+
+/// The processes whose network namespace is `ns` (by the namespace file's inode).
+pub fn processes_in(ns: &xtask::lab::Ns) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let want = fs::metadata(ns.path()).unwrap().ino();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == want) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -1,0 +1,132 @@
+//! The socket hooks (cgroup `sock_addr` programs): host-local access to published ports.
+//!
+//! A process in the daemon's network namespace that connects or sends to a published port on
+//! loopback or on one of the host's addresses has its socket's destination rewritten to the
+//! forward's target at `connect()`/`sendmsg()` time, so no packet is ever translated and no proxy
+//! process is needed. The original destination is remembered per socket ([`SOCK_REVNAT`]) so that
+//! `getpeername()` and `recvfrom()` report the address the application used.
+//!
+//! The programs are attached to the cgroup v2 root and so run for every socket of the machine;
+//! each one first compares the socket's network namespace cookie with the daemon's
+//! ([`SOCK_NETNS`]) and leaves every other namespace alone.
+
+/// One-entry array: the daemon's network namespace cookie (`SO_NETNS_COOKIE`). 0 (unset) means
+/// "no namespace": the hooks then do nothing.
+pub const SOCK_NETNS: &str = "PF_SOCK_NETNS";
+/// Per-socket reverse translations: (socket cookie, target) -> published address.
+pub const SOCK_REVNAT: &str = "PF_SOCK_REVNAT";
+/// Counters of the socket hooks' verdicts, indexed by [`SockVerdict`] (per CPU).
+pub const SOCK_VERDICTS: &str = "PF_SOCK_VERDICTS";
+
+pub const MAX_SOCK_REVNAT: u32 = 65_536;
+
+/// Key of [`SOCK_REVNAT`]: a socket and the target it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie`: unique per socket for the life of the machine.
+    pub cookie: u64,
+    pub target_addr_be: u32,
+    pub target_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`SOCK_REVNAT`]: the published address the application used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRevValue {
+    pub orig_addr_be: u32,
+    pub orig_port_be: u16,
+    pub _pad: u16,
+}
+
+/// What a socket hook did. The discriminant is the index of its counter in [`SOCK_VERDICTS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockVerdict {
+    /// `connect()` to a published port: the socket now talks to the target.
+    ConnectTranslated = 0,
+    /// `sendto()`/`sendmsg()` with a published port as destination: sent to the target.
+    SendmsgTranslated = 1,
+    /// `recvfrom()`/`recvmsg()` of a target's reply: the source shown is the published address.
+    RecvmsgRestored = 2,
+    /// `getpeername()` of a translated socket: the published address.
+    GetpeernameRestored = 3,
+    /// A socket of another network namespace (a container, another host): left alone.
+    PassOtherNetns = 4,
+    /// The destination is neither loopback nor a host address: left alone.
+    PassNotLocal = 5,
+    /// A local destination with no forward on that port: left alone.
+    PassNoForward = 6,
+    /// Neither TCP nor UDP: left alone.
+    PassNotTcpUdp = 7,
+    /// Translated, but the reverse entry could not be stored: the application will see the
+    /// target's address instead of the published one.
+    RevnatFailed = 8,
+    /// `recvmsg()`/`getpeername()` of a socket that was not translated, or of an address other
+    /// than its target: left alone.
+    PassNotTranslated = 9,
+}
+
+impl SockVerdict {
+    pub const COUNT: u32 = 10;
+
+    pub const ALL: [SockVerdict; Self::COUNT as usize] = [
+        SockVerdict::ConnectTranslated,
+        SockVerdict::SendmsgTranslated,
+        SockVerdict::RecvmsgRestored,
+        SockVerdict::GetpeernameRestored,
+        SockVerdict::PassOtherNetns,
+        SockVerdict::PassNotLocal,
+        SockVerdict::PassNoForward,
+        SockVerdict::PassNotTcpUdp,
+        SockVerdict::RevnatFailed,
+        SockVerdict::PassNotTranslated,
+    ];
+
+    /// A stable, snake_case name for `portfwd status` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SockVerdict::ConnectTranslated => "connect_translated",
+            SockVerdict::SendmsgTranslated => "sendmsg_translated",
+            SockVerdict::RecvmsgRestored => "recvmsg_restored",
+            SockVerdict::GetpeernameRestored => "getpeername_restored",
+            SockVerdict::PassOtherNetns => "pass_other_netns",
+            SockVerdict::PassNotLocal => "pass_not_local",
+            SockVerdict::PassNoForward => "pass_no_forward",
+            SockVerdict::PassNotTcpUdp => "pass_not_tcp_udp",
+            SockVerdict::RevnatFailed => "revnat_failed",
+            SockVerdict::PassNotTranslated => "pass_not_translated",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: `#[repr(C)]`, integers only, explicit padding: any bit pattern is valid and there
+    // are no uninitialised bytes.
+    unsafe impl aya::Pod for SockRevKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockRevValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<SockRevKey>(), 16);
+        assert_eq!(size_of::<SockRevValue>(), 8);
+    }
+
+    #[test]
+    fn all_lists_every_verdict_in_index_order() {
+        for (i, v) in SockVerdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i, "{}", v.name());
+        }
+    }
+}

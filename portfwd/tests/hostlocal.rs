@@ -1,0 +1,512 @@
+//! End-to-end tests of host-local, hairpin and loopback-only access to published ports: the
+//! socket hooks (cgroup `sock_addr` programs) for processes on the host, the hairpin translation
+//! for containers calling the host, and forwards bound to 127.0.0.1 that only the host reaches.
+//!
+//! A lab of network namespaces, real servers in the containers, the real daemon and CLI in the
+//! host namespace. These need root. Under `CI=true` a test that cannot run fails.
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
+
+use support::{Daemon, require_root};
+use xtask::lab::{self, Container, Lab};
+
+const T: Duration = Duration::from_secs(5);
+/// How long a connection that must fail may take to fail.
+const SHORT: Duration = Duration::from_millis(1500);
+
+fn at(addr: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((addr, port))
+}
+
+fn fwd(listen: &str, to: SocketAddr) -> String {
+    format!("  - listen: \"{listen}\"\n    to: \"{to}\"\n")
+}
+
+/// A config with `forwards`. In XDP mode the interfaces that expose published ports must be
+/// named (a bridge has no native XDP): the LAN side and, for hairpin, the containers' bridge
+/// ports.
+fn config(lab: &Lab, forwards: &[String]) -> String {
+    let mut text = String::new();
+    if support::e2e_mode().as_deref() == Some("xdp") {
+        let mut ifaces = vec![Lab::ETH.to_owned()];
+        ifaces.extend(lab.containers().iter().map(|c| c.host_veth.clone()));
+        text.push_str(&format!("interfaces: [{}]\n", ifaces.join(", ")));
+    }
+    text.push_str("forwards:\n");
+    for f in forwards {
+        text.push_str(f);
+    }
+    text
+}
+
+fn status(d: &Daemon, lab: &Lab) -> serde_json::Value {
+    let out = d.cli(lab, &["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sock_verdict(status: &serde_json::Value, name: &str) -> u64 {
+    status["host_local"]["verdicts"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no socket verdict {name}: {status}"))
+}
+
+fn verdict(status: &serde_json::Value, name: &str) -> u64 {
+    status["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["reason"] == name)
+        .unwrap_or_else(|| panic!("no verdict {name}: {status}"))["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Connects from the host namespace, checks what `getpeername` says, and exchanges one line.
+fn host_tcp(lab: &Lab, to: SocketAddr, line: &str) -> (SocketAddr, String) {
+    lab.host().run(|| {
+        let s = TcpStream::connect_timeout(&to, T)
+            .unwrap_or_else(|e| panic!("host connect to {to}: {e}"));
+        s.set_read_timeout(Some(T)).unwrap();
+        let peer = s.peer_addr().unwrap();
+        (&s).write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&s).read_line(&mut reply).unwrap();
+        (peer, reply.trim_end().to_owned())
+    })
+}
+
+/// The only processes in the host namespace are the daemon itself: no proxy.
+fn assert_no_proxy(lab: &Lab, d: &Daemon) {
+    let pids = support::processes_in(lab.host());
+    assert_eq!(
+        pids,
+        vec![d.pid()],
+        "the host namespace must hold the daemon and nothing else (no proxy process)"
+    );
+}
+
+#[test]
+fn host_tcp_to_loopback_and_host_addresses_reaches_the_container_without_a_proxy() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hltcp").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
+    let d = Daemon::start(&mut lab, &cfg);
+
+    let st = status(&d, &lab);
+    assert_eq!(st["host_local"]["attached"], true, "{st}");
+
+    for to in [
+        at(Ipv4Addr::LOCALHOST, 8080),
+        at(Lab::HOST_ADDR, 8080),
+        at(Lab::BRIDGE_ADDR, 8080),
+    ] {
+        let (peer, reply) = host_tcp(&lab, to, "from the host");
+        assert_eq!(peer, to, "getpeername must return the address connected to");
+        assert!(
+            reply.starts_with("c1:3000 from ") && reply.ends_with("from the host"),
+            "{to}: {reply}"
+        );
+    }
+    // The container saw the host's own address on the bridge: the socket really connected
+    // there, with no proxy in between.
+    assert!(
+        srv.peers().iter().all(|p| p.ip() == Lab::BRIDGE_ADDR),
+        "{:?}",
+        srv.peers()
+    );
+
+    // While a connection is open, still nothing but the daemon runs in the host namespace.
+    let session = lab::tcp_session(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), T).unwrap();
+    assert_no_proxy(&lab, &d);
+    assert_eq!(
+        session.stream().peer_addr().unwrap(),
+        at(Ipv4Addr::LOCALHOST, 8080)
+    );
+    drop(session);
+
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "connect_translated") >= 4, "{st}");
+    assert!(sock_verdict(&st, "getpeername_restored") >= 4, "{st}");
+    // Not a single packet was translated for it: the sockets talk to the container directly.
+    assert_eq!(verdict(&st, "forwarded"), 0, "{st}");
+    support::assert_no_netfilter_nat(&lab);
+}
+
+#[test]
+fn host_udp_connected_and_unconnected_sees_replies_from_the_published_address() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hludp").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _srv = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
+    let cfg = config(&lab, &[fwd("5353/udp", at(c1.addr, 53))]);
+    let d = Daemon::start(&mut lab, &cfg);
+
+    for to in [at(Ipv4Addr::LOCALHOST, 5353), at(Lab::HOST_ADDR, 5353)] {
+        // Unconnected: sendto/recvfrom; udp_request fails unless the reply comes from `to`.
+        let reply = lab::udp_request(lab.host(), to, "unconnected", T)
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"));
+        assert!(
+            reply.starts_with("c1:53 from ") && reply.ends_with("unconnected"),
+            "{reply}"
+        );
+
+        // Connected: connect/send, then recvfrom and getpeername.
+        let (peer, from, reply) = lab.host().run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(T)).unwrap();
+            s.connect(to).unwrap();
+            s.send(b"connected\n").unwrap();
+            let mut buf = [0u8; 512];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
+            (s.peer_addr().unwrap(), from, text)
+        });
+        assert_eq!(peer, to, "getpeername");
+        assert_eq!(from, to, "the reply's source");
+        assert!(reply.ends_with("connected"), "{reply}");
+    }
+    assert_no_proxy(&lab, &d);
+
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "sendmsg_translated") >= 2, "{st}");
+    assert!(sock_verdict(&st, "connect_translated") >= 2, "{st}");
+    assert!(sock_verdict(&st, "recvmsg_restored") >= 4, "{st}");
+}
+
+#[test]
+fn a_containers_own_loopback_is_never_hijacked() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hlown").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let c2 = lab.add_container("c2").unwrap();
+    let _target = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let _own_tcp = lab::tcp_server(&c2.ns, at(Ipv4Addr::LOCALHOST, 8080), "c2-own").unwrap();
+    let _own_udp = lab::udp_server(&c2.ns, at(Ipv4Addr::LOCALHOST, 5353), "c2-own").unwrap();
+    let cfg = config(
+        &lab,
+        &[
+            fwd("8080", at(c1.addr, 3000)),
+            fwd("5353/udp", at(c1.addr, 3000)),
+        ],
+    );
+    let d = Daemon::start(&mut lab, &cfg);
+
+    let reply = lab::tcp_request(&c2.ns, at(Ipv4Addr::LOCALHOST, 8080), "mine", T).unwrap();
+    assert!(reply.starts_with("c2-own from 127.0.0.1:"), "{reply}");
+    let reply = lab::udp_request(&c2.ns, at(Ipv4Addr::LOCALHOST, 5353), "mine", T).unwrap();
+    assert!(reply.starts_with("c2-own from 127.0.0.1:"), "{reply}");
+    // The client machine's own loopback neither.
+    assert!(lab::tcp_request(lab.client(), at(Ipv4Addr::LOCALHOST, 8080), "x", SHORT).is_err());
+
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "pass_other_netns") >= 2, "{st}");
+    assert_eq!(sock_verdict(&st, "connect_translated"), 0, "{st}");
+}
+
+/// Calls the host's published port from inside container `from`.
+fn hairpin(from: &Container, port: u16, line: &str) -> String {
+    lab::tcp_request(&from.ns, at(Lab::HOST_ADDR, port), line, T)
+        .unwrap_or_else(|e| panic!("{} -> host:{port}: {e:#}", from.name))
+}
+
+#[test]
+fn hairpin_reaches_the_container_itself_and_another_one() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hlhair").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let c2 = lab.add_container("c2").unwrap();
+    let _s1 = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let _s2 = lab::tcp_server(&c2.ns, at(c2.addr, 3000), "c2:3000").unwrap();
+    let _u1 = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
+    let cfg = config(
+        &lab,
+        &[
+            fwd("8080", at(c1.addr, 3000)),
+            fwd("8081", at(c2.addr, 3000)),
+            fwd("5353/udp", at(c1.addr, 53)),
+        ],
+    );
+    let d = Daemon::start(&mut lab, &cfg);
+
+    // To itself: the source is translated to the published address, so the reply comes back
+    // through the host.
+    let reply = hairpin(&c1, 8080, "self");
+    assert!(
+        reply.starts_with(&format!("c1:3000 from {}:", Lab::HOST_ADDR)) && reply.ends_with("self"),
+        "{reply}"
+    );
+    // To another container: the caller's address is kept.
+    let reply = hairpin(&c1, 8081, "other");
+    assert!(
+        reply.starts_with(&format!("c2:3000 from {}:", c1.addr)) && reply.ends_with("other"),
+        "{reply}"
+    );
+    let reply = hairpin(&c2, 8080, "back");
+    assert!(
+        reply.starts_with(&format!("c1:3000 from {}:", c2.addr)),
+        "{reply}"
+    );
+    // UDP to itself: udp_request fails unless the reply comes from the address it sent to.
+    let reply = lab::udp_request(&c1.ns, at(Lab::HOST_ADDR, 5353), "udp self", T).unwrap();
+    assert!(reply.ends_with("udp self"), "{reply}");
+    // Several connections in a row to itself (distinct flows, each translated both ways).
+    for i in 0..20 {
+        let reply = hairpin(&c1, 8080, &format!("again {i}"));
+        assert!(reply.ends_with(&format!("again {i}")), "{reply}");
+    }
+
+    let st = status(&d, &lab);
+    assert!(verdict(&st, "hairpinned") >= 3, "{st}");
+    assert!(verdict(&st, "hairpin_replied") >= 2, "{st}");
+    assert!(verdict(&st, "forwarded") >= 2, "{st}");
+    assert!(verdict(&st, "replied") >= 2, "{st}");
+    assert_no_proxy(&lab, &d);
+    support::assert_no_netfilter_nat(&lab);
+}
+
+/// An Ethernet + IPv4 frame to 127.0.0.1:`dport` (UDP, or a TCP SYN), as a LAN neighbour could
+/// craft it against CVE-2020-8558.
+fn loopback_frame(dst_mac: [u8; 6], src_mac: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
+    let src = Lab::CLIENT_ADDR.octets();
+    let dst = Ipv4Addr::LOCALHOST.octets();
+    let l4: Vec<u8> = if tcp {
+        let mut h = vec![0u8; 20];
+        h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[4..8].copy_from_slice(&1u32.to_be_bytes());
+        h[12] = 5 << 4;
+        h[13] = 0x02; // SYN
+        h[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&src);
+        pseudo.extend_from_slice(&dst);
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&h);
+        let c = csum(&pseudo);
+        h[16..18].copy_from_slice(&c.to_be_bytes());
+        h
+    } else {
+        let payload = b"crafted\n";
+        let mut h = vec![0u8; 8];
+        h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        // Checksum 0: none, valid for UDP over IPv4.
+        h.extend_from_slice(payload);
+        h
+    };
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = if tcp { 6 } else { 17 };
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&l4);
+    frame
+}
+
+fn csum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in bytes.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn mac(lab: &Lab, ns: &xtask::lab::Ns) -> [u8; 6] {
+    let text = lab
+        .sh(ns, &format!("cat /sys/class/net/{}/address", Lab::ETH))
+        .unwrap();
+    let mut m = [0u8; 6];
+    for (i, part) in text.trim().split(':').enumerate() {
+        m[i] = u8::from_str_radix(part, 16).unwrap();
+    }
+    m
+}
+
+/// Sends `frames` out of the client's `eth0` through an AF_PACKET socket.
+fn send_raw(lab: &Lab, frames: &[Vec<u8>]) {
+    lab.client().run(|| {
+        // SAFETY: plain socket(2) call; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                (libc::ETH_P_ALL as u16).to_be() as i32,
+            )
+        };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is a socket we just opened and own from here on.
+        let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(Lab::ETH).unwrap();
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(ifindex > 0, "client eth0 index");
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in frames {
+            // SAFETY: `f` is valid for `f.len()` bytes and `sll` is a valid sockaddr_ll of the
+            // size passed.
+            let n = unsafe {
+                libc::sendto(
+                    sock.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(n, f.len() as isize, "{}", std::io::Error::last_os_error());
+        }
+    });
+}
+
+#[test]
+fn a_loopback_only_forward_is_reachable_from_the_host_only() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hllo").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let c2 = lab.add_container("c2").unwrap();
+    let tcp = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let udp = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
+    let cfg = config(
+        &lab,
+        &[
+            fwd("127.0.0.1:9090", at(c1.addr, 3000)),
+            fwd("127.0.0.1:9090/udp", at(c1.addr, 53)),
+        ],
+    );
+    let d = Daemon::start(&mut lab, &cfg);
+
+    // From the host, on loopback: reachable.
+    let (peer, reply) = host_tcp(&lab, at(Ipv4Addr::LOCALHOST, 9090), "host");
+    assert_eq!(peer, at(Ipv4Addr::LOCALHOST, 9090));
+    assert!(reply.ends_with("host"), "{reply}");
+    let reply = lab::udp_request(lab.host(), at(Ipv4Addr::LOCALHOST, 9090), "host", T).unwrap();
+    assert!(reply.ends_with("host"), "{reply}");
+    let served_tcp = tcp.peers().len();
+    let served_udp = udp.peers().len();
+
+    // From the host on its other addresses: not published there.
+    assert!(lab::tcp_request(lab.host(), at(Lab::HOST_ADDR, 9090), "x", SHORT).is_err());
+    // From the client machine: neither on the host's address nor on its own loopback.
+    assert!(lab::tcp_request(lab.client(), at(Lab::HOST_ADDR, 9090), "x", SHORT).is_err());
+    assert!(lab::udp_request(lab.client(), at(Lab::HOST_ADDR, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.client(), at(Ipv4Addr::LOCALHOST, 9090), "x", SHORT).is_err());
+    // From containers, itself and another: on the host's addresses and on their loopback.
+    for c in [&c1, &c2] {
+        for addr in [Lab::HOST_ADDR, Lab::BRIDGE_ADDR, Ipv4Addr::LOCALHOST] {
+            assert!(
+                lab::tcp_request(&c.ns, at(addr, 9090), "x", SHORT).is_err(),
+                "{} reached {addr}:9090",
+                c.name
+            );
+            assert!(
+                lab::udp_request(&c.ns, at(addr, 9090), "x", SHORT).is_err(),
+                "{} reached {addr}:9090/udp",
+                c.name
+            );
+        }
+    }
+
+    // Frames crafted with destination 127.0.0.1, sent to the host's MAC.
+    let before = verdict(&status(&d, &lab), "drop_loopback_dst");
+    let host_mac = mac(&lab, lab.host());
+    let client_mac = mac(&lab, lab.client());
+    let mut frames = Vec::new();
+    for _ in 0..5 {
+        frames.push(loopback_frame(host_mac, client_mac, false, 9090));
+        frames.push(loopback_frame(host_mac, client_mac, true, 9090));
+    }
+    send_raw(&lab, &frames);
+    support::eventually(|| {
+        verdict(&status(&d, &lab), "drop_loopback_dst") >= before + frames.len() as u64
+    })
+    .expect("every crafted frame is dropped and counted as drop_loopback_dst");
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(
+        tcp.peers().len(),
+        served_tcp,
+        "only the host reached the target"
+    );
+    assert_eq!(
+        udp.peers().len(),
+        served_udp,
+        "only the host reached the target"
+    );
+    assert!(
+        tcp.peers()
+            .iter()
+            .chain(udp.peers().iter())
+            .all(|p| p.ip() == Lab::BRIDGE_ADDR),
+        "tcp {:?} udp {:?}",
+        tcp.peers(),
+        udp.peers()
+    );
+    let list = d.list_json(&lab);
+    for f in &list {
+        assert_eq!(
+            f["packets_to_target"], 0,
+            "never through the packet path: {list:?}"
+        );
+    }
+    assert_no_proxy(&lab, &d);
+}
+
+#[test]
+fn sigterm_detaches_the_socket_hooks() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hlterm").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
+    let mut d = Daemon::start(&mut lab, &cfg);
+    let (_, reply) = host_tcp(&lab, at(Ipv4Addr::LOCALHOST, 8080), "before");
+    assert!(reply.ends_with("before"), "{reply}");
+    let status = d.stop(&mut lab);
+    assert!(status.success(), "{status:?}");
+    let err = lab::tcp_request(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), "after", T).unwrap_err();
+    assert!(format!("{err:#}").contains("refused"), "{err:#}");
+}
