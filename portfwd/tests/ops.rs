@@ -50,7 +50,8 @@ fn map_dumps(pid: u32) -> BTreeMap<String, String> {
         // The verdict counters move with any packet on the lab's interfaces (the socket hooks'
         // with any connect() on the machine); the rest moves only when the daemon changes
         // something or a forward carries traffic.
-        if !name.starts_with("PF_") || name == "PF_VERDICTS" || name.starts_with("PF_SOCK_VERDICT") {
+        if !name.starts_with("PF_") || name == "PF_VERDICTS" || name.starts_with("PF_SOCK_VERDICT")
+        {
             continue;
         }
         let dump = Command::new("bpftool")
