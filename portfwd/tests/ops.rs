@@ -582,7 +582,9 @@ fn a_reload_that_fails_part_way_is_rolled_back() {
         return;
     }
     if support::e2e_mode().is_some() {
-        // The daemon's --mode would override the config's mode, which this test changes.
+        // The daemon's --mode would override the config's mode, which this test changes; it
+        // runs in the default pass of `cargo xtask test`.
+        eprintln!("not run with PORTFWD_E2E_MODE set: it tests the config's own mode");
         return;
     }
     let mut lab = Lab::new("rollback").unwrap();
@@ -619,4 +621,51 @@ fn a_reload_that_fails_part_way_is_rolled_back() {
     assert_unchanged(&before, &snapshot(&d, &lab), "a failed reload");
     let reply = lab::tcp_request(lab.client(), host_port(8080), "after", T).unwrap();
     assert!(reply.ends_with("after"), "{reply}");
+}
+
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("notify").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
+    // Stands in for systemd's notification socket (Type=notify).
+    let dir = std::env::temp_dir().join(format!("portfwd-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification within 5 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let wrapper = vec![
+        "env".to_owned(),
+        format!("NOTIFY_SOCKET={}", path.display()),
+    ];
+    let mut d = Daemon::start_wrapped(
+        &mut lab,
+        &format!("forwards:\n{}", fwd("8080", &format!("{}:3000", c1.addr))),
+        support::e2e_mode().as_deref(),
+        &wrapper,
+    );
+    assert_eq!(recv().trim(), "READY=1");
+    // READY=1 came after the programs were attached and the config applied.
+    let status = d.status_json(&lab);
+    assert!(
+        !status["interfaces"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    lab::tcp_request(lab.client(), host_port(8080), "ready", T).unwrap();
+
+    d.signal(libc::SIGHUP);
+    assert_eq!(recv().trim(), "RELOADING=1");
+    assert_eq!(recv().trim(), "READY=1");
+    assert!(d.stop(&mut lab).success());
+    assert_eq!(recv().trim(), "STOPPING=1");
+    let _ = std::fs::remove_dir_all(&dir);
 }
