@@ -65,6 +65,30 @@ pub const FWD_ALLOWLIST: u32 = 1;
 /// still translate replies of flows that entered elsewhere.
 pub const IFACE_EXPOSE: u32 = 1;
 
+/// Veth bridge ports (host-side ends of containers' veth pairs): port ifindex -> the ifindex of
+/// the bridge it is enslaved to. Written by userspace from netlink.
+pub const BRIDGE_PORTS: &str = "PF_BRIDGE_PORTS";
+/// MAC addresses seen arriving on a bridge port (as a bridge learns them): [`MacKey`] ->
+/// [`PortEntry`]. Lets a translated packet skip the bridge and go straight into the container.
+pub const PORT_MACS: &str = "PF_PORT_MACS";
+pub const MAX_PORT_MACS: u32 = 8_192;
+
+/// Key of [`PORT_MACS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MacKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`PORT_MACS`]: the bridge port a MAC was seen on, and that port's bridge.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortEntry {
+    pub port: u32,
+    pub bridge: u32,
+}
+
 /// Key of the forwarding table.
 ///
 /// `addr_be == 0` means "any of the host's addresses" (Docker's `-p 8080:80`); a non-zero address
@@ -268,6 +292,10 @@ mod pod {
     unsafe impl aya::Pod for RangeValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for AllowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MacKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PortEntry {}
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use portfwd_common::{
 };
 
 use crate::{
-    icmp,
+    bridge, icmp,
     maps::{ALLOW, FLOWS, FORWARDS, HOST_ADDRS, IFACES, RANGES},
     packet::Packet,
     parse::{self, Fragment, Ipv4L4, Parsed},
@@ -330,7 +330,13 @@ pub fn send_rewritten<P: Packet>(p: &P, pkt: &Ipv4L4, hop: NextHop, ok: Reason) 
             if rewrite::hop(p, pkt, Some((&smac, &dmac))).is_err() {
                 return Verdict::untouched(Reason::DropRewriteFailed);
             }
-            Some(p.redirect(ifindex))
+            // Past the bridge straight into the container when its port is known.
+            let direct = if P::PEER_REDIRECT {
+                bridge::port_behind(ifindex, &dmac).and_then(|port| p.redirect_into_peer(port))
+            } else {
+                None
+            };
+            Some(direct.unwrap_or_else(|| p.redirect(ifindex)))
         }
         NextHop::Unresolved { ifindex } => {
             if rewrite::hop(p, pkt, None).is_err() {

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use portfwd_common::{
     maps::{
         AllowKey, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook,
-        MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES,
-        MAX_RANGE_PREFIXES, RangeKey, RangeValue,
+        MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS,
+        MAX_RANGE_PREFIXES, MacKey, PortEntry, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRevKey, SockRevValue, SockVerdict},
@@ -33,6 +33,13 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_AD
 
 #[map(name = "PF_IFACES")]
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+#[map(name = "PF_BRIDGE_PORTS")]
+pub static BRIDGE_PORTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+#[map(name = "PF_PORT_MACS")]
+pub static PORT_MACS: LruHashMap<MacKey, PortEntry> =
+    LruHashMap::with_max_entries(MAX_PORT_MACS, 0);
 
 #[map(name = "PF_FWD_STATS")]
 pub static FORWARD_STATS: PerCpuArray<ForwardStats> =

@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, bpf_redir_neigh, xdp_action},
     cty::c_void,
-    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::{TcContext, XdpContext},
 };
 use portfwd_common::{checksum, maps::Hook};
@@ -52,6 +52,11 @@ pub trait Packet {
     fn can_send(&self, hop: &NextHop) -> bool;
     /// Redirects to `ifindex` (MACs already set). Returns the hook's action code.
     fn redirect(&self, ifindex: u32) -> u32;
+    /// Whether [`Packet::redirect_into_peer`] can work at this hook.
+    const PEER_REDIRECT: bool;
+    /// Delivers straight into the peer of veth `port` (the container's end, MACs already set),
+    /// where the hook can. Returns the hook's action code.
+    fn redirect_into_peer(&self, port: u32) -> Option<u32>;
     /// Redirects to `ifindex` letting the kernel resolve the next hop's MAC, where the hook can.
     /// Returns the hook's action code.
     fn redirect_resolving_neighbour(&self, ifindex: u32) -> Option<u32>;
@@ -59,6 +64,7 @@ pub trait Packet {
 
 impl Packet for TcContext {
     const HOOK: Hook = Hook::Tc;
+    const PEER_REDIRECT: bool = true;
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -140,6 +146,12 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
+    fn redirect_into_peer(&self, port: u32) -> Option<u32> {
+        // SAFETY: plain helper call with no pointers; tc ingress is where it is allowed.
+        Some(unsafe { bpf_redirect_peer(port, 0) as u32 })
+    }
+
+    #[inline(always)]
     fn redirect_resolving_neighbour(&self, ifindex: u32) -> Option<u32> {
         // SAFETY: a NULL params pointer with length 0 asks the kernel to use the packet's own
         // destination as next hop; the helper reads nothing else.
@@ -153,6 +165,7 @@ impl Packet for TcContext {
 /// only sent to egress devices that take XDP frames (listed by userspace in `XDP_EGRESS`).
 impl Packet for XdpContext {
     const HOOK: Hook = Hook::Xdp;
+    const PEER_REDIRECT: bool = false;
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -245,6 +258,12 @@ impl Packet for XdpContext {
         XDP_EGRESS
             .redirect(ifindex, 0)
             .unwrap_or(xdp_action::XDP_ABORTED)
+    }
+
+    #[inline(always)]
+    fn redirect_into_peer(&self, _port: u32) -> Option<u32> {
+        // XDP cannot deliver into another namespace's device.
+        None
     }
 
     #[inline(always)]

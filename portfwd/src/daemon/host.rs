@@ -26,12 +26,20 @@ pub struct Link {
     pub loopback: bool,
     /// A software device (veth, bridge, ...); `None` for hardware NICs.
     pub kind: Option<String>,
+    /// The bridge (or other controller) this interface is enslaved to.
+    pub master: Option<u32>,
 }
 
 impl Link {
     /// A hardware NIC: no link kind.
     pub fn is_hardware(&self) -> bool {
         self.kind.is_none()
+    }
+
+    /// The bridge this veth is a port of: a container's host-side end, into whose peer
+    /// translated packets can be delivered directly.
+    pub fn veth_bridge(&self) -> Option<u32> {
+        self.master.filter(|_| self.kind.as_deref() == Some("veth"))
     }
 }
 
@@ -61,12 +69,17 @@ pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
             }),
             _ => None,
         });
+        let master = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(index) => Some(*index),
+            _ => None,
+        });
         links.push(Link {
             index: msg.header.index,
             name,
             up: msg.header.flags.contains(LinkFlags::Up),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
             kind,
+            master,
         });
     }
     let mut addrs = Vec::new();

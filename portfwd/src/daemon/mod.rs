@@ -276,7 +276,7 @@ impl State {
             }
             match result {
                 Ok(xdp) => {
-                    if let Err(e) = self.dp.maps.set_iface(l.index, exposed) {
+                    if let Err(e) = self.dp.maps.set_iface(l.index, exposed, l.veth_bridge()) {
                         tracing::error!("{e}");
                     }
                     if fresh {

@@ -14,8 +14,8 @@ use aya::{
 };
 use portfwd_common::{
     maps::{
-        ALLOW, AllowKey, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey, FlowValue,
-        ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES,
+        ALLOW, AllowKey, BRIDGE_PORTS, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey,
+        FlowValue, ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES,
         MAX_FORWARDS, RANGES, RangeKey, RangeValue, VERDICTS, XDP_EGRESS, port_prefixes,
     },
     reason::Reason,
@@ -35,6 +35,7 @@ pub struct Maps {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     host_addrs: HashMap<MapData, u32, u32>,
     ifaces: HashMap<MapData, u32, u32>,
+    bridge_ports: HashMap<MapData, u32, u32>,
     forward_stats: PerCpuArray<MapData, ForwardStats>,
     verdicts: PerCpuArray<MapData, u64>,
     xdp_egress: DevMapHash<MapData>,
@@ -116,6 +117,7 @@ impl Maps {
             flows: take(ebpf, FLOWS)?,
             host_addrs: take(ebpf, HOST_ADDRS)?,
             ifaces: take(ebpf, IFACES)?,
+            bridge_ports: take(ebpf, BRIDGE_PORTS)?,
             forward_stats: take(ebpf, FORWARD_STATS)?,
             verdicts: take(ebpf, VERDICTS)?,
             xdp_egress: take(ebpf, XDP_EGRESS)?,
@@ -317,14 +319,32 @@ impl Maps {
         }
     }
 
-    pub fn set_iface(&mut self, index: u32, exposed: bool) -> Result<(), Error> {
+    /// Marks interface `index` as served (`exposed`: published ports are reachable through
+    /// it), and as a veth port of bridge `bridge` (see the datapath's `bridge` module) or not.
+    pub fn set_iface(
+        &mut self,
+        index: u32,
+        exposed: bool,
+        bridge: Option<u32>,
+    ) -> Result<(), Error> {
         let flags = if exposed { IFACE_EXPOSE } else { 0 };
         self.ifaces
             .insert(index, flags, 0)
-            .map_err(map_err("interfaces"))
+            .map_err(map_err("interfaces"))?;
+        match bridge {
+            Some(bridge) => self
+                .bridge_ports
+                .insert(index, bridge, 0)
+                .map_err(map_err("bridge ports")),
+            None => match self.bridge_ports.remove(&index) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err("bridge ports")(e)),
+            },
+        }
     }
 
     pub fn remove_iface(&mut self, index: u32) -> Result<(), Error> {
+        let _ = self.bridge_ports.remove(&index);
         match self.ifaces.remove(&index) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("interfaces")(e)),
