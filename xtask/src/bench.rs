@@ -275,6 +275,13 @@ fn measure(env: &Env, system: System, case: Case, settings: &Settings) -> Result
                 (plan::RATE_MPPS.name, u.mpps),
                 (plan::CPU.name, u.cpu_ns_per_packet),
             ];
+            if u.stalled() {
+                anomaly = true;
+                note = Some(format!(
+                    "stalled: {} of the {} packets delivered arrived during the window",
+                    u.in_window, u.delivered
+                ));
+            }
             if let Some(verdicts) = &u.verdicts {
                 let forwarded = verdicts
                     .iter()
@@ -289,8 +296,8 @@ fn measure(env: &Env, system: System, case: Case, settings: &Settings) -> Result
                 let share = forwarded as f64 / u.delivered.max(1) as f64 * 100.0;
                 // Forwarded packets can be dropped on the way (veth backlog), so forwarded may
                 // exceed delivered; fewer forwarded than delivered means some went another way.
-                anomaly = share < 99.0 || others.iter().any(|o| o.starts_with("drop"));
-                note = Some(format!(
+                anomaly |= share < 99.0 || others.iter().any(|o| o.starts_with("drop"));
+                let verdicts = format!(
                     "portfwd verdicts: forwarded {forwarded} for {} packets delivered to the \
                      container ({share:.1}%){}",
                     u.delivered,
@@ -299,7 +306,11 @@ fn measure(env: &Env, system: System, case: Case, settings: &Settings) -> Result
                     } else {
                         format!("; other non-zero verdicts: {}", others.join(", "))
                     }
-                ));
+                );
+                note = Some(match note {
+                    Some(n) => format!("{n}; {verdicts}"),
+                    None => verdicts,
+                });
             }
             values
         }

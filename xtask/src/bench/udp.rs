@@ -40,8 +40,18 @@ pub struct UdpSample {
     pub cpu_ns_per_packet: f64,
     /// Packets delivered from the start of the load to its end.
     pub delivered: u64,
+    /// Packets delivered during the measurement window.
+    pub in_window: u64,
     /// portfwd's counters at the end: `forwarded`, and every other non-zero one.
     pub verdicts: Option<Vec<(String, u64)>>,
+}
+
+impl UdpSample {
+    /// Whether the load stalled: the window, most of the run's time after the first packet,
+    /// saw less than a quarter of the packets delivered (they came in a burst before or after).
+    pub fn stalled(&self) -> bool {
+        self.in_window * 4 < self.delivered
+    }
 }
 
 /// The trafgen packet config: Ethernet `dmac` <- `smac`, IPv4, UDP to `dst`, 18 bytes of zeros
@@ -121,6 +131,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
     let result = measure(tb, &sink_ns, sink_if, start_count, settings);
     tb.stop_load(pid);
     let (mpps, cpu_ns_per_packet) = result?;
+    let in_window = (mpps * 1e6 * settings.udp_window.as_secs_f64()).round() as u64;
 
     // Let the last frames drain, then count them all.
     std::thread::sleep(Duration::from_millis(100));
@@ -145,6 +156,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
         mpps,
         cpu_ns_per_packet,
         delivered,
+        in_window,
         verdicts,
     })
 }
@@ -200,6 +212,21 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+
+    #[test]
+    fn a_run_whose_packets_missed_the_window_is_stalled() {
+        let sample = |in_window, delivered| UdpSample {
+            mpps: 0.0,
+            cpu_ns_per_packet: 0.0,
+            delivered,
+            in_window,
+            verdicts: None,
+        };
+        assert!(!sample(800, 1000).stalled());
+        assert!(!sample(250, 1000).stalled());
+        assert!(sample(249, 1000).stalled());
+        assert!(sample(0, 14_708).stalled());
+    }
 
     #[test]
     fn trafgen_frame_is_60_bytes() {
