@@ -53,7 +53,8 @@ enum Task {
     /// Show `docker run -p 8080:3000` done by portfwd in a lab of network namespaces, and
     /// `portfwd check` explaining the classic failures (needs root)
     Demo(demo::Args),
-    /// Measure portfwd against the kernel's own forwarding (not yet implemented)
+    /// Measure portfwd against iptables, nftables, plain routing and a userspace proxy in fresh
+    /// network-namespace labs; writes target/bench/{results.json,report.md,chart.svg}
     Bench(bench::Args),
 }
 
@@ -136,5 +137,46 @@ mod tests {
             panic!("parsed {cli:?}");
         };
         assert!(args.release);
+    }
+
+    #[test]
+    fn bench_help_lists_its_options() {
+        let err = Cli::try_parse_from(["xtask", "bench", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        for option in [
+            "--quick",
+            "--runs",
+            "--systems",
+            "--cases",
+            "--portfwd",
+            "--out",
+        ] {
+            assert!(help.contains(option), "{option} missing:\n{help}");
+        }
+    }
+
+    #[test]
+    fn bench_takes_lists_of_systems_and_cases() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "bench",
+            "--quick",
+            "--runs",
+            "2",
+            "--systems",
+            "portfwd-tc,iptables",
+            "--cases",
+            "udp-1flow",
+        ])
+        .unwrap();
+        let Task::Bench(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.quick);
+        assert_eq!(args.runs, Some(2));
+        assert_eq!(args.systems, ["portfwd-tc", "iptables"]);
+        assert_eq!(args.cases, ["udp-1flow"]);
+        assert!(Cli::try_parse_from(["xtask", "bench", "--runs", "many"]).is_err());
     }
 }
