@@ -58,8 +58,8 @@
 
 use crate::{
     maps::{
-        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, Hook,
-        IFACE_EXPOSE, RangeKey, RangeValue,
+        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, Hook, IFACE_EXPOSE,
+        RangeKey, RangeValue,
     },
     proto,
     reason::Reason,

@@ -1683,7 +1683,10 @@ fn ranges(t: &mut Vec<Fixture>) {
     for (port, what) in [(9000, "first"), (9005, "middle"), (9010, "last")] {
         t.push(F::forwarded(
             c,
-            &format!("TCP to host:{port}, the {what} port of 9000-9010, goes to c1:{}", port - 2000),
+            &format!(
+                "TCP to host:{port}, the {what} port of 9000-9010, goes to c1:{}",
+                port - 2000
+            ),
             to(port),
             to_c1(to(port), port - 2000),
             TCP_9000_RANGE,
@@ -1717,7 +1720,10 @@ fn ranges(t: &mut Vec<Fixture>) {
         let p = c_udp().dst(HOST, port).payload(b"query");
         t.push(F::forwarded(
             c,
-            &format!("UDP to host:{port}, the {what} port of 5000-5099, goes to c1:{}", port + 1000),
+            &format!(
+                "UDP to host:{port}, the {what} port of 5000-5099, goes to c1:{}",
+                port + 1000
+            ),
             p.clone(),
             to_c1(p, port + 1000),
             UDP_5000_RANGE_ALLOW,
@@ -1763,7 +1769,9 @@ fn ranges(t: &mut Vec<Fixture>) {
         let p = c_tcp(SYN).dst(HOST2, port);
         t.push(F::forwarded(
             c,
-            &format!("TCP to 10.77.0.10:{port}: the range bound to 10.77.0.10 wins over *:9000-9010"),
+            &format!(
+                "TCP to 10.77.0.10:{port}: the range bound to 10.77.0.10 wins over *:9000-9010"
+            ),
             p.clone(),
             to_c1(p, target),
             TCP_9000_RANGE_HOST2,
@@ -1894,9 +1902,8 @@ fn allowlists(t: &mut Vec<Fixture>) {
     let input = Pkt::icmp(CLIENT_NO_NEIGH, HOST, 3, 3, [0; 4])
         .payload(&quote(&rseen, None))
         .macs(CLIENT_MAC, ETH0_MAC);
-    let output = via_docker0(
-        Pkt::icmp(CLIENT_NO_NEIGH, C1, 3, 3, [0; 4]).payload(&quote(&rsent, None)),
-    );
+    let output =
+        via_docker0(Pkt::icmp(CLIENT_NO_NEIGH, C1, 3, 3, [0; 4]).payload(&quote(&rsent, None)));
     t.push(F::icmp_translated(
         c,
         "port unreachable from 10.77.0.3 (off the allowlist) about a reply from host:8090: sent on to c1",

@@ -217,8 +217,26 @@ pub const FLOWS: &[FlowRow] = &[
     (C1, 3002, CLIENT, 40004, 6, HOST2, 8080, TCP_8080_HOST2),
     (C1, 7005, CLIENT, 40005, 6, HOST, 9005, TCP_9000_RANGE),
     (C1, 3005, CLIENT, 40006, 6, HOST, 8090, TCP_8090_ALLOW),
-    (C1, 3005, CLIENT_NO_NEIGH, 40007, 6, HOST, 8090, TCP_8090_ALLOW),
-    (C1, 6042, CLIENT, 40008, 17, HOST, 5042, UDP_5000_RANGE_ALLOW),
+    (
+        C1,
+        3005,
+        CLIENT_NO_NEIGH,
+        40007,
+        6,
+        HOST,
+        8090,
+        TCP_8090_ALLOW,
+    ),
+    (
+        C1,
+        6042,
+        CLIENT,
+        40008,
+        17,
+        HOST,
+        5042,
+        UDP_5000_RANGE_ALLOW,
+    ),
     (C1, 3000, C2, 45004, 6, HOST, 8080, TCP_8080),
 ];
 
@@ -542,12 +560,14 @@ fn initial_flows() -> impl Iterator<Item = (FlowKey, FlowValue)> {
     let plain = FLOWS.iter().map(|&(t, tp, c, cp, proto, a, ap, slot)| {
         (flow_key((t, tp), (c, cp), proto), flow_value((a, ap), slot))
     });
-    let hairpin = HAIRPIN_FLOWS.iter().map(|&(t, tp, c, cp, proto, a, ap, slot)| {
-        (
-            flow_key((t, tp), (c, cp), proto),
-            hairpin_flow_value((a, ap), slot, t),
-        )
-    });
+    let hairpin = HAIRPIN_FLOWS
+        .iter()
+        .map(|&(t, tp, c, cp, proto, a, ap, slot)| {
+            (
+                flow_key((t, tp), (c, cp), proto),
+                hairpin_flow_value((a, ap), slot, t),
+            )
+        });
     plain.chain(hairpin)
 }
 
@@ -564,11 +584,7 @@ impl ModelWorld {
         w.ifaces.insert(port, IFACE_EXPOSE);
         w.host_addrs = [HOST, HOST2, BRIDGE].into_iter().map(ipv4_be).collect();
         for p in FORWARDS {
-            let flags = if p.allow.is_empty() {
-                0
-            } else {
-                FWD_ALLOWLIST
-            };
+            let flags = if p.allow.is_empty() { 0 } else { FWD_ALLOWLIST };
             if !p.allow.is_empty() {
                 w.allow.insert(p.slot, p.allow.to_vec());
             }
