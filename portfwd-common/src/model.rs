@@ -18,9 +18,20 @@
 //!    beyond the frame, TCP data offset < 5, UDP length not the IPv4 payload length). A
 //!    destination in 127.0.0.0/8 is dropped whatever the rest is.
 //! 2. **Decide**: a packet for a published port (destination is a host address, ingress
-//!    interface exposed, a forward bound to that address or to every address) goes to the
-//!    target; a packet matching a remembered flow is a reply and goes back to the client;
-//!    everything else passes.
+//!    interface exposed, and a forward matches: looked up in `PF_FORWARDS` bound to that
+//!    address, then bound to every address, and only then in the port ranges of `PF_RANGES`,
+//!    bound to that address, then to every address) goes to the target; a packet matching a
+//!    remembered flow is a reply and goes back to the client; everything else passes. A forward
+//!    with a source allowlist drops every packet for it from a source outside the list
+//!    (`drop_source_not_allowed`), before any other check; replies and ICMP errors are never
+//!    held against an allowlist.
+//!
+//!    **Hairpin**: when the source of a packet for a published port *is* the forward's target
+//!    (a container calling its own published port through the host), its source is also
+//!    translated, to the published address it called (`hairpinned`), and the flow remembers the
+//!    caller ([`FlowValue::client_addr_be`]); the replies get both ends translated back
+//!    (`hairpin_replied`). ICMP errors quoting such a flow are not translated towards the
+//!    client. A call to another container's published port is forwarded like any other.
 //! 3. **Check** before touching anything: a first fragment is dropped (a datagram is never
 //!    translated in part), TTL <= 1 is dropped, and the new destination must be routable (and,
 //!    for tc, a frame to a known neighbour must fit the egress MTU + Ethernet header + one VLAN
@@ -46,7 +57,10 @@
 //! Both are modelled exactly.
 
 use crate::{
-    maps::{FlowKey, FlowValue, ForwardKey, ForwardValue, Hook, IFACE_EXPOSE},
+    maps::{
+        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, Hook, IFACE_EXPOSE,
+        RangeKey, RangeValue,
+    },
     proto,
     reason::Reason,
 };
@@ -71,6 +85,11 @@ pub trait World {
     fn is_host_addr(&self, addr_be: u32) -> bool;
     /// `PF_FORWARDS`.
     fn forward(&self, key: &ForwardKey) -> Option<ForwardValue>;
+    /// `PF_RANGES`, looked up with every bit of `key` (the entry with the longest matching
+    /// prefix).
+    fn range(&self, key: &RangeKey) -> Option<RangeValue>;
+    /// `PF_ALLOW`, looked up with every bit of `key`: whether some prefix in the trie matches.
+    fn allowed(&self, key: &AllowKey) -> bool;
     /// `PF_FLOWS`.
     fn flow(&self, key: &FlowKey) -> Option<FlowValue>;
     /// The FIB lookup (`bpf_fib_lookup`) the datapath makes before translating.
@@ -367,15 +386,47 @@ fn forward_of(world: &impl World, daddr: [u8; 4], dport: u16, proto: u8) -> Opti
         proto,
         _pad: 0,
     };
-    world.forward(&key).or_else(|| {
+    let single = world.forward(&key).or_else(|| {
         key.addr_be = 0;
         world.forward(&key)
+    });
+    if single.is_some() {
+        return single;
+    }
+    let mut key = RangeKey {
+        proto,
+        _pad: [0; 3],
+        addr_be: wire(daddr),
+        port_be: wire16(dport),
+        _pad2: [0; 2],
+    };
+    let range = world.range(&key).or_else(|| {
+        key.addr_be = 0;
+        world.range(&key)
+    })?;
+    // Port by port: the n-th port of the range goes to the n-th port of the target range
+    // (16-bit arithmetic, as the datapath does it).
+    let offset = dport.wrapping_sub(u16::from_be(range.start_port_be));
+    Some(ForwardValue {
+        target_addr_be: range.target_addr_be,
+        target_port_be: wire16(u16::from_be(range.target_port_be).wrapping_add(offset)),
+        _pad: 0,
+        stats_slot: range.stats_slot,
+        flags: range.flags,
     })
 }
 
 fn l4(f: &mut [u8], at: At, world: &impl World, exposed: bool, pkt: &Ip) -> Outcome {
     let for_host = exposed && world.is_host_addr(wire(pkt.daddr));
     if for_host && let Some(fwd) = forward_of(world, pkt.daddr, pkt.dport, pkt.proto) {
+        if fwd.flags & FWD_ALLOWLIST != 0
+            && !world.allowed(&AllowKey {
+                slot: fwd.stats_slot,
+                saddr_be: wire(pkt.saddr),
+            })
+        {
+            return Outcome::untouched(Reason::DropSourceNotAllowed);
+        }
         return to_target(f, at, world, pkt, &fwd);
     }
     let key = FlowKey {
@@ -447,8 +498,10 @@ fn check_and_route(
 }
 
 fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardValue) -> Outcome {
+    // Hairpin to itself: the client is the target; it is shown the published address instead.
+    let hairpin = wire(pkt.saddr) == fwd.target_addr_be;
     let next = Next {
-        saddr: pkt.saddr,
+        saddr: if hairpin { pkt.daddr } else { pkt.saddr },
         daddr: fwd.target_addr_be.to_ne_bytes(),
         sport: pkt.sport,
         dport: u16::from_be(fwd.target_port_be),
@@ -471,9 +524,22 @@ fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardVa
         orig_port_be: wire16(pkt.dport),
         _pad: 0,
         stats_slot: fwd.stats_slot,
-        client_addr_be: 0,
+        client_addr_be: if hairpin { wire(pkt.saddr) } else { 0 },
     };
     let known = world.flow(&key) == Some(value);
+    if hairpin {
+        rewrite_l4(
+            f,
+            at.hook,
+            pkt,
+            pkt.l3 + 12,
+            pkt.l4,
+            pkt.saddr,
+            next.saddr,
+            pkt.sport,
+            next.sport,
+        );
+    }
     rewrite_l4(
         f,
         at.hook,
@@ -487,7 +553,11 @@ fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardVa
     );
     let action = router_hop(f, at.hook, pkt, &route);
     Outcome {
-        reason: Reason::Forwarded,
+        reason: if hairpin {
+            Reason::Hairpinned
+        } else {
+            Reason::Forwarded
+        },
         action,
         flow: (!known).then_some((key, value)),
         count: Some(Count {
@@ -500,9 +570,15 @@ fn to_target(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, fwd: &ForwardVa
 }
 
 fn to_client(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, flow: &FlowValue) -> Outcome {
+    // A hairpin to itself: the reply goes back to the caller's own address.
+    let hairpin = flow.client_addr_be != 0;
     let next = Next {
         saddr: flow.orig_addr_be.to_ne_bytes(),
-        daddr: pkt.daddr,
+        daddr: if hairpin {
+            flow.client_addr_be.to_ne_bytes()
+        } else {
+            pkt.daddr
+        },
         sport: u16::from_be(flow.orig_port_be),
         dport: pkt.dport,
     };
@@ -510,6 +586,19 @@ fn to_client(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, flow: &FlowValu
         Ok(r) => r,
         Err(reason) => return Outcome::untouched(reason),
     };
+    if hairpin {
+        rewrite_l4(
+            f,
+            at.hook,
+            pkt,
+            pkt.l3 + 16,
+            pkt.l4 + 2,
+            pkt.daddr,
+            next.daddr,
+            pkt.dport,
+            next.dport,
+        );
+    }
     rewrite_l4(
         f,
         at.hook,
@@ -523,7 +612,11 @@ fn to_client(f: &mut [u8], at: At, world: &impl World, pkt: &Ip, flow: &FlowValu
     );
     let action = router_hop(f, at.hook, pkt, &route);
     Outcome {
-        reason: Reason::Replied,
+        reason: if hairpin {
+            Reason::HairpinReplied
+        } else {
+            Reason::Replied
+        },
         action,
         flow: None,
         count: Some(Count {
@@ -607,7 +700,12 @@ fn icmp_error(f: &mut [u8], at: At, world: &impl World, exposed: bool, err: &Icm
         proto: q.proto,
         _pad: [0; 3],
     };
-    if let Some(flow) = world.flow(&key) {
+    // A hairpin to itself is the container's own business: its errors are not translated
+    // towards the client (they quote an address pair that translation would not restore) and
+    // go on to the next case.
+    if let Some(flow) = world.flow(&key)
+        && flow.client_addr_be == 0
+    {
         return icmp_to_client(f, at, world, err, &flow);
     }
     // Towards the target: the quote is host:port -> client, a reply that was translated.

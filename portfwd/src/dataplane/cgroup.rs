@@ -134,17 +134,26 @@ fn program<'a>(dp: &'a mut Dataplane, name: &str) -> Option<&'a mut CgroupSockAd
     dp.ebpf.program_mut(name).and_then(|p| p.try_into().ok())
 }
 
-fn attach_one(
-    dp: &mut Dataplane,
-    name: &'static str,
-    cgroup: &Path,
-) -> Result<CgroupSockAddrLinkId, Error> {
+/// The socket program `name`, loaded (verified) if it was not yet.
+pub(super) fn loaded_program<'a>(
+    dp: &'a mut Dataplane,
+    name: &str,
+) -> Result<&'a mut CgroupSockAddr, Error> {
     let prog = program(dp, name)
         .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?;
     if prog.fd().is_err() {
         prog.load()
             .map_err(|e| Error::Load(format!("verifier rejected {name}: {e}")))?;
     }
+    Ok(prog)
+}
+
+fn attach_one(
+    dp: &mut Dataplane,
+    name: &'static str,
+    cgroup: &Path,
+) -> Result<CgroupSockAddrLinkId, Error> {
+    let prog = loaded_program(dp, name)?;
     let dir = fs::File::open(cgroup).map_err(|e| Error::Cgroup {
         path: cgroup.to_owned(),
         message: e.to_string(),

@@ -390,12 +390,13 @@ impl Dataplane {
         self.verified_insns_of(TC_INGRESS)
     }
 
-    /// Instructions the verifier processed for the program named `name`.
+    /// Instructions the verifier processed for the program named `name`: [`TC_INGRESS`],
+    /// [`XDP`], or one of [`cgroup::SOCKET_PROGRAMS`] (loaded, not attached, if it was not yet).
     pub fn verified_insns_of(&mut self, name: &str) -> Result<Option<u32>, Error> {
-        let info = if name == XDP {
-            self.xdp_program()?.info()
-        } else {
-            self.tc_program()?.info()
+        let info = match name {
+            XDP => self.xdp_program()?.info(),
+            TC_INGRESS => self.tc_program()?.info(),
+            _ => cgroup::loaded_program(self, name)?.info(),
         }
         .map_err(|e| Error::Load(e.to_string()))?;
         Ok(info.verified_instruction_count())

@@ -23,7 +23,8 @@ use super::frame::{ACK, Csum, ETH_P_ARP, ETH_P_IPV6, FIN, L4, PSH, Pkt, RST, SYN
 use super::world::{
     BRIDGE, C1, C1_MAC, C2, CLIENT, CLIENT_MAC, CLIENT_NO_NEIGH, DOCKER0_MAC, ETH0_MAC, HOST,
     HOST2, Ingress, Program, REMOTE, TCP_8080, TCP_8080_HOST2, TCP_8081_BOUND, TCP_8082_HOST2_ONLY,
-    TCP_8443_SAME_PORT, TCP_9090_NO_NEIGH, UDP_5353, flow_key, flow_value,
+    TCP_8090_ALLOW, TCP_8443_SAME_PORT, TCP_9000_RANGE, TCP_9000_RANGE_HOST2, TCP_9001_SINGLE,
+    TCP_9090_NO_NEIGH, UDP_5000_RANGE_ALLOW, UDP_5353, flow_key, flow_value, hairpin_flow_value,
 };
 
 /// What the program must leave in the frame.
@@ -181,6 +182,65 @@ impl Fixture {
         }
     }
 
+    /// A target calling its own published port (arriving on the bridge port) becomes `output`:
+    /// published address:client port -> target. The flow remembers the caller.
+    fn hairpinned(
+        category: &'static str,
+        name: &str,
+        input: Pkt,
+        output: Pkt,
+        slot: u32,
+    ) -> Fixture {
+        let (isport, idport) = ports(&input);
+        let (osport, odport) = ports(&output);
+        assert_eq!(isport, osport, "{name}: the caller's port is kept");
+        assert_eq!(input.src, output.dst, "{name}: a hairpin to itself");
+        let flow = (
+            flow_key((output.dst, odport), (output.src, osport), input.proto),
+            hairpin_flow_value((input.dst, idport), slot, input.src),
+        );
+        Fixture {
+            category,
+            name: name.to_owned(),
+            ingress: Ingress::Port,
+            input: input.bytes(),
+            expect: Expect::Output(output.bytes()),
+            reason: Reason::Hairpinned,
+            count: Some((slot, Direction::ToTarget)),
+            flow: Some(flow),
+            xdp: None,
+        }
+    }
+
+    /// The target's reply to its own hairpinned call (target -> published address) becomes
+    /// `output` (published address:port -> target).
+    fn hairpin_replied(
+        category: &'static str,
+        name: &str,
+        ingress: Ingress,
+        input: Pkt,
+        output: Pkt,
+        slot: u32,
+    ) -> Fixture {
+        Fixture {
+            category,
+            name: name.to_owned(),
+            ingress,
+            input: input.bytes(),
+            expect: Expect::Output(output.bytes()),
+            reason: Reason::HairpinReplied,
+            count: Some((slot, Direction::ToClient)),
+            flow: None,
+            xdp: None,
+        }
+    }
+
+    /// The frame arrives on `ingress` instead.
+    fn on(mut self, ingress: Ingress) -> Fixture {
+        self.ingress = ingress;
+        self
+    }
+
     /// The action the verdict implies.
     pub fn redirected(&self) -> bool {
         matches!(self.expect, Expect::Output(_))
@@ -231,6 +291,9 @@ const SPECIAL: &str = "special values";
 pub const CHECKSUMS: &str = "bad checksums";
 const SPOOFING: &str = "spoofing";
 const ICMP_ERRORS: &str = "ICMP errors";
+const RANGES: &str = "port ranges, lookup order";
+const ALLOWLISTS: &str = "allowlists";
+const HAIRPIN: &str = "hairpin";
 
 const CPORT: u16 = 40000;
 
@@ -318,6 +381,9 @@ pub fn all() -> Vec<Fixture> {
     checksums(&mut t);
     spoofing(&mut t);
     icmp_errors(&mut t);
+    ranges(&mut t);
+    allowlists(&mut t);
+    hairpin(&mut t);
     t
 }
 
@@ -1596,6 +1662,416 @@ fn icmp_errors(t: &mut Vec<Fixture>) {
         )
         .macs(C1_MAC, DOCKER0_MAC),
         Reason::PassMalformed,
+    ));
+}
+
+/// What a router makes of `p` towards a target without a neighbour entry: TTL - 1, MACs left
+/// to the kernel.
+fn unresolved(p: Pkt) -> Pkt {
+    let ttl = p.ttl - 1;
+    p.ttl(ttl)
+}
+
+/// Port ranges (a range is stored as the prefixes covering it) and the lookup order: single
+/// ports bound to the address, single ports on every address, ranges bound to the address,
+/// ranges on every address.
+fn ranges(t: &mut Vec<Fixture>) {
+    use Fixture as F;
+    use Ingress::Eth0;
+    let c = RANGES;
+    let to = |port: u16| c_tcp(SYN).dst(HOST, port);
+    for (port, what) in [(9000, "first"), (9005, "middle"), (9010, "last")] {
+        t.push(F::forwarded(
+            c,
+            &format!(
+                "TCP to host:{port}, the {what} port of 9000-9010, goes to c1:{}",
+                port - 2000
+            ),
+            to(port),
+            to_c1(to(port), port - 2000),
+            TCP_9000_RANGE,
+        ));
+    }
+    for port in [8999, 9011] {
+        t.push(F::pass(
+            c,
+            &format!("TCP to host:{port}, just outside 9000-9010"),
+            Eth0,
+            to(port),
+            Reason::PassNoForward,
+        ));
+    }
+    t.push(F::pass(
+        c,
+        "UDP to host:9005 (the range is published for TCP only)",
+        Eth0,
+        c_udp().dst(HOST, 9005),
+        Reason::PassNoForward,
+    ));
+    let reply = Pkt::tcp((C1, 7005), (CLIENT, 40005), SYN | ACK).macs(C1_MAC, DOCKER0_MAC);
+    t.push(F::replied(
+        c,
+        "TCP reply c1:7005 -> client of the range flow comes from host:9005",
+        reply.clone(),
+        from_host(reply, 9005),
+        TCP_9000_RANGE,
+    ));
+    for (port, what) in [(5000, "first"), (5042, "middle"), (5099, "last")] {
+        let p = c_udp().dst(HOST, port).payload(b"query");
+        t.push(F::forwarded(
+            c,
+            &format!(
+                "UDP to host:{port}, the {what} port of 5000-5099, goes to c1:{}",
+                port + 1000
+            ),
+            p.clone(),
+            to_c1(p, port + 1000),
+            UDP_5000_RANGE_ALLOW,
+        ));
+    }
+    t.push(F::pass(
+        c,
+        "UDP to host:5100, just outside 5000-5099",
+        Eth0,
+        c_udp().dst(HOST, 5100),
+        Reason::PassNoForward,
+    ));
+    let reply = Pkt::udp((C1, 6042), (CLIENT, 40008))
+        .macs(C1_MAC, DOCKER0_MAC)
+        .payload(b"answer");
+    t.push(F::replied(
+        c,
+        "UDP reply c1:6042 -> client of the range flow comes from host:5042",
+        reply.clone(),
+        from_host(reply, 5042),
+        UDP_5000_RANGE_ALLOW,
+    ));
+
+    // Lookup order. 9001 is published alone on every address and lies inside both ranges;
+    // 10.77.0.10:9000-9003 is bound to one address inside *:9000-9010.
+    let p = to(9001);
+    t.push(F::forwarded(
+        c,
+        "TCP to host:9001: the single port *:9001 wins over the range *:9000-9010",
+        p.clone(),
+        to_c1(p, 3004),
+        TCP_9001_SINGLE,
+    ));
+    let p = c_tcp(SYN).dst(HOST2, 9001);
+    t.push(F::forwarded(
+        c,
+        "TCP to 10.77.0.10:9001: the single port on every address wins over the range bound to 10.77.0.10",
+        p.clone(),
+        to_c1(p, 3004),
+        TCP_9001_SINGLE,
+    ));
+    for (port, target) in [(9002, 7102), (9003, 7103)] {
+        let p = c_tcp(SYN).dst(HOST2, port);
+        t.push(F::forwarded(
+            c,
+            &format!(
+                "TCP to 10.77.0.10:{port}: the range bound to 10.77.0.10 wins over *:9000-9010"
+            ),
+            p.clone(),
+            to_c1(p, target),
+            TCP_9000_RANGE_HOST2,
+        ));
+    }
+    let p = to(9002);
+    t.push(F::forwarded(
+        c,
+        "TCP to 10.77.0.1:9002: the range bound to 10.77.0.10 does not apply, *:9000-9010 does",
+        p.clone(),
+        to_c1(p, 7002),
+        TCP_9000_RANGE,
+    ));
+    let p = c_tcp(SYN).dst(HOST2, 9004);
+    t.push(F::forwarded(
+        c,
+        "TCP to 10.77.0.10:9004, past the bound range: *:9000-9010",
+        p.clone(),
+        to_c1(p, 7004),
+        TCP_9000_RANGE,
+    ));
+}
+
+/// Source allowlists: checked before anything else for packets to a published port, never for
+/// replies or ICMP errors.
+fn allowlists(t: &mut Vec<Fixture>) {
+    use Fixture as F;
+    use Ingress::Eth0;
+    let c = ALLOWLISTS;
+    let d = Reason::DropSourceNotAllowed;
+    let to = || c_tcp(SYN).dst(HOST, 8090);
+    t.push(F::forwarded(
+        c,
+        "TCP to host:8090 from the client (allowed: 10.77.0.2/32) goes to c1:3005",
+        to(),
+        to_c1(to(), 3005),
+        TCP_8090_ALLOW,
+    ));
+    let remote = to().src(REMOTE, 40003);
+    t.push(F::forwarded(
+        c,
+        "TCP to host:8090 from 198.51.100.7 (allowed: 198.51.100.0/24) goes to c1:3005",
+        remote.clone(),
+        to_c1(remote, 3005),
+        TCP_8090_ALLOW,
+    ));
+    let denied = to().src(CLIENT_NO_NEIGH, 40007);
+    t.push(F::drop(
+        c,
+        "TCP to host:8090 from 10.77.0.3 (not allowed): dropped untouched",
+        Eth0,
+        denied.clone(),
+        d,
+    ));
+    t.push(F::drop(
+        c,
+        "TCP to host:8090 from 198.51.101.7 (next to the allowed /24): dropped",
+        Eth0,
+        to().src(Ipv4Addr::new(198, 51, 101, 7), 40003),
+        d,
+    ));
+    t.push(F::drop(
+        c,
+        "TCP with TTL 1 to host:8090 from a source not allowed: the allowlist comes first",
+        Eth0,
+        denied.clone().ttl(1),
+        d,
+    ));
+    t.push(F::drop(
+        c,
+        "first fragment to host:8090 from a source not allowed: the allowlist comes first",
+        Eth0,
+        denied.payload(&payload(64)).fragment(true, 0),
+        d,
+    ));
+    t.push(F::forwarded(
+        c,
+        "UDP to host:5042 from the client (allowed on the range 5000-5099) goes to c1:6042",
+        c_udp().dst(HOST, 5042),
+        to_c1(c_udp().dst(HOST, 5042), 6042),
+        UDP_5000_RANGE_ALLOW,
+    ));
+    t.push(F::drop(
+        c,
+        "UDP to host:5042 (range with an allowlist) from 10.77.0.3: dropped",
+        Eth0,
+        c_udp().dst(HOST, 5042).src(CLIENT_NO_NEIGH, 40001),
+        d,
+    ));
+    t.push(F::drop(
+        c,
+        "UDP to host:5099 from 198.51.100.7 (allowed on host:8090 only: lists are per forward): dropped",
+        Eth0,
+        c_udp().dst(HOST, 5099).src(REMOTE, 40001),
+        d,
+    ));
+    t.push(F::pass(
+        c,
+        "TCP to host:22 (not published) from a source no allowlist has: passed",
+        Eth0,
+        c_tcp(SYN).dst(HOST, 22).src(CLIENT_NO_NEIGH, 40007),
+        Reason::PassNoForward,
+    ));
+
+    // Replies come from the target, which no allowlist names.
+    let reply = Pkt::tcp((C1, 3005), (CLIENT, 40006), SYN | ACK).macs(C1_MAC, DOCKER0_MAC);
+    t.push(F::replied(
+        c,
+        "TCP reply c1:3005 -> client of an allowlisted forward comes from host:8090",
+        reply.clone(),
+        from_host(reply, 8090),
+        TCP_8090_ALLOW,
+    ));
+    let reply = Pkt::tcp((C1, 3005), (CLIENT_NO_NEIGH, 40007), ACK).macs(C1_MAC, DOCKER0_MAC);
+    t.push(
+        F::replied(
+            c,
+            "TCP reply to 10.77.0.3 (off the allowlist, flow from before it) still comes from host:8090",
+            reply.clone(),
+            unresolved(reply.src(HOST, 8090)),
+            TCP_8090_ALLOW,
+        )
+        .xdp(Reason::PassToTc),
+    );
+    // An ICMP error from a source off the allowlist about a reply it got: sent on to c1.
+    let rseen = Pkt::tcp((HOST, 8090), (CLIENT_NO_NEIGH, 40007), ACK).ttl(63);
+    let rsent = Pkt::tcp((C1, 3005), (CLIENT_NO_NEIGH, 40007), ACK).ttl(63);
+    let input = Pkt::icmp(CLIENT_NO_NEIGH, HOST, 3, 3, [0; 4])
+        .payload(&quote(&rseen, None))
+        .macs(CLIENT_MAC, ETH0_MAC);
+    let output =
+        via_docker0(Pkt::icmp(CLIENT_NO_NEIGH, C1, 3, 3, [0; 4]).payload(&quote(&rsent, None)));
+    t.push(F::icmp_translated(
+        c,
+        "port unreachable from 10.77.0.3 (off the allowlist) about a reply from host:8090: sent on to c1",
+        Eth0,
+        input,
+        output,
+        (TCP_8090_ALLOW, Direction::ToTarget),
+    ));
+    // The allowlist is for packets to the published port, wherever they arrive.
+    t.push(F::drop(
+        c,
+        "TCP to host:8090 from c1 itself (a hairpin; c1 is not allowed): dropped",
+        Ingress::Port,
+        to().src(C1, 45000).macs(C1_MAC, DOCKER0_MAC),
+        d,
+    ));
+}
+
+/// Hairpin: containers calling published ports through the host, arriving on the bridge port.
+fn hairpin(t: &mut Vec<Fixture>) {
+    use Fixture as F;
+    use Ingress::{Docker0, Port};
+    let c = HAIRPIN;
+    let c2_mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x03];
+    // c1 calls its own published port: source becomes the address it called, so that c1's
+    // answer comes back through the host.
+    let call = |port: u16| Pkt::tcp((C1, 45000), (HOST, port), SYN).macs(C1_MAC, DOCKER0_MAC);
+    let hp = |p: Pkt, from: Ipv4Addr, target_port: u16| {
+        let sport = ports(&p).0;
+        via_docker0(p.src(from, sport).dst(C1, target_port))
+    };
+    t.push(F::hairpinned(
+        c,
+        "TCP SYN c1 -> host:8080 (its own published port): 10.77.0.1 -> c1:3000",
+        call(8080),
+        hp(call(8080), HOST, 3000),
+        TCP_8080,
+    ));
+    let data = call(8080).payload(&payload(77));
+    t.push(F::hairpinned(
+        c,
+        "TCP with 77 bytes of data c1 -> host:8080: 10.77.0.1 -> c1:3000, checksums right",
+        data.clone(),
+        hp(data, HOST, 3000),
+        TCP_8080,
+    ));
+    let bridge = Pkt::tcp((C1, 45005), (BRIDGE, 8080), SYN).macs(C1_MAC, DOCKER0_MAC);
+    t.push(F::hairpinned(
+        c,
+        "TCP c1 -> 172.17.0.1:8080 (the bridge's address): the source becomes 172.17.0.1",
+        bridge.clone(),
+        hp(bridge, BRIDGE, 3000),
+        TCP_8080,
+    ));
+    let host2 = Pkt::tcp((C1, 45006), (HOST2, 8080), SYN).macs(C1_MAC, DOCKER0_MAC);
+    t.push(F::hairpinned(
+        c,
+        "TCP c1 -> 10.77.0.10:8080 (bound there, to c1:3002): the source becomes 10.77.0.10",
+        host2.clone(),
+        hp(host2, HOST2, 3002),
+        TCP_8080_HOST2,
+    ));
+    let range = Pkt::tcp((C1, 45007), (HOST, 9010), SYN).macs(C1_MAC, DOCKER0_MAC);
+    t.push(F::hairpinned(
+        c,
+        "TCP c1 -> host:9010 (the last port of its range): 10.77.0.1 -> c1:7010",
+        range.clone(),
+        hp(range, HOST, 7010),
+        TCP_9000_RANGE,
+    ));
+    let udp = Pkt::udp((C1, 45010), (HOST, 5353))
+        .macs(C1_MAC, DOCKER0_MAC)
+        .payload(b"self query");
+    t.push(F::hairpinned(
+        c,
+        "UDP c1 -> host:5353: 10.77.0.1 -> c1:53",
+        udp.clone(),
+        hp(udp.clone(), HOST, 53),
+        UDP_5353,
+    ));
+    let z = |p: Pkt| p.l4_csum(Csum::Raw(0));
+    let udp0 = udp.src(C1, 45011);
+    t.push(F::hairpinned(
+        c,
+        "UDP checksum 0 c1 -> host:5353, hairpinned: stays 0",
+        z(udp0.clone()),
+        z(hp(udp0, HOST, 53)),
+        UDP_5353,
+    ));
+    t.push(F::drop(
+        c,
+        "TCP with TTL 1 c1 -> host:8080: dropped before any rewrite",
+        Port,
+        call(8080).src(C1, 45012).ttl(1),
+        Reason::DropTtlExceeded,
+    ));
+
+    // c1's replies to the published address go back to c1 itself.
+    let reply = Pkt::tcp((C1, 3000), (HOST, 45001), SYN | ACK).macs(C1_MAC, DOCKER0_MAC);
+    let back = |p: Pkt, port: u16| {
+        let dport = ports(&p).1;
+        via_docker0(p.src(HOST, port).dst(C1, dport))
+    };
+    t.push(F::hairpin_replied(
+        c,
+        "TCP SYN+ACK c1:3000 -> 10.77.0.1:45001 (hairpin flow): 10.77.0.1:8080 -> c1:45001",
+        Port,
+        reply.clone(),
+        back(reply.clone(), 8080),
+        TCP_8080,
+    ));
+    let data = reply.payload(&payload(300)).src(C1, 3000);
+    t.push(F::hairpin_replied(
+        c,
+        "TCP reply with data c1:3000 -> 10.77.0.1:45001 arriving on docker0 (not exposed): translated the same",
+        Docker0,
+        data.clone(),
+        back(data, 8080),
+        TCP_8080,
+    ));
+    let ureply = Pkt::udp((C1, 53), (HOST, 45002))
+        .macs(C1_MAC, DOCKER0_MAC)
+        .payload(b"self answer");
+    t.push(F::hairpin_replied(
+        c,
+        "UDP c1:53 -> 10.77.0.1:45002 (hairpin flow): 10.77.0.1:5353 -> c1:45002",
+        Port,
+        ureply.clone(),
+        back(ureply, 5353),
+        UDP_5353,
+    ));
+
+    // c2 calls c1's published port: forwarded, c2's address kept (c1's reply comes through the
+    // host from c1's bridge port).
+    let other = Pkt::tcp((C2, 45003), (HOST, 8080), SYN).macs(c2_mac, DOCKER0_MAC);
+    t.push(
+        F::forwarded(
+            c,
+            "TCP c2 -> host:8080 (c1's published port): c2 -> c1:3000, no source translation",
+            other.clone(),
+            to_c1(other, 3000),
+            TCP_8080,
+        )
+        .on(Port),
+    );
+    let reply = Pkt::tcp((C1, 3000), (C2, 45004), SYN | ACK).macs(C1_MAC, DOCKER0_MAC);
+    t.push(
+        F::replied(
+            c,
+            "TCP reply c1:3000 -> c2: comes from host:8080 (c2 has no neighbour entry)",
+            reply.clone(),
+            unresolved(reply.src(HOST, 8080)),
+            TCP_8080,
+        )
+        .on(Port)
+        .xdp(Reason::PassToTc),
+    );
+
+    // An ICMP error c1 sends about a hairpinned datagram it received: its own business.
+    let seen = Pkt::udp((HOST, 45002), (C1, 53)).ttl(63).payload(b"q");
+    t.push(F::pass(
+        c,
+        "port unreachable from c1 about a hairpinned datagram (10.77.0.1:45002 -> c1:53): not translated",
+        Port,
+        Pkt::icmp(C1, HOST, 3, 3, [0; 4])
+            .payload(&quote(&seen, None))
+            .macs(C1_MAC, DOCKER0_MAC),
+        Reason::PassNoForward,
     ));
 }
 

@@ -129,6 +129,8 @@ fn addresses() -> Vec<u32> {
         CLIENT,
         CLIENT_NO_NEIGH,
         REMOTE,
+        Ipv4Addr::new(198, 51, 100, 200),
+        Ipv4Addr::new(10, 77, 0, 0),
         C1,
         C2,
         UNROUTABLE,
@@ -145,11 +147,28 @@ fn addresses() -> Vec<u32> {
 }
 
 fn ports() -> Vec<u32> {
+    // Each forward's first and last port, the middle and both neighbours of a range, and the
+    // target ports they map to.
     let mut p: Vec<u32> = FORWARDS
         .iter()
-        .flat_map(|f| [u32::from(f.port), u32::from(f.to_port)])
+        .flat_map(|f| {
+            let mid = f.port + (f.end - f.port) / 2;
+            [
+                f.port,
+                f.end,
+                mid,
+                f.port - 1,
+                f.end + 1,
+                f.to_port,
+                f.to_port_of(f.end),
+                f.to_port_of(mid),
+            ]
+        })
+        .map(u32::from)
         .collect();
-    p.extend((40000..40005).chain([0, 22, 65535]));
+    p.sort_unstable();
+    p.dedup();
+    p.extend((40000..40009).chain(45000..45012).chain([0, 22, 65535]));
     p
 }
 
@@ -208,6 +227,7 @@ fn case(seeds: usize) -> impl Strategy<Value = Case> {
         1 => Just(Some(Ingress::Eth0)),
         1 => Just(Some(Ingress::Docker0)),
         1 => Just(Some(Ingress::Lo)),
+        1 => Just(Some(Ingress::Port)),
     ];
     (
         base,
@@ -591,6 +611,9 @@ pub fn run(env: &Env, prog: &Program) {
         Reason::PassMalformed,
         Reason::DropFragment,
         Reason::PassNotForUs,
+        Reason::DropSourceNotAllowed,
+        Reason::Hairpinned,
+        Reason::HairpinReplied,
     ] {
         assert!(
             reasons.iter().any(|(n, _)| *n == r.name()),

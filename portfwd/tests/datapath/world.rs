@@ -6,9 +6,15 @@
 //!     |
 //!  eth0 10.77.0.1 (MAC 02:00:0a:4d:00:01), exposed     host addresses: 10.77.0.1, 10.77.0.10,
 //!  docker0 172.17.0.1 (MAC 02:42:ac:11:00:01)                          172.17.0.1
+//!     |   \
+//!     |    pfport0: a port of the bridge (the host end of a container's veth), exposed
 //!     |
 //!  c1 172.17.0.2 (MAC 02:42:ac:11:00:02, permanent neighbour); 172.17.0.3 has no neighbour entry
 //! ```
+//!
+//! docker0 itself is not exposed, so that fixtures show a bridge where ports are not published;
+//! `pfport0` is, as every bridge port is when the config names no `interfaces:`: frames from
+//! containers to published ports (hairpin) arrive there.
 //!
 //! BPF_PROG_TEST_RUN makes its FIB lookups in the network namespace of the calling thread, so
 //! everything that runs a program happens inside [`Env::run`] (the lab's host namespace).
@@ -16,9 +22,12 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use portfwd::dataplane::{self, Dataplane, maps::ipv4_be};
-use portfwd::spec::{Forward, Listen, Protocol, Target};
+use portfwd::spec::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::{
-    maps::{FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook, IFACE_EXPOSE},
+    maps::{
+        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook,
+        IFACE_EXPOSE, RangeKey, RangeValue,
+    },
     model::{self, Route, RouteQuery},
     reason::Reason,
 };
@@ -54,16 +63,24 @@ pub enum Ingress {
     Docker0,
     /// An interface portfwd does not know (`lo`).
     Lo,
+    /// A port of the bridge (`pfport0`, the host end of a container's veth), exposed: where a
+    /// container's frames to a published port arrive.
+    Port,
 }
 
-/// A published port of the test world: `(slot, listen address, port, protocol, target, port)`.
+/// A published port or range of the test world: `(slot, listen address, port, protocol,
+/// target, port)`, and for a range its last port, for an allowlist its prefixes.
 pub struct Published {
     pub slot: u32,
     pub addr: Option<Ipv4Addr>,
     pub port: u16,
+    /// The last port of a range (`port` for a single port).
+    pub end: u16,
     pub protocol: Protocol,
     pub to: Ipv4Addr,
     pub to_port: u16,
+    /// The source allowlist (empty: every source).
+    pub allow: &'static [(Ipv4Addr, u8)],
 }
 
 pub const TCP_8080: u32 = 0;
@@ -74,6 +91,22 @@ pub const TCP_9090_NO_NEIGH: u32 = 4;
 pub const UDP_7070_UNROUTABLE: u32 = 5;
 pub const TCP_8443_SAME_PORT: u32 = 6;
 pub const TCP_8082_HOST2_ONLY: u32 = 7;
+/// `*:9000-9010/tcp -> c1:7000-7010`.
+pub const TCP_9000_RANGE: u32 = 8;
+/// `10.77.0.10:9000-9003/tcp -> c1:7100-7103`: bound to one address, inside the range above.
+pub const TCP_9000_RANGE_HOST2: u32 = 9;
+/// `*:9001/tcp -> c1:3004`: a single port inside both ranges.
+pub const TCP_9001_SINGLE: u32 = 10;
+/// `*:8090/tcp -> c1:3005 allow 10.77.0.2, 198.51.100.0/24`.
+pub const TCP_8090_ALLOW: u32 = 11;
+/// `*:5000-5099/udp -> c1:6000-6099 allow 10.77.0.0/31`: a range with an allowlist.
+pub const UDP_5000_RANGE_ALLOW: u32 = 12;
+
+/// The allowlist of [`TCP_8090_ALLOW`]: the client, and the remote network.
+pub const ALLOW_8090: &[(Ipv4Addr, u8)] = &[(CLIENT, 32), (Ipv4Addr::new(198, 51, 100, 0), 24)];
+/// The allowlist of [`UDP_5000_RANGE_ALLOW`]: 10.77.0.0-10.77.0.1 and the client (10.77.0.3,
+/// [`CLIENT_NO_NEIGH`], is outside).
+pub const ALLOW_5000: &[(Ipv4Addr, u8)] = &[(Ipv4Addr::new(10, 77, 0, 0), 31), (CLIENT, 32)];
 
 pub const FORWARDS: &[Published] = &[
     Published::new(TCP_8080, None, 8080, Protocol::Tcp, C1, 3000),
@@ -98,6 +131,21 @@ pub const FORWARDS: &[Published] = &[
         C1,
         3003,
     ),
+    Published::new(TCP_9000_RANGE, None, 9000, Protocol::Tcp, C1, 7000).range(9010),
+    Published::new(
+        TCP_9000_RANGE_HOST2,
+        Some(HOST2),
+        9000,
+        Protocol::Tcp,
+        C1,
+        7100,
+    )
+    .range(9003),
+    Published::new(TCP_9001_SINGLE, None, 9001, Protocol::Tcp, C1, 3004),
+    Published::new(TCP_8090_ALLOW, None, 8090, Protocol::Tcp, C1, 3005).allow(ALLOW_8090),
+    Published::new(UDP_5000_RANGE_ALLOW, None, 5000, Protocol::Udp, C1, 6000)
+        .range(5099)
+        .allow(ALLOW_5000),
 ];
 
 impl Published {
@@ -113,24 +161,46 @@ impl Published {
             slot,
             addr,
             port,
+            end: port,
             protocol,
             to,
             to_port,
+            allow: &[],
         }
     }
 
+    /// A range of ports, `port..=end`, going to `to_port..` port by port.
+    const fn range(self, end: u16) -> Published {
+        Published { end, ..self }
+    }
+
+    const fn allow(self, allow: &'static [(Ipv4Addr, u8)]) -> Published {
+        Published { allow, ..self }
+    }
+
+    /// The target port of host port `port`.
+    pub fn to_port_of(&self, port: u16) -> u16 {
+        self.to_port + (port - self.port)
+    }
+
     fn forward(&self) -> Forward {
-        Forward {
-            listen: Listen {
-                addr: self.addr,
-                port: self.port,
-                protocol: self.protocol,
-            },
-            to: Target {
-                addr: self.to,
-                port: self.to_port,
-            },
-        }
+        let listen = Listen {
+            addr: self.addr,
+            port: self.port,
+            end: self.end,
+            protocol: self.protocol,
+        };
+        let to = Target {
+            addr: self.to,
+            port: self.to_port,
+            end: self.to_port_of(self.end),
+        };
+        let allow = self
+            .allow
+            .iter()
+            .map(|(a, len)| format!("{a}/{len}").parse::<AllowPrefix>().unwrap())
+            .collect();
+        Forward::new(listen, to).unwrap().with_allow(allow)
     }
 }
 
@@ -145,6 +215,36 @@ pub const FLOWS: &[FlowRow] = &[
     (C1, 3000, CLIENT_NO_NEIGH, 40002, 6, HOST, 8080, TCP_8080),
     (C1, 3000, REMOTE, 40003, 6, HOST, 8080, TCP_8080),
     (C1, 3002, CLIENT, 40004, 6, HOST2, 8080, TCP_8080_HOST2),
+    (C1, 7005, CLIENT, 40005, 6, HOST, 9005, TCP_9000_RANGE),
+    (C1, 3005, CLIENT, 40006, 6, HOST, 8090, TCP_8090_ALLOW),
+    (
+        C1,
+        3005,
+        CLIENT_NO_NEIGH,
+        40007,
+        6,
+        HOST,
+        8090,
+        TCP_8090_ALLOW,
+    ),
+    (
+        C1,
+        6042,
+        CLIENT,
+        40008,
+        17,
+        HOST,
+        5042,
+        UDP_5000_RANGE_ALLOW,
+    ),
+    (C1, 3000, C2, 45004, 6, HOST, 8080, TCP_8080),
+];
+
+/// Hairpin flows present before any fixture runs: c1 called its own published port, so the
+/// flow's client is the published address and the caller (`client_addr_be`) is c1 itself.
+pub const HAIRPIN_FLOWS: &[FlowRow] = &[
+    (C1, 3000, HOST, 45001, 6, HOST, 8080, TCP_8080),
+    (C1, 53, HOST, 45002, 17, HOST, 5353, UDP_5353),
 ];
 
 /// The key of the flow that the target's replies to `client:cport` carry.
@@ -165,7 +265,15 @@ pub fn flow_value(published: (Ipv4Addr, u16), slot: u32) -> FlowValue {
         orig_port_be: published.1.to_be(),
         _pad: 0,
         stats_slot: slot,
-        _pad2: 0,
+        client_addr_be: 0,
+    }
+}
+
+/// The flow of a hairpin to itself: `caller` is the target that called its own published port.
+pub fn hairpin_flow_value(published: (Ipv4Addr, u16), slot: u32, caller: Ipv4Addr) -> FlowValue {
+    FlowValue {
+        client_addr_be: ipv4_be(caller),
+        ..flow_value(published, slot)
     }
 }
 
@@ -253,6 +361,12 @@ pub struct ModelWorld {
     pub ifaces: HashMap<u32, u32>,
     pub host_addrs: Vec<u32>,
     pub forwards: HashMap<ForwardKey, ForwardValue>,
+    /// Port ranges as ranges: `(protocol, address or 0, first port, last port, value)`. The
+    /// kernel's trie holds them as prefixes (`port_prefixes`); the model world matches the
+    /// ports directly, so a wrong prefix cover shows up as a difference.
+    pub ranges: Vec<(u8, u32, u16, u16, RangeValue)>,
+    /// Allowlists by stats slot, as prefixes matched directly (the kernel has a trie).
+    pub allow: HashMap<u32, Vec<(Ipv4Addr, u8)>>,
     pub flows: HashMap<FlowKey, FlowValue>,
     pub xdp_egress: Vec<u32>,
     pub eth0: u32,
@@ -260,6 +374,25 @@ pub struct ModelWorld {
 }
 
 impl model::World for ModelWorld {
+    fn range(&self, key: &RangeKey) -> Option<RangeValue> {
+        let port = u16::from_be(key.port_be);
+        self.ranges
+            .iter()
+            .find(|(proto, addr, start, end, _)| {
+                *proto == key.proto && *addr == key.addr_be && (*start..=*end).contains(&port)
+            })
+            .map(|r| r.4)
+    }
+
+    fn allowed(&self, key: &AllowKey) -> bool {
+        let source = Ipv4Addr::from(key.saddr_be.to_ne_bytes());
+        self.allow.get(&key.slot).is_some_and(|prefixes| {
+            prefixes
+                .iter()
+                .any(|&(net, len)| in_net(source, net, u32::from(len)))
+        })
+    }
+
     fn iface_flags(&self, ifindex: u32) -> Option<u32> {
         self.ifaces.get(&ifindex).copied()
     }
@@ -315,7 +448,7 @@ impl model::World for ModelWorld {
 }
 
 fn in_net(a: Ipv4Addr, net: Ipv4Addr, prefix: u32) -> bool {
-    let mask = u32::MAX << (32 - prefix);
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
     u32::from(a) & mask == u32::from(net) & mask
 }
 
@@ -335,6 +468,8 @@ pub struct Env {
     pub lab: Lab,
     pub eth0: u32,
     pub docker0: u32,
+    /// `pfport0`, the exposed bridge port.
+    pub port: u32,
 }
 
 impl Env {
@@ -353,7 +488,10 @@ impl Env {
             &format!(
                 "ip link set eth0 address {eth0} && ip link set docker0 address {docker0} && \
                  ip neigh replace {CLIENT} lladdr {client} dev eth0 nud permanent && \
-                 ip neigh replace {C1} lladdr {c1} dev docker0 nud permanent",
+                 ip neigh replace {C1} lladdr {c1} dev docker0 nud permanent && \
+                 ip link add pfport0 type veth peer name pfport1 && \
+                 ip link set pfport0 master docker0 && \
+                 ip link set pfport1 up && ip link set pfport0 up",
                 eth0 = mac(ETH0_MAC),
                 docker0 = mac(DOCKER0_MAC),
                 client = mac(CLIENT_MAC),
@@ -368,8 +506,13 @@ impl Env {
                 .parse()
                 .expect("an ifindex")
         };
-        let (eth0, docker0) = (index("eth0"), index("docker0"));
-        Env { lab, eth0, docker0 }
+        let (eth0, docker0, port) = (index("eth0"), index("docker0"), index("pfport0"));
+        Env {
+            lab,
+            eth0,
+            docker0,
+            port,
+        }
     }
 
     /// Runs `f` in the lab's host namespace.
@@ -382,6 +525,7 @@ impl Env {
             Ingress::Eth0 => self.eth0,
             Ingress::Docker0 => self.docker0,
             Ingress::Lo => 1,
+            Ingress::Port => self.port,
         }
     }
 
@@ -389,7 +533,7 @@ impl Env {
     /// returns it with the model's copy of the same state.
     pub fn load(&self, prog: &Program) -> (Dataplane, ModelWorld) {
         let mut dp = Dataplane::load().expect("loading the dataplane");
-        let mut w = ModelWorld::new(self.eth0, self.docker0);
+        let mut w = ModelWorld::new(self.eth0, self.docker0, self.port);
         if prog.xdp_egress {
             for i in [self.eth0, self.docker0] {
                 dp.maps.set_xdp_egress(i, true).unwrap();
@@ -398,6 +542,7 @@ impl Env {
         }
         dp.maps.set_iface(self.eth0, true).unwrap();
         dp.maps.set_iface(self.docker0, false).unwrap();
+        dp.maps.set_iface(self.port, true).unwrap();
         for a in [HOST, HOST2, BRIDGE] {
             dp.maps.set_host_addr(a).unwrap();
         }
@@ -412,14 +557,23 @@ impl Env {
 }
 
 fn initial_flows() -> impl Iterator<Item = (FlowKey, FlowValue)> {
-    FLOWS.iter().map(|&(t, tp, c, cp, proto, a, ap, slot)| {
+    let plain = FLOWS.iter().map(|&(t, tp, c, cp, proto, a, ap, slot)| {
         (flow_key((t, tp), (c, cp), proto), flow_value((a, ap), slot))
-    })
+    });
+    let hairpin = HAIRPIN_FLOWS
+        .iter()
+        .map(|&(t, tp, c, cp, proto, a, ap, slot)| {
+            (
+                flow_key((t, tp), (c, cp), proto),
+                hairpin_flow_value((a, ap), slot, t),
+            )
+        });
+    plain.chain(hairpin)
 }
 
 impl ModelWorld {
     /// The world above as the model sees it, with the given interface indexes.
-    pub fn new(eth0: u32, docker0: u32) -> ModelWorld {
+    pub fn new(eth0: u32, docker0: u32, port: u32) -> ModelWorld {
         let mut w = ModelWorld {
             eth0,
             docker0,
@@ -427,17 +581,39 @@ impl ModelWorld {
         };
         w.ifaces.insert(eth0, IFACE_EXPOSE);
         w.ifaces.insert(docker0, 0);
+        w.ifaces.insert(port, IFACE_EXPOSE);
         w.host_addrs = [HOST, HOST2, BRIDGE].into_iter().map(ipv4_be).collect();
         for p in FORWARDS {
-            let fwd = p.forward();
+            let flags = if p.allow.is_empty() { 0 } else { FWD_ALLOWLIST };
+            if !p.allow.is_empty() {
+                w.allow.insert(p.slot, p.allow.to_vec());
+            }
+            let proto = dataplane::maps::ip_proto(p.protocol);
+            let addr_be = p.addr.map_or(0, ipv4_be);
+            if p.end != p.port {
+                let value = RangeValue {
+                    target_addr_be: ipv4_be(p.to),
+                    target_port_be: p.to_port.to_be(),
+                    start_port_be: p.port.to_be(),
+                    stats_slot: p.slot,
+                    flags,
+                };
+                w.ranges.push((proto, addr_be, p.port, p.end, value));
+                continue;
+            }
             w.forwards.insert(
-                dataplane::maps::forward_key(&fwd.listen),
+                ForwardKey {
+                    addr_be,
+                    port_be: p.port.to_be(),
+                    proto,
+                    _pad: 0,
+                },
                 ForwardValue {
                     target_addr_be: ipv4_be(p.to),
                     target_port_be: p.to_port.to_be(),
                     _pad: 0,
                     stats_slot: p.slot,
-                    _pad2: 0,
+                    flags,
                 },
             );
         }
