@@ -336,10 +336,12 @@ impl Maps {
                 .bridge_ports
                 .insert(index, bridge, 0)
                 .map_err(map_err("bridge ports")),
-            None => match self.bridge_ports.remove(&index) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(map_err("bridge ports")(e)),
-            },
+            // (A hash map's delete reports a missing key as a plain syscall error.)
+            None if self.bridge_ports.get(&index, 0).is_err() => Ok(()),
+            None => self
+                .bridge_ports
+                .remove(&index)
+                .map_err(map_err("bridge ports")),
         }
     }
 

@@ -540,9 +540,9 @@ impl Env {
                 w.xdp_egress.push(i);
             }
         }
-        dp.maps.set_iface(self.eth0, true).unwrap();
-        dp.maps.set_iface(self.docker0, false).unwrap();
-        dp.maps.set_iface(self.port, true).unwrap();
+        dp.maps.set_iface(self.eth0, true, None).unwrap();
+        dp.maps.set_iface(self.docker0, false, None).unwrap();
+        dp.maps.set_iface(self.port, true, None).unwrap();
         for a in [HOST, HOST2, BRIDGE] {
             dp.maps.set_host_addr(a).unwrap();
         }
