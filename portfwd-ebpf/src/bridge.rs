@@ -34,9 +34,9 @@ pub fn learn<P: Packet>(p: &P) {
     let key = MacKey { mac, _pad: [0; 2] };
     let entry = PortEntry { port, bridge };
     // SAFETY: as above; the value is plain integers, copied out at once.
-    let known = PORT_MACS.get_ptr(&key).map(|e| unsafe { *e });
+    let known = PORT_MACS.get_ptr(key).map(|e| unsafe { *e });
     if known != Some(entry) {
-        let _ = PORT_MACS.insert(&key, &entry, 0);
+        let _ = PORT_MACS.insert(key, entry, 0);
     }
 }
 
@@ -48,7 +48,7 @@ pub fn port_behind(bridge: u32, mac: &[u8; 6]) -> Option<u32> {
         _pad: [0; 2],
     };
     // SAFETY: the pointer comes from a successful lookup; the value is copied out at once.
-    let entry = unsafe { *PORT_MACS.get_ptr(&key)? };
+    let entry = unsafe { *PORT_MACS.get_ptr(key)? };
     // The port must still be a port of that bridge (a container restarted with the same MAC
     // gets a new veth; until it sends, the learned port is stale and the bridge decides).
     // SAFETY: as above, a plain u32.

@@ -229,15 +229,9 @@ impl Daemon {
 
     /// Runs `portfwd daemon --cleanup` against this daemon's pin directory.
     pub fn cleanup(&self) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.host_ns])
-            .arg(portfwd_bin())
-            .args(["daemon", "--cleanup", "--socket"])
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .output()
-            .unwrap()
+        let pin_dir = self.pin_dir.to_str().expect("UTF-8 test path");
+        // The daemon's socket comes from PORTFWD_SOCKET, as for every CLI call.
+        self.cli_raw(&["daemon", "--cleanup", "--pin-dir", pin_dir])
     }
 
     /// Runs the daemon expecting it to exit by itself (e.g. on an invalid config), within 20 s.
