@@ -48,9 +48,13 @@ fn map_dumps(pid: u32) -> BTreeMap<String, String> {
         let info: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
         let name = info["name"].as_str().unwrap_or_default().to_owned();
         // The verdict counters move with any packet on the lab's interfaces (the socket hooks'
-        // with any connect() on the machine); the rest moves only when the daemon changes
+        // with any connect() on the machine), and the datapath learns containers' MACs
+        // (PF_PORT_MACS) from any frame they send; the rest moves only when the daemon changes
         // something or a forward carries traffic.
-        if !name.starts_with("PF_") || name == "PF_VERDICTS" || name.starts_with("PF_SOCK_VERDICT")
+        let learned_by_the_datapath = ["PF_VERDICTS", "PF_PORT_MACS"];
+        if !name.starts_with("PF_")
+            || learned_by_the_datapath.contains(&name.as_str())
+            || name.starts_with("PF_SOCK_VERDICT")
         {
             continue;
         }
