@@ -65,6 +65,7 @@ pub fn run(args: Args) -> Result<()> {
         "e2e",
         "--test",
         "ranges",
+        "--test",
         "hostlocal",
     ])
     .env("PORTFWD_E2E_MODE", "xdp");

@@ -192,8 +192,12 @@ impl Demo {
             web.addr
         );
         println!(
-            "                 looks the route up and redirects the packet to docker0 (no iptables, \
-             no proxy process)"
+            "                 looks the route up and sends the packet on: through docker0 until the \
+             container's MAC is known,"
+        );
+        println!(
+            "                 then straight into the container's namespace (no iptables, no proxy \
+             process)"
         );
         println!(
             "      container  {client} -> {}:{APP_PORT}      the app sees the client's own address:",
