@@ -56,6 +56,9 @@ impl Verdict {
 
 #[inline(always)]
 pub fn process<P: Packet>(p: &P) -> Verdict {
+    if p.vlan_stripped() {
+        return Verdict::untouched(Reason::PassNotIpv4);
+    }
     let pkt = match parse::parse(p) {
         Ok(Parsed::L4(pkt)) => pkt,
         Ok(Parsed::IcmpError(err)) => {

@@ -32,6 +32,10 @@ pub trait Packet {
     fn make_readable(&self, len: usize);
     /// Interface the packet arrived on.
     fn ingress_ifindex(&self) -> u32;
+    /// Whether the frame came with a VLAN tag that the device stripped into metadata (tc on a
+    /// NIC with VLAN offload). Such a frame belongs to the VLAN's own interface, where tc runs
+    /// again on it; at the parent it is not ours, as a tagged frame is to the parser.
+    fn vlan_stripped(&self) -> bool;
     /// The context pointer, for helpers such as `bpf_fib_lookup`.
     fn ctx_ptr(&self) -> *mut c_void;
     /// Whether the FIB lookup should check the MTU against the IP length (XDP) or against the
@@ -101,6 +105,13 @@ impl Packet for TcContext {
         // SAFETY: `skb` is the program's context pointer, valid for the whole invocation, and
         // `ifindex` is a readable field of `__sk_buff` for tc programs.
         unsafe { (*skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn vlan_stripped(&self) -> bool {
+        let skb = self.as_ptr() as *const __sk_buff;
+        // SAFETY: as for `ingress_ifindex`; `vlan_present` is a readable field for tc programs.
+        unsafe { (*skb).vlan_present != 0 }
     }
 
     #[inline(always)]
@@ -191,6 +202,12 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         XdpContext::ingress_ifindex(self) as u32
+    }
+
+    #[inline(always)]
+    fn vlan_stripped(&self) -> bool {
+        // XDP sees the frame as it arrived: a tag is in the frame, where the parser finds it.
+        false
     }
 
     #[inline(always)]

@@ -369,6 +369,15 @@ fn xdp_mode_puts_native_xdp_in_front_of_tc() {
         .find(|i| i["name"] == "eth0")
         .expect("eth0 attached");
     assert_eq!(eth0["attach"], "xdp+tc", "{status}");
+    // Not on the container's host-side veth, which exposes nothing: XDP there would only
+    // convert frames for tc and cost GRO.
+    let veth = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == c1.host_veth.as_str())
+        .expect("the container's veth attached");
+    assert_eq!(veth["attach"], "tc", "{status}");
     // XDP saw the client's packets first; their next hop is a bridge, which takes no XDP
     // frames, so it handed them to tc untouched, and tc forwarded them.
     let xdp = &status["verdicts_by_hook"]["xdp"];
