@@ -911,19 +911,28 @@ impl Source<'_> {
         Ok(out)
     }
 
+    /// The items of a list value; `null` is the empty list where `null_is_empty`, and any
+    /// other value an error: `expected a list of WHAT, found ...`.
+    fn list<'n>(
+        &self,
+        node: &'n Spanned<Node>,
+        field: &str,
+        what: &str,
+        null_is_empty: bool,
+    ) -> Result<&'n [Spanned<Node>], ConfigError> {
+        match &node.value {
+            Node::Null if null_is_empty => Ok(&[]),
+            Node::Seq(items) => Ok(items),
+            other => Err(self.invalid(
+                node,
+                field,
+                format!("expected a list of {what}, found {}", other.kind()),
+            )),
+        }
+    }
+
     fn interfaces(&self, node: &Spanned<Node>) -> Result<Vec<String>, ConfigError> {
-        let items = match &node.value {
-            Node::Null => return Ok(Vec::new()),
-            Node::Seq(items) => items,
-            other => {
-                let found = other.kind();
-                return Err(self.invalid(
-                    node,
-                    "interfaces",
-                    format!("expected a list of interface names, found {found}"),
-                ));
-            }
-        };
+        let items = self.list(node, "interfaces", "interface names", true)?;
         let mut names: Vec<String> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let field = format!("interfaces[{i}]");
@@ -976,18 +985,7 @@ impl Source<'_> {
     }
 
     fn forwards(&self, node: &Spanned<Node>) -> Result<Vec<Forward>, ConfigError> {
-        let items = match &node.value {
-            Node::Null => return Ok(Vec::new()),
-            Node::Seq(items) => items,
-            other => {
-                let found = other.kind();
-                return Err(self.invalid(
-                    node,
-                    "forwards",
-                    format!("expected a list of forwards, found {found}"),
-                ));
-            }
-        };
+        let items = self.list(node, "forwards", "forwards", true)?;
         let mut forwards: Vec<Forward> = Vec::with_capacity(items.len());
         // The listen node of each forward, for the line of a conflict.
         let mut listen_nodes: Vec<&Spanned<Node>> = Vec::with_capacity(items.len());
@@ -1078,19 +1076,8 @@ impl Source<'_> {
 
     /// A forward's `allow:` list of source prefixes.
     fn allow(&self, node: &Spanned<Node>, field: &str) -> Result<Vec<AllowPrefix>, ConfigError> {
-        let items = match &node.value {
-            Node::Seq(items) => items,
-            other => {
-                let found = other.kind();
-                return Err(self.invalid(
-                    node,
-                    field,
-                    format!(
-                        "expected a list of source prefixes (e.g. [\"10.0.0.0/8\"]), found {found}"
-                    ),
-                ));
-            }
-        };
+        let what = "source prefixes (e.g. [\"10.0.0.0/8\"])";
+        let items = self.list(node, field, what, false)?;
         if items.is_empty() {
             return Err(self.invalid(node, field, SpecError::EmptyAllowlist.to_string()));
         }
