@@ -17,6 +17,16 @@ pub const ALLOW: &str = "PF_ALLOW";
 pub const FLOWS: &str = "PF_FLOWS";
 /// The host's own IPv4 addresses; a packet is "for the host" when its destination is here.
 pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
+
+/// The IPv6 twins of the maps above. Each address family has its own maps, with the same key
+/// and value types instantiated at [`Ipv6Words`] instead of `u32` (see [`Addr`]); the stats
+/// slots ([`FORWARD_STATS`]) are shared, so a slot names one forward of either family.
+pub const FORWARDS6: &str = "PF_FORWARDS6";
+pub const RANGES6: &str = "PF_RANGES6";
+pub const ALLOW6: &str = "PF_ALLOW6";
+pub const FLOWS6: &str = "PF_FLOWS6";
+/// The host's own IPv6 addresses (link-local ones excluded: they are scoped to a link).
+pub const HOST_ADDRS6: &str = "PF_HOST_ADDRS6";
 /// Interfaces on which published ports are exposed (ifindex -> [`IFACE_EXPOSE`] flags).
 pub const IFACES: &str = "PF_IFACES";
 /// Per-forward counters, indexed by [`ForwardValue::stats_slot`] (per CPU).
@@ -50,6 +60,8 @@ impl Hook {
 
 pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;
+/// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
+pub const MAX_FLOWS6: u32 = 65_536;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
 /// Port-range prefixes ([`RANGES`] entries). A range takes at most 30.
@@ -64,6 +76,40 @@ pub const FWD_ALLOWLIST: u32 = 1;
 /// `IFACES` flag: published ports are reachable through this interface. Interfaces without it
 /// still translate replies of flows that entered elsewhere.
 pub const IFACE_EXPOSE: u32 = 1;
+
+/// An IP address as map keys and values hold it: exactly the bytes on the wire, read as native
+/// integers (`u32` for IPv4, four `u32` for IPv6), so the datapath compares and copies them
+/// without conversion. Userspace converts at one boundary ([`ipv6_words`], `u32::from_ne_bytes`).
+pub trait Addr: Copy + Eq + Default + 'static {
+    /// Address length in bits, for the LPM tries.
+    const BITS: u32;
+}
+
+impl Addr for u32 {
+    const BITS: u32 = 32;
+}
+
+/// An IPv6 address as map keys hold it: its 16 wire bytes as four native `u32`.
+pub type Ipv6Words = [u32; 4];
+
+impl Addr for Ipv6Words {
+    const BITS: u32 = 128;
+}
+
+/// The map form of an IPv6 address's octets.
+pub fn ipv6_words(octets: [u8; 16]) -> Ipv6Words {
+    let w = |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// The octets of an IPv6 address in map form.
+pub fn ipv6_octets(words: Ipv6Words) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    for (i, w) in words.iter().enumerate() {
+        o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    o
+}
 
 /// Veth bridge ports (host-side ends of containers' veth pairs): port ifindex -> the ifindex of
 /// the bridge it is enslaved to. Written by userspace from netlink.
@@ -95,18 +141,21 @@ pub struct PortEntry {
 /// is the host address the forward is bound to (`-p 192.0.2.1:8080:80`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct ForwardKey {
-    pub addr_be: u32,
+pub struct ForwardKeyOf<A> {
+    pub addr_be: A,
     pub port_be: u16,
     pub proto: u8,
     pub _pad: u8,
 }
 
+pub type ForwardKey = ForwardKeyOf<u32>;
+pub type Forward6Key = ForwardKeyOf<Ipv6Words>;
+
 /// Value of the forwarding table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ForwardValue {
-    pub target_addr_be: u32,
+pub struct ForwardValueOf<A> {
+    pub target_addr_be: A,
     pub target_port_be: u16,
     pub _pad: u16,
     /// Index into [`FORWARD_STATS`]; also the forward's identity in [`ALLOW`].
@@ -115,23 +164,29 @@ pub struct ForwardValue {
     pub flags: u32,
 }
 
+pub type ForwardValue = ForwardValueOf<u32>;
+pub type Forward6Value = ForwardValueOf<Ipv6Words>;
+
 /// The data part of a [`RANGES`] key. The fields are in match order (an LPM trie matches bits
 /// from the first byte on): protocol, padding (always zero), host address (0 = every host
 /// address), then the port, big-endian so that its bits come most significant first. The
 /// prefix length is [`RangeKey::FIXED_BITS`] plus the number of port bits matched (0-16).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct RangeKey {
+pub struct RangeKeyOf<A> {
     pub proto: u8,
     pub _pad: [u8; 3],
-    pub addr_be: u32,
+    pub addr_be: A,
     pub port_be: u16,
     pub _pad2: [u8; 2],
 }
 
-impl RangeKey {
+pub type RangeKey = RangeKeyOf<u32>;
+pub type Range6Key = RangeKeyOf<Ipv6Words>;
+
+impl<A: Addr> RangeKeyOf<A> {
     /// Bits before the port: protocol, padding and address, always matched in full.
-    pub const FIXED_BITS: u32 = 64;
+    pub const FIXED_BITS: u32 = 32 + A::BITS;
     /// A lookup key matches every bit of the port.
     pub const LOOKUP_BITS: u32 = Self::FIXED_BITS + 16;
 }
@@ -139,8 +194,8 @@ impl RangeKey {
 /// Value of [`RANGES`]: one forwarded range, repeated in each of its prefixes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct RangeValue {
-    pub target_addr_be: u32,
+pub struct RangeValueOf<A> {
+    pub target_addr_be: A,
     /// The target port of the range's first host port.
     pub target_port_be: u16,
     /// The range's first host port.
@@ -150,14 +205,17 @@ pub struct RangeValue {
     pub flags: u32,
 }
 
-impl RangeValue {
+pub type RangeValue = RangeValueOf<u32>;
+pub type Range6Value = RangeValueOf<Ipv6Words>;
+
+impl<A: Addr> RangeValueOf<A> {
     /// The forward for host port `port_be` of this range: ports map one by one, so the target
     /// port is `target_port + (port - start_port)`. The arithmetic needs host order; this is the
     /// one place the datapath converts a port, and it converts back at once.
     #[inline(always)]
-    pub fn forward_for(&self, port_be: u16) -> ForwardValue {
+    pub fn forward_for(&self, port_be: u16) -> ForwardValueOf<A> {
         let offset = u16::from_be(port_be).wrapping_sub(u16::from_be(self.start_port_be));
-        ForwardValue {
+        ForwardValueOf {
             target_addr_be: self.target_addr_be,
             target_port_be: u16::from_be(self.target_port_be)
                 .wrapping_add(offset)
@@ -174,12 +232,15 @@ impl RangeValue {
 /// 32 plus the source prefix length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct AllowKey {
+pub struct AllowKeyOf<A> {
     pub slot: u32,
-    pub saddr_be: u32,
+    pub saddr_be: A,
 }
 
-impl AllowKey {
+pub type AllowKey = AllowKeyOf<u32>;
+pub type Allow6Key = AllowKeyOf<Ipv6Words>;
+
+impl<A> AllowKeyOf<A> {
     /// Bits before the source address.
     pub const FIXED_BITS: u32 = 32;
 }
@@ -226,28 +287,34 @@ impl Iterator for PortPrefixes {
 /// A flow as the target's replies carry it: source = target, destination = the client.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
-    pub saddr_be: u32,
-    pub daddr_be: u32,
+pub struct FlowKeyOf<A> {
+    pub saddr_be: A,
+    pub daddr_be: A,
     pub sport_be: u16,
     pub dport_be: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
+pub type FlowKey = FlowKeyOf<u32>;
+pub type Flow6Key = FlowKeyOf<Ipv6Words>;
+
 /// What a reply's source is translated back to: the address and port the client used.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowValue {
-    pub orig_addr_be: u32,
+pub struct FlowValueOf<A> {
+    pub orig_addr_be: A,
     pub orig_port_be: u16,
     pub _pad: u16,
     pub stats_slot: u32,
     /// Hairpin to itself: the caller (the target itself) was translated to `orig_addr_be` on the
     /// way in, so replies also get their destination translated back to this address. 0 for
     /// every other flow, whose replies keep their destination.
-    pub client_addr_be: u32,
+    pub client_addr_be: A,
 }
+
+pub type FlowValue = FlowValueOf<u32>;
+pub type Flow6Value = FlowValueOf<Ipv6Words>;
 
 /// Per-forward counters. `to_target` counts client -> target packets, `to_client` the replies.
 #[repr(C)]
@@ -277,21 +344,24 @@ mod pod {
     use super::*;
     // SAFETY: every type below is `#[repr(C)]`, made only of integers, with explicit padding
     // fields, so any bit pattern is valid and there are no uninitialised bytes.
-    unsafe impl aya::Pod for ForwardKey {}
+    // The generic ones are instantiated only at `u32` and `Ipv6Words` (the `Addr` types), both
+    // 4-byte aligned, so every field after the address stays aligned with no implicit padding
+    // (sizes checked in the tests below).
+    unsafe impl<A: Addr> aya::Pod for ForwardKeyOf<A> {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for ForwardValue {}
+    unsafe impl<A: Addr> aya::Pod for ForwardValueOf<A> {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl<A: Addr> aya::Pod for FlowKeyOf<A> {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl<A: Addr> aya::Pod for FlowValueOf<A> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ForwardStats {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for RangeKey {}
+    unsafe impl<A: Addr> aya::Pod for RangeKeyOf<A> {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for RangeValue {}
+    unsafe impl<A: Addr> aya::Pod for RangeValueOf<A> {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for AllowKey {}
+    unsafe impl<A: Addr> aya::Pod for AllowKeyOf<A> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for MacKey {}
     // SAFETY: as above.
@@ -313,6 +383,24 @@ mod tests {
         assert_eq!(size_of::<RangeKey>(), 12);
         assert_eq!(size_of::<RangeValue>(), 16);
         assert_eq!(size_of::<AllowKey>(), 8);
+        assert_eq!(size_of::<Forward6Key>(), 20);
+        assert_eq!(size_of::<Forward6Value>(), 28);
+        assert_eq!(size_of::<Flow6Key>(), 40);
+        assert_eq!(size_of::<Flow6Value>(), 40);
+        assert_eq!(size_of::<Range6Key>(), 24);
+        assert_eq!(size_of::<Range6Value>(), 28);
+        assert_eq!(size_of::<Allow6Key>(), 20);
+        assert_eq!(RangeKey::FIXED_BITS, 64);
+        assert_eq!(Range6Key::FIXED_BITS, 160);
+    }
+
+    #[test]
+    fn ipv6_words_keep_wire_bytes() {
+        let o: [u8; 16] = [0xfd, 0, 0, 0x17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let w = ipv6_words(o);
+        assert_eq!(ipv6_octets(w), o);
+        // The same bytes as the wire: the first word's first byte is the address's first byte.
+        assert_eq!(w[0].to_ne_bytes(), [0xfd, 0, 0, 0x17]);
     }
 
     /// Every port of `start..=end` is covered by exactly one prefix, and nothing outside it.

@@ -15,8 +15,12 @@
 pub const SOCK_NETNS: &str = "PF_SOCK_NETNS";
 /// Per-socket reverse translations: (socket cookie, target) -> published address.
 pub const SOCK_REVNAT: &str = "PF_SOCK_REVNAT";
+/// The IPv6 twin of [`SOCK_REVNAT`] (same types at [`crate::maps::Ipv6Words`]).
+pub const SOCK_REVNAT6: &str = "PF_SOCK_REVNAT6";
 /// Counters of the socket hooks' verdicts, indexed by [`SockVerdict`] (per CPU).
 pub const SOCK_VERDICTS: &str = "PF_SOCK_VERDICTS";
+
+use crate::maps::Ipv6Words;
 
 pub const MAX_SOCK_REVNAT: u32 = 65_536;
 
@@ -32,14 +36,30 @@ pub struct SockRevKey {
     pub _pad: u8,
 }
 
+/// Key of [`SOCK_REVNAT6`]: [`SockRevKey`] with an IPv6 target. Not generic: the 8-byte cookie
+/// aligns the key to 8, so the IPv6 key needs explicit tail padding the IPv4 one does not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockRev6Key {
+    pub cookie: u64,
+    pub target_addr_be: Ipv6Words,
+    pub target_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub _pad2: u32,
+}
+
 /// Value of [`SOCK_REVNAT`]: the published address the application used.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SockRevValue {
-    pub orig_addr_be: u32,
+pub struct SockRevValueOf<A> {
+    pub orig_addr_be: A,
     pub orig_port_be: u16,
     pub _pad: u16,
 }
+
+pub type SockRevValue = SockRevValueOf<u32>;
+pub type SockRev6Value = SockRevValueOf<Ipv6Words>;
 
 /// What a socket hook did. The discriminant is the index of its counter in [`SOCK_VERDICTS`].
 #[repr(u32)]
@@ -109,7 +129,9 @@ mod pod {
     // are no uninitialised bytes.
     unsafe impl aya::Pod for SockRevKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for SockRevValue {}
+    unsafe impl aya::Pod for SockRev6Key {}
+    // SAFETY: as above.
+    unsafe impl<A: crate::maps::Addr> aya::Pod for SockRevValueOf<A> {}
 }
 
 #[cfg(test)]
@@ -121,6 +143,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SockRevKey>(), 16);
         assert_eq!(size_of::<SockRevValue>(), 8);
+        assert_eq!(size_of::<SockRev6Key>(), 32);
+        assert_eq!(size_of::<SockRev6Value>(), 20);
     }
 
     #[test]
