@@ -131,6 +131,24 @@ impl Packet for TcContext {
 
     #[inline(always)]
     fn store<T>(&self, off: usize, v: &T) -> Result<(), i64> {
+        // Within the linear part (the headers, once `make_readable` pulled them) the bytes are
+        // written directly: a helper call per field cost more than the write. The verifier
+        // makes a program that writes packet data unclone the skb first, so the header written
+        // here is this skb's own. Anything beyond goes through the helper.
+        let (start, end) = tc_bounds(self);
+        if start + off + size_of::<T>() <= end {
+            // SAFETY: the check above keeps `size_of::<T>()` bytes at `start + off` inside the
+            // linear packet data, which a tc program may write; `v` is a valid `T` that does not
+            // overlap the packet.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    v as *const T as *const u8,
+                    (start + off) as *mut u8,
+                    size_of::<T>(),
+                )
+            };
+            return Ok(());
+        }
         TcContext::store(self, off, v, 0)
     }
 
@@ -300,6 +318,21 @@ fn xdp_bounds(ctx: &XdpContext) -> (usize, usize) {
         (
             core::ptr::read_volatile(&(*ctx.ctx).data) as usize,
             core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize,
+        )
+    }
+}
+
+/// `data` and `data_end` of a tc skb, read as `xdp_bounds` reads an XDP frame's, for the same
+/// reason.
+#[inline(always)]
+fn tc_bounds(ctx: &TcContext) -> (usize, usize) {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: `skb` is the program's context pointer, valid for the whole invocation; `data` and
+    // `data_end` are readable fields of `__sk_buff` for tc programs.
+    unsafe {
+        (
+            core::ptr::read_volatile(&(*skb).data) as usize,
+            core::ptr::read_volatile(&(*skb).data_end) as usize,
         )
     }
 }
