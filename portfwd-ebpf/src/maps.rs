@@ -1,6 +1,7 @@
 //! The BPF maps. Names come from `portfwd_common::maps` so userspace finds them by the same
 //! constant.
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -24,8 +25,13 @@ pub static RANGES: LpmTrie<RangeKey, RangeValue> = LpmTrie::with_max_entries(MAX
 #[map(name = "PF_ALLOW")]
 pub static ALLOW: LpmTrie<AllowKey, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
 
+/// Per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`): a new flow is inserted on every packet of a
+/// flood of new flows, and with one list shared by all CPUs each insert contends on its lock.
+/// Lookups still see every CPU's entries; eviction is per CPU, each CPU holding at most its share
+/// (`MAX_FLOWS` / CPUs) of the flows it created.
 #[map(name = "PF_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 
 /// Key: IPv4 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS")]

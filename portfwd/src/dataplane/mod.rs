@@ -75,15 +75,7 @@ impl Dataplane {
             .maps()
             .filter_map(|(name, map)| {
                 let info = map_data(map)?.info().ok()?;
-                Some((
-                    name.to_owned(),
-                    pin::MapLayout {
-                        map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
-                        key_size: info.key_size(),
-                        value_size: info.value_size(),
-                        max_entries: info.max_entries(),
-                    },
-                ))
+                Some((name.to_owned(), pin::MapLayout::of(&info)))
             })
             .collect();
         drop(probe);

@@ -152,8 +152,8 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
 
 /// Replaces pinned maps whose layout differs from the ones this binary was built with (an
 /// upgrade that changed a key or value): their state cannot be read by the new programs, so
-/// the pin is removed and a fresh map is created. `expected` lists (name, type, key size,
-/// value size, max entries) from the embedded object.
+/// the pin is removed and a fresh map is created. `expected` lists each map's [`MapLayout`]
+/// from the embedded object.
 pub fn replace_incompatible_maps(dir: &Path, expected: &[(String, MapLayout)]) {
     for (name, want) in expected {
         let path = maps_dir(dir).join(name);
@@ -162,12 +162,7 @@ pub fn replace_incompatible_maps(dir: &Path, expected: &[(String, MapLayout)]) {
         }
         let have = MapData::from_pin(&path)
             .and_then(|m| m.info())
-            .map(|i| MapLayout {
-                map_type: i.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
-                key_size: i.key_size(),
-                value_size: i.value_size(),
-                max_entries: i.max_entries(),
-            });
+            .map(|i| MapLayout::of(&i));
         match have {
             Ok(have) if have == *want => {
                 tracing::info!(map = %name, "reusing pinned map");
@@ -196,6 +191,21 @@ pub struct MapLayout {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    /// Creation flags, e.g. `BPF_F_NO_COMMON_LRU`: a map created without the flag a new
+    /// version asks for would keep working, but not the way that version was measured.
+    pub map_flags: u32,
+}
+
+impl MapLayout {
+    pub fn of(info: &aya::maps::MapInfo) -> Self {
+        MapLayout {
+            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            map_flags: info.map_flags(),
+        }
+    }
 }
 
 /// Removes every pin under `dir`: links first (which detaches their programs), then maps.
