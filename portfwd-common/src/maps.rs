@@ -76,6 +76,10 @@ pub const FWD_ALLOWLIST: u32 = 1;
 /// `IFACES` flag: published ports are reachable through this interface. Interfaces without it
 /// still translate replies of flows that entered elsewhere.
 pub const IFACE_EXPOSE: u32 = 1;
+/// `IFACES` flag: the interface is a veth bridge port listed in [`BRIDGE_PORTS`], where the
+/// datapath learns the MACs behind it. Carried here so that every other interface costs no
+/// [`BRIDGE_PORTS`] lookup per packet.
+pub const IFACE_BRIDGE_PORT: u32 = 2;
 
 /// An IP address as map keys and values hold it: exactly the bytes on the wire, read as native
 /// integers (`u32` for IPv4, four `u32` for IPv6), so the datapath compares and copies them

@@ -19,7 +19,8 @@ use crate::{
 /// Offset of the source MAC in the Ethernet header.
 const SRC_MAC_OFF: usize = 6;
 
-/// Records the source MAC of a frame arriving on a veth bridge port.
+/// Records the source MAC of a frame arriving on a veth bridge port (the caller checked the
+/// port's `IFACE_BRIDGE_PORT` flag).
 #[inline(always)]
 pub fn learn<P: Packet>(p: &P) {
     let port = p.ingress_ifindex();

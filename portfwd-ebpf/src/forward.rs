@@ -10,8 +10,8 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use portfwd_common::{
     maps::{
-        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_EXPOSE,
-        RangeKey,
+        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardValue, IFACE_BRIDGE_PORT,
+        IFACE_EXPOSE, RangeKey,
     },
     reason::Reason,
 };
@@ -59,16 +59,22 @@ pub fn process<P: Packet>(p: &P) -> Verdict {
     if p.vlan_stripped() {
         return Verdict::untouched(Reason::PassNotIpv4);
     }
+    // One lookup of the ingress interface serves both what follows and MAC learning (tc only:
+    // under XDP, the same frame reaches tc next).
+    let iface = iface_flags(p.ingress_ifindex());
+    if P::PEER_REDIRECT && iface & IFACE_BRIDGE_PORT != 0 {
+        bridge::learn(p);
+    }
+    let exposed = iface & IFACE_EXPOSE != 0;
     let pkt = match parse::parse(p) {
         Ok(Parsed::L4(pkt)) => pkt,
         Ok(Parsed::IcmpError(err)) => {
-            let for_host = is_exposed(p.ingress_ifindex()) && is_host_addr(err.outer.daddr);
+            let for_host = exposed && is_host_addr(err.outer.daddr);
             return icmp::process(p, &err, for_host);
         }
         Err(reason) => return Verdict::untouched(reason),
     };
 
-    let exposed = is_exposed(p.ingress_ifindex());
     let for_host = exposed && is_host_addr(pkt.daddr);
     if for_host && let Some(fwd) = lookup_forward(pkt.daddr, pkt.dport, pkt.proto) {
         if fwd.flags & FWD_ALLOWLIST != 0 && !source_allowed(fwd.stats_slot, pkt.saddr) {
@@ -99,12 +105,13 @@ pub fn process<P: Packet>(p: &P) -> Verdict {
     })
 }
 
+/// The `IFACE_*` flags of interface `ifindex` (0 for an interface portfwd does not manage).
 #[inline(always)]
-fn is_exposed(ifindex: u32) -> bool {
+fn iface_flags(ifindex: u32) -> u32 {
     match IFACES.get_ptr(ifindex) {
         // SAFETY: pointer from a successful lookup of a plain u32 value.
-        Some(flags) => (unsafe { *flags }) & IFACE_EXPOSE != 0,
-        None => false,
+        Some(flags) => unsafe { *flags },
+        None => 0,
     }
 }
 

@@ -41,7 +41,6 @@ use crate::{forward::Action, packet::Packet, sock::Call};
 /// after us run, and otherwise lets the packet continue up the stack untouched.
 #[classifier]
 pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
-    bridge::learn(&ctx);
     let verdict = forward::process(&ctx);
     stats::count_verdict(TcContext::HOOK, verdict.reason);
     match verdict.action {

@@ -15,8 +15,9 @@ use aya::{
 use portfwd_common::{
     maps::{
         ALLOW, AllowKey, BRIDGE_PORTS, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey,
-        FlowValue, ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_EXPOSE, IFACES,
-        MAX_FORWARDS, RANGES, RangeKey, RangeValue, VERDICTS, XDP_EGRESS, port_prefixes,
+        FlowValue, ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_BRIDGE_PORT,
+        IFACE_EXPOSE, IFACES, MAX_FORWARDS, RANGES, RangeKey, RangeValue, VERDICTS, XDP_EGRESS,
+        port_prefixes,
     },
     reason::Reason,
 };
@@ -327,7 +328,10 @@ impl Maps {
         exposed: bool,
         bridge: Option<u32>,
     ) -> Result<(), Error> {
-        let flags = if exposed { IFACE_EXPOSE } else { 0 };
+        let mut flags = if exposed { IFACE_EXPOSE } else { 0 };
+        if bridge.is_some() {
+            flags |= IFACE_BRIDGE_PORT;
+        }
         self.ifaces
             .insert(index, flags, 0)
             .map_err(map_err("interfaces"))?;
