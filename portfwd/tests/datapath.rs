@@ -40,6 +40,8 @@ mod support;
 
 #[path = "datapath/fixtures.rs"]
 mod fixtures;
+#[path = "datapath/fixtures6.rs"]
+mod fixtures6;
 #[path = "datapath/frame.rs"]
 mod frame;
 #[path = "datapath/fuzz.rs"]
@@ -50,6 +52,8 @@ mod runner;
 mod sweep;
 #[path = "datapath/world.rs"]
 mod world;
+#[path = "datapath/world6.rs"]
+mod world6;
 
 use portfwd::dataplane::{TC_INGRESS, XDP};
 use portfwd_common::reason::Reason;

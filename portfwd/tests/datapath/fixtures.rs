@@ -14,8 +14,8 @@
 use std::net::Ipv4Addr;
 
 use portfwd_common::{
-    maps::{FlowKey, FlowValue, Hook},
-    model::Direction,
+    maps::Hook,
+    model::{Direction, FlowEntry},
     reason::Reason,
 };
 
@@ -48,7 +48,7 @@ pub struct Fixture {
     /// For a translated frame: the forward whose counters move, and in which direction.
     pub count: Option<(u32, Direction)>,
     /// For a forwarded frame: the flow entry that must exist afterwards.
-    pub flow: Option<(FlowKey, FlowValue)>,
+    pub flow: Option<FlowEntry>,
     /// Where XDP's verdict differs from tc's beyond handing translations to tc when its egress
     /// cannot take XDP frames: the reason it counts, the frame left unchanged.
     pub xdp: Option<Reason>,
@@ -60,7 +60,7 @@ pub struct Expected {
     pub expect: Expect,
     pub reason: Reason,
     pub count: Option<(u32, Direction)>,
-    pub flow: Option<(FlowKey, FlowValue)>,
+    pub flow: Option<FlowEntry>,
 }
 
 impl Expected {
@@ -95,7 +95,7 @@ impl Fixture {
         }
     }
 
-    fn pass(
+    pub(crate) fn pass(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -106,7 +106,7 @@ impl Fixture {
         Fixture::untouched(category, name, ingress, input, reason)
     }
 
-    fn drop(
+    pub(crate) fn drop(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -128,7 +128,7 @@ impl Fixture {
         let (isport, idport) = ports(&input);
         let (osport, odport) = ports(&output);
         assert_eq!(isport, osport, "{name}: the client's port is kept");
-        let flow = (
+        let flow = FlowEntry::V4(
             flow_key((output.dst, odport), (output.src, osport), input.proto),
             flow_value((input.dst, idport), slot),
         );
@@ -146,7 +146,13 @@ impl Fixture {
     }
 
     /// Target -> client, arriving on docker0, becomes `output` (published port -> client).
-    fn replied(category: &'static str, name: &str, input: Pkt, output: Pkt, slot: u32) -> Fixture {
+    pub(crate) fn replied(
+        category: &'static str,
+        name: &str,
+        input: Pkt,
+        output: Pkt,
+        slot: u32,
+    ) -> Fixture {
         Fixture {
             category,
             name: name.to_owned(),
@@ -161,7 +167,7 @@ impl Fixture {
     }
 
     /// An ICMP error about a translated flow, arriving on `ingress`, becomes `output`.
-    fn icmp_translated(
+    pub(crate) fn icmp_translated(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -195,7 +201,7 @@ impl Fixture {
         let (osport, odport) = ports(&output);
         assert_eq!(isport, osport, "{name}: the caller's port is kept");
         assert_eq!(input.src, output.dst, "{name}: a hairpin to itself");
-        let flow = (
+        let flow = FlowEntry::V4(
             flow_key((output.dst, odport), (output.src, osport), input.proto),
             hairpin_flow_value((input.dst, idport), slot, input.src),
         );
@@ -214,7 +220,7 @@ impl Fixture {
 
     /// The target's reply to its own hairpinned call (target -> published address) becomes
     /// `output` (published address:port -> target).
-    fn hairpin_replied(
+    pub(crate) fn hairpin_replied(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -236,7 +242,7 @@ impl Fixture {
     }
 
     /// The frame arrives on `ingress` instead.
-    fn on(mut self, ingress: Ingress) -> Fixture {
+    pub(crate) fn on(mut self, ingress: Ingress) -> Fixture {
         self.ingress = ingress;
         self
     }
@@ -248,7 +254,7 @@ impl Fixture {
 
     /// XDP takes `reason` for this frame (and leaves it unchanged) where tc translates it or
     /// counts another reason.
-    fn xdp(mut self, reason: Reason) -> Fixture {
+    pub(crate) fn xdp(mut self, reason: Reason) -> Fixture {
         self.xdp = Some(reason);
         self
     }
@@ -384,6 +390,7 @@ pub fn all() -> Vec<Fixture> {
     ranges(&mut t);
     allowlists(&mut t);
     hairpin(&mut t);
+    super::fixtures6::all(&mut t);
     t
 }
 
@@ -791,10 +798,10 @@ fn not_ours(t: &mut Vec<Fixture>) {
     ]);
     t.push(F::pass(
         c,
-        "IPv6 TCP to [fd00::1]:8080 (IPv6 is not supported yet)",
+        "IPv6 TCP to [fd00::1]:8080, not a host address",
         Eth0,
         Pkt::ether(ETH_P_IPV6, &v6).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIp,
+        Reason::PassNotForUs,
     ));
     // In a test run the tag stays in the frame. On a real interface the stack strips it into
     // skb metadata before tc ingress; see the report on issue #5.

@@ -37,6 +37,7 @@ use super::world::{
     self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress, ModelWorld,
     Program, REMOTE, UNROUTABLE,
 };
+use super::world6::Maps6;
 
 /// Frames per program in the default (CI) mode.
 pub const DEFAULT_FRAMES: u64 = 10_000;
@@ -364,6 +365,7 @@ struct Tally {
 /// State shared by the property's calls (proptest wants an `Fn`).
 struct State {
     dp: Dataplane,
+    m6: Maps6,
     w: ModelWorld,
     /// The per-forward counters the model implies.
     stats: HashMap<u32, ForwardStats>,
@@ -452,10 +454,10 @@ fn check_one(
     if !matches!(m.action, Action::Redirect { .. }) && out != frame {
         problems.push("a frame that was not redirected was changed".to_owned());
     }
-    if let Some((k, v)) = m.flow {
-        let got = s.dp.maps.flow(&k);
-        if got != Some(v) {
-            problems.push(format!("flow {k:?}: kernel has {got:?}, model wrote {v:?}"));
+    if let Some(entry) = m.flow {
+        let got = world::kernel_flow(&s.dp, &s.m6, &entry);
+        if got != Some(entry) {
+            problems.push(format!("kernel has flow {got:?}, model wrote {entry:?}"));
         }
     }
     if let Some(c) = m.count {
@@ -537,9 +539,11 @@ pub fn run(env: &Env, prog: &Program) {
         let mut batch = 0u64;
         while done < frames {
             let n = BATCH.min(frames - done);
-            let (dp, w) = env.load(prog);
+            let (mut dp, w) = env.load(prog);
+            let m6 = Maps6::of(&mut dp);
             let state = RefCell::new(State {
                 dp,
+                m6,
                 w,
                 stats: HashMap::new(),
                 verdicts: vec![0; Hook::ALL.len() * Reason::ALL.len()],
