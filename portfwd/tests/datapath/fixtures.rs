@@ -19,7 +19,7 @@ use portfwd_common::{
     reason::Reason,
 };
 
-use super::frame::{ACK, Csum, ETH_P_ARP, ETH_P_IPV6, FIN, L4, PSH, Pkt, RST, SYN, TCP, UDP};
+use super::frame::{ACK, Csum, ETH_P_ARP, FIN, L4, PSH, Pkt, RST, SYN, TCP, UDP};
 use super::world::{
     BRIDGE, C1, C1_MAC, C2, CLIENT, CLIENT_MAC, CLIENT_NO_NEIGH, DOCKER0_MAC, ETH0_MAC, HOST,
     HOST2, Ingress, Program, REMOTE, TCP_8080, TCP_8080_HOST2, TCP_8081_BOUND, TCP_8082_HOST2_ONLY,
@@ -325,13 +325,13 @@ fn r_udp() -> Pkt {
 }
 
 /// What a router makes of `p` towards c1: TTL - 1, MACs of docker0 -> c1.
-fn via_docker0(p: Pkt) -> Pkt {
+pub(crate) fn via_docker0(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl).macs(DOCKER0_MAC, C1_MAC)
 }
 
 /// What a router makes of `p` towards the client: TTL - 1, MACs of eth0 -> client.
-fn via_eth0(p: Pkt) -> Pkt {
+pub(crate) fn via_eth0(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl).macs(ETH0_MAC, CLIENT_MAC)
 }
@@ -344,7 +344,7 @@ fn from_host(p: Pkt, port: u16) -> Pkt {
     via_eth0(p.src(HOST, port))
 }
 
-fn payload(n: usize) -> Vec<u8> {
+pub(crate) fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + 3) as u8).collect()
 }
 
@@ -790,17 +790,16 @@ fn not_ours(t: &mut Vec<Fixture>) {
         Pkt::ether(ETH_P_ARP, &arp_reply).macs(CLIENT_MAC, ETH0_MAC),
         Reason::PassNotIp,
     ));
-    let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
-    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    v6.extend_from_slice(&[
-        0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
-    ]);
     t.push(F::pass(
         c,
         "IPv6 TCP to [fd00::1]:8080, not a host address",
         Eth0,
-        Pkt::ether(ETH_P_IPV6, &v6).macs(CLIENT_MAC, ETH0_MAC),
+        Pkt::tcp6(
+            ("fd00::2".parse().unwrap(), 40000),
+            ("fd00::1".parse().unwrap(), 8080),
+            SYN,
+        )
+        .macs(CLIENT_MAC, ETH0_MAC),
         Reason::PassNotForUs,
     ));
     // In a test run the tag stays in the frame. On a real interface the stack strips it into
@@ -1674,7 +1673,7 @@ fn icmp_errors(t: &mut Vec<Fixture>) {
 
 /// What a router makes of `p` towards a target without a neighbour entry: TTL - 1, MACs left
 /// to the kernel.
-fn unresolved(p: Pkt) -> Pkt {
+pub(crate) fn unresolved(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl)
 }
