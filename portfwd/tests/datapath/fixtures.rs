@@ -14,12 +14,12 @@
 use std::net::Ipv4Addr;
 
 use portfwd_common::{
-    maps::{FlowKey, FlowValue, Hook},
-    model::Direction,
+    maps::Hook,
+    model::{Direction, FlowEntry},
     reason::Reason,
 };
 
-use super::frame::{ACK, Csum, ETH_P_ARP, ETH_P_IPV6, FIN, L4, PSH, Pkt, RST, SYN, TCP, UDP};
+use super::frame::{ACK, Csum, ETH_P_ARP, FIN, L4, PSH, Pkt, RST, SYN, TCP, UDP};
 use super::world::{
     BRIDGE, C1, C1_MAC, C2, CLIENT, CLIENT_MAC, CLIENT_NO_NEIGH, DOCKER0_MAC, ETH0_MAC, HOST,
     HOST2, Ingress, Program, REMOTE, TCP_8080, TCP_8080_HOST2, TCP_8081_BOUND, TCP_8082_HOST2_ONLY,
@@ -48,7 +48,7 @@ pub struct Fixture {
     /// For a translated frame: the forward whose counters move, and in which direction.
     pub count: Option<(u32, Direction)>,
     /// For a forwarded frame: the flow entry that must exist afterwards.
-    pub flow: Option<(FlowKey, FlowValue)>,
+    pub flow: Option<FlowEntry>,
     /// Where XDP's verdict differs from tc's beyond handing translations to tc when its egress
     /// cannot take XDP frames: the reason it counts, the frame left unchanged.
     pub xdp: Option<Reason>,
@@ -60,7 +60,7 @@ pub struct Expected {
     pub expect: Expect,
     pub reason: Reason,
     pub count: Option<(u32, Direction)>,
-    pub flow: Option<(FlowKey, FlowValue)>,
+    pub flow: Option<FlowEntry>,
 }
 
 impl Expected {
@@ -95,7 +95,7 @@ impl Fixture {
         }
     }
 
-    fn pass(
+    pub(crate) fn pass(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -106,7 +106,7 @@ impl Fixture {
         Fixture::untouched(category, name, ingress, input, reason)
     }
 
-    fn drop(
+    pub(crate) fn drop(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -128,7 +128,7 @@ impl Fixture {
         let (isport, idport) = ports(&input);
         let (osport, odport) = ports(&output);
         assert_eq!(isport, osport, "{name}: the client's port is kept");
-        let flow = (
+        let flow = FlowEntry::V4(
             flow_key((output.dst, odport), (output.src, osport), input.proto),
             flow_value((input.dst, idport), slot),
         );
@@ -146,7 +146,13 @@ impl Fixture {
     }
 
     /// Target -> client, arriving on docker0, becomes `output` (published port -> client).
-    fn replied(category: &'static str, name: &str, input: Pkt, output: Pkt, slot: u32) -> Fixture {
+    pub(crate) fn replied(
+        category: &'static str,
+        name: &str,
+        input: Pkt,
+        output: Pkt,
+        slot: u32,
+    ) -> Fixture {
         Fixture {
             category,
             name: name.to_owned(),
@@ -161,7 +167,7 @@ impl Fixture {
     }
 
     /// An ICMP error about a translated flow, arriving on `ingress`, becomes `output`.
-    fn icmp_translated(
+    pub(crate) fn icmp_translated(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -195,7 +201,7 @@ impl Fixture {
         let (osport, odport) = ports(&output);
         assert_eq!(isport, osport, "{name}: the caller's port is kept");
         assert_eq!(input.src, output.dst, "{name}: a hairpin to itself");
-        let flow = (
+        let flow = FlowEntry::V4(
             flow_key((output.dst, odport), (output.src, osport), input.proto),
             hairpin_flow_value((input.dst, idport), slot, input.src),
         );
@@ -214,7 +220,7 @@ impl Fixture {
 
     /// The target's reply to its own hairpinned call (target -> published address) becomes
     /// `output` (published address:port -> target).
-    fn hairpin_replied(
+    pub(crate) fn hairpin_replied(
         category: &'static str,
         name: &str,
         ingress: Ingress,
@@ -236,7 +242,7 @@ impl Fixture {
     }
 
     /// The frame arrives on `ingress` instead.
-    fn on(mut self, ingress: Ingress) -> Fixture {
+    pub(crate) fn on(mut self, ingress: Ingress) -> Fixture {
         self.ingress = ingress;
         self
     }
@@ -248,7 +254,7 @@ impl Fixture {
 
     /// XDP takes `reason` for this frame (and leaves it unchanged) where tc translates it or
     /// counts another reason.
-    fn xdp(mut self, reason: Reason) -> Fixture {
+    pub(crate) fn xdp(mut self, reason: Reason) -> Fixture {
         self.xdp = Some(reason);
         self
     }
@@ -319,13 +325,13 @@ fn r_udp() -> Pkt {
 }
 
 /// What a router makes of `p` towards c1: TTL - 1, MACs of docker0 -> c1.
-fn via_docker0(p: Pkt) -> Pkt {
+pub(crate) fn via_docker0(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl).macs(DOCKER0_MAC, C1_MAC)
 }
 
 /// What a router makes of `p` towards the client: TTL - 1, MACs of eth0 -> client.
-fn via_eth0(p: Pkt) -> Pkt {
+pub(crate) fn via_eth0(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl).macs(ETH0_MAC, CLIENT_MAC)
 }
@@ -338,7 +344,7 @@ fn from_host(p: Pkt, port: u16) -> Pkt {
     via_eth0(p.src(HOST, port))
 }
 
-fn payload(n: usize) -> Vec<u8> {
+pub(crate) fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + 3) as u8).collect()
 }
 
@@ -384,6 +390,7 @@ pub fn all() -> Vec<Fixture> {
     ranges(&mut t);
     allowlists(&mut t);
     hairpin(&mut t);
+    super::fixtures6::all(&mut t);
     t
 }
 
@@ -772,7 +779,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "ARP request for the host",
         Eth0,
         Pkt::ether(ETH_P_ARP, &arp_req).macs(CLIENT_MAC, [0xff; 6]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     let mut arp_reply = arp_req;
     arp_reply[7] = 2;
@@ -781,20 +788,19 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "ARP reply",
         Eth0,
         Pkt::ether(ETH_P_ARP, &arp_reply).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
-    let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
-    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    v6.extend_from_slice(&[
-        0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
-    ]);
     t.push(F::pass(
         c,
-        "IPv6 TCP to [fd00::1]:8080 (IPv6 is not supported yet)",
+        "IPv6 TCP to [fd00::1]:8080, not a host address",
         Eth0,
-        Pkt::ether(ETH_P_IPV6, &v6).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Pkt::tcp6(
+            ("fd00::2".parse().unwrap(), 40000),
+            ("fd00::1".parse().unwrap(), 8080),
+            SYN,
+        )
+        .macs(CLIENT_MAC, ETH0_MAC),
+        Reason::PassNotForUs,
     ));
     // In a test run the tag stays in the frame. On a real interface the stack strips it into
     // skb metadata before tc ingress; see the report on issue #5.
@@ -803,14 +809,14 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "802.1Q-tagged IPv4 TCP to host:8080 (tag in the frame)",
         Eth0,
         c_tcp(SYN).vlan(100),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
         "802.1ad (QinQ) frame",
         Eth0,
         Pkt::ether(0x88a8, &[0, 100, 0x81, 0, 0, 200, 0x08, 0, 0x45]).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
@@ -818,7 +824,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         Eth0,
         Pkt::ether(0x88cc, &[0x02, 0x07, 0x04, 0, 0, 0, 0, 0, 1, 0, 0])
             .macs(CLIENT_MAC, [0x01, 0x80, 0xc2, 0, 0, 0x0e]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
@@ -1083,7 +1089,7 @@ fn cut_short(t: &mut Vec<Fixture>) {
         "ARP cut after the Ethernet header (14 bytes)",
         Eth0,
         Pkt::ether(ETH_P_ARP, &[]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     // Lengths consistent with the frame, but too short for the L4 header.
     t.push(F::pass(
@@ -1667,7 +1673,7 @@ fn icmp_errors(t: &mut Vec<Fixture>) {
 
 /// What a router makes of `p` towards a target without a neighbour entry: TTL - 1, MACs left
 /// to the kernel.
-fn unresolved(p: Pkt) -> Pkt {
+pub(crate) fn unresolved(p: Pkt) -> Pkt {
     let ttl = p.ttl - 1;
     p.ttl(ttl)
 }

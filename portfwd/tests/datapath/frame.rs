@@ -6,7 +6,7 @@
 //! must be (new addresses and ports, TTL - 1, new MACs), never by editing the input's bytes, so a
 //! checksum in an expected frame is a full recomputation.
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -22,6 +22,12 @@ pub const ACK: u8 = 0x10;
 pub const ICMP: u8 = 1;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+pub const ICMPV6: u8 = 58;
+/// IPv6 extension headers.
+pub const HOP_BY_HOP: u8 = 0;
+pub const ROUTING: u8 = 43;
+pub const FRAGMENT: u8 = 44;
+pub const DEST_OPTS: u8 = 60;
 
 /// How a checksum field is filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +105,21 @@ pub struct Pkt {
     pub padding: usize,
     /// Cut the laid-out frame to this many bytes.
     pub cut: Option<usize>,
+    /// An IPv6 packet: its addresses and extension headers (`src`, `dst`, `id`, `df`,
+    /// `options`, `ihl` and `ip_csum` are then unused; `ttl` is the hop limit, `tos` the
+    /// traffic class, `total_len` overrides the payload length).
+    pub v6: Option<V6>,
+}
+
+/// The IPv6 part of a [`Pkt`].
+#[derive(Clone, Debug)]
+pub struct V6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub flow_label: u32,
+    /// Extension headers in order: (type, the bytes after its next-header byte), each a whole
+    /// number of 8-byte units.
+    pub ext: Vec<(u8, Vec<u8>)>,
 }
 
 impl Pkt {
@@ -126,6 +147,102 @@ impl Pkt {
             payload: Vec::new(),
             padding: 0,
             cut: None,
+            v6: None,
+        }
+    }
+
+    fn ip6(proto: u8, src: Ipv6Addr, dst: Ipv6Addr, l4: L4) -> Pkt {
+        let mut p = Pkt::ip(proto, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, l4);
+        p.ethertype = ETH_P_IPV6;
+        p.version = 6;
+        p.v6 = Some(V6 {
+            src,
+            dst,
+            flow_label: 0x12345,
+            ext: Vec::new(),
+        });
+        p
+    }
+
+    pub fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8) -> Pkt {
+        let mut p = Pkt::tcp(
+            (Ipv4Addr::UNSPECIFIED, src.1),
+            (Ipv4Addr::UNSPECIFIED, dst.1),
+            flags,
+        );
+        let l4 = p.l4.clone();
+        p = Pkt::ip6(TCP, src.0, dst.0, l4);
+        p
+    }
+
+    pub fn udp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16)) -> Pkt {
+        let l4 = L4::Udp {
+            sport: src.1,
+            dport: dst.1,
+            len: None,
+            csum: Csum::Valid,
+        };
+        Pkt::ip6(UDP, src.0, dst.0, l4).payload(b"query")
+    }
+
+    pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, code: u8, rest: [u8; 4]) -> Pkt {
+        let l4 = L4::Icmp {
+            kind,
+            code,
+            rest,
+            csum: Csum::Valid,
+        };
+        Pkt::ip6(ICMPV6, src, dst, l4)
+    }
+
+    /// An IPv6 packet with next header `proto` carrying `payload` as it is.
+    pub fn raw_ip6(proto: u8, src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Pkt {
+        Pkt::ip6(proto, src, dst, L4::Raw).payload(payload)
+    }
+
+    fn v6_mut(&mut self) -> &mut V6 {
+        self.v6.as_mut().expect("an IPv6 packet")
+    }
+
+    pub fn src6(mut self, addr: Ipv6Addr, port: u16) -> Pkt {
+        self.v6_mut().src = addr;
+        match &mut self.l4 {
+            L4::Tcp { sport, .. } | L4::Udp { sport, .. } => *sport = port,
+            _ => {}
+        }
+        self
+    }
+
+    pub fn dst6(mut self, addr: Ipv6Addr, port: u16) -> Pkt {
+        self.v6_mut().dst = addr;
+        match &mut self.l4 {
+            L4::Tcp { dport, .. } | L4::Udp { dport, .. } => *dport = port,
+            _ => {}
+        }
+        self
+    }
+
+    /// Appends an 8-byte extension header of type `kind` (options: one PadN).
+    pub fn ext6(mut self, kind: u8) -> Pkt {
+        self.v6_mut().ext.push((kind, vec![0, 1, 4, 0, 0, 0, 0]));
+        self
+    }
+
+    /// Appends a fragment header: `offset` in 8-byte units, `more` the M flag.
+    pub fn frag6(mut self, more: bool, offset: u16) -> Pkt {
+        let bits = (offset << 3) | u16::from(more);
+        let mut b = vec![0];
+        b.extend_from_slice(&bits.to_be_bytes());
+        b.extend_from_slice(&0x1c46_0001u32.to_be_bytes());
+        self.v6_mut().ext.push((FRAGMENT, b));
+        self
+    }
+
+    /// The source and destination addresses, as pseudo-header bytes.
+    fn addr_bytes(&self) -> (Vec<u8>, Vec<u8>) {
+        match &self.v6 {
+            Some(v6) => (v6.src.octets().to_vec(), v6.dst.octets().to_vec()),
+            None => (self.src.octets().to_vec(), self.dst.octets().to_vec()),
         }
     }
 
@@ -358,13 +475,23 @@ impl Pkt {
             L4::Raw => return self.payload.clone(),
         }
         b.extend_from_slice(&self.payload);
+        let (src, dst) = self.addr_bytes();
         let sum = match &self.l4 {
-            // ICMP has no pseudo-header.
-            L4::Icmp { .. } => ones_sum(&[&b]),
+            // ICMP has no pseudo-header (ICMPv6 has).
+            L4::Icmp { .. } if self.v6.is_none() => ones_sum(&[&b]),
+            _ if self.v6.is_some() => {
+                // RFC 8200 8.1: addresses, 32-bit upper-layer length, 3 zero bytes, next header.
+                let mut pseudo = Vec::with_capacity(40);
+                pseudo.extend_from_slice(&src);
+                pseudo.extend_from_slice(&dst);
+                pseudo.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, self.proto]);
+                ones_sum(&[&pseudo, &b])
+            }
             _ => {
                 let mut pseudo = Vec::with_capacity(12);
-                pseudo.extend_from_slice(&self.src.octets());
-                pseudo.extend_from_slice(&self.dst.octets());
+                pseudo.extend_from_slice(&src);
+                pseudo.extend_from_slice(&dst);
                 pseudo.extend_from_slice(&[0, self.proto]);
                 pseudo.extend_from_slice(&(b.len() as u16).to_be_bytes());
                 ones_sum(&[&pseudo, &b])
@@ -390,7 +517,37 @@ impl Pkt {
             f.extend_from_slice(&id.to_be_bytes());
         }
         f.extend_from_slice(&self.ethertype.to_be_bytes());
-        if self.ethertype != ETH_P_IPV4 {
+        if let Some(v6) = &self.v6 {
+            let l4 = self.l4_bytes();
+            let mut ext = Vec::new();
+            let mut next = self.proto;
+            for (kind, body) in v6.ext.iter().rev() {
+                let mut h = vec![next];
+                h.extend_from_slice(body);
+                assert!(
+                    h.len().is_multiple_of(8),
+                    "extension headers are 8-byte units"
+                );
+                if *kind != FRAGMENT {
+                    h[1] = (h.len() / 8 - 1) as u8;
+                }
+                h.extend_from_slice(&ext);
+                ext = h;
+                next = *kind;
+            }
+            let payload_len = self.total_len.unwrap_or((ext.len() + l4.len()) as u16);
+            let first = (u32::from(self.version) << 28)
+                | (u32::from(self.tos) << 20)
+                | (v6.flow_label & 0xf_ffff);
+            f.extend_from_slice(&first.to_be_bytes());
+            f.extend_from_slice(&payload_len.to_be_bytes());
+            f.push(next);
+            f.push(self.ttl);
+            f.extend_from_slice(&v6.src.octets());
+            f.extend_from_slice(&v6.dst.octets());
+            f.extend_from_slice(&ext);
+            f.extend_from_slice(&l4);
+        } else if self.ethertype != ETH_P_IPV4 {
             f.extend_from_slice(&self.payload);
         } else {
             let l4 = self.l4_bytes();

@@ -37,6 +37,7 @@ use super::world::{
     self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress, ModelWorld,
     Program, REMOTE, UNROUTABLE,
 };
+use super::world6::Maps6;
 
 /// Frames per program in the default (CI) mode.
 pub const DEFAULT_FRAMES: u64 = 10_000;
@@ -114,8 +115,10 @@ struct Case {
     /// Index into the seeds, or `None` for random bytes.
     base: Option<usize>,
     random: Vec<u8>,
-    /// Random bytes start with Ethernet + `0x45` (an IPv4 header of 20 bytes).
+    /// Random bytes start with Ethernet + `0x45` (an IPv4 header of 20 bytes) or, when
+    /// `random_ipv6` too, Ethernet (IPv6) + `0x60`.
     random_ipv4: bool,
+    random_ipv6: bool,
     /// `None`: the base's ingress.
     ingress: Option<Ingress>,
     edits: Vec<Edit>,
@@ -143,7 +146,12 @@ fn addresses() -> Vec<u32> {
         Ipv4Addr::new(224, 0, 0, 1),
     ];
     a.dedup();
-    a.into_iter().map(u32::from).collect()
+    let mut a: Vec<u32> = a.into_iter().map(u32::from).collect();
+    // The last word of the IPv6 world's addresses (written there in IPv6 frames; the prefixes
+    // stay): ::1 (host, bridge), ::2 (client, c1), ::3 (c2), ::10 (second host address), ::0
+    // (subnet-router anycast), ::99.
+    a.extend([1, 2, 3, 0x10, 0, 0x99]);
+    a
 }
 
 fn ports() -> Vec<u32> {
@@ -183,9 +191,11 @@ fn value_for(f: Field) -> BoxedStrategy<u32> {
             prop_oneof![4 => select(ports()), 1 => any32].boxed()
         }
         Field::EtherType => select(vec![0x0800, 0x0806, 0x86dd, 0x8100, 0x88a8, 0x0000]).boxed(),
-        Field::VersionIhl | Field::InnerVersionIhl => {
-            prop_oneof![3 => 0x40u32..=0x4f, 1 => select(vec![0x45, 0x65, 0x00, 0xff])].boxed()
-        }
+        Field::VersionIhl | Field::InnerVersionIhl => prop_oneof![
+            3 => 0x40u32..=0x4f,
+            1 => select(vec![0x45, 0x65, 0x60, 0x6f, 0x00, 0xff]),
+        ]
+        .boxed(),
         Field::TotalLen | Field::InnerTotalLen | Field::UdpLen => prop_oneof![
             3 => select(vec![0, 7, 8, 19, 20, 21, 24, 27, 28, 39, 40, 41, 48, 1500, 65535]),
             1 => 0u32..200,
@@ -197,10 +207,12 @@ fn value_for(f: Field) -> BoxedStrategy<u32> {
         ])
         .boxed(),
         Field::Ttl => select(vec![0, 1, 2, 64, 255]).boxed(),
-        Field::Proto | Field::InnerProto => select(vec![1, 6, 17, 47, 132, 0, 255]).boxed(),
+        Field::Proto | Field::InnerProto => {
+            select(vec![1, 6, 17, 47, 132, 0, 255, 58, 44, 43, 60, 59]).boxed()
+        }
         Field::TcpDoff => (0u32..16).prop_map(|d| d << 4).boxed(),
         Field::L4Csum => prop_oneof![select(vec![0, 0xffff, 1, 0xfffe]), any32].boxed(),
-        Field::IcmpType => select(vec![0, 3, 4, 5, 8, 11, 12, 13, 255]).boxed(),
+        Field::IcmpType => select(vec![0, 1, 2, 3, 4, 5, 8, 11, 12, 13, 128, 135, 255]).boxed(),
         Field::Tos => any32.boxed(),
     }
 }
@@ -233,21 +245,29 @@ fn case(seeds: usize) -> impl Strategy<Value = Case> {
         base,
         vec(any::<u8>(), 0..80),
         any::<bool>(),
+        any::<bool>(),
         ingress,
         vec(edit(), 0..=4),
     )
-        .prop_map(|(base, random, random_ipv4, ingress, edits)| Case {
-            base,
-            random,
-            random_ipv4,
-            ingress,
-            edits,
-        })
+        .prop_map(
+            |(base, random, random_ipv4, random_ipv6, ingress, edits)| Case {
+                base,
+                random,
+                random_ipv4,
+                random_ipv6,
+                ingress,
+                edits,
+            },
+        )
 }
 
 /// Offsets of the frame's headers, as far as its bytes say.
 struct Layout {
+    /// An IPv6 frame (by its ethertype): fields are at IPv6 offsets.
+    v6: bool,
     l3: usize,
+    /// IPv6: the fragment header, if the next header says there is one.
+    frag: Option<usize>,
     l4: Option<usize>,
     inner_l3: Option<usize>,
     inner_l4: Option<usize>,
@@ -255,13 +275,29 @@ struct Layout {
 
 fn layout(f: &[u8]) -> Layout {
     let l3 = 14;
+    if f.get(12..14) == Some(&[0x86, 0xdd]) {
+        let frag = (f.get(l3 + 6) == Some(&44)).then_some(l3 + 40);
+        let l4 = Some(l3 + 40 + frag.map_or(0, |_| 8));
+        let icmp = f.get(l3 + 6) == Some(&58);
+        let inner_l3 = l4.filter(|_| icmp).map(|o| o + 8);
+        return Layout {
+            v6: true,
+            l3,
+            frag,
+            l4,
+            inner_l3,
+            inner_l4: inner_l3.map(|o| o + 40),
+        };
+    }
     let ihl = |at: usize| f.get(at).map(|b| usize::from(b & 0x0f) * 4);
     let l4 = ihl(l3).map(|h| l3 + h.max(20));
     let icmp = f.get(l3 + 9) == Some(&1);
     let inner_l3 = l4.filter(|_| icmp).map(|o| o + 8);
     let inner_l4 = inner_l3.and_then(|o| ihl(o).map(|h| o + h.max(20)));
     Layout {
+        v6: false,
         l3,
+        frag: None,
         l4,
         inner_l3,
         inner_l4,
@@ -283,32 +319,63 @@ fn apply(f: &mut Vec<u8>, e: &Edit) {
     match e {
         Edit::Field(field, v) => {
             let l = layout(f);
-            let tcp = f.get(l.l3 + 9) == Some(&6);
             let at = |o: Option<usize>, d: usize| o.map(|o| o + d);
-            let (off, width) = match field {
-                Field::EtherType => (Some(12), 2),
-                Field::VersionIhl => (Some(l.l3), 1),
-                Field::Tos => (Some(l.l3 + 1), 1),
-                Field::TotalLen => (Some(l.l3 + 2), 2),
-                Field::Frag => (Some(l.l3 + 6), 2),
-                Field::Ttl => (Some(l.l3 + 8), 1),
-                Field::Proto => (Some(l.l3 + 9), 1),
-                Field::Saddr => (Some(l.l3 + 12), 4),
-                Field::Daddr => (Some(l.l3 + 16), 4),
-                Field::Sport => (l.l4, 2),
-                Field::Dport => (at(l.l4, 2), 2),
-                Field::TcpDoff => (at(l.l4, 12), 1),
-                Field::UdpLen => (at(l.l4, 4), 2),
-                Field::L4Csum => (at(l.l4, if tcp { 16 } else { 6 }), 2),
-                Field::IcmpType => (l.l4, 1),
-                Field::InnerVersionIhl => (l.inner_l3, 1),
-                Field::InnerTotalLen => (at(l.inner_l3, 2), 2),
-                Field::InnerFrag => (at(l.inner_l3, 6), 2),
-                Field::InnerProto => (at(l.inner_l3, 9), 1),
-                Field::InnerSaddr => (at(l.inner_l3, 12), 4),
-                Field::InnerDaddr => (at(l.inner_l3, 16), 4),
-                Field::InnerSport => (l.inner_l4, 2),
-                Field::InnerDport => (at(l.inner_l4, 2), 2),
+            let (off, width) = if l.v6 {
+                let tcp =
+                    f.get(l.l3 + 6) == Some(&6) || l.frag.is_some_and(|o| f.get(o) == Some(&6));
+                match field {
+                    Field::EtherType => (Some(12), 2),
+                    Field::VersionIhl => (Some(l.l3), 1),
+                    Field::Tos => (Some(l.l3 + 1), 1),
+                    Field::TotalLen => (Some(l.l3 + 4), 2),
+                    Field::Frag => (at(l.frag, 2), 2),
+                    Field::Ttl => (Some(l.l3 + 7), 1),
+                    Field::Proto => (Some(l.l3 + 6), 1),
+                    // The last word of the address: the world's prefixes stay.
+                    Field::Saddr => (Some(l.l3 + 8 + 12), 4),
+                    Field::Daddr => (Some(l.l3 + 24 + 12), 4),
+                    Field::Sport => (l.l4, 2),
+                    Field::Dport => (at(l.l4, 2), 2),
+                    Field::TcpDoff => (at(l.l4, 12), 1),
+                    Field::UdpLen => (at(l.l4, 4), 2),
+                    Field::L4Csum => (at(l.l4, if tcp { 16 } else { 6 }), 2),
+                    Field::IcmpType => (l.l4, 1),
+                    Field::InnerVersionIhl => (l.inner_l3, 1),
+                    Field::InnerTotalLen => (at(l.inner_l3, 4), 2),
+                    Field::InnerFrag => (None, 2),
+                    Field::InnerProto => (at(l.inner_l3, 6), 1),
+                    Field::InnerSaddr => (at(l.inner_l3, 8 + 12), 4),
+                    Field::InnerDaddr => (at(l.inner_l3, 24 + 12), 4),
+                    Field::InnerSport => (l.inner_l4, 2),
+                    Field::InnerDport => (at(l.inner_l4, 2), 2),
+                }
+            } else {
+                let tcp = f.get(l.l3 + 9) == Some(&6);
+                match field {
+                    Field::EtherType => (Some(12), 2),
+                    Field::VersionIhl => (Some(l.l3), 1),
+                    Field::Tos => (Some(l.l3 + 1), 1),
+                    Field::TotalLen => (Some(l.l3 + 2), 2),
+                    Field::Frag => (Some(l.l3 + 6), 2),
+                    Field::Ttl => (Some(l.l3 + 8), 1),
+                    Field::Proto => (Some(l.l3 + 9), 1),
+                    Field::Saddr => (Some(l.l3 + 12), 4),
+                    Field::Daddr => (Some(l.l3 + 16), 4),
+                    Field::Sport => (l.l4, 2),
+                    Field::Dport => (at(l.l4, 2), 2),
+                    Field::TcpDoff => (at(l.l4, 12), 1),
+                    Field::UdpLen => (at(l.l4, 4), 2),
+                    Field::L4Csum => (at(l.l4, if tcp { 16 } else { 6 }), 2),
+                    Field::IcmpType => (l.l4, 1),
+                    Field::InnerVersionIhl => (l.inner_l3, 1),
+                    Field::InnerTotalLen => (at(l.inner_l3, 2), 2),
+                    Field::InnerFrag => (at(l.inner_l3, 6), 2),
+                    Field::InnerProto => (at(l.inner_l3, 9), 1),
+                    Field::InnerSaddr => (at(l.inner_l3, 12), 4),
+                    Field::InnerDaddr => (at(l.inner_l3, 16), 4),
+                    Field::InnerSport => (l.inner_l4, 2),
+                    Field::InnerDport => (at(l.inner_l4, 2), 2),
+                }
             };
             put(f, off, width, *v);
         }
@@ -330,6 +397,11 @@ fn apply(f: &mut Vec<u8>, e: &Edit) {
 fn materialize(c: &Case, seeds: &[(Ingress, Vec<u8>)]) -> (Ingress, Vec<u8>) {
     let (ingress, mut f) = match c.base {
         Some(i) => seeds[i].clone(),
+        None if c.random_ipv4 && c.random_ipv6 => {
+            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60];
+            f.extend_from_slice(&c.random);
+            (Ingress::Eth0, f)
+        }
         None if c.random_ipv4 => {
             let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45];
             f.extend_from_slice(&c.random);
@@ -358,12 +430,16 @@ pub fn shortest_runnable(hook: Hook, frame: &[u8]) -> usize {
 struct Tally {
     frames: u64,
     refused: u64,
+    /// IPv6 frames run, and those of them translated.
+    ipv6: u64,
+    ipv6_translated: u64,
     by_reason: HashMap<&'static str, u64>,
 }
 
 /// State shared by the property's calls (proptest wants an `Fn`).
 struct State {
     dp: Dataplane,
+    m6: Maps6,
     w: ModelWorld,
     /// The per-forward counters the model implies.
     stats: HashMap<u32, ForwardStats>,
@@ -407,7 +483,7 @@ fn check_one(
         Ok(r) => r,
         Err(e) => {
             if frame.len() < shortest_runnable(prog.hook, frame)
-                && matches!(m.reason, Reason::PassMalformed | Reason::PassNotIpv4)
+                && matches!(m.reason, Reason::PassMalformed | Reason::PassNotIp)
             {
                 s.tally.refused += 1;
                 return Ok(());
@@ -416,6 +492,10 @@ fn check_one(
         }
     };
     s.tally.frames += 1;
+    if frame.get(12..14) == Some(&[0x86, 0xdd]) {
+        s.tally.ipv6 += 1;
+        s.tally.ipv6_translated += u64::from(matches!(m.action, Action::Redirect { .. }));
+    }
     *s.tally.by_reason.entry(m.reason.name()).or_default() += 1;
     let mut problems = Vec::new();
     if frame.len() < shortest_runnable(prog.hook, frame) {
@@ -452,10 +532,10 @@ fn check_one(
     if !matches!(m.action, Action::Redirect { .. }) && out != frame {
         problems.push("a frame that was not redirected was changed".to_owned());
     }
-    if let Some((k, v)) = m.flow {
-        let got = s.dp.maps.flow(&k);
-        if got != Some(v) {
-            problems.push(format!("flow {k:?}: kernel has {got:?}, model wrote {v:?}"));
+    if let Some(entry) = m.flow {
+        let got = world::kernel_flow(&s.dp, &s.m6, &entry);
+        if got != Some(entry) {
+            problems.push(format!("kernel has flow {got:?}, model wrote {entry:?}"));
         }
     }
     if let Some(c) = m.count {
@@ -537,9 +617,11 @@ pub fn run(env: &Env, prog: &Program) {
         let mut batch = 0u64;
         while done < frames {
             let n = BATCH.min(frames - done);
-            let (dp, w) = env.load(prog);
+            let (mut dp, w) = env.load(prog);
+            let m6 = Maps6::of(&mut dp);
             let state = RefCell::new(State {
                 dp,
+                m6,
                 w,
                 stats: HashMap::new(),
                 verdicts: vec![0; Hook::ALL.len() * Reason::ALL.len()],
@@ -578,6 +660,8 @@ pub fn run(env: &Env, prog: &Program) {
             }
             total.frames += s.tally.frames;
             total.refused += s.tally.refused;
+            total.ipv6 += s.tally.ipv6;
+            total.ipv6_translated += s.tally.ipv6_translated;
             for (r, n) in s.tally.by_reason {
                 *total.by_reason.entry(r).or_default() += n;
             }
@@ -597,15 +681,25 @@ pub fn run(env: &Env, prog: &Program) {
     let mut reasons: Vec<_> = total.by_reason.into_iter().collect();
     reasons.sort();
     println!(
-        "{}: {} frames run + {} refused as too short, 0 differences, {secs:.1} s \
-         ({:.1} µs/frame); verdicts: {reasons:?}",
+        "{}: {} frames run ({} IPv6, {} of them translated) + {} refused as too short, \
+         0 differences, {secs:.1} s ({:.1} µs/frame); verdicts: {reasons:?}",
         prog.label,
         total.frames,
+        total.ipv6,
+        total.ipv6_translated,
         total.refused,
         secs * 1e6 / (total.frames + total.refused).max(1) as f64
     );
+    assert!(
+        total.ipv6 > 0 && total.ipv6_translated > 0,
+        "{}: the fuzzer ran {} IPv6 frames, {} translated",
+        prog.label,
+        total.ipv6,
+        total.ipv6_translated
+    );
     // Every kind of verdict was reached: the generator is not stuck in one corner.
     for r in [
+        Reason::PassIpv6ExtHeader,
         Reason::Forwarded,
         Reason::Replied,
         Reason::PassMalformed,

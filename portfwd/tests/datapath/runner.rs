@@ -10,6 +10,7 @@ use portfwd_common::{maps::ForwardStats, model};
 use super::fixtures::{Expect, Expected, Fixture};
 use super::frame::hexdump;
 use super::world::{self, Env, ModelWorld, Program};
+use super::world6::Maps6;
 
 /// The return code `e` means for `prog`.
 fn expected_code(prog: &Program, e: &Expected) -> i32 {
@@ -79,6 +80,7 @@ fn stats_delta(before: &ForwardStats, after: &ForwardStats) -> [u64; 5] {
 /// Runs `f` through the kernel program; returns the problems found.
 fn check_kernel(
     dp: &mut Dataplane,
+    m6: &Maps6,
     prog: &Program,
     ifindex: u32,
     f: &Fixture,
@@ -86,7 +88,7 @@ fn check_kernel(
     let e = f.expected(prog);
     let before = world::verdicts(dp);
     let slot_before = e.count.map(|(slot, _)| world::stats(dp, slot));
-    let flow_before = e.flow.map(|(k, _)| dp.maps.flow(&k));
+    let flow_before = e.flow.map(|entry| world::kernel_flow(dp, m6, &entry));
     let (code, out) = match world::test_run(dp, prog, &f.input, ifindex) {
         Ok(r) => r,
         Err(err) => {
@@ -124,7 +126,7 @@ fn check_kernel(
     if let (Some((slot, dir)), Some(before)) = (e.count, slot_before) {
         let len = f.input.len() as u64;
         let new_flow = match (e.flow, flow_before) {
-            (Some((_, v)), Some(prev)) => u64::from(prev != Some(v)),
+            (Some(entry), Some(prev)) => u64::from(prev != Some(entry)),
             _ => 0,
         };
         let want = match dir {
@@ -139,10 +141,10 @@ fn check_kernel(
             ));
         }
     }
-    if let Some((k, v)) = e.flow {
-        let got = dp.maps.flow(&k);
-        if got != Some(v) {
-            problems.push(format!("flow {k:?} is {got:?} afterwards, expected {v:?}"));
+    if let Some(entry) = e.flow {
+        let got = world::kernel_flow(dp, m6, &entry);
+        if got != Some(entry) {
+            problems.push(format!("flow is {got:?} afterwards, expected {entry:?}"));
         }
     }
     if problems.is_empty() {
@@ -207,12 +209,13 @@ pub fn check_model(
 pub fn run_table(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
     env.run(|| {
         let (mut dp, mut w) = env.load(prog);
+        let m6 = Maps6::of(&mut dp);
         let mut failures = Vec::new();
         let mut by_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
         for f in fixtures {
             let ifindex = env.ifindex(f.ingress);
-            let kernel = check_kernel(&mut dp, prog, ifindex, f);
+            let kernel = check_kernel(&mut dp, &m6, prog, ifindex, f);
             let model = check_model(&mut w, prog, ifindex, f);
             let entry = by_category.entry(f.category).or_default();
             entry.0 += 1;

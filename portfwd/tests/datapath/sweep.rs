@@ -2,7 +2,7 @@
 //! minus one, through the program and the model.
 //!
 //! For every cut:
-//! - a frame cut inside its headers or its IPv4 datagram is never rewritten: the verdict is
+//! - a frame cut inside its headers or its IP datagram (IPv4 or IPv6) is never rewritten: the verdict is
 //!   "pass" or "drop", the frame comes out unchanged, and one counter moves;
 //! - the program and the model agree (verdict, counter, frame). Cuts that only shorten Ethernet
 //!   padding leave a whole datagram, which may well be translated: the model says how.
@@ -18,12 +18,15 @@ use super::frame::hexdump;
 use super::fuzz::shortest_runnable;
 use super::world::{self, Env, Program};
 
-/// Where the IPv4 datagram of the full frame ends (its total length says so), or the frame's
-/// end for anything else: cuts before this are truncated frames.
+/// Where the IP datagram of the full frame ends (the IPv4 total length or the IPv6 payload
+/// length says so), or the frame's end for anything else: cuts before this are truncated frames.
 fn datagram_end(full: &[u8]) -> usize {
     if full.len() >= 18 && full[12..14] == [0x08, 0x00] {
         let tot = usize::from(u16::from_be_bytes([full[16], full[17]]));
         (14 + tot).min(full.len())
+    } else if full.len() >= 20 && full[12..14] == [0x86, 0xdd] {
+        let payload = usize::from(u16::from_be_bytes([full[18], full[19]]));
+        (14 + 40 + payload).min(full.len())
     } else {
         full.len()
     }
@@ -59,7 +62,7 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                     Err(e) => {
                         if len >= shortest_runnable(prog.hook, cut) {
                             failures.push(fail(format!("test run failed: {e}"), None));
-                        } else if !matches!(m.reason, Reason::PassMalformed | Reason::PassNotIpv4) {
+                        } else if !matches!(m.reason, Reason::PassMalformed | Reason::PassNotIp) {
                             failures.push(fail(format!("model says {} for a frame too short to run", m.reason.name()), None));
                         } else {
                             refused += 1;

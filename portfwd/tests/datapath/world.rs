@@ -19,19 +19,22 @@
 //! BPF_PROG_TEST_RUN makes its FIB lookups in the network namespace of the calling thread, so
 //! everything that runs a program happens inside [`Env::run`] (the lab's host namespace).
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use portfwd::dataplane::{self, Dataplane, maps::ipv4_be};
 use portfwd::spec::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::{
     maps::{
-        AllowKey, FWD_ALLOWLIST, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook,
-        IFACE_EXPOSE, RangeKey, RangeValue,
+        Allow6Key, AllowKey, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key,
+        Forward6Value, ForwardKey, ForwardStats, ForwardValue, Hook, IFACE_EXPOSE, Ipv6Words,
+        Range6Key, Range6Value, RangeKey, RangeValue,
     },
-    model::{self, Route, RouteQuery},
+    model::{self, FlowEntry, Route, RouteQuery},
     reason::Reason,
 };
 use xtask::lab::Lab;
+
+use super::world6::{self, Maps6, Model6};
 
 pub const HOST: Ipv4Addr = Lab::HOST_ADDR;
 /// A second host address (in `PF_HOST_ADDRS`), for forwards bound to one address.
@@ -371,6 +374,8 @@ pub struct ModelWorld {
     pub xdp_egress: Vec<u32>,
     pub eth0: u32,
     pub docker0: u32,
+    /// The IPv6 maps.
+    pub v6: Model6,
 }
 
 impl model::World for ModelWorld {
@@ -409,11 +414,46 @@ impl model::World for ModelWorld {
         self.flows.get(key).copied()
     }
 
+    fn is_host_addr6(&self, addr: Ipv6Words) -> bool {
+        self.v6.host_addrs.contains(&addr)
+    }
+
+    fn forward6(&self, key: &Forward6Key) -> Option<Forward6Value> {
+        self.v6.forwards.get(key).copied()
+    }
+
+    fn range6(&self, key: &Range6Key) -> Option<Range6Value> {
+        self.v6.range(key)
+    }
+
+    fn allowed6(&self, key: &Allow6Key) -> bool {
+        self.v6.allowed(key)
+    }
+
+    fn flow6(&self, key: &Flow6Key) -> Option<Flow6Value> {
+        self.v6.flows.get(key).copied()
+    }
+
     /// The lab host's routing table: 10.77.0.0/24 on eth0, 172.17.0.0/16 on docker0, no
     /// default route; its own and broadcast addresses are not forwarded; the two permanent
-    /// neighbour entries are the only known MACs.
+    /// neighbour entries are the only known MACs. IPv6: see `world6::route6`.
     fn route(&self, q: &RouteQuery) -> Route {
-        let dst = Ipv4Addr::from(q.daddr_be.to_ne_bytes());
+        let dst = match q.daddr {
+            IpAddr::V4(dst) => dst,
+            IpAddr::V6(dst) => {
+                return match world6::route6(dst, (self.eth0, ETH0_MAC), (self.docker0, DOCKER0_MAC))
+                {
+                    None => Route::Unroutable,
+                    Some((ifindex, _, None)) => Route::NoNeighbour { ifindex, mtu: MTU },
+                    Some((ifindex, smac, Some(dmac))) => Route::Neighbour {
+                        ifindex,
+                        mtu: MTU,
+                        smac,
+                        dmac,
+                    },
+                };
+            }
+        };
         let (ifindex, smac, local, broadcast) = if in_net(dst, HOST, 24) {
             (self.eth0, ETH0_MAC, HOST, Ipv4Addr::new(10, 77, 0, 255))
         } else if in_net(dst, BRIDGE, 16) {
@@ -456,8 +496,14 @@ impl ModelWorld {
     /// Runs the model of `hook` on `frame` and applies its map updates.
     pub fn process(&mut self, frame: &mut [u8], ifindex: u32, hook: Hook) -> model::Outcome {
         let out = model::process(frame, ifindex, hook, self);
-        if let Some((k, v)) = out.flow {
-            self.flows.insert(k, v);
+        match out.flow {
+            Some(FlowEntry::V4(k, v)) => {
+                self.flows.insert(k, v);
+            }
+            Some(FlowEntry::V6(k, v)) => {
+                self.v6.flows.insert(k, v);
+            }
+            None => {}
         }
         out
     }
@@ -491,14 +537,15 @@ impl Env {
                  ip neigh replace {C1} lladdr {c1} dev docker0 nud permanent && \
                  ip link add pfport0 type veth peer name pfport1 && \
                  ip link set pfport0 master docker0 && \
-                 ip link set pfport1 up && ip link set pfport0 up",
+                 ip link set pfport1 up && ip link set pfport0 up && {v6}",
                 eth0 = mac(ETH0_MAC),
                 docker0 = mac(DOCKER0_MAC),
                 client = mac(CLIENT_MAC),
                 c1 = mac(C1_MAC),
+                v6 = world6::lab_setup(),
             ),
         )
-        .expect("setting MACs and neighbours");
+        .expect("setting MACs, addresses and neighbours");
         let index = |dev: &str| -> u32 {
             lab.sh(&host, &format!("cat /sys/class/net/{dev}/ifindex"))
                 .expect("reading an ifindex")
@@ -552,6 +599,7 @@ impl Env {
         for (k, v) in initial_flows() {
             dp.maps.insert_flow(k, v).unwrap();
         }
+        Maps6::of(&mut dp).fill();
         (dp, w)
     }
 }
@@ -618,7 +666,16 @@ impl ModelWorld {
             );
         }
         w.flows.extend(initial_flows());
+        w.v6 = Model6::new();
         w
+    }
+}
+
+/// The flow entry `entry`'s key holds in the kernel's maps (`m6`: the IPv6 maps of `dp`).
+pub fn kernel_flow(dp: &Dataplane, m6: &Maps6, entry: &FlowEntry) -> Option<FlowEntry> {
+    match entry {
+        FlowEntry::V4(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V4(*k, v)),
+        FlowEntry::V6(k, _) => m6.flow(k).map(|v| FlowEntry::V6(*k, v)),
     }
 }
 
