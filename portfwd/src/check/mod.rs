@@ -29,7 +29,10 @@ pub mod probe;
 pub mod report;
 pub mod sockets;
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -79,7 +82,7 @@ pub enum Kind {
     /// The host has no route to the target.
     NoRoute,
     /// The next hop does not answer ARP.
-    NoNeighbour { next_hop: Ipv4Addr, dev: String },
+    NoNeighbour { next_hop: IpAddr, dev: String },
     /// The next hop is there, the target does not answer in time.
     NoAnswer,
     /// A router reported the target unreachable.
@@ -183,7 +186,7 @@ impl Default for Options {
 /// A probe's outcome and how long it took.
 #[derive(Debug, Clone)]
 struct Probe {
-    route: Result<Ipv4Addr, String>,
+    route: Result<IpAddr, String>,
     connect: Connect,
     elapsed: Duration,
 }
@@ -239,7 +242,7 @@ fn probe_all(forwards: &[Forward], timeout: Duration) -> Vec<Probe> {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|f| {
-                    let target = std::net::SocketAddrV4::new(f.to.addr, f.to.port);
+                    let target = SocketAddr::new(f.to.addr, f.to.port);
                     s.spawn(move || {
                         let route = probe::route_source(f.to.addr).map_err(|e| e.to_string());
                         let start = std::time::Instant::now();
@@ -289,7 +292,7 @@ impl Context<'_> {
     /// The namespace holding `addr` that the host reaches: the host itself if the address is
     /// its own; for an on-link target, the one whose interface has the MAC the host resolved;
     /// otherwise the only one holding it.
-    fn container_of(&self, addr: Ipv4Addr, notes: &mut Vec<String>) -> Option<Namespace> {
+    fn container_of(&self, addr: IpAddr, notes: &mut Vec<String>) -> Option<Namespace> {
         let holders: Vec<&Namespace> = self
             .scan
             .namespaces
@@ -739,7 +742,7 @@ impl Context<'_> {
             .filter(|s| s.protocol == l.protocol && s.port == l.port)
             .filter(|s| match l.addr {
                 None => true,
-                Some(a) => s.addr.is_unspecified() || s.addr == std::net::IpAddr::V4(a),
+                Some(a) => a.is_unspecified() || s.addr.is_unspecified() || s.addr == a,
             })
             .collect();
         let (local, shared): (Vec<&Bound>, Vec<&Bound>) =
