@@ -52,6 +52,29 @@ pub const fn udp_replace32(csum: u16, old: u32, new: u32) -> u16 {
     }
 }
 
+/// Updates checksum `csum` for an IPv6 address (four 32-bit words, in memory order) changing
+/// from `old` to `new`.
+#[inline(always)]
+pub const fn replace128(csum: u16, old: [u32; 4], new: [u32; 4]) -> u16 {
+    let c = replace32(csum, old[0], new[0]);
+    let c = replace32(c, old[1], new[1]);
+    let c = replace32(c, old[2], new[2]);
+    replace32(c, old[3], new[3])
+}
+
+/// Like [`replace128`] for a UDP checksum (see [`udp_replace16`]); the 0 -> 0xffff mapping is
+/// applied once, to the result.
+#[inline(always)]
+pub const fn udp_replace128(csum: u16, old: [u32; 4], new: [u32; 4]) -> u16 {
+    if csum == 0 {
+        return 0;
+    }
+    match replace128(csum, old, new) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +126,24 @@ mod tests {
         // replace32 takes the low half first; with big-endian words the halves are swapped
         // consistently, which the one's-complement sum does not care about.
         assert_eq!(replace32(before, old, new), full(&words));
+    }
+
+    #[test]
+    fn replace128_matches_full_recompute() {
+        // A message of an IPv6 address (eight words) and two more words.
+        let old_addr: [u16; 8] = [0xfd77, 0, 0, 0, 0, 0, 0, 0x0001];
+        let new_addr: [u16; 8] = [0xfd17, 0, 0, 0, 0, 0, 0, 0x0002];
+        let msg = |a: &[u16; 8]| {
+            let mut m = a.to_vec();
+            m.extend_from_slice(&[0x0006, 0x1234]);
+            m
+        };
+        let before = full(&msg(&old_addr));
+        let word = |a: &[u16; 8], i: usize| ((a[2 * i + 1] as u32) << 16) | a[2 * i] as u32;
+        let old = [0, 1, 2, 3].map(|i| word(&old_addr, i));
+        let new = [0, 1, 2, 3].map(|i| word(&new_addr, i));
+        assert_eq!(replace128(before, old, new), full(&msg(&new_addr)));
+        assert_eq!(udp_replace128(0, old, new), 0);
     }
 
     #[test]

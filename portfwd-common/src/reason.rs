@@ -11,34 +11,36 @@ pub enum Reason {
     Replied = 1,
     /// An ICMP error about a translated flow, with its quoted packet translated, sent on.
     IcmpErrorTranslated = 2,
-    /// Not IPv4 (ARP, IPv6, VLAN-tagged, ...): passed untouched.
-    PassNotIpv4 = 3,
-    /// IPv4 but neither TCP nor UDP, nor an ICMP error quoting TCP/UDP: passed untouched.
+    /// Neither IPv4 nor IPv6 (ARP, VLAN-tagged, ...): passed untouched.
+    PassNotIp = 3,
+    /// IP but neither TCP nor UDP, nor an ICMP/ICMPv6 error quoting TCP/UDP (e.g. ICMPv6
+    /// neighbour discovery): passed untouched.
     PassNotTcpUdp = 4,
     /// Not addressed to the host and not a reply of a known flow: passed untouched.
     PassNotForUs = 5,
     /// Addressed to the host, but no forward for this port: passed untouched.
     PassNoForward = 6,
-    /// A header could not be parsed safely (truncated, IHL < 5, lengths beyond the frame, TCP data
-    /// offset < 5, UDP length wrong): passed untouched, never rewritten; the kernel validates it.
+    /// A header could not be parsed safely (truncated, IHL < 5, IPv4 total length or IPv6 payload
+    /// length beyond the frame, TCP data offset < 5, UDP length wrong, UDP checksum 0 over IPv6):
+    /// passed untouched, never rewritten; the kernel validates it.
     PassMalformed = 7,
     /// XDP only: the packet is ours, but its next hop cannot take XDP frames (a bridge, a veth,
     /// an unresolved neighbour); passed untouched to the tc program behind XDP, which finishes it.
     PassToTc = 8,
-    /// A non-first IPv4 fragment: it carries no ports, so it is passed untouched (its first
+    /// A non-first IPv4 or IPv6 fragment: it carries no ports, so it is passed untouched (its first
     /// fragment, if published, was dropped, so the datagram is never reassembled).
     PassFragment = 9,
     /// The first fragment of a datagram for a published port. portfwd never translates part of
     /// a datagram, so fragmented datagrams to published ports are dropped.
     DropFragment = 10,
-    /// TTL would reach 0 at this hop.
+    /// TTL (IPv4) or hop limit (IPv6) would reach 0 at this hop.
     DropTtlExceeded = 11,
     /// No route to the target or to the client (unreachable, blackhole, prohibited, forwarding
     /// disabled on the ingress interface).
     DropNoRoute = 12,
     /// The packet is larger than the MTU towards its destination.
     DropFragNeeded = 13,
-    /// Destination in 127.0.0.0/8 arriving from a network interface: never forwarded.
+    /// Destination in 127.0.0.0/8 or ::1 arriving from a network interface: never forwarded.
     DropLoopbackDst = 14,
     /// A kernel helper failed while the packet was being rewritten; it may be half-rewritten so
     /// it is dropped rather than delivered.
@@ -52,16 +54,20 @@ pub enum Reason {
     Hairpinned = 17,
     /// A reply of a hairpin flow: source and destination translated back, sent on.
     HairpinReplied = 18,
+    /// IPv6 with an extension header other than a fragment header before the L4 header
+    /// (hop-by-hop options, routing, destination options, ...): passed untouched. portfwd does
+    /// not walk extension header chains.
+    PassIpv6ExtHeader = 19,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::Replied,
         Reason::IcmpErrorTranslated,
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
         Reason::PassNotTcpUdp,
         Reason::PassNotForUs,
         Reason::PassNoForward,
@@ -77,6 +83,7 @@ impl Reason {
         Reason::DropSourceNotAllowed,
         Reason::Hairpinned,
         Reason::HairpinReplied,
+        Reason::PassIpv6ExtHeader,
     ];
 
     /// A stable, snake_case name for logs, `portfwd status` and metrics.
@@ -85,7 +92,7 @@ impl Reason {
             Reason::Forwarded => "forwarded",
             Reason::Replied => "replied",
             Reason::IcmpErrorTranslated => "icmp_error_translated",
-            Reason::PassNotIpv4 => "pass_not_ipv4",
+            Reason::PassNotIp => "pass_not_ip",
             Reason::PassNotTcpUdp => "pass_not_tcp_udp",
             Reason::PassNotForUs => "pass_not_for_us",
             Reason::PassNoForward => "pass_no_forward",
@@ -101,6 +108,7 @@ impl Reason {
             Reason::DropSourceNotAllowed => "drop_source_not_allowed",
             Reason::Hairpinned => "hairpinned",
             Reason::HairpinReplied => "hairpin_replied",
+            Reason::PassIpv6ExtHeader => "pass_ipv6_ext_header",
         }
     }
 

@@ -2,13 +2,15 @@
 //!
 //! The entry points below are thin: they hand the hook's context to [`forward::process`], which
 //! holds the one translation path shared by every hook, then count the verdict and turn it into
-//! the hook's return code. Module map:
+//! the hook's return code. IPv4 and IPv6 take the same path, generic over the address family.
+//! Module map:
 //! - `packet`: what a hook must provide (bounds, pulls, rewrites, redirects) and its tc version;
-//! - `parse`: Ethernet/IPv4/TCP/UDP parsing with every bound checked once;
+//! - `family`: what differs between IPv4 and IPv6 (maps, header, checksums, hop, FIB fields);
+//! - `parse`: Ethernet/IP/TCP/UDP/ICMP-error parsing with every bound checked once;
 //! - `maps`: the BPF maps;
 //! - `forward`: the decision: publish (DNAT), reply (reverse translation), or pass;
-//! - `icmp`: ICMP errors about translated flows (path MTU discovery, unreachables);
-//! - `rewrite`: address/port/TTL/MAC rewriting with incremental checksums;
+//! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
+//! - `rewrite`: address/port/TTL/hop limit/MAC rewriting with incremental checksums;
 //! - `route`: FIB lookup towards the new destination;
 //! - `stats`: verdict and per-forward counters;
 //! - `sock`: the socket hooks (cgroup `sock_addr`) for host-local access to published ports.
@@ -16,6 +18,7 @@
 #![no_main]
 
 mod bridge;
+mod family;
 mod forward;
 mod icmp;
 mod maps;

@@ -6,9 +6,10 @@ use aya_ebpf::{
 };
 use portfwd_common::{
     maps::{
-        AllowKey, FlowKey, FlowValue, ForwardKey, ForwardStats, ForwardValue, Hook,
-        MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS,
-        MAX_RANGE_PREFIXES, MacKey, PortEntry, RangeKey, RangeValue,
+        Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
+        ForwardKey, ForwardStats, ForwardValue, Hook, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS,
+        MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES,
+        MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRevKey, SockRevValue, SockVerdict},
@@ -30,6 +31,25 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(
 /// Key: IPv4 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
+
+#[map(name = "PF_FORWARDS6")]
+pub static FORWARDS6: HashMap<Forward6Key, Forward6Value> =
+    HashMap::with_max_entries(MAX_FORWARDS, 0);
+
+#[map(name = "PF_RANGES6")]
+pub static RANGES6: LpmTrie<Range6Key, Range6Value> =
+    LpmTrie::with_max_entries(MAX_RANGE_PREFIXES, 0);
+
+/// Value: unused (1).
+#[map(name = "PF_ALLOW6")]
+pub static ALLOW6: LpmTrie<Allow6Key, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
+
+#[map(name = "PF_FLOWS6")]
+pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> = LruHashMap::with_max_entries(MAX_FLOWS6, 0);
+
+/// Key: IPv6 address as on the wire. Value: unused (1).
+#[map(name = "PF_HOST_ADDRS6")]
+pub static HOST_ADDRS6: HashMap<Ipv6Words, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
 
 #[map(name = "PF_IFACES")]
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);

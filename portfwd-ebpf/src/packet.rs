@@ -8,7 +8,9 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, bpf_redir_neigh, xdp_action},
+    bindings::{
+        __sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_RECOMPUTE_CSUM, bpf_redir_neigh, xdp_action,
+    },
     cty::c_void,
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::{TcContext, XdpContext},
@@ -46,6 +48,9 @@ pub trait Packet {
     fn load<T: Copy>(&self, off: usize) -> Result<T, i64>;
     /// Writes `v` at `off`.
     fn store<T>(&self, off: usize, v: &T) -> Result<(), i64>;
+    /// Writes `v` at `off`, a change no checksum in the packet compensates (the IPv6 hop
+    /// limit): tc also updates `skb->csum` (CHECKSUM_COMPLETE) for it.
+    fn store_unbalanced<T>(&self, off: usize, v: &T) -> Result<(), i64>;
     /// Updates the IPv4 header checksum at `off` for a `size`-byte field changing `from` -> `to`.
     fn l3_csum_replace(&self, off: usize, from: u64, to: u64, size: u64) -> Result<(), i64>;
     /// Updates the L4 checksum at `off`; `flags` as for `bpf_l4_csum_replace` (size in the low
@@ -132,6 +137,11 @@ impl Packet for TcContext {
     #[inline(always)]
     fn store<T>(&self, off: usize, v: &T) -> Result<(), i64> {
         TcContext::store(self, off, v, 0)
+    }
+
+    #[inline(always)]
+    fn store_unbalanced<T>(&self, off: usize, v: &T) -> Result<(), i64> {
+        TcContext::store(self, off, v, BPF_F_RECOMPUTE_CSUM as u64)
     }
 
     #[inline(always)]
@@ -235,6 +245,12 @@ impl Packet for XdpContext {
         // which XDP may write; `v` is a valid `T` that does not overlap the frame.
         unsafe { core::ptr::copy_nonoverlapping(v as *const T as *const u8, p, size_of::<T>()) };
         Ok(())
+    }
+
+    #[inline(always)]
+    fn store_unbalanced<T>(&self, off: usize, v: &T) -> Result<(), i64> {
+        // An XDP frame has no checksum state to keep.
+        self.store(off, v)
     }
 
     #[inline(always)]

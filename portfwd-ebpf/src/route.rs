@@ -11,9 +11,7 @@ use aya_ebpf::{
 };
 use portfwd_common::reason::Reason;
 
-use crate::{packet::Packet, parse::Ipv4L4};
-
-const AF_INET: u8 = 2;
+use crate::{family::Family, packet::Packet, parse::IpL4};
 
 /// The next hop of a translated packet.
 pub enum NextHop {
@@ -28,28 +26,30 @@ pub enum NextHop {
 }
 
 /// The addresses and ports a packet will carry once translated.
-pub struct Tuple {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Tuple<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
 }
 
 #[inline(always)]
-pub fn lookup<P: Packet>(p: &P, pkt: &Ipv4L4, t: &Tuple) -> Result<NextHop, Reason> {
+pub fn lookup<P: Packet, F: Family>(
+    p: &P,
+    pkt: &IpL4<F::Addr>,
+    t: &Tuple<F::Addr>,
+) -> Result<NextHop, Reason> {
     // SAFETY: `bpf_fib_lookup` is a plain C struct of integers and unions of integers, for which
     // all-zero bytes are a valid value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
+    F::fib(&mut params, pkt, t);
     params.l4_protocol = pkt.proto;
     params.sport = t.sport;
     params.dport = t.dport;
     params.ifindex = p.ingress_ifindex();
-    params.__bindgen_anon_2.tos = pkt.tos;
-    params.__bindgen_anon_3.ipv4_src = t.saddr;
-    params.__bindgen_anon_4.ipv4_dst = t.daddr;
     if !p.fib_checks_packet_mtu() {
-        // XDP: let the lookup compare the IP length with the egress MTU.
+        // XDP: let the lookup compare the IP length (IPv4 total length, IPv6 header + payload)
+        // with the egress MTU.
         let frame = p.frame_len() - crate::parse::L3_OFF;
         params.__bindgen_anon_1.tot_len = frame as u16;
     }

@@ -23,6 +23,7 @@ use portfwd_common::{
 };
 
 use crate::{
+    family::Ipv4,
     forward::lookup_forward,
     maps::{HOST_ADDRS, SOCK_NETNS, SOCK_REVNAT, SOCK_VERDICTS},
 };
@@ -98,7 +99,7 @@ fn translate_inner(ctx: &SockAddrContext, call: Call) -> SockVerdict {
     if !is_loopback(addr) && HOST_ADDRS.get_ptr(addr).is_none() {
         return SockVerdict::PassNotLocal;
     }
-    let Some(fwd) = lookup_forward(addr, port, proto) else {
+    let Some(fwd) = lookup_forward::<Ipv4>(addr, port, proto) else {
         return SockVerdict::PassNoForward;
     };
     let key = SockRevKey {

@@ -772,7 +772,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "ARP request for the host",
         Eth0,
         Pkt::ether(ETH_P_ARP, &arp_req).macs(CLIENT_MAC, [0xff; 6]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     let mut arp_reply = arp_req;
     arp_reply[7] = 2;
@@ -781,7 +781,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "ARP reply",
         Eth0,
         Pkt::ether(ETH_P_ARP, &arp_reply).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
     v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
@@ -794,7 +794,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "IPv6 TCP to [fd00::1]:8080 (IPv6 is not supported yet)",
         Eth0,
         Pkt::ether(ETH_P_IPV6, &v6).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     // In a test run the tag stays in the frame. On a real interface the stack strips it into
     // skb metadata before tc ingress; see the report on issue #5.
@@ -803,14 +803,14 @@ fn not_ours(t: &mut Vec<Fixture>) {
         "802.1Q-tagged IPv4 TCP to host:8080 (tag in the frame)",
         Eth0,
         c_tcp(SYN).vlan(100),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
         "802.1ad (QinQ) frame",
         Eth0,
         Pkt::ether(0x88a8, &[0, 100, 0x81, 0, 0, 200, 0x08, 0, 0x45]).macs(CLIENT_MAC, ETH0_MAC),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
@@ -818,7 +818,7 @@ fn not_ours(t: &mut Vec<Fixture>) {
         Eth0,
         Pkt::ether(0x88cc, &[0x02, 0x07, 0x04, 0, 0, 0, 0, 0, 1, 0, 0])
             .macs(CLIENT_MAC, [0x01, 0x80, 0xc2, 0, 0, 0x0e]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     t.push(F::pass(
         c,
@@ -1083,7 +1083,7 @@ fn cut_short(t: &mut Vec<Fixture>) {
         "ARP cut after the Ethernet header (14 bytes)",
         Eth0,
         Pkt::ether(ETH_P_ARP, &[]),
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
     ));
     // Lengths consistent with the frame, but too short for the L4 header.
     t.push(F::pass(

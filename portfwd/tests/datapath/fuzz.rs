@@ -407,7 +407,7 @@ fn check_one(
         Ok(r) => r,
         Err(e) => {
             if frame.len() < shortest_runnable(prog.hook, frame)
-                && matches!(m.reason, Reason::PassMalformed | Reason::PassNotIpv4)
+                && matches!(m.reason, Reason::PassMalformed | Reason::PassNotIp)
             {
                 s.tally.refused += 1;
                 return Ok(());

@@ -59,7 +59,7 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                     Err(e) => {
                         if len >= shortest_runnable(prog.hook, cut) {
                             failures.push(fail(format!("test run failed: {e}"), None));
-                        } else if !matches!(m.reason, Reason::PassMalformed | Reason::PassNotIpv4) {
+                        } else if !matches!(m.reason, Reason::PassMalformed | Reason::PassNotIp) {
                             failures.push(fail(format!("model says {} for a frame too short to run", m.reason.name()), None));
                         } else {
                             refused += 1;
