@@ -602,7 +602,7 @@ impl Context<'_> {
             .detail(self.not_found_hint())
             .fix(format!(
                 "start the app so that it listens on port {port}, or publish the port it listens on:\n  {}",
-                republish(fwd, &format!("{target}:PORT"))
+                republish(fwd, &target_with_port(target, "PORT"))
             ));
         };
         let here = ns.label();
@@ -644,11 +644,17 @@ impl Context<'_> {
                 .detail(format!(
                     "a published port arrives at the container's address {target}, never at its loopback"
                 ))
-                .fix(
-                    "make the app listen on every address (0.0.0.0) inside the container, e.g. \
-                     `--host 0.0.0.0`, `--bind 0.0.0.0`, `HOST=0.0.0.0` (dev servers often default \
-                     to 127.0.0.1)",
-                );
+                .fix(match target {
+                    IpAddr::V4(_) => {
+                        "make the app listen on every address (0.0.0.0) inside the container, e.g. \
+                         `--host 0.0.0.0`, `--bind 0.0.0.0`, `HOST=0.0.0.0` (dev servers often \
+                         default to 127.0.0.1)"
+                    }
+                    IpAddr::V6(_) => {
+                        "make the app listen on every address (::) inside the container, e.g. \
+                         `--host ::`, `--bind [::]` (dev servers often default to 127.0.0.1 or ::1)"
+                    }
+                });
         }
         if !on_port.is_empty() {
             let mut f = Finding::new(
@@ -669,7 +675,8 @@ impl Context<'_> {
                 ));
             }
             return f.fix(format!(
-                "make the app listen on 0.0.0.0 or {target}, or publish to the address it listens on"
+                "make the app listen on {} or {target}, or publish to the address it listens on",
+                every_address(target)
             ));
         }
         // Nothing on that port: what is there instead?
@@ -715,17 +722,18 @@ impl Context<'_> {
         }
         match reachable_ports.as_slice() {
             [] => f.fix(format!(
-                "start the app so that it listens on port {port} (on 0.0.0.0), or publish the port it listens on:\n  {}",
-                republish(fwd, &format!("{target}:PORT"))
+                "start the app so that it listens on port {port} (on {}), or publish the port it listens on:\n  {}",
+                every_address(target),
+                republish(fwd, &target_with_port(target, "PORT"))
             )),
             [one] => f.fix(format!(
                 "publish the port the app listens on:\n  {}",
-                republish(fwd, &format!("{target}:{one}"))
+                republish(fwd, &target_with_port(target, &one.to_string()))
             )),
             many => f.fix(format!(
                 "publish one of the ports the app listens on ({}):\n  {}",
                 many.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
-                republish(fwd, &format!("{target}:PORT"))
+                republish(fwd, &target_with_port(target, "PORT"))
             )),
         }
     }
@@ -857,6 +865,22 @@ impl Context<'_> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The address that means "every address" of `target`'s family, as an app is told to bind it.
+fn every_address(target: IpAddr) -> &'static str {
+    match target {
+        IpAddr::V4(_) => "0.0.0.0",
+        IpAddr::V6(_) => "::",
+    }
+}
+
+/// `172.17.0.2:PORT`, `[fd00::2]:PORT`: a target address with a port, as the grammar writes it.
+fn target_with_port(target: IpAddr, port: &str) -> String {
+    match target {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
 }
 
 #[cfg(test)]
