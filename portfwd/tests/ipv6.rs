@@ -415,8 +415,8 @@ fn check_probes_ipv6_targets_and_finds_an_app_on_loopback_only() {
         (Some("ok"), vec!["healthy".to_owned()]),
         "{ok:#}"
     );
-    // (Which namespace holds the target is not asserted: IPv6 neighbours are not read, so when
-    // other labs running at the same time hold fd00:17::2 too the container stays unnamed.)
+    // Other labs running at the same time hold fd00:17::2 too: the neighbour's MAC tells.
+    assert_eq!(ok["container"]["name"], c1.ns.name.as_str());
     let lo = report("[::]:8081/tcp");
     assert_eq!(kinds(&lo), ["loopback_only"], "{lo:#}");
 

@@ -224,7 +224,7 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
 pub fn exposure_notes(forwards: &[Forward]) -> Vec<String> {
     forwards
         .iter()
-        .filter(|f| f.listen.addr.is_none() && f.allow.is_empty())
+        .filter(|f| f.listen.addr.is_none_or(|a| a.is_unspecified()) && f.allow.is_empty())
         .map(|f| {
             format!(
                 "warning: {} is published on every host address to every source, and the host firewall does not see its packets (they never pass netfilter INPUT/FORWARD); restrict it with `allow:` in the config (`portfwd add --allow CIDR`) or bind it to one host address",

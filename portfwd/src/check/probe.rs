@@ -181,7 +181,7 @@ pub fn best_route6(table: &str, addr: Ipv6Addr) -> Option<Route> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Resolved: an answer to ARP was seen (`ATF_COM`). Unresolved entries are ones being
     /// asked for (INCOMPLETE) or that went unanswered (FAILED).
     pub complete: bool,
@@ -190,15 +190,83 @@ pub struct Neighbour {
     pub dev: String,
 }
 
-/// The ARP entry of `addr` in the calling thread's namespace, if there is one. IPv6
-/// neighbours are not in `/proc`: for an IPv6 address this is always `None`, and the
-/// diagnoses built on it (no neighbour, wrong container) are IPv4 only.
+/// The neighbour entry of `addr` in the calling thread's namespace, if there is one: from
+/// `/proc/net/arp` for IPv4, from a netlink dump for IPv6 (which `/proc` does not show).
 pub fn neighbour(addr: IpAddr) -> Option<Neighbour> {
-    let IpAddr::V4(addr) = addr else {
-        return None;
+    let addr = match addr {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => return neighbour6(a),
     };
     let text = fs::read_to_string("/proc/thread-self/net/arp").ok()?;
-    parse_arp(&text).into_iter().find(|n| n.addr == addr)
+    parse_arp(&text)
+        .into_iter()
+        .find(|n| n.addr == IpAddr::V4(addr))
+}
+
+/// The IPv6 neighbour entry of `addr`, from an `RTM_GETNEIGH` dump (on a thread-local runtime:
+/// the check is synchronous). Complete unless incomplete or failed.
+fn neighbour6(addr: Ipv6Addr) -> Option<Neighbour> {
+    use futures::TryStreamExt as _;
+    use rtnetlink::packet_route::{
+        AddressFamily,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().ok()?;
+        let conn = tokio::spawn(conn);
+        let mut dump = handle.neighbours().get().set_address_family(AddressFamily::Inet6).execute();
+        let mut found = None;
+        while let Ok(Some(msg)) = dump.try_next().await {
+            let dest = msg.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) if *d == addr)
+            });
+            if !dest {
+                continue;
+            }
+            let complete = !matches!(
+                msg.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            );
+            let mac = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) if complete => Some(
+                    l.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                ),
+                _ => None,
+            });
+            found = Some(Neighbour {
+                addr: IpAddr::V6(addr),
+                complete,
+                mac: mac.unwrap_or_default(),
+                dev: interface_name(msg.header.ifindex),
+            });
+            break;
+        }
+        drop(dump);
+        conn.abort();
+        found
+    })
+}
+
+/// The name of interface `index` in the calling thread's namespace (empty if gone).
+fn interface_name(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has room for IF_NAMESIZE bytes, as if_indextoname requires; it writes a
+    // NUL-terminated name there or returns NULL.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return String::new();
+    }
+    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Parses `/proc/net/arp`.
@@ -214,7 +282,7 @@ pub fn parse_arp(text: &str) -> Vec<Neighbour> {
             let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
             let complete = flags & ATF_COM != 0;
             Some(Neighbour {
-                addr: f[0].parse().ok()?,
+                addr: IpAddr::V4(f[0].parse().ok()?),
                 complete,
                 mac: if complete {
                     f[3].to_ascii_lowercase()
