@@ -612,7 +612,8 @@ pub fn check_socket_group(name: &str) -> Result<(), String> {
 /// The message for `new` conflicting with `existing`, which was published by `by`.
 fn conflict_message(new: &Listen, existing: &Listen, by: &str) -> String {
     let every = |l: &Listen, other: &Listen| {
-        if l.addr.is_none() && other.addr.is_some() {
+        let every = |l: &Listen| l.addr.is_none_or(|a| a.is_unspecified());
+        if every(l) && !every(other) {
             " (every host address)"
         } else {
             ""
@@ -1053,19 +1054,23 @@ impl Source<'_> {
                 .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
             let fwd = match allow {
                 None => fwd,
-                Some(node) => fwd.with_allow(self.allow(node, &join(&at, "allow"))?),
+                Some(node) => {
+                    let field = join(&at, "allow");
+                    fwd.with_allow(self.allow(node, &field)?)
+                        .map_err(|e| self.invalid(node, &field, e.to_string()))?
+                }
             };
 
             if let Some(j) = forwards
                 .iter()
-                .position(|f| f.listen.conflicts_with(&listen))
+                .position(|f| f.listen.conflicts_with(&fwd.listen))
             {
                 let line = listen_nodes[j].referenced.line();
                 let by = format!("forwards[{j}] (line {line})");
                 return Err(self.invalid(
                     listen_node,
                     &listen_field,
-                    conflict_message(&listen, &forwards[j].listen, &by),
+                    conflict_message(&fwd.listen, &forwards[j].listen, &by),
                 ));
             }
             forwards.push(fwd);
@@ -1522,6 +1527,37 @@ mod tests {
         s.parse().unwrap()
     }
 
+    #[test]
+    fn dual_stack_forwards() {
+        let text = "forwards:
+  - listen: \"8080\"
+    to: \"172.17.0.2:80\"
+    allow: [\"10.0.0.0/8\", \"2001:db8::/32\"]
+  - listen: \"8080\"
+    to: \"[fd00:17::2]:80\"
+    allow: [\"10.0.0.0/8\", \"2001:db8::/32\"]
+  - listen: \"[::1]:9000-9001/udp\"
+    to: \"[fd00:17::2]:9000-9001\"
+";
+        let c = parse(text);
+        assert_eq!(
+            c.forwards,
+            [
+                fwd("8080 -> 172.17.0.2:80 allow 10.0.0.0/8,2001:db8::/32"),
+                fwd("[::]:8080 -> [fd00:17::2]:80 allow 10.0.0.0/8,2001:db8::/32"),
+                fwd("[::1]:9000-9001/udp -> [fd00:17::2]:9000-9001"),
+            ]
+        );
+        assert_eq!(
+            render(Some(text), &c),
+            text,
+            "saving what was loaded changes nothing"
+        );
+        let fresh = render(None, &c);
+        assert_eq!(parse(&fresh), c, "{fresh}");
+        assert!(fresh.contains("\"[::]:8080/tcp\""), "{fresh}");
+    }
+
     /// A fresh empty directory under the system temp dir.
     fn scratch_dir(name: &str) -> PathBuf {
         static N: AtomicU64 = AtomicU64::new(0);
@@ -1643,7 +1679,7 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: \"300.1.1.1:80\"\n    to: \"172.17.0.2:3000\"\n",
-                "2:13: forwards[0].listen: '300.1.1.1' is not an IPv4 address",
+                "2:13: forwards[0].listen: '300.1.1.1' is not an IP address",
             ),
             (
                 "forwards:\n  - listen: \"80/icmp\"\n    to: \"172.17.0.2:3000\"\n",
@@ -1826,8 +1862,12 @@ forwards:
                 "4:13: forwards[0].allow[0]: '10.0.0.1/8' has bits set past /8: write the network, 10.0.0.0/8",
             ),
             (
-                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow:\n      - 10.0.0.0/8\n      - \"2001:db8::/32\"\n",
-                "6:9: forwards[0].allow[1]: '2001:db8::/32' is an IPv6 prefix; IPv6 forwarding is not supported yet",
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow: [\"2001:db8::/32\"]\n",
+                "4:12: forwards[0].allow: no prefix of this allowlist is IPv4, so it would drop every client of this IPv4 forward; add an IPv4 prefix or remove the allowlist",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow:\n      - 10.0.0.0/8\n      - \"2001:db8::1/32\"\n",
+                "6:9: forwards[0].allow[1]: '2001:db8::1/32' has bits set past /32: write the network, 2001:db8::/32",
             ),
             (
                 "forwards:\n  - listen: \"8080\"\n    to: \"1.2.3.4:80\"\n    allow: []\n",
@@ -1839,11 +1879,19 @@ forwards:
             ),
             (
                 "forwards:\n  - listen: \"[::1]:8080\"\n    to: \"1.2.3.4:80\"\n",
-                "2:13: forwards[0].listen: '[::1]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+                "3:9: forwards[0].to: [::1]:8080/tcp is IPv6 but 1.2.3.4:80 is IPv4; portfwd does not translate between IPv4 and IPv6: publish an IPv4 target on an IPv4 host address or a bare port, or give the container's IPv6 address",
             ),
             (
-                "forwards:\n  - listen: \"8080\"\n    to: \"[fd00::2]:3000\"\n",
-                "3:9: forwards[0].to: '[fd00::2]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+                "forwards:\n  - listen: \"10.0.0.1:8080\"\n    to: \"[fd00::2]:3000\"\n",
+                "3:9: forwards[0].to: 10.0.0.1:8080/tcp is IPv4 but [fd00::2]:3000 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"fd00::2:3000\"\n",
+                "3:9: forwards[0].to: 'fd00::2:3000': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
+            ),
+            (
+                "forwards:\n  - listen: \"8080\"\n    to: \"[fd00::2]:80\"\n  - listen: \"[fd00::1]:8080\"\n    to: \"[fd00::3]:80\"\n",
+                "4:13: forwards[1].listen: [fd00::1]:8080/tcp overlaps [::]:8080/tcp (every host address), published by forwards[0] (line 2)",
             ),
             (
                 "forwards:\n  - listen: \"8000-8010\"\n    to: \"1.2.3.4:8000-8010\"\n  - listen: \"10.0.0.1:8010-8020\"\n    to: \"1.2.3.4:1-11\"\n",

@@ -4,10 +4,14 @@
 //!
 //! ```text
 //! LISTEN = [HOST_IP:]HOST_PORT[-END][/PROTO]   8080   8000-8010/udp   10.0.0.1:8080/tcp
-//! TARGET = IP:PORT[-END]                       172.17.0.2:3000   172.17.0.2:9000-9010
+//!                                              [::]:8080   [2001:db8::1]:8000-8010/udp
+//! TARGET = IP:PORT[-END]                       172.17.0.2:3000   [fd00::2]:9000-9010
 //! PROTO  = tcp | udp                           (default tcp, case-insensitive)
-//! ALLOW  = IP[/LEN]                            10.0.0.0/8   192.0.2.7 (= /32)
+//! ALLOW  = IP[/LEN]                            10.0.0.0/8   192.0.2.7 (= /32)   2001:db8::/32
 //! ```
+//!
+//! An IPv6 address is written in brackets before a port (`[fd00::2]:3000`, Docker's form);
+//! without brackets it is refused, since `fd00::2:3000` is itself an IPv6 address.
 //!
 //! This is Docker's `-p` syntax. A range maps port by port (`8000-8010 -> 172.17.0.2:9000-9010`
 //! sends 8005 to 9005), so the two sides of a forward must be the same length; a range with a
@@ -15,13 +19,24 @@
 //! split into small steps (protocol suffix, host/port split, address, port range).
 //!
 //! Recognised but refused with a clear one-line error, so that a Docker user learns why rather
-//! than reading "not a port number": IPv6 host and target addresses (`[::1]:8080`,
-//! `[fd00::2]:3000`: "IPv6 forwarding is not supported yet"), IPv6 allowlist prefixes, and
-//! `sctp` (this portfwd forwards tcp and udp only).
+//! than reading "not a port number": `sctp` (this portfwd forwards tcp and udp only).
 //!
-//! Without a host address a forward listens on every host address; `0.0.0.0` means the same
-//! (as with Docker) and is normalised to "no address", so `0.0.0.0:8080` and `8080` are the
-//! same [`Listen`] and print as `8080/tcp`.
+//! # Address families
+//!
+//! A forward is IPv4 or IPv6, and both its sides are of that family ([`Family`]): portfwd
+//! translates addresses in place and does not translate between IPv4 and IPv6, so
+//! `[::]:8080 -> 172.17.0.2:80` is refused with [`SpecError::FamilyMismatch`]. The same port
+//! published for IPv4 and for IPv6 is two forwards, which do not overlap.
+//!
+//! Without a host address a forward listens on every host address of its target's family.
+//! `0.0.0.0` is normalised to "no address", so `0.0.0.0:8080` and `8080` are the same
+//! [`Listen`] and print as `8080/tcp`; a forward to an IPv6 target stores "every IPv6
+//! address" as `[::]` ([`Forward::new`] does it), so `8080 -> [fd00::2]:80` prints as
+//! `[::]:8080/tcp -> [fd00::2]:80`.
+//!
+//! An allowlist may mix IPv4 and IPv6 prefixes (one list for a dual-stack service); a prefix of
+//! the other family never matches a forward, and a list with no prefix of the forward's family
+//! is refused ([`SpecError::AllowlistWithoutFamily`]), as an empty list is.
 //!
 //! Everything that parses also prints back to a string that parses to the same value
 //! ([`Display`](fmt::Display) is canonical: the protocol is always written).
@@ -29,12 +44,12 @@
 use std::{
     borrow::Cow,
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     str::FromStr,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -86,6 +101,39 @@ impl FromStr for Protocol {
     }
 }
 
+/// An address family. Both sides of a forward are of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of `addr`.
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// `IPv4` or `IPv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a forward, or one of its sides, does not parse. Every message is one line and quotes
 /// the offending input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,9 +150,16 @@ pub enum SpecError {
     /// A port that is not a decimal number.
     #[error("'{}' is not a port number", printable(.0))]
     NotAPort(String),
-    /// An address that is not a dotted-quad IPv4 address.
-    #[error("'{}' is not an IPv4 address", printable(.0))]
-    NotIpv4(String),
+    /// An address that is neither a dotted-quad IPv4 address nor an IPv6 address in brackets.
+    #[error("'{}' is not an IP address", printable(.0))]
+    NotAnAddress(String),
+    /// An IPv6 address followed by a port without brackets (`fd00::2:3000`, itself a valid
+    /// IPv6 address, so the port cannot be told apart).
+    #[error(
+        "'{}': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
+        printable(.0)
+    )]
+    Ipv6WithoutBrackets(String),
     /// A protocol other than tcp or udp.
     #[error("unknown protocol '{}' (expected tcp or udp)", printable(.0))]
     UnknownProtocol(String),
@@ -115,7 +170,7 @@ pub enum SpecError {
     #[error("'{}' needs an address: IP:PORT", printable(.0))]
     MissingAddress(String),
     /// A target that is neither `IP:PORT`, nor a bare address or port.
-    #[error("'{}' is not IP:PORT (e.g. 172.17.0.2:3000)", printable(.0))]
+    #[error("'{}' is not IP:PORT (e.g. 172.17.0.2:3000 or [fd00::2]:3000)", printable(.0))]
     NotATarget(String),
     /// A target with a `/proto` suffix: the protocol belongs to the listen side.
     #[error(
@@ -130,7 +185,7 @@ pub enum SpecError {
     #[error("listen address {addr} is {reason}")]
     BadListenAddress {
         /// The address as given.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Why it is refused, e.g. "multicast; a host address must be unicast".
         reason: &'static str,
     },
@@ -138,7 +193,7 @@ pub enum SpecError {
     #[error("target address {addr} is {reason}")]
     BadTargetAddress {
         /// The address as given.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Why it is refused.
         reason: &'static str,
     },
@@ -147,9 +202,20 @@ pub enum SpecError {
     /// tested on have no SCTP stack to prove it with a real association.
     #[error("sctp is not supported yet: portfwd forwards tcp and udp")]
     SctpUnsupported,
-    /// An IPv6 address on either side (bracketed or not).
-    #[error("'{}': IPv6 forwarding is not supported yet (publish an IPv4 address)", printable(.0))]
-    Ipv6Unsupported(String),
+    /// The two sides of a forward are of different families.
+    #[error(
+        "{listen} is {listen_family} but {to} is {to_family}; portfwd does not translate between IPv4 and IPv6: publish an {to_family} target on an {to_family} host address or a bare port, or give the container's {listen_family} address"
+    )]
+    FamilyMismatch {
+        /// The listen side, canonical.
+        listen: String,
+        /// Its family.
+        listen_family: Family,
+        /// The target side, canonical.
+        to: String,
+        /// Its family.
+        to_family: Family,
+    },
     /// Something in brackets that is not an IPv6 address.
     #[error("'{}' is not an IPv6 address in brackets (e.g. [fd00::2])", printable(.0))]
     NotIpv6(String),
@@ -172,7 +238,10 @@ pub enum SpecError {
         to_len: u32,
     },
     /// An allowlist entry that is not `IP[/LEN]`.
-    #[error("'{}' is not an IPv4 address or prefix (e.g. 10.0.0.0/8)", printable(.0))]
+    #[error(
+        "'{}' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
+        printable(.0)
+    )]
     NotAPrefix(String),
     /// An allowlist prefix with bits set after its length.
     #[error("'{given}' has bits set past /{len}: write the network, {network}", len = .network.prefix_len())]
@@ -180,11 +249,14 @@ pub enum SpecError {
         /// As given.
         given: String,
         /// The network it is in.
-        network: Ipv4Net,
+        network: IpNet,
     },
-    /// An IPv6 allowlist prefix.
-    #[error("'{}' is an IPv6 prefix; IPv6 forwarding is not supported yet", printable(.0))]
-    Ipv6Prefix(String),
+    /// An allowlist none of whose prefixes is of the forward's family: it would drop every
+    /// client, like an empty one.
+    #[error(
+        "no prefix of this allowlist is {0}, so it would drop every client of this {0} forward; add an {0} prefix or remove the allowlist"
+    )]
+    AllowlistWithoutFamily(Family),
     /// `allow: []`.
     #[error("an empty allowlist would drop every client; remove it to accept every source address")]
     EmptyAllowlist,
@@ -226,9 +298,10 @@ const TARGET_FORM: &str = "IP:PORT[-END]";
 /// The host side of a forward: `[HOST_IP:]HOST_PORT[-END][/PROTO]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Listen {
-    /// The host address to match; `None` matches every host address (`0.0.0.0` parses to
-    /// `None`).
-    pub addr: Option<Ipv4Addr>,
+    /// The host address to match. `None` matches every host IPv4 address (a bare port;
+    /// `0.0.0.0` parses to `None`); `[::]` matches every host IPv6 address. In a [`Forward`]
+    /// to an IPv6 target a bare port is `[::]` (see [`Forward::new`]).
+    pub addr: Option<IpAddr>,
     /// The host port, 1-65535; the first of a range.
     pub port: u16,
     /// The last host port of a range (inclusive); equal to `port` for a single port.
@@ -302,15 +375,20 @@ impl Listen {
         self.end != self.port
     }
 
-    /// Whether this and `other` would claim the same packets: same protocol, overlapping
-    /// ports, and the same address or one of them on every address. `8080` conflicts with
-    /// `10.0.0.1:8080` and with `8000-8100`; `10.0.0.1:8080` does not conflict with
-    /// `10.0.0.2:8080` nor with `8080/udp`.
+    /// The address family: that of the address, IPv4 without one (see [`Listen::addr`]).
+    pub fn family(&self) -> Family {
+        self.addr.map_or(Family::V4, Family::of)
+    }
+
+    /// Whether this and `other` would claim the same packets: same protocol and family,
+    /// overlapping ports, and the same address or one of them on every address. `8080`
+    /// conflicts with `10.0.0.1:8080` and with `8000-8100`; `10.0.0.1:8080` does not conflict
+    /// with `10.0.0.2:8080` nor with `8080/udp`, and `8080` does not conflict with `[::]:8080`.
     pub fn conflicts_with(&self, other: &Listen) -> bool {
         self.protocol == other.protocol
             && self.port <= other.end
             && other.port <= self.end
-            && (self.addr == other.addr || self.addr.is_none() || other.addr.is_none())
+            && same_addresses(self.addr, other.addr)
     }
 }
 
@@ -324,13 +402,30 @@ impl FromStr for Listen {
 }
 
 impl fmt::Display for Listen {
-    /// `8080/tcp`, `10.0.0.1:8080/udp`, `8000-8010/tcp`.
+    /// `8080/tcp`, `10.0.0.1:8080/udp`, `8000-8010/tcp`, `[::]:8080/tcp`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(addr) = self.addr {
-            write!(f, "{addr}:")?;
+            write_addr(f, addr)?;
+            f.write_str(":")?;
         }
         write_ports(f, self.port, self.end)?;
         write!(f, "/{}", self.protocol)
+    }
+}
+
+/// Whether two listen addresses (see [`Listen::addr`]) can claim the same packets: the same
+/// family, and the same address or one of them every address of that family.
+fn same_addresses(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    let family = |a: Option<IpAddr>| a.map_or(Family::V4, Family::of);
+    let every = |a: Option<IpAddr>| a.is_none_or(|a| a.is_unspecified());
+    family(a) == family(b) && (a == b || every(a) || every(b))
+}
+
+/// An address as the grammar writes it: IPv6 in brackets.
+fn write_addr(f: &mut fmt::Formatter<'_>, addr: IpAddr) -> fmt::Result {
+    match addr {
+        IpAddr::V4(a) => write!(f, "{a}"),
+        IpAddr::V6(a) => write!(f, "[{a}]"),
     }
 }
 
@@ -346,8 +441,8 @@ fn write_ports(f: &mut fmt::Formatter<'_>, port: u16, end: u16) -> fmt::Result {
 /// ([`Listen::keys`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenKey {
-    /// The host address; `None` for every host address.
-    pub addr: Option<Ipv4Addr>,
+    /// The host address, as in [`Listen::addr`].
+    pub addr: Option<IpAddr>,
     /// The host port.
     pub port: u16,
     /// The protocol.
@@ -360,25 +455,27 @@ impl ListenKey {
     pub fn conflicts_with(&self, other: &ListenKey) -> bool {
         self.protocol == other.protocol
             && self.port == other.port
-            && (self.addr == other.addr || self.addr.is_none() || other.addr.is_none())
+            && same_addresses(self.addr, other.addr)
     }
 }
 
 impl fmt::Display for ListenKey {
     /// Same form as [`Listen`]: `8080/tcp`, `10.0.0.1:8080/udp`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
-            Some(addr) => write!(f, "{addr}:{}/{}", self.port, self.protocol),
-            None => write!(f, "{}/{}", self.port, self.protocol),
+        if let Some(addr) = self.addr {
+            write_addr(f, addr)?;
+            f.write_str(":")?;
         }
+        write!(f, "{}/{}", self.port, self.protocol)
     }
 }
 
 /// The container side of a forward: `IP:PORT[-END]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
-    /// The container's address: unicast, not 0.0.0.0.
-    pub addr: Ipv4Addr,
+    /// The container's address: unicast, not unspecified (nor link-local or IPv4-mapped for
+    /// IPv6).
+    pub addr: IpAddr,
     /// The container's port, 1-65535; the first of a range.
     pub port: u16,
     /// The last port of a range (inclusive); equal to `port` for a single port.
@@ -386,6 +483,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The address family, which is the forward's.
+    pub fn family(&self) -> Family {
+        Family::of(self.addr)
+    }
+
     /// How many ports this covers (1 for a single port).
     pub fn port_count(&self) -> u32 {
         u32::from(self.end) - u32::from(self.port) + 1
@@ -410,11 +512,6 @@ impl FromStr for Target {
         if s.contains('/') {
             return Err(SpecError::ProtocolOnTarget(s.to_owned()));
         }
-        if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'))
-            && inner.parse::<Ipv6Addr>().is_ok()
-        {
-            return Err(SpecError::Ipv6Unsupported(s.to_owned()));
-        }
         let (addr, port) = match split_host_port(s)? {
             (Some(addr), port) => (addr, port),
             (None, bare) => {
@@ -434,31 +531,38 @@ impl FromStr for Target {
 }
 
 impl fmt::Display for Target {
-    /// `172.17.0.2:3000`, `172.17.0.2:9000-9010`.
+    /// `172.17.0.2:3000`, `172.17.0.2:9000-9010`, `[fd00::2]:3000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.addr)?;
+        write_addr(f, self.addr)?;
+        f.write_str(":")?;
         write_ports(f, self.port, self.end)
     }
 }
 
-/// A source prefix a forward accepts clients from: `10.0.0.0/8`, `192.0.2.7` (= `/32`).
-/// Bits past the length must be zero, so every prefix has one spelling.
+/// A source prefix a forward accepts clients from: `10.0.0.0/8`, `192.0.2.7` (= `/32`),
+/// `2001:db8::/32`, `2001:db8::7` (= `/128`). Bits past the length must be zero, so every
+/// prefix has one spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AllowPrefix(pub Ipv4Net);
+pub struct AllowPrefix(pub IpNet);
 
 impl AllowPrefix {
     /// The network address.
-    pub fn addr(&self) -> Ipv4Addr {
+    pub fn addr(&self) -> IpAddr {
         self.0.network()
     }
 
-    /// The prefix length, 0-32.
+    /// The prefix length, 0-32 (IPv4) or 0-128 (IPv6).
     pub fn prefix_len(&self) -> u8 {
         self.0.prefix_len()
     }
 
-    /// Whether `addr` is in this prefix.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+    /// The prefix's family.
+    pub fn family(&self) -> Family {
+        Family::of(self.addr())
+    }
+
+    /// Whether `addr` is in this prefix (never for an address of the other family).
+    pub fn contains(&self, addr: IpAddr) -> bool {
         self.0.contains(&addr)
     }
 }
@@ -472,21 +576,18 @@ impl FromStr for AllowPrefix {
             Some((addr, len)) => (addr, Some(len)),
             None => (s, None),
         };
-        if addr.parse::<Ipv6Addr>().is_ok() {
-            return Err(SpecError::Ipv6Prefix(s.to_owned()));
-        }
         let not_a_prefix = || SpecError::NotAPrefix(s.to_owned());
-        let ip: Ipv4Addr = addr.parse().map_err(|_| not_a_prefix())?;
+        let ip: IpAddr = addr.parse().map_err(|_| not_a_prefix())?;
         let len = match len {
-            None => 32,
+            None => IpNet::from(ip).max_prefix_len(),
             Some(len)
-                if !len.is_empty() && len.len() <= 2 && len.bytes().all(|b| b.is_ascii_digit()) =>
+                if !len.is_empty() && len.len() <= 3 && len.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 len.parse::<u8>().map_err(|_| not_a_prefix())?
             }
             Some(_) => return Err(not_a_prefix()),
         };
-        let net = Ipv4Net::new(ip, len).map_err(|_| not_a_prefix())?;
+        let net = IpNet::new(ip, len).map_err(|_| not_a_prefix())?;
         if net.network() != ip {
             return Err(SpecError::PrefixHostBits {
                 given: s.to_owned(),
@@ -498,7 +599,7 @@ impl FromStr for AllowPrefix {
 }
 
 impl fmt::Display for AllowPrefix {
-    /// Always with its length: `10.0.0.0/8`, `192.0.2.7/32`.
+    /// Always with its length: `10.0.0.0/8`, `192.0.2.7/32`, `2001:db8::/32`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr(), self.prefix_len())
     }
@@ -532,14 +633,26 @@ impl TryFrom<ForwardRepr> for Forward {
     type Error = SpecError;
 
     fn try_from(r: ForwardRepr) -> Result<Self, SpecError> {
-        Ok(Forward::new(r.listen, r.to)?.with_allow(r.allow))
+        Forward::new(r.listen, r.to)?.with_allow(r.allow)
     }
 }
 
 impl Forward {
-    /// A forward from `listen` to `to`, accepting every source. The two sides must cover the
-    /// same number of ports.
-    pub fn new(listen: Listen, to: Target) -> Result<Forward, SpecError> {
+    /// A forward from `listen` to `to`, accepting every source. The two sides must be of one
+    /// family and cover the same number of ports. A bare port (every host address) takes the
+    /// target's family: for an IPv6 target it becomes `[::]`.
+    pub fn new(mut listen: Listen, to: Target) -> Result<Forward, SpecError> {
+        if listen.addr.is_none() && to.family() == Family::V6 {
+            listen.addr = Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
+        if listen.family() != to.family() {
+            return Err(SpecError::FamilyMismatch {
+                listen: listen.to_string(),
+                listen_family: listen.family(),
+                to: to.to_string(),
+                to_family: to.family(),
+            });
+        }
         if listen.port_count() != to.port_count() {
             return Err(SpecError::RangeLengthMismatch {
                 listen: listen.to_string(),
@@ -556,21 +669,38 @@ impl Forward {
     }
 
     /// The same forward accepting only sources in `allow` (every source when `allow` is
-    /// empty). Duplicates are dropped; the order is kept.
-    pub fn with_allow(mut self, allow: Vec<AllowPrefix>) -> Forward {
+    /// empty). Duplicates are dropped; the order is kept. Prefixes of both families may be
+    /// mixed (those of the other family never match), but at least one must be of the
+    /// forward's family ([`SpecError::AllowlistWithoutFamily`]).
+    pub fn with_allow(mut self, allow: Vec<AllowPrefix>) -> Result<Forward, SpecError> {
         let mut unique: Vec<AllowPrefix> = Vec::with_capacity(allow.len());
         for p in allow {
             if !unique.contains(&p) {
                 unique.push(p);
             }
         }
+        if !unique.is_empty() && !unique.iter().any(|p| p.family() == self.family()) {
+            return Err(SpecError::AllowlistWithoutFamily(self.family()));
+        }
         self.allow = unique;
-        self
+        Ok(self)
     }
 
-    /// Whether a client at `source` may use this forward.
-    pub fn allows(&self, source: Ipv4Addr) -> bool {
-        self.allow.is_empty() || self.allow.iter().any(|p| p.contains(source))
+    /// The forward's address family (both sides are of it).
+    pub fn family(&self) -> Family {
+        self.to.family()
+    }
+
+    /// The allowlist prefixes of the forward's family: those that can match a client.
+    pub fn allow_of_family(&self) -> impl Iterator<Item = &AllowPrefix> + '_ {
+        self.allow.iter().filter(|p| p.family() == self.family())
+    }
+
+    /// Whether a client at `source` may use this forward (a source of the other family never
+    /// reaches it).
+    pub fn allows(&self, source: IpAddr) -> bool {
+        Family::of(source) == self.family()
+            && (self.allow.is_empty() || self.allow_of_family().any(|p| p.contains(source)))
     }
 }
 
@@ -595,7 +725,7 @@ impl FromStr for Forward {
                     .split(',')
                     .map(|p| p.trim().parse())
                     .collect::<Result<Vec<AllowPrefix>, _>>()?;
-                Ok(fwd.with_allow(allow))
+                fwd.with_allow(allow)
             }
         }
     }
@@ -663,23 +793,31 @@ fn split_protocol(s: &str) -> Result<(&str, Option<Protocol>), SpecError> {
     }
 }
 
-/// Splits `HOST:PORT` at the last colon; without a colon the whole is the port. An IPv6 host,
-/// bracketed (`[fd00::2]:3000`, Docker's form) or not, is refused here.
-fn split_host_port(s: &str) -> Result<(Option<&str>, &str), SpecError> {
+/// Splits `HOST:PORT` into the host's address and the port text; without a host the whole is
+/// the port. An IPv6 host is bracketed (`[fd00::2]:3000`, Docker's form); an unbracketed one
+/// is refused, since its last group cannot be told apart from a port.
+fn split_host_port(s: &str) -> Result<(Option<IpAddr>, &str), SpecError> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (inner, _) = rest
+        let (inner, after) = rest
             .split_once(']')
             .ok_or_else(|| SpecError::NotIpv6(s.to_owned()))?;
-        return Err(match inner.parse::<Ipv6Addr>() {
-            Ok(_) => SpecError::Ipv6Unsupported(format!("[{inner}]")),
-            Err(_) => SpecError::NotIpv6(format!("[{inner}]")),
-        });
+        let addr = inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| SpecError::NotIpv6(format!("[{inner}]")))?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((Some(IpAddr::V6(addr)), port)),
+            None if after.is_empty() => Err(SpecError::MissingPort(s.to_owned())),
+            None => Err(SpecError::NotIpv6(s.to_owned())),
+        };
     }
     match s.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') && host.parse::<Ipv6Addr>().is_ok() => {
-            Err(SpecError::Ipv6Unsupported(host.to_owned()))
+        Some((host, _))
+            if host.contains(':')
+                && (host.parse::<Ipv6Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok()) =>
+        {
+            Err(SpecError::Ipv6WithoutBrackets(s.to_owned()))
         }
-        Some((host, port)) => Ok((Some(host), port)),
+        Some((host, port)) => Ok((Some(IpAddr::V4(parse_ipv4(host)?)), port)),
         None => Ok((None, s)),
     }
 }
@@ -716,35 +854,47 @@ fn parse_port(s: &str) -> Result<u16, SpecError> {
 }
 
 fn parse_ipv4(s: &str) -> Result<Ipv4Addr, SpecError> {
-    s.parse().map_err(|_| SpecError::NotIpv4(s.to_owned()))
+    s.parse().map_err(|_| SpecError::NotAnAddress(s.to_owned()))
 }
 
-/// A host address to listen on: unicast; `0.0.0.0` means every address (`None`).
-fn parse_listen_addr(s: &str) -> Result<Option<Ipv4Addr>, SpecError> {
-    let addr = parse_ipv4(s)?;
-    let reason = if addr.is_unspecified() {
-        return Ok(None);
-    } else if addr.is_broadcast() {
-        "the broadcast address; a host address must be unicast"
-    } else if addr.is_multicast() {
-        "multicast; a host address must be unicast"
-    } else {
-        return Ok(Some(addr));
+/// A host address to listen on: unicast, global or unique-local scope (or loopback); `0.0.0.0`
+/// means every IPv4 address (`None`), `[::]` every IPv6 address (kept as `::`).
+fn parse_listen_addr(addr: IpAddr) -> Result<Option<IpAddr>, SpecError> {
+    let reason = match addr {
+        IpAddr::V4(a) if a.is_unspecified() => return Ok(None),
+        IpAddr::V4(a) if a.is_broadcast() => {
+            "the broadcast address; a host address must be unicast"
+        }
+        IpAddr::V4(a) if a.is_multicast() => "multicast; a host address must be unicast",
+        IpAddr::V4(_) => return Ok(Some(addr)),
+        IpAddr::V6(a) if a.is_multicast() => "multicast; a host address must be unicast",
+        IpAddr::V6(a) if a.is_unicast_link_local() => {
+            "link-local; publish a global or unique-local address, or [::] for every one"
+        }
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "IPv4-mapped; write the IPv4 address",
+        IpAddr::V6(_) => return Ok(Some(addr)),
     };
     Err(SpecError::BadListenAddress { addr, reason })
 }
 
-/// A container address: unicast, not `0.0.0.0`.
-fn parse_target_addr(s: &str) -> Result<Ipv4Addr, SpecError> {
-    let addr = parse_ipv4(s)?;
-    let reason = if addr.is_unspecified() {
-        "unspecified (0.0.0.0); give the container's address"
-    } else if addr.is_broadcast() {
-        "the broadcast address; give the container's unicast address"
-    } else if addr.is_multicast() {
-        "multicast; give the container's unicast address"
-    } else {
-        return Ok(addr);
+/// A container address: unicast, not unspecified (nor, for IPv6, link-local or IPv4-mapped).
+fn parse_target_addr(addr: IpAddr) -> Result<IpAddr, SpecError> {
+    let reason = match addr {
+        IpAddr::V4(a) if a.is_unspecified() => {
+            "unspecified (0.0.0.0); give the container's address"
+        }
+        IpAddr::V4(a) if a.is_broadcast() => {
+            "the broadcast address; give the container's unicast address"
+        }
+        IpAddr::V4(a) if a.is_multicast() => "multicast; give the container's unicast address",
+        IpAddr::V4(_) => return Ok(addr),
+        IpAddr::V6(a) if a.is_unspecified() => "unspecified (::); give the container's address",
+        IpAddr::V6(a) if a.is_multicast() => "multicast; give the container's unicast address",
+        IpAddr::V6(a) if a.is_unicast_link_local() => {
+            "link-local; give the container's global or unique-local address"
+        }
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "IPv4-mapped; write the IPv4 address",
+        IpAddr::V6(_) => return Ok(addr),
     };
     Err(SpecError::BadTargetAddress { addr, reason })
 }
@@ -771,7 +921,7 @@ mod tests {
         }
     }
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
     #[test]
     fn listen_forms() {
@@ -785,7 +935,30 @@ mod tests {
             ("10.0.0.1:8080/tcp", Some(A), 8080, Protocol::Tcp),
             ("10.0.0.1:8080/udp", Some(A), 8080, Protocol::Udp),
             ("0.0.0.0:8080", None, 8080, Protocol::Tcp),
-            ("127.0.0.1:1", Some(Ipv4Addr::LOCALHOST), 1, Protocol::Tcp),
+            (
+                "127.0.0.1:1",
+                Some(Ipv4Addr::LOCALHOST.into()),
+                1,
+                Protocol::Tcp,
+            ),
+            (
+                "[::1]:8080",
+                Some(Ipv6Addr::LOCALHOST.into()),
+                8080,
+                Protocol::Tcp,
+            ),
+            (
+                "[::]:8080/udp",
+                Some(Ipv6Addr::UNSPECIFIED.into()),
+                8080,
+                Protocol::Udp,
+            ),
+            (
+                "[fd00::2]:3000",
+                Some("fd00::2".parse().unwrap()),
+                3000,
+                Protocol::Tcp,
+            ),
             ("65535", None, 65535, Protocol::Tcp),
             ("08080", None, 8080, Protocol::Tcp),
         ];
@@ -812,6 +985,9 @@ mod tests {
             ("10.0.0.1:8080/UDP", "10.0.0.1:8080/udp"),
             ("0.0.0.0:8080/udp", "8080/udp"),
             ("08080", "8080/tcp"),
+            ("[::]:8080", "[::]:8080/tcp"),
+            ("[2001:db8::1]:8000/udp", "[2001:db8::1]:8000/udp"),
+            ("[FD00:0::2]:80", "[fd00::2]:80/tcp"),
         ] {
             let l = listen(s);
             assert_eq!(l.to_string(), shown);
@@ -837,11 +1013,11 @@ mod tests {
             (" 80", "' 80' is not a port number"),
             ("10.0.0.1:", "'' is not a port number"),
             ("/udp", "'' is not a port number"),
-            ("300.1.1.1:80", "'300.1.1.1' is not an IPv4 address"),
-            ("localhost:80", "'localhost' is not an IPv4 address"),
-            (":80", "'' is not an IPv4 address"),
-            ("1.2.3.4:80:90", "'1.2.3.4:80' is not an IPv4 address"),
-            ("010.0.0.1:80", "'010.0.0.1' is not an IPv4 address"),
+            ("300.1.1.1:80", "'300.1.1.1' is not an IP address"),
+            ("localhost:80", "'localhost' is not an IP address"),
+            (":80", "'' is not an IP address"),
+            ("1.2.3.4:80:90", "'1.2.3.4:80' is not an IP address"),
+            ("010.0.0.1:80", "'010.0.0.1' is not an IP address"),
             ("8080/icmp", "unknown protocol 'icmp' (expected tcp or udp)"),
             ("8080/", "unknown protocol '' (expected tcp or udp)"),
             (
@@ -849,20 +1025,30 @@ mod tests {
                 "sctp is not supported yet: portfwd forwards tcp and udp",
             ),
             (
-                "[::1]:8080",
-                "'[::1]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
-            ),
-            (
-                "[fd00::2]:3000/udp",
-                "'[fd00::2]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
-            ),
-            (
                 "::1:8080",
-                "'::1': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+                "'::1:8080': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
             ),
             (
-                "[::]:8080",
-                "'[::]': IPv6 forwarding is not supported yet (publish an IPv4 address)",
+                "fd00::2:3000/udp",
+                "'fd00::2:3000': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
+            ),
+            ("[::1]", "'[::1]' needs a port: IP:PORT"),
+            (
+                "[::1]8080",
+                "'[::1]8080' is not an IPv6 address in brackets (e.g. [fd00::2])",
+            ),
+            ("[::1]:", "'' is not a port number"),
+            (
+                "[ff02::1]:80",
+                "listen address ff02::1 is multicast; a host address must be unicast",
+            ),
+            (
+                "[fe80::1]:80",
+                "listen address fe80::1 is link-local; publish a global or unique-local address, or [::] for every one",
+            ),
+            (
+                "[::ffff:10.0.0.1]:80",
+                "listen address ::ffff:10.0.0.1 is IPv4-mapped; write the IPv4 address",
             ),
             (
                 "[10.0.0.1]:8080",
@@ -931,7 +1117,7 @@ mod tests {
         assert_eq!(
             t,
             Target {
-                addr: Ipv4Addr::new(172, 17, 0, 2),
+                addr: Ipv4Addr::new(172, 17, 0, 2).into(),
                 port: 3000,
                 end: 3000,
             }
@@ -939,6 +1125,11 @@ mod tests {
         assert_eq!(t.to_string(), "172.17.0.2:3000");
         assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
         assert_eq!("127.0.0.1:80".parse::<Target>().unwrap().port, 80);
+        let t: Target = "[fd00:17::2]:9000-9010".parse().unwrap();
+        assert_eq!(t.addr, "fd00:17::2".parse::<IpAddr>().unwrap());
+        assert_eq!((t.port, t.end, t.family()), (9000, 9010, Family::V6));
+        assert_eq!(t.to_string(), "[fd00:17::2]:9000-9010");
+        assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
     }
 
     #[test]
@@ -946,14 +1137,17 @@ mod tests {
         for (s, message) in [
             ("172.17.0.2", "'172.17.0.2' needs a port: IP:PORT"),
             ("3000", "'3000' needs an address: IP:PORT"),
-            ("abc", "'abc' is not IP:PORT (e.g. 172.17.0.2:3000)"),
+            (
+                "abc",
+                "'abc' is not IP:PORT (e.g. 172.17.0.2:3000 or [fd00::2]:3000)",
+            ),
             ("", "empty value (expected IP:PORT[-END])"),
             ("172.17.0.2:0", "port 0 is outside 1-65535"),
             ("172.17.0.2:70000", "port 70000 is outside 1-65535"),
             ("172.17.0.2:http", "'http' is not a port number"),
-            ("300.1.1.1:80", "'300.1.1.1' is not an IPv4 address"),
-            ("db:5432", "'db' is not an IPv4 address"),
-            (":80", "'' is not an IPv4 address"),
+            ("300.1.1.1:80", "'300.1.1.1' is not an IP address"),
+            ("db:5432", "'db' is not an IP address"),
+            (":80", "'' is not an IP address"),
             (
                 "172.17.0.2:3000/udp",
                 "'172.17.0.2:3000/udp' carries a protocol; give it on the listen side instead (e.g. 8080/udp)",
@@ -1059,17 +1253,75 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_targets_are_refused_clearly() {
-        for s in ["[fd00::2]:3000", "[::1]:80", "fd00::2:3000", "[fd00::2]"] {
-            assert!(
-                target_err(s).contains("IPv6 forwarding is not supported yet"),
-                "{s}: {}",
-                target_err(s)
-            );
+    fn ipv6_target_errors() {
+        for (s, message) in [
+            ("[fd00::2]", "'[fd00::2]' needs a port: IP:PORT"),
+            (
+                "fd00::2",
+                "'fd00::2': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
+            ),
+            (
+                "fd00::2:3000",
+                "'fd00::2:3000': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
+            ),
+            (
+                "[nope]:80",
+                "'[nope]' is not an IPv6 address in brackets (e.g. [fd00::2])",
+            ),
+            (
+                "[::]:80",
+                "target address :: is unspecified (::); give the container's address",
+            ),
+            (
+                "[ff02::1]:80",
+                "target address ff02::1 is multicast; give the container's unicast address",
+            ),
+            (
+                "[fe80::2]:80",
+                "target address fe80::2 is link-local; give the container's global or unique-local address",
+            ),
+            (
+                "[::ffff:172.17.0.2]:80",
+                "target address ::ffff:172.17.0.2 is IPv4-mapped; write the IPv4 address",
+            ),
+        ] {
+            assert_eq!(target_err(s), message, "{s}");
         }
+    }
+
+    #[test]
+    fn a_forward_is_of_one_family() {
+        let fwd = |s: &str| s.parse::<Forward>();
+        // A bare port takes the target's family; an IPv6 forward on every address is `[::]`.
+        let f = fwd("8080 -> [fd00:17::2]:3000").unwrap();
+        assert_eq!(f.listen.addr, Some(Ipv6Addr::UNSPECIFIED.into()));
+        assert_eq!(f.family(), Family::V6);
+        assert_eq!(f.to_string(), "[::]:8080/tcp -> [fd00:17::2]:3000");
+        assert_eq!(fwd(&f.to_string()).unwrap(), f);
+        assert_eq!(fwd("[::]:8080 -> [fd00:17::2]:3000").unwrap(), f);
+        let f4 = fwd("8080 -> 172.17.0.2:3000").unwrap();
+        assert_eq!((f4.listen.addr, f4.family()), (None, Family::V4));
+        // The same port on IPv4 and IPv6 is two forwards that do not overlap.
+        assert!(!f.listen.conflicts_with(&f4.listen));
+        assert!(!f4.listen.key().conflicts_with(&f.listen.key()));
+        assert!(f.listen.conflicts_with(&listen("[fd00::1]:8080")));
+        assert!(!f4.listen.conflicts_with(&listen("[fd00::1]:8080")));
+        let r = fwd("[2001:db8::1]:8000-8010/udp -> [fd00:17::2]:9000-9010").unwrap();
+        assert_eq!(r.to.port_for(&r.listen, 8005), 9005);
+        assert_eq!(fwd(&r.to_string()).unwrap(), r);
+
+        let err = |s: &str| fwd(s).unwrap_err().to_string();
         assert_eq!(
-            target_err("[nope]:80"),
-            "'[nope]' is not an IPv6 address in brackets (e.g. [fd00::2])"
+            err("[::]:8080 -> 172.17.0.2:80"),
+            "[::]:8080/tcp is IPv6 but 172.17.0.2:80 is IPv4; portfwd does not translate between IPv4 and IPv6: publish an IPv4 target on an IPv4 host address or a bare port, or give the container's IPv6 address"
+        );
+        assert_eq!(
+            err("[::1]:8080 -> 127.0.0.1:80"),
+            "[::1]:8080/tcp is IPv6 but 127.0.0.1:80 is IPv4; portfwd does not translate between IPv4 and IPv6: publish an IPv4 target on an IPv4 host address or a bare port, or give the container's IPv6 address"
+        );
+        assert_eq!(
+            err("10.0.0.1:8080 -> [fd00::2]:80"),
+            "10.0.0.1:8080/tcp is IPv4 but [fd00::2]:80 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address"
         );
     }
 
@@ -1079,16 +1331,18 @@ mod tests {
         assert_eq!(p("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(p("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
         assert_eq!(p("0.0.0.0/0").unwrap().prefix_len(), 0);
+        assert_eq!(p("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(p("2001:DB8::7").unwrap().to_string(), "2001:db8::7/128");
+        assert_eq!(p("::/0").unwrap().family(), Family::V6);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p("10.0.0.0/8").unwrap().contains(ip("10.1.2.3")));
+        assert!(!p("10.0.0.0/8").unwrap().contains(ip("11.0.0.1")));
+        assert!(p("2001:db8::/32").unwrap().contains(ip("2001:db8:1::9")));
         assert!(
-            p("10.0.0.0/8")
-                .unwrap()
-                .contains(Ipv4Addr::new(10, 1, 2, 3))
+            !p("::/0").unwrap().contains(ip("10.1.2.3")),
+            "never across families"
         );
-        assert!(
-            !p("10.0.0.0/8")
-                .unwrap()
-                .contains(Ipv4Addr::new(11, 0, 0, 1))
-        );
+        assert!(!p("0.0.0.0/0").unwrap().contains(ip("::ffff:10.1.2.3")));
         for (s, message) in [
             (
                 "10.0.0.1/8",
@@ -1096,23 +1350,31 @@ mod tests {
             ),
             (
                 "10.0.0.0/33",
-                "'10.0.0.0/33' is not an IPv4 address or prefix (e.g. 10.0.0.0/8)",
+                "'10.0.0.0/33' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
             ),
             (
                 "10.0.0.0/",
-                "'10.0.0.0/' is not an IPv4 address or prefix (e.g. 10.0.0.0/8)",
+                "'10.0.0.0/' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
             ),
             (
                 "10.0.0.0/+8",
-                "'10.0.0.0/+8' is not an IPv4 address or prefix (e.g. 10.0.0.0/8)",
+                "'10.0.0.0/+8' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
             ),
             (
                 "lan",
-                "'lan' is not an IPv4 address or prefix (e.g. 10.0.0.0/8)",
+                "'lan' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
             ),
             (
-                "2001:db8::/32",
-                "'2001:db8::/32' is an IPv6 prefix; IPv6 forwarding is not supported yet",
+                "2001:db8::/129",
+                "'2001:db8::/129' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
+            ),
+            (
+                "[2001:db8::]/32",
+                "'[2001:db8::]/32' is not an IP address or prefix (e.g. 10.0.0.0/8 or 2001:db8::/32)",
+            ),
+            (
+                "2001:db8::1/32",
+                "'2001:db8::1/32' has bits set past /32: write the network, 2001:db8::/32",
             ),
         ] {
             assert_eq!(p(s).unwrap_err().to_string(), message, "{s}");
@@ -1125,15 +1387,38 @@ mod tests {
             "8080/tcp -> 172.17.0.2:80 allow 10.0.0.0/8,192.0.2.7/32"
         );
         assert_eq!(f.to_string().parse::<Forward>().unwrap(), f);
-        assert!(f.allows(Ipv4Addr::new(10, 9, 9, 9)));
-        assert!(f.allows(Ipv4Addr::new(192, 0, 2, 7)));
-        assert!(!f.allows(Ipv4Addr::new(192, 0, 2, 8)));
+        assert!(f.allows(ip("10.9.9.9")));
+        assert!(f.allows(ip("192.0.2.7")));
+        assert!(!f.allows(ip("192.0.2.8")));
         let open: Forward = "8080 -> 172.17.0.2:80".parse().unwrap();
-        assert!(open.allows(Ipv4Addr::new(192, 0, 2, 8)));
+        assert!(open.allows(ip("192.0.2.8")));
         let dup = open
             .clone()
-            .with_allow(vec![p("10.0.0.0/8").unwrap(), p("10.0.0.0/8").unwrap()]);
+            .with_allow(vec![p("10.0.0.0/8").unwrap(), p("10.0.0.0/8").unwrap()])
+            .unwrap();
         assert_eq!(dup.allow.len(), 1);
+
+        // Mixed lists (the issue's own example): each forward uses the prefixes of its family.
+        let mixed = vec![p("10.0.0.0/8").unwrap(), p("2001:db8::/32").unwrap()];
+        let f4 = open.clone().with_allow(mixed.clone()).unwrap();
+        let f6: Forward = "[::]:8080 -> [fd00::2]:80".parse().unwrap();
+        let f6 = f6.with_allow(mixed).unwrap();
+        assert!(f4.allows(ip("10.1.1.1")) && !f4.allows(ip("2001:db8::1")));
+        assert!(f6.allows(ip("2001:db8::1")) && !f6.allows(ip("10.1.1.1")));
+        assert!(!f6.allows(ip("2001:db9::1")));
+        assert_eq!(f6.allow_of_family().count(), 1);
+        assert_eq!(
+            f6.to_string(),
+            "[::]:8080/tcp -> [fd00::2]:80 allow 10.0.0.0/8,2001:db8::/32"
+        );
+        assert_eq!(f6.to_string().parse::<Forward>().unwrap(), f6);
+        // A list with no prefix of the forward's family would drop everyone.
+        assert_eq!(
+            open.with_allow(vec![p("2001:db8::/32").unwrap()])
+                .unwrap_err()
+                .to_string(),
+            "no prefix of this allowlist is IPv4, so it would drop every client of this IPv4 forward; add an IPv4 prefix or remove the allowlist"
+        );
     }
 
     #[test]

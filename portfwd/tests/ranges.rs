@@ -181,7 +181,7 @@ fn ranges_are_added_and_removed_at_runtime_and_overlaps_refused() {
 }
 
 #[test]
-fn ipv6_and_sctp_are_refused_with_one_line() {
+fn cross_family_and_sctp_are_refused_with_one_line() {
     if !require_root() {
         return;
     }
@@ -190,11 +190,11 @@ fn ipv6_and_sctp_are_refused_with_one_line() {
     for (args, message) in [
         (
             ["add", "[::1]:8080", "172.17.0.2:80"],
-            "'[::1]': IPv6 forwarding is not supported yet",
+            "[::1]:8080/tcp is IPv6 but 172.17.0.2:80 is IPv4; portfwd does not translate between IPv4 and IPv6",
         ),
         (
-            ["add", "8080", "[fd00::2]:3000"],
-            "IPv6 forwarding is not supported yet",
+            ["add", "8080", "fd00::2:3000"],
+            "'fd00::2:3000': write an IPv6 address in brackets before its port",
         ),
         (
             ["add", "8080/sctp", "172.17.0.2:80"],

@@ -35,7 +35,7 @@ pub use net::{
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -161,6 +161,8 @@ pub struct Container {
     pub ns: Ns,
     /// The container's address on the bridge: 172.17.0.N, N = 2, 3, … in order of creation.
     pub addr: Ipv4Addr,
+    /// The container's IPv6 address on the bridge: fd00:17::N (N as for [`Container::addr`]).
+    pub addr6: Ipv6Addr,
     /// The host-side end of the container's veth, in the host namespace, attached to `docker0`.
     pub host_veth: String,
 }
@@ -199,10 +201,24 @@ impl Lab {
     pub const BRIDGE: &'static str = "docker0";
     /// The name of the interface facing the other side, in the host, the client and every container.
     pub const ETH: &'static str = "eth0";
+    /// The host's IPv6 address on the client's network (fd00:77::/64).
+    pub const HOST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+    /// The client's IPv6 address.
+    pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+    /// The bridge's IPv6 address, the containers' IPv6 default gateway (fd00:17::/64).
+    pub const BRIDGE_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
+    /// Prefix length of both IPv6 networks.
+    pub const PREFIX6_LEN: u8 = 64;
 
     /// Builds a new lab: the host namespace (`lo` up, `ip_forward=1`, bridge `docker0` with
     /// 172.17.0.1/16 up) and the client namespace (veth `eth0` 10.77.0.2/24 to the host's `eth0`
-    /// 10.77.0.1/24, default route via the host). `tag` (letters and digits kept, at most 10) goes
+    /// 10.77.0.1/24, default route via the host).
+    ///
+    /// Every network is dual-stack: the host's `eth0` also has fd00:77::1/64, the client
+    /// fd00:77::2/64 (IPv6 default route via the host), `docker0` fd00:17::1/64 and each
+    /// container fd00:17::N/64 ([`Lab::add_container`]). IPv6 forwarding is on in the host
+    /// namespace only. In every namespace router advertisements are ignored and duplicate
+    /// address detection is off (addresses are usable at once; no test waits for DAD). `tag` (letters and digits kept, at most 10) goes
     /// into the namespace names to tell labs apart in `ip netns list`.
     ///
     /// Namespaces left behind by a lab whose process is gone (e.g. a test killed with SIGKILL) are
@@ -241,8 +257,12 @@ impl Lab {
         ip(&["-n", &host.name, "link", "set", "lo", "up"])?;
         ip(&["-n", &client.name, "link", "set", "lo", "up"])?;
         set_sysctl(&host, "net.ipv4.ip_forward", "1")?;
+        ipv6_defaults(&host)?;
+        ipv6_defaults(&client)?;
+        set_sysctl(&host, "net.ipv6.conf.all.forwarding", "1")?;
 
         let bridge_cidr = format!("{}/{}", Self::BRIDGE_ADDR, Self::BRIDGE_PREFIX_LEN);
+        let bridge_cidr6 = format!("{}/{}", Self::BRIDGE_ADDR6, Self::PREFIX6_LEN);
         ip(&[
             "-n",
             &host.name,
@@ -261,6 +281,7 @@ impl Lab {
             "dev",
             Self::BRIDGE,
         ])?;
+        add_addr6(&host, &bridge_cidr6, Self::BRIDGE)?;
         ip(&["-n", &host.name, "link", "set", Self::BRIDGE, "up"])?;
 
         let eth = Self::ETH;
@@ -281,11 +302,32 @@ impl Lab {
             &client.name,
         ])?;
         ip(&["-n", &host.name, "addr", "add", &host_cidr, "dev", eth])?;
+        add_addr6(
+            &host,
+            &format!("{}/{}", Self::HOST_ADDR6, Self::PREFIX6_LEN),
+            eth,
+        )?;
         ip(&["-n", &host.name, "link", "set", eth, "up"])?;
         ip(&["-n", &client.name, "addr", "add", &client_cidr, "dev", eth])?;
+        add_addr6(
+            &client,
+            &format!("{}/{}", Self::CLIENT_ADDR6, Self::PREFIX6_LEN),
+            eth,
+        )?;
         ip(&["-n", &client.name, "link", "set", eth, "up"])?;
         let gw = Self::HOST_ADDR.to_string();
         ip(&["-n", &client.name, "route", "add", "default", "via", &gw])?;
+        let gw6 = Self::HOST_ADDR6.to_string();
+        ip(&[
+            "-n",
+            &client.name,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw6,
+        ])?;
         Ok(())
     }
 
@@ -352,6 +394,7 @@ impl Lab {
             bail!("no address left on 172.17.0.0/16");
         }
         let addr = Ipv4Addr::from(u32::from(Self::BRIDGE_ADDR) - 1 + host_part);
+        let addr6 = Ipv6Addr::from(u128::from(Self::BRIDGE_ADDR6) - 1 + u128::from(host_part));
         let host_veth = self.veth_name(name);
         let ns = Ns::new(format!("{}-{name}", self.prefix));
         let host = self.host.clone();
@@ -361,6 +404,7 @@ impl Lab {
             .with_context(|| format!("adding container {name}"))?;
         let result = (|| -> Result<()> {
             ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+            ipv6_defaults(&ns)?;
             ip(&[
                 "-n", &host.name, "link", "add", &host_veth, "type", "veth", "peer", "name", eth,
                 "netns", &ns.name,
@@ -377,9 +421,12 @@ impl Lab {
             ip(&["-n", &host.name, "link", "set", &host_veth, "up"])?;
             let cidr = format!("{addr}/{}", Self::BRIDGE_PREFIX_LEN);
             ip(&["-n", &ns.name, "addr", "add", &cidr, "dev", eth])?;
+            add_addr6(&ns, &format!("{addr6}/{}", Self::PREFIX6_LEN), eth)?;
             ip(&["-n", &ns.name, "link", "set", eth, "up"])?;
             let gw = Self::BRIDGE_ADDR.to_string();
             ip(&["-n", &ns.name, "route", "add", "default", "via", &gw])?;
+            let gw6 = Self::BRIDGE_ADDR6.to_string();
+            ip(&["-n", &ns.name, "-6", "route", "add", "default", "via", &gw6])?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -392,6 +439,7 @@ impl Lab {
             name: name.to_string(),
             ns,
             addr,
+            addr6,
             host_veth,
         };
         self.containers.push(container.clone());
@@ -627,6 +675,22 @@ fn set_sysctl(ns: &Ns, key: &str, value: &str) -> Result<()> {
         .with_context(|| format!("setting {key}={value} in namespace {ns}"))
 }
 
+/// IPv6 settings of every lab namespace, before its interfaces exist (so they inherit them):
+/// router advertisements ignored, no duplicate address detection (link-local addresses
+/// included), so that addresses are usable as soon as they are added.
+fn ipv6_defaults(ns: &Ns) -> Result<()> {
+    for conf in ["all", "default"] {
+        set_sysctl(ns, &format!("net.ipv6.conf.{conf}.accept_ra"), "0")?;
+        set_sysctl(ns, &format!("net.ipv6.conf.{conf}.accept_dad"), "0")?;
+    }
+    Ok(())
+}
+
+/// Adds the IPv6 address `cidr` to `dev` in `ns`, usable at once (`nodad`).
+fn add_addr6(ns: &Ns, cidr: &str, dev: &str) -> Result<()> {
+    ip(&["-n", &ns.name, "addr", "add", cidr, "dev", dev, "nodad"])
+}
+
 /// Runs `ip ARGS…` (at most 30 s) and fails with its stderr if it exits non-zero.
 fn ip(args: &[&str]) -> Result<()> {
     let mut cmd = Command::new("ip");
@@ -725,6 +789,41 @@ mod tests {
         let any = udp_server(&host, sa(Lab::HOST_ADDR, 0), "any").unwrap();
         assert_ne!(any.local_addr().port(), 0);
         drop(server);
+    }
+
+    #[test]
+    fn ipv6_is_routed_between_client_and_containers() {
+        if !have_root() {
+            return;
+        }
+        let mut lab = Lab::new("six").unwrap();
+        let c1 = lab.add_container("c1").unwrap();
+        let c2 = lab.add_container("c2").unwrap();
+        let six = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!((c1.addr6, c2.addr6), (six("fd00:17::2"), six("fd00:17::3")));
+        let (host, client) = (lab.host().clone(), lab.client().clone());
+        let sysctl = |ns: &Ns, key: &str| {
+            lab.sh(ns, &format!("cat /proc/sys/net/ipv6/conf/{key}"))
+                .unwrap()
+        };
+        assert_eq!(sysctl(&host, "all/forwarding").trim(), "1");
+        assert_eq!(sysctl(&client, "all/forwarding").trim(), "0");
+        assert_eq!(sysctl(&c1.ns, "eth0/accept_ra").trim(), "0");
+        let addrs = lab.sh(&host, "ip -6 -o addr show scope global").unwrap();
+        assert!(addrs.contains("docker0    inet6 fd00:17::1/64"), "{addrs}");
+        assert!(addrs.contains("eth0    inet6 fd00:77::1/64"), "{addrs}");
+        assert!(!addrs.contains("tentative"), "nodad: {addrs}");
+
+        // Plain routing, no NAT: the container sees the client's own IPv6 address.
+        let to = SocketAddr::new(c1.addr6.into(), 3000);
+        let server = tcp_server(&c1.ns, to, "c1:3000").unwrap();
+        let reply = tcp_request(&client, to, "hello", T).unwrap();
+        assert!(reply.starts_with("c1:3000 from [fd00:77::2]:"), "{reply}");
+        assert_eq!(server.peers()[0].ip(), Lab::CLIENT_ADDR6);
+        let to = SocketAddr::new(c2.addr6.into(), 5353);
+        let _udp = udp_server(&c2.ns, to, "c2:5353").unwrap();
+        let reply = udp_request(&c1.ns, to, "ping", T).unwrap();
+        assert!(reply.starts_with("c2:5353 from [fd00:17::2]:"), "{reply}");
     }
 
     #[test]

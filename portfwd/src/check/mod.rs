@@ -29,7 +29,10 @@ pub mod probe;
 pub mod report;
 pub mod sockets;
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -79,7 +82,7 @@ pub enum Kind {
     /// The host has no route to the target.
     NoRoute,
     /// The next hop does not answer ARP.
-    NoNeighbour { next_hop: Ipv4Addr, dev: String },
+    NoNeighbour { next_hop: IpAddr, dev: String },
     /// The next hop is there, the target does not answer in time.
     NoAnswer,
     /// A router reported the target unreachable.
@@ -183,7 +186,7 @@ impl Default for Options {
 /// A probe's outcome and how long it took.
 #[derive(Debug, Clone)]
 struct Probe {
-    route: Result<Ipv4Addr, String>,
+    route: Result<IpAddr, String>,
     connect: Connect,
     elapsed: Duration,
 }
@@ -221,7 +224,7 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
 pub fn exposure_notes(forwards: &[Forward]) -> Vec<String> {
     forwards
         .iter()
-        .filter(|f| f.listen.addr.is_none() && f.allow.is_empty())
+        .filter(|f| f.listen.addr.is_none_or(|a| a.is_unspecified()) && f.allow.is_empty())
         .map(|f| {
             format!(
                 "warning: {} is published on every host address to every source, and the host firewall does not see its packets (they never pass netfilter INPUT/FORWARD); restrict it with `allow:` in the config (`portfwd add --allow CIDR`) or bind it to one host address",
@@ -239,7 +242,7 @@ fn probe_all(forwards: &[Forward], timeout: Duration) -> Vec<Probe> {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|f| {
-                    let target = std::net::SocketAddrV4::new(f.to.addr, f.to.port);
+                    let target = SocketAddr::new(f.to.addr, f.to.port);
                     s.spawn(move || {
                         let route = probe::route_source(f.to.addr).map_err(|e| e.to_string());
                         let start = std::time::Instant::now();
@@ -289,7 +292,7 @@ impl Context<'_> {
     /// The namespace holding `addr` that the host reaches: the host itself if the address is
     /// its own; for an on-link target, the one whose interface has the MAC the host resolved;
     /// otherwise the only one holding it.
-    fn container_of(&self, addr: Ipv4Addr, notes: &mut Vec<String>) -> Option<Namespace> {
+    fn container_of(&self, addr: IpAddr, notes: &mut Vec<String>) -> Option<Namespace> {
         let holders: Vec<&Namespace> = self
             .scan
             .namespaces
@@ -599,7 +602,7 @@ impl Context<'_> {
             .detail(self.not_found_hint())
             .fix(format!(
                 "start the app so that it listens on port {port}, or publish the port it listens on:\n  {}",
-                republish(fwd, &format!("{target}:PORT"))
+                republish(fwd, &target_with_port(target, "PORT"))
             ));
         };
         let here = ns.label();
@@ -641,11 +644,17 @@ impl Context<'_> {
                 .detail(format!(
                     "a published port arrives at the container's address {target}, never at its loopback"
                 ))
-                .fix(
-                    "make the app listen on every address (0.0.0.0) inside the container, e.g. \
-                     `--host 0.0.0.0`, `--bind 0.0.0.0`, `HOST=0.0.0.0` (dev servers often default \
-                     to 127.0.0.1)",
-                );
+                .fix(match target {
+                    IpAddr::V4(_) => {
+                        "make the app listen on every address (0.0.0.0) inside the container, e.g. \
+                         `--host 0.0.0.0`, `--bind 0.0.0.0`, `HOST=0.0.0.0` (dev servers often \
+                         default to 127.0.0.1)"
+                    }
+                    IpAddr::V6(_) => {
+                        "make the app listen on every address (::) inside the container, e.g. \
+                         `--host ::`, `--bind [::]` (dev servers often default to 127.0.0.1 or ::1)"
+                    }
+                });
         }
         if !on_port.is_empty() {
             let mut f = Finding::new(
@@ -666,7 +675,8 @@ impl Context<'_> {
                 ));
             }
             return f.fix(format!(
-                "make the app listen on 0.0.0.0 or {target}, or publish to the address it listens on"
+                "make the app listen on {} or {target}, or publish to the address it listens on",
+                every_address(target)
             ));
         }
         // Nothing on that port: what is there instead?
@@ -712,17 +722,18 @@ impl Context<'_> {
         }
         match reachable_ports.as_slice() {
             [] => f.fix(format!(
-                "start the app so that it listens on port {port} (on 0.0.0.0), or publish the port it listens on:\n  {}",
-                republish(fwd, &format!("{target}:PORT"))
+                "start the app so that it listens on port {port} (on {}), or publish the port it listens on:\n  {}",
+                every_address(target),
+                republish(fwd, &target_with_port(target, "PORT"))
             )),
             [one] => f.fix(format!(
                 "publish the port the app listens on:\n  {}",
-                republish(fwd, &format!("{target}:{one}"))
+                republish(fwd, &target_with_port(target, &one.to_string()))
             )),
             many => f.fix(format!(
                 "publish one of the ports the app listens on ({}):\n  {}",
                 many.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
-                republish(fwd, &format!("{target}:PORT"))
+                republish(fwd, &target_with_port(target, "PORT"))
             )),
         }
     }
@@ -739,7 +750,7 @@ impl Context<'_> {
             .filter(|s| s.protocol == l.protocol && s.port == l.port)
             .filter(|s| match l.addr {
                 None => true,
-                Some(a) => s.addr.is_unspecified() || s.addr == std::net::IpAddr::V4(a),
+                Some(a) => a.is_unspecified() || s.addr.is_unspecified() || s.addr == a,
             })
             .collect();
         let (local, shared): (Vec<&Bound>, Vec<&Bound>) =
@@ -854,6 +865,22 @@ impl Context<'_> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The address that means "every address" of `target`'s family, as an app is told to bind it.
+fn every_address(target: IpAddr) -> &'static str {
+    match target {
+        IpAddr::V4(_) => "0.0.0.0",
+        IpAddr::V6(_) => "::",
+    }
+}
+
+/// `172.17.0.2:PORT`, `[fd00::2]:PORT`: a target address with a port, as the grammar writes it.
+fn target_with_port(target: IpAddr, port: &str) -> String {
+    match target {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::{
     collections::BTreeMap,
     ffi::CStr,
     fs::{self, File},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
@@ -31,7 +31,8 @@ pub struct Interface {
     pub name: String,
     /// The link-layer address, `aa:bb:cc:dd:ee:ff` (empty for loopback and L3 devices).
     pub mac: String,
-    pub ipv4: Vec<Ipv4Addr>,
+    /// Its IPv4 and IPv6 addresses.
+    pub addrs: Vec<IpAddr>,
 }
 
 /// A network namespace and what is in it.
@@ -66,8 +67,8 @@ impl Namespace {
     }
 
     /// The interface holding `addr`, if any.
-    pub fn interface_with(&self, addr: Ipv4Addr) -> Option<&Interface> {
-        self.interfaces.iter().find(|i| i.ipv4.contains(&addr))
+    pub fn interface_with(&self, addr: IpAddr) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.addrs.contains(&addr))
     }
 
     /// A command that runs `cmd` inside it, for fix hints.
@@ -263,8 +264,14 @@ pub fn interfaces() -> std::io::Result<Vec<Interface>> {
             // SAFETY: for AF_INET the kernel stores a sockaddr_in there.
             let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
             entry
-                .ipv4
-                .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                .addrs
+                .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+        } else if family == libc::AF_INET6 {
+            // SAFETY: for AF_INET6 the kernel stores a sockaddr_in6 there.
+            let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+            entry
+                .addrs
+                .push(Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
         } else if family == libc::AF_PACKET {
             // SAFETY: for AF_PACKET glibc stores a sockaddr_ll there.
             let sll = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_ll>() };
@@ -297,7 +304,7 @@ mod tests {
     fn our_own_namespace_has_loopback() {
         let ifs = interfaces().unwrap();
         let lo = ifs.iter().find(|i| i.name == "lo").expect("lo exists");
-        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST), "{lo:?}");
+        assert!(lo.addrs.contains(&Ipv4Addr::LOCALHOST.into()), "{lo:?}");
         assert_eq!(lo.mac, "");
     }
 

@@ -4,7 +4,7 @@
 use std::{
     fs,
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -26,9 +26,9 @@ pub enum Connect {
 }
 
 /// Connects to `target` with `timeout` and closes the connection at once.
-pub fn tcp(target: SocketAddrV4, timeout: Duration) -> Connect {
+pub fn tcp(target: SocketAddr, timeout: Duration) -> Connect {
     let start = Instant::now();
-    match TcpStream::connect_timeout(&SocketAddr::V4(target), timeout) {
+    match TcpStream::connect_timeout(&target, timeout) {
         Ok(stream) => {
             let rtt = start.elapsed();
             drop(stream);
@@ -48,13 +48,14 @@ pub fn tcp(target: SocketAddrV4, timeout: Duration) -> Connect {
 
 /// Whether the kernel has a route to `addr`: a UDP socket's `connect` looks the route up and
 /// sends nothing. Returns the source address the host would use.
-pub fn route_source(addr: Ipv4Addr) -> Result<Ipv4Addr, std::io::Error> {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+pub fn route_source(addr: IpAddr) -> Result<IpAddr, std::io::Error> {
+    let any: IpAddr = match addr {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let s = UdpSocket::bind((any, 0))?;
     s.connect((addr, 9))?;
-    match s.local_addr()? {
-        SocketAddr::V4(a) => Ok(*a.ip()),
-        SocketAddr::V6(_) => Err(std::io::Error::other("IPv6 source for an IPv4 target")),
-    }
+    Ok(s.local_addr()?.ip())
 }
 
 /// A route of the main table (`/proc/net/route`).
@@ -62,22 +63,27 @@ pub fn route_source(addr: Ipv4Addr) -> Result<Ipv4Addr, std::io::Error> {
 pub struct Route {
     pub dev: String,
     /// The next router, or `None` when the target is on the link.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 impl Route {
     /// The address whose neighbour entry decides whether packets get out: the gateway, or
     /// the target itself.
-    pub fn next_hop(&self, target: Ipv4Addr) -> Ipv4Addr {
+    pub fn next_hop(&self, target: IpAddr) -> IpAddr {
         self.gateway.unwrap_or(target)
     }
 }
 
 /// The main table's most specific route to `addr` in the calling thread's namespace (policy
 /// routing and the local table are not looked at).
-pub fn route(addr: Ipv4Addr) -> Option<Route> {
-    let text = fs::read_to_string("/proc/thread-self/net/route").ok()?;
-    best_route(&text, addr)
+pub fn route(addr: IpAddr) -> Option<Route> {
+    match addr {
+        IpAddr::V4(a) => best_route(&fs::read_to_string("/proc/thread-self/net/route").ok()?, a),
+        IpAddr::V6(a) => best_route6(
+            &fs::read_to_string("/proc/thread-self/net/ipv6_route").ok()?,
+            a,
+        ),
+    }
 }
 
 fn hex_addr(s: &str) -> Option<Ipv4Addr> {
@@ -116,7 +122,7 @@ pub fn best_route(table: &str, addr: Ipv4Addr) -> Option<Route> {
             }
         };
         if better {
-            let gateway = (flags & RTF_GATEWAY != 0 && !gw.is_unspecified()).then_some(gw);
+            let gateway = (flags & RTF_GATEWAY != 0 && !gw.is_unspecified()).then_some(gw.into());
             let route = Route {
                 dev: f[0].to_owned(),
                 gateway,
@@ -128,9 +134,54 @@ pub fn best_route(table: &str, addr: Ipv4Addr) -> Option<Route> {
 }
 
 /// A neighbour (ARP) entry.
+/// [`best_route`] for IPv6, from `/proc/net/ipv6_route` (destination, prefix length, source,
+/// source length, next hop, metric, refcount, use, flags, device; hex). Reject routes (the
+/// kernel's `unreachable` entries) are skipped.
+pub fn best_route6(table: &str, addr: Ipv6Addr) -> Option<Route> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    const RTF_REJECT: u32 = 0x200;
+    let hex6 = |s: &str| u128::from_str_radix(s, 16).ok().map(Ipv6Addr::from);
+    let mut best: Option<(u8, u32, Route)> = None;
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let (Some(dest), Ok(len), Some(gw), Ok(metric), Ok(flags)) = (
+            hex6(f[0]),
+            u8::from_str_radix(f[1], 16),
+            hex6(f[4]),
+            u32::from_str_radix(f[5], 16),
+            u32::from_str_radix(f[8], 16),
+        ) else {
+            continue;
+        };
+        let Ok(net) = ipnet::Ipv6Net::new(dest, len) else {
+            continue;
+        };
+        if flags & RTF_UP == 0 || flags & RTF_REJECT != 0 || !net.contains(&addr) {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((l, met, _)) => len > *l || (len == *l && metric < *met),
+        };
+        if better {
+            let gateway = (flags & RTF_GATEWAY != 0 && !gw.is_unspecified()).then_some(gw.into());
+            let route = Route {
+                dev: f[9].to_owned(),
+                gateway,
+            };
+            best = Some((len, metric, route));
+        }
+    }
+    best.map(|(_, _, r)| r)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Resolved: an answer to ARP was seen (`ATF_COM`). Unresolved entries are ones being
     /// asked for (INCOMPLETE) or that went unanswered (FAILED).
     pub complete: bool,
@@ -139,10 +190,83 @@ pub struct Neighbour {
     pub dev: String,
 }
 
-/// The ARP entry of `addr` in the calling thread's namespace, if there is one.
-pub fn neighbour(addr: Ipv4Addr) -> Option<Neighbour> {
+/// The neighbour entry of `addr` in the calling thread's namespace, if there is one: from
+/// `/proc/net/arp` for IPv4, from a netlink dump for IPv6 (which `/proc` does not show).
+pub fn neighbour(addr: IpAddr) -> Option<Neighbour> {
+    let addr = match addr {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => return neighbour6(a),
+    };
     let text = fs::read_to_string("/proc/thread-self/net/arp").ok()?;
-    parse_arp(&text).into_iter().find(|n| n.addr == addr)
+    parse_arp(&text)
+        .into_iter()
+        .find(|n| n.addr == IpAddr::V4(addr))
+}
+
+/// The IPv6 neighbour entry of `addr`, from an `RTM_GETNEIGH` dump (on a thread-local runtime:
+/// the check is synchronous). Complete unless incomplete or failed.
+fn neighbour6(addr: Ipv6Addr) -> Option<Neighbour> {
+    use futures::TryStreamExt as _;
+    use rtnetlink::packet_route::{
+        AddressFamily,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().ok()?;
+        let conn = tokio::spawn(conn);
+        let mut dump = handle.neighbours().get().set_address_family(AddressFamily::Inet6).execute();
+        let mut found = None;
+        while let Ok(Some(msg)) = dump.try_next().await {
+            let dest = msg.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) if *d == addr)
+            });
+            if !dest {
+                continue;
+            }
+            let complete = !matches!(
+                msg.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            );
+            let mac = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) if complete => Some(
+                    l.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                ),
+                _ => None,
+            });
+            found = Some(Neighbour {
+                addr: IpAddr::V6(addr),
+                complete,
+                mac: mac.unwrap_or_default(),
+                dev: interface_name(msg.header.ifindex),
+            });
+            break;
+        }
+        drop(dump);
+        conn.abort();
+        found
+    })
+}
+
+/// The name of interface `index` in the calling thread's namespace (empty if gone).
+fn interface_name(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has room for IF_NAMESIZE bytes, as if_indextoname requires; it writes a
+    // NUL-terminated name there or returns NULL.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return String::new();
+    }
+    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Parses `/proc/net/arp`.
@@ -158,7 +282,7 @@ pub fn parse_arp(text: &str) -> Vec<Neighbour> {
             let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
             let complete = flags & ATF_COM != 0;
             Some(Neighbour {
-                addr: f[0].parse().ok()?,
+                addr: IpAddr::V4(f[0].parse().ok()?),
                 complete,
                 mac: if complete {
                     f[3].to_ascii_lowercase()
@@ -199,15 +323,30 @@ eth1\t00004D0A\t00000000\t0001\t0\t0\t5\t00FFFFFF\t0\t0\t0
         let r = best_route(table, Ipv4Addr::new(172, 17, 0, 2)).unwrap();
         assert_eq!(r.dev, "docker0");
         assert_eq!(r.gateway, None);
-        assert_eq!(
-            r.next_hop(Ipv4Addr::new(172, 17, 0, 2)),
-            Ipv4Addr::new(172, 17, 0, 2)
-        );
+        let target = IpAddr::from(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(r.next_hop(target), target);
         let r = best_route(table, Ipv4Addr::new(10, 77, 0, 9)).unwrap();
         assert_eq!(r.dev, "eth0", "lower metric wins");
         let r = best_route(table, Ipv4Addr::new(192, 0, 2, 1)).unwrap();
-        assert_eq!(r.gateway, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(r.gateway, Some(Ipv4Addr::new(10, 77, 0, 1).into()));
         assert!(best_route("header\n", Ipv4Addr::new(192, 0, 2, 1)).is_none());
+    }
+
+    #[test]
+    fn ipv6_routes_longest_prefix_then_metric_and_no_reject() {
+        let table = "\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000077000000000000000000000001 00000400 00000001 00000000 00000003     eth0
+fd000017000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001  docker0
+fd000017000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000200 00000001 00000000 00000001    eth1
+fd000017000000000000000000000099 80 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+";
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let r = best_route6(table, a("fd00:17::2")).unwrap();
+        assert_eq!((r.dev.as_str(), r.gateway), ("docker0", None));
+        let r = best_route6(table, a("2001:db8::1")).unwrap();
+        assert_eq!(r.gateway, Some(a("fd00:77::1").into()));
+        let r = best_route6(table, a("fd00:17::99")).unwrap();
+        assert_eq!(r.dev, "docker0", "a reject route is not a route");
     }
 
     #[test]
@@ -228,9 +367,7 @@ eth1\t00004D0A\t00000000\t0001\t0\t0\t5\t00FFFFFF\t0\t0\t0
     #[test]
     fn probing_our_own_loopback() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let SocketAddr::V4(addr) = l.local_addr().unwrap() else {
-            unreachable!()
-        };
+        let addr = l.local_addr().unwrap();
         assert!(matches!(
             tcp(addr, Duration::from_secs(2)),
             Connect::Connected(_)
@@ -238,8 +375,8 @@ eth1\t00004D0A\t00000000\t0001\t0\t0\t5\t00FFFFFF\t0\t0\t0
         drop(l);
         assert_eq!(tcp(addr, Duration::from_secs(2)), Connect::Refused);
         assert_eq!(
-            route_source(Ipv4Addr::LOCALHOST).unwrap(),
-            Ipv4Addr::LOCALHOST
+            route_source(Ipv4Addr::LOCALHOST.into()).unwrap(),
+            IpAddr::from(Ipv4Addr::LOCALHOST)
         );
     }
 

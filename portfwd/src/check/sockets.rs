@@ -50,17 +50,19 @@ pub enum Scope {
 
 impl Bound {
     /// How this socket's bind address relates to `target`.
-    pub fn scope(&self, target: Ipv4Addr) -> Scope {
+    pub fn scope(&self, target: IpAddr) -> Scope {
         match self.addr {
+            // `0.0.0.0` takes no IPv6 connection; `::` takes both (see [`Scope::Any`]).
+            IpAddr::V4(a) if a.is_unspecified() && target.is_ipv6() => Scope::Other,
             a if a.is_unspecified() => Scope::Any,
-            IpAddr::V4(a) if a == target => Scope::Target,
+            a if a == target => Scope::Target,
             a if a.is_loopback() => Scope::Loopback,
             _ => Scope::Other,
         }
     }
 
     /// Whether a connection to `target:self.port` reaches this socket.
-    pub fn accepts(&self, target: Ipv4Addr) -> bool {
+    pub fn accepts(&self, target: IpAddr) -> bool {
         matches!(self.scope(target), Scope::Any | Scope::Target)
     }
 
@@ -237,20 +239,35 @@ mod tests {
         assert_eq!(s[0].addr_port(), "0.0.0.0:3000");
         assert_eq!(s[0].inode, 1001);
         assert_eq!(s[1].addr_port(), "127.0.0.1:8000");
-        let target = Ipv4Addr::new(172, 17, 0, 2);
+        let target = IpAddr::from(Ipv4Addr::new(172, 17, 0, 2));
         assert_eq!(s[0].scope(target), Scope::Any);
         assert_eq!(s[1].scope(target), Scope::Loopback);
         assert!(s[0].accepts(target) && !s[1].accepts(target));
+        let v6: IpAddr = "fd00:17::2".parse().unwrap();
+        assert!(!s[0].accepts(v6), "0.0.0.0 takes no IPv6 connection");
     }
 
     #[test]
     fn tcp6_listeners_are_parsed_with_mapped_addresses_as_ipv4() {
         let s = parse_table(TCP6, Protocol::Tcp, TCP_LISTEN);
         assert_eq!(s[0].addr_port(), "[::1]:3000");
-        assert_eq!(s[0].scope(Ipv4Addr::new(172, 17, 0, 2)), Scope::Loopback);
+        assert_eq!(
+            s[0].scope(Ipv4Addr::new(172, 17, 0, 2).into()),
+            Scope::Loopback
+        );
         assert_eq!(s[1].addr_port(), "172.17.0.2:80");
-        assert_eq!(s[1].scope(Ipv4Addr::new(172, 17, 0, 2)), Scope::Target);
-        assert_eq!(s[1].scope(Ipv4Addr::new(172, 17, 0, 3)), Scope::Other);
+        assert_eq!(
+            s[1].scope(Ipv4Addr::new(172, 17, 0, 2).into()),
+            Scope::Target
+        );
+        assert_eq!(
+            s[1].scope(Ipv4Addr::new(172, 17, 0, 3).into()),
+            Scope::Other
+        );
+        // An IPv6 target: `::1` is loopback-only, an IPv4 socket is another address.
+        let v6: IpAddr = "fd00:17::2".parse().unwrap();
+        assert_eq!(s[0].scope(v6), Scope::Loopback);
+        assert_eq!(s[1].scope(v6), Scope::Other);
     }
 
     #[test]

@@ -9,13 +9,15 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// `[HOST_IP:]HOST_PORT[-END][/tcp|/udp]`, e.g. `8080`, `5353/udp`, `192.0.2.1:8080`,
-    /// `8000-8010`
+    /// `8000-8010`, `[::]:8080`, `[2001:db8::1]:8080` (IPv6 in brackets; a bare port takes
+    /// the target's family)
     pub listen: String,
-    /// `TARGET_IP:PORT[-END]`, e.g. `172.17.0.2:3000`, `172.17.0.2:9000-9010` (a range maps
-    /// port by port and must be as long as the host range)
+    /// `TARGET_IP:PORT[-END]`, e.g. `172.17.0.2:3000`, `172.17.0.2:9000-9010`,
+    /// `[fd00::2]:3000` (a range maps port by port and must be as long as the host range; the
+    /// target is of the host address's family: IPv4 and IPv6 are not translated into each other)
     pub to: String,
-    /// Accept clients from this source prefix only (`10.0.0.0/8`, `192.0.2.7`); repeat for
-    /// more. Without it every source may connect. Other sources are dropped and counted
+    /// Accept clients from this source prefix only (`10.0.0.0/8`, `192.0.2.7`,
+    /// `2001:db8::/32`); repeat for more (prefixes of the other family never match). Without it every source may connect. Other sources are dropped and counted
     /// (`drop_source_not_allowed` in `portfwd status`).
     #[arg(long = "allow", value_name = "CIDR")]
     pub allow: Vec<String>,
@@ -34,8 +36,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let fwd = Forward::new(listen, to)
-        .map_err(|e| e.to_string())?
-        .with_allow(allow);
+        .and_then(|f| f.with_allow(allow))
+        .map_err(|e| e.to_string())?;
     let req = Request::Add {
         listen: fwd.listen.to_string(),
         to: fwd.to.to_string(),

@@ -115,8 +115,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             e.to.parse::<Target>()
                 .map_err(|err| format!("the daemon listed {}: {err}", e.to))?,
         )
-        .map_err(listed)?
-        .with_allow(allow);
+        .and_then(|f| f.with_allow(allow))
+        .map_err(listed)?;
         if filter.matches(&f.listen) {
             forwards.push(f);
         }
@@ -177,8 +177,7 @@ fn namespace_mismatch(socket: &Path) -> Option<String> {
     let local: Vec<IpAddr> = check::netns::interfaces()
         .ok()?
         .into_iter()
-        .flat_map(|i| i.ipv4)
-        .map(IpAddr::V4)
+        .flat_map(|i| i.addrs)
         .collect();
     let foreign: Vec<&str> = status
         .host_addresses

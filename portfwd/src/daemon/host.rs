@@ -3,7 +3,7 @@
 //! Rather than interpreting each notification, any link or address event triggers a fresh dump
 //! that is reconciled with what is applied (level-triggered), so a missed or reordered event
 //! cannot leave stale state behind.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
@@ -43,14 +43,26 @@ impl Link {
     }
 }
 
-/// Interfaces and IPv4 addresses at one moment.
+/// Interfaces and host addresses at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub links: Vec<Link>,
-    pub addrs: Vec<Ipv4Addr>,
+    /// IPv4 addresses, and IPv6 addresses of global or unique-local scope (see
+    /// [`is_host_address`]).
+    pub addrs: Vec<IpAddr>,
 }
 
-/// Dumps every interface and IPv4 address of the daemon's network namespace.
+/// Whether `addr` can be a destination of published ports: every IPv4 address; for IPv6 not
+/// link-local ones (fe80::/10), which are scoped to one link and which a forward cannot name.
+/// Loopback addresses are kept here; the daemon leaves them out of the datapath's map.
+pub fn is_host_address(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(a) => !a.is_unicast_link_local() && !a.is_multicast(),
+    }
+}
+
+/// Dumps every interface and host address of the daemon's network namespace.
 pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
     let nl = |e: rtnetlink::Error| Error::Netlink(e.to_string());
     let mut links = Vec::new();
@@ -85,22 +97,26 @@ pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
     let mut addrs = Vec::new();
     let mut stream = handle.address().get().execute();
     while let Some(msg) = stream.try_next().await.map_err(nl)? {
-        if msg.header.family != AddressFamily::Inet {
+        if !matches!(
+            msg.header.family,
+            AddressFamily::Inet | AddressFamily::Inet6
+        ) {
             continue;
         }
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
-        // links, and equal to IFA_LOCAL elsewhere.
+        // links, and equal to IFA_LOCAL elsewhere (IPv6 addresses carry only IFA_ADDRESS unless
+        // they have a peer).
         let local = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(a)) => Some(*a),
+            AddressAttribute::Local(a) => Some(*a),
             _ => None,
         });
         let addr = local.or_else(|| {
             msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
+                AddressAttribute::Address(a) => Some(*a),
                 _ => None,
             })
         });
-        if let Some(a) = addr {
+        if let Some(a) = addr.filter(|a| is_host_address(*a)) {
             addrs.push(a);
         }
     }

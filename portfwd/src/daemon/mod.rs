@@ -11,7 +11,7 @@ mod reload;
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -63,7 +63,7 @@ pub struct State {
     free_slots: Vec<u32>,
     next_slot: u32,
     host: host::Snapshot,
-    host_addrs: BTreeSet<Ipv4Addr>,
+    host_addrs: BTreeSet<IpAddr>,
     /// The control socket's path, and who besides root may use it.
     socket: PathBuf,
     access: control::Access,
@@ -308,7 +308,7 @@ impl State {
             }
         }
 
-        let addrs: BTreeSet<Ipv4Addr> = snap
+        let addrs: BTreeSet<IpAddr> = snap
             .addrs
             .iter()
             .copied()
@@ -355,7 +355,8 @@ impl State {
             .iter()
             .map(|p| p.parse::<AllowPrefix>())
             .collect::<Result<Vec<_>, _>>()?;
-        let fwd = Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow);
+        let fwd =
+            Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow)?;
         self.publish(fwd.clone())?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             // Keep the running state and the file in step: undo.
@@ -367,7 +368,17 @@ impl State {
     }
 
     fn del(&mut self, listen: &str) -> Result<String, Error> {
-        let listen = listen.parse::<Listen>()?;
+        let mut listen = listen.parse::<Listen>()?;
+        // A bare port names the IPv4 forward on it, or the IPv6 one (`[::]`) when only that is
+        // published: a bare port takes its target's family when it is added.
+        let v6_any = Listen {
+            addr: Some(Ipv6Addr::UNSPECIFIED.into()),
+            ..listen
+        };
+        let published = |l: &Listen| self.forwards.iter().any(|a| a.fwd.listen == *l);
+        if listen.addr.is_none() && !published(&listen) && published(&v6_any) {
+            listen = v6_any;
+        }
         let active = self.unpublish(&listen)?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             let _ = self.publish(active.fwd.clone());

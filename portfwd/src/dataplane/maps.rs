@@ -2,10 +2,10 @@
 //!
 //! This is the byte-order boundary: the datapath keeps addresses and ports exactly as they are
 //! on the wire, so every key and value is converted to network byte order here and nowhere else.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{
         DevMapHash, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
@@ -14,32 +14,85 @@ use aya::{
 };
 use portfwd_common::{
     maps::{
-        ALLOW, AllowKey, BRIDGE_PORTS, FLOWS, FORWARD_STATS, FORWARDS, FWD_ALLOWLIST, FlowKey,
-        FlowValue, ForwardKey, ForwardStats, ForwardValue, HOST_ADDRS, Hook, IFACE_BRIDGE_PORT,
-        IFACE_EXPOSE, IFACES, MAX_FORWARDS, RANGES, RangeKey, RangeValue, VERDICTS, XDP_EGRESS,
-        port_prefixes,
+        ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS,
+        FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats,
+        ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES,
+        Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS,
+        ipv6_octets, ipv6_words, port_prefixes,
     },
     reason::Reason,
 };
 
 use crate::{
     error::Error,
-    spec::{AllowPrefix, Forward, Listen, Protocol},
+    spec::{AllowPrefix, Family, Forward, Listen, Protocol},
 };
 
 /// Owned handles to every map of the loaded object.
 pub struct Maps {
-    forwards: HashMap<MapData, ForwardKey, ForwardValue>,
-    ranges: LpmTrie<MapData, RangeKey, RangeValue>,
-    allow: LpmTrie<MapData, AllowKey, u32>,
-    // An LRU hash in the kernel; aya reads it through HashMap.
-    flows: HashMap<MapData, FlowKey, FlowValue>,
-    host_addrs: HashMap<MapData, u32, u32>,
+    v4: FamilyMaps<u32>,
+    v6: FamilyMaps<Ipv6Words>,
     ifaces: HashMap<MapData, u32, u32>,
     bridge_ports: HashMap<MapData, u32, u32>,
     forward_stats: PerCpuArray<MapData, ForwardStats>,
     verdicts: PerCpuArray<MapData, u64>,
     xdp_egress: DevMapHash<MapData>,
+}
+
+/// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
+/// allowlists, flows and host addresses. Counter slots are shared by both families.
+struct FamilyMaps<A: MapAddr> {
+    forwards: HashMap<MapData, ForwardKeyOf<A>, ForwardValueOf<A>>,
+    ranges: LpmTrie<MapData, RangeKeyOf<A>, RangeValueOf<A>>,
+    allow: LpmTrie<MapData, AllowKeyOf<A>, u32>,
+    // An LRU hash in the kernel; aya reads it through HashMap.
+    flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
+    host_addrs: HashMap<MapData, A, u32>,
+}
+
+/// An address as the maps of one family hold it (`u32` for IPv4, [`Ipv6Words`] for IPv6),
+/// and the one conversion from and to [`IpAddr`].
+pub trait MapAddr: Addr + Pod {
+    /// The family whose maps hold this type.
+    const FAMILY: Family;
+    /// Map names of this family: forwards, ranges, allowlists, flows, host addresses.
+    const MAPS: [&'static str; 5];
+    /// The map form of `addr`; `None` if it is of the other family.
+    fn from_ip(addr: IpAddr) -> Option<Self>;
+    /// The address this map form stands for.
+    fn to_ip(self) -> IpAddr;
+}
+
+impl MapAddr for u32 {
+    const FAMILY: Family = Family::V4;
+    const MAPS: [&'static str; 5] = [FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS];
+
+    fn from_ip(addr: IpAddr) -> Option<u32> {
+        match addr {
+            IpAddr::V4(a) => Some(ipv4_be(a)),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn to_ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self.to_ne_bytes()))
+    }
+}
+
+impl MapAddr for Ipv6Words {
+    const FAMILY: Family = Family::V6;
+    const MAPS: [&'static str; 5] = [FORWARDS6, RANGES6, ALLOW6, FLOWS6, HOST_ADDRS6];
+
+    fn from_ip(addr: IpAddr) -> Option<Ipv6Words> {
+        match addr {
+            IpAddr::V6(a) => Some(ipv6_words(a.octets())),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    fn to_ip(self) -> IpAddr {
+        IpAddr::from(ipv6_octets(self))
+    }
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Error>
@@ -59,10 +112,25 @@ fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     }
 }
 
-/// The key a forward is stored under.
-pub fn forward_key(listen: &Listen) -> ForwardKey {
-    ForwardKey {
-        addr_be: listen.addr.map_or(0, ipv4_be),
+/// A removal that found nothing to remove is not an error.
+fn gone(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(what)(e)),
+    }
+}
+
+/// The map form of an address of `A`'s family (a forward's addresses are of one family, which
+/// [`Forward::new`] checks; the caller picks the maps by that family).
+fn addr_of<A: MapAddr>(addr: IpAddr) -> A {
+    A::from_ip(addr).unwrap_or_default()
+}
+
+/// The key a forward is stored under. Every host address (a bare port, `[::]`) is the zero
+/// address.
+pub fn forward_key<A: MapAddr>(listen: &Listen) -> ForwardKeyOf<A> {
+    ForwardKeyOf {
+        addr_be: listen.addr.map_or(A::default(), addr_of),
         port_be: listen.port.to_be(),
         proto: ip_proto(listen.protocol),
         _pad: 0,
@@ -70,14 +138,14 @@ pub fn forward_key(listen: &Listen) -> ForwardKey {
 }
 
 /// The trie keys a port range is stored under: one per prefix of [`port_prefixes`].
-pub fn range_keys(listen: &Listen) -> impl Iterator<Item = Key<RangeKey>> + '_ {
+pub fn range_keys<A: MapAddr>(listen: &Listen) -> impl Iterator<Item = Key<RangeKeyOf<A>>> + '_ {
     port_prefixes(listen.port, listen.end).map(|(port, bits)| {
         Key::new(
-            RangeKey::FIXED_BITS + u32::from(bits),
-            RangeKey {
+            RangeKeyOf::<A>::FIXED_BITS + u32::from(bits),
+            RangeKeyOf {
                 proto: ip_proto(listen.protocol),
                 _pad: [0; 3],
-                addr_be: listen.addr.map_or(0, ipv4_be),
+                addr_be: listen.addr.map_or(A::default(), addr_of),
                 port_be: port.to_be(),
                 _pad2: [0; 2],
             },
@@ -85,15 +153,16 @@ pub fn range_keys(listen: &Listen) -> impl Iterator<Item = Key<RangeKey>> + '_ {
     })
 }
 
-/// The trie key of one allowlist prefix of the forward counting into `slot`.
-pub fn allow_key(slot: u32, prefix: &AllowPrefix) -> Key<AllowKey> {
-    Key::new(
-        AllowKey::FIXED_BITS + u32::from(prefix.prefix_len()),
-        AllowKey {
+/// The trie key of one allowlist prefix of the forward counting into `slot`; `None` for a
+/// prefix of the other family (it never matches, so it is not stored).
+pub fn allow_key<A: MapAddr>(slot: u32, prefix: &AllowPrefix) -> Option<Key<AllowKeyOf<A>>> {
+    Some(Key::new(
+        AllowKeyOf::<A>::FIXED_BITS + u32::from(prefix.prefix_len()),
+        AllowKeyOf {
             slot,
-            saddr_be: ipv4_be(prefix.addr()),
+            saddr_be: A::from_ip(prefix.addr())?,
         },
-    )
+    ))
 }
 
 /// The IP protocol number of `p`.
@@ -109,14 +178,235 @@ pub fn ipv4_be(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
+fn flags_of(fwd: &Forward) -> u32 {
+    if fwd.allow.is_empty() {
+        0
+    } else {
+        FWD_ALLOWLIST
+    }
+}
+
+impl<A: MapAddr> FamilyMaps<A> {
+    fn take_from(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        let [forwards, ranges, allow, flows, host_addrs] = A::MAPS;
+        Ok(Self {
+            forwards: take(ebpf, forwards)?,
+            ranges: take(ebpf, ranges)?,
+            allow: take(ebpf, allow)?,
+            flows: take(ebpf, flows)?,
+            host_addrs: take(ebpf, host_addrs)?,
+        })
+    }
+
+    /// See [`Maps::restore_forward`].
+    fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        let flags = flags_of(fwd);
+        let target_addr_be = addr_of::<A>(fwd.to.addr);
+        let written = self.insert_allow(fwd, slot).and_then(|()| {
+            if fwd.listen.is_range() {
+                let value = RangeValueOf {
+                    target_addr_be,
+                    target_port_be: fwd.to.port.to_be(),
+                    start_port_be: fwd.listen.port.to_be(),
+                    stats_slot: slot,
+                    flags,
+                };
+                range_keys::<A>(&fwd.listen).try_for_each(|key| {
+                    self.ranges
+                        .insert(&key, value, 0)
+                        .map_err(map_err("port ranges"))
+                })
+            } else {
+                let value = ForwardValueOf {
+                    target_addr_be,
+                    target_port_be: fwd.to.port.to_be(),
+                    _pad: 0,
+                    stats_slot: slot,
+                    flags,
+                };
+                self.forwards
+                    .insert(forward_key::<A>(&fwd.listen), value, 0)
+                    .map_err(map_err("forwarding table"))
+            }
+        });
+        if written.is_err() {
+            let _ = self.remove_forward(fwd, slot);
+        }
+        written
+    }
+
+    fn insert_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        fwd.allow
+            .iter()
+            .filter_map(|p| allow_key::<A>(slot, p))
+            .try_for_each(|key| self.allow.insert(&key, 1, 0).map_err(map_err("allowlists")))
+    }
+
+    /// See [`Maps::remove_forward`].
+    fn remove_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        let result = if fwd.listen.is_range() {
+            range_keys::<A>(&fwd.listen)
+                .map(|key| gone(self.ranges.remove(&key), "port ranges"))
+                .fold(Ok(()), Result::and)
+        } else {
+            gone(
+                self.forwards.remove(&forward_key::<A>(&fwd.listen)),
+                "forwarding table",
+            )
+        };
+        result.and(self.remove_allow(fwd, slot))
+    }
+
+    /// See [`Maps::remove_allow`].
+    fn remove_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        fwd.allow
+            .iter()
+            .filter_map(|p| allow_key::<A>(slot, p))
+            .map(|key| gone(self.allow.remove(&key), "allowlists"))
+            .fold(Ok(()), Result::and)
+    }
+
+    /// [`Maps::adopt`] for this family's forwards (`wanted` holds only them, with their index
+    /// in the whole list); `used` collects the slots taken over, across families.
+    fn adopt(
+        &mut self,
+        wanted: &[(usize, &Forward)],
+        slots: &mut [Option<u32>],
+        used: &mut std::collections::BTreeSet<u32>,
+    ) -> usize {
+        let mut removed = 0;
+
+        let singles: Vec<(ForwardKeyOf<A>, ForwardValueOf<A>)> =
+            self.forwards.iter().filter_map(Result::ok).collect();
+        for (key, value) in singles {
+            let found = wanted.iter().find(|(i, f)| {
+                slots[*i].is_none()
+                    && !f.listen.is_range()
+                    && key == forward_key::<A>(&f.listen)
+                    && value.target_addr_be == addr_of::<A>(f.to.addr)
+                    && value.target_port_be == f.to.port.to_be()
+                    && value.flags == flags_of(f)
+            });
+            match found {
+                Some((i, _))
+                    if value.stats_slot < MAX_FORWARDS && used.insert(value.stats_slot) =>
+                {
+                    slots[*i] = Some(value.stats_slot);
+                }
+                _ => {
+                    let _ = self.forwards.remove(&key);
+                    removed += 1;
+                }
+            }
+        }
+
+        let same = |a: &Key<RangeKeyOf<A>>, b: &Key<RangeKeyOf<A>>| {
+            a.prefix_len() == b.prefix_len() && a.data() == b.data()
+        };
+        let ranges: Vec<(Key<RangeKeyOf<A>>, RangeValueOf<A>)> =
+            self.ranges.iter().filter_map(Result::ok).collect();
+        let mut keep_ranges: Vec<Key<RangeKeyOf<A>>> = Vec::new();
+        for (i, f) in wanted {
+            if !f.listen.is_range() {
+                continue;
+            }
+            let keys: Vec<Key<RangeKeyOf<A>>> = range_keys::<A>(&f.listen).collect();
+            let values: Option<Vec<RangeValueOf<A>>> = keys
+                .iter()
+                .map(|k| ranges.iter().find(|(e, _)| same(e, k)).map(|(_, v)| *v))
+                .collect();
+            let Some(values) = values else { continue };
+            let first = values[0];
+            let intact = values.iter().all(|v| *v == first)
+                && first.target_addr_be == addr_of::<A>(f.to.addr)
+                && first.target_port_be == f.to.port.to_be()
+                && first.start_port_be == f.listen.port.to_be()
+                && first.flags == flags_of(f);
+            if intact && first.stats_slot < MAX_FORWARDS && used.insert(first.stats_slot) {
+                slots[*i] = Some(first.stats_slot);
+                keep_ranges.extend(keys);
+            }
+        }
+        for (key, _) in &ranges {
+            if !keep_ranges.iter().any(|k| same(k, key)) {
+                let _ = self.ranges.remove(key);
+                removed += 1;
+            }
+        }
+
+        let mut keep_allow: Vec<Key<AllowKeyOf<A>>> = Vec::new();
+        for (i, f) in wanted {
+            if let Some(slot) = slots[*i] {
+                keep_allow.extend(f.allow.iter().filter_map(|p| allow_key::<A>(slot, p)));
+            }
+        }
+        let allow: Vec<Key<AllowKeyOf<A>>> = self.allow.keys().filter_map(Result::ok).collect();
+        for key in &allow {
+            let kept = keep_allow
+                .iter()
+                .any(|k| k.prefix_len() == key.prefix_len() && k.data() == key.data());
+            if !kept {
+                let _ = self.allow.remove(key);
+                removed += 1;
+            }
+        }
+        for (i, f) in wanted {
+            if let Some(slot) = slots[*i]
+                && let Err(e) = self.insert_allow(f, slot)
+            {
+                tracing::error!("restoring the allowlist of {}: {e}", f.listen);
+            }
+        }
+        removed
+    }
+
+    fn flow_count(&self) -> usize {
+        self.flows.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// This family's rows of [`Maps::fill`].
+    fn fill(&self) -> Result<Vec<(&'static str, u64, u64)>, Error> {
+        let [forwards, ranges, allow, flows, host_addrs] = A::MAPS;
+        let count = |n: usize| n as u64;
+        Ok(vec![
+            (
+                forwards,
+                count(self.forwards.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.forwards, "forwarding table")?,
+            ),
+            (
+                ranges,
+                count(self.ranges.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.ranges, "port ranges")?,
+            ),
+            (
+                allow,
+                count(self.allow.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.allow, "allowlists")?,
+            ),
+            (flows, count(self.flow_count()), cap(&self.flows, "flows")?),
+            (
+                host_addrs,
+                count(self.host_addrs.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.host_addrs, "host addresses")?,
+            ),
+        ])
+    }
+}
+
+/// A map's capacity, from the kernel.
+fn cap<K: Pod, V>(m: &impl IterableMap<K, V>, what: &'static str) -> Result<u64, Error> {
+    m.map()
+        .info()
+        .map(|i| u64::from(i.max_entries()))
+        .map_err(map_err(what))
+}
+
 impl Maps {
     pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, Error> {
         Ok(Self {
-            forwards: take(ebpf, FORWARDS)?,
-            ranges: take(ebpf, RANGES)?,
-            allow: take(ebpf, ALLOW)?,
-            flows: take(ebpf, FLOWS)?,
-            host_addrs: take(ebpf, HOST_ADDRS)?,
+            v4: FamilyMaps::take_from(ebpf)?,
+            v6: FamilyMaps::take_from(ebpf)?,
             ifaces: take(ebpf, IFACES)?,
             bridge_ports: take(ebpf, BRIDGE_PORTS)?,
             forward_stats: take(ebpf, FORWARD_STATS)?,
@@ -128,7 +418,7 @@ impl Maps {
     /// Publishes `fwd`, counting into `slot` (whose counters are reset first). Its allowlist is
     /// written before the forward, so no packet ever sees the forward without it. A port range
     /// is one value repeated under each of its (at most 30) prefixes; on failure whatever was
-    /// written is removed again.
+    /// written is removed again. The forward goes to its family's maps.
     pub fn insert_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
         let zero =
             PerCpuValues::try_from(vec![ForwardStats::default(); nr_cpus_or_1()]).map_err(|e| {
@@ -145,85 +435,29 @@ impl Maps {
 
     /// Writes `fwd` counting into `slot` without resetting the slot's counters (undoing a
     /// removal, or publishing for the first time after [`Maps::insert_forward`] reset them).
+    /// Allowlist prefixes of the other family are not stored: they never match.
     pub fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        let flags = if fwd.allow.is_empty() {
-            0
-        } else {
-            FWD_ALLOWLIST
-        };
-        let written = self.insert_allow(fwd, slot).and_then(|()| {
-            if fwd.listen.is_range() {
-                let value = RangeValue {
-                    target_addr_be: ipv4_be(fwd.to.addr),
-                    target_port_be: fwd.to.port.to_be(),
-                    start_port_be: fwd.listen.port.to_be(),
-                    stats_slot: slot,
-                    flags,
-                };
-                range_keys(&fwd.listen).try_for_each(|key| {
-                    self.ranges
-                        .insert(&key, value, 0)
-                        .map_err(map_err("port ranges"))
-                })
-            } else {
-                let value = ForwardValue {
-                    target_addr_be: ipv4_be(fwd.to.addr),
-                    target_port_be: fwd.to.port.to_be(),
-                    _pad: 0,
-                    stats_slot: slot,
-                    flags,
-                };
-                self.forwards
-                    .insert(forward_key(&fwd.listen), value, 0)
-                    .map_err(map_err("forwarding table"))
-            }
-        });
-        if written.is_err() {
-            let _ = self.remove_forward(fwd, slot);
+        match fwd.family() {
+            Family::V4 => self.v4.restore_forward(fwd, slot),
+            Family::V6 => self.v6.restore_forward(fwd, slot),
         }
-        written
-    }
-
-    fn insert_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        fwd.allow.iter().try_for_each(|p| {
-            self.allow
-                .insert(&allow_key(slot, p), 1, 0)
-                .map_err(map_err("allowlists"))
-        })
     }
 
     /// Stops publishing `fwd` (published with `slot`): the forward first, then its allowlist.
     pub fn remove_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        let gone = |r: Result<(), aya::maps::MapError>, what| match r {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(what)(e)),
-        };
-        let mut result = if fwd.listen.is_range() {
-            range_keys(&fwd.listen)
-                .map(|key| gone(self.ranges.remove(&key), "port ranges"))
-                .fold(Ok(()), Result::and)
-        } else {
-            gone(
-                self.forwards.remove(&forward_key(&fwd.listen)),
-                "forwarding table",
-            )
-        };
-        for p in &fwd.allow {
-            result = result.and(gone(self.allow.remove(&allow_key(slot, p)), "allowlists"));
+        match fwd.family() {
+            Family::V4 => self.v4.remove_forward(fwd, slot),
+            Family::V6 => self.v6.remove_forward(fwd, slot),
         }
-        result
     }
 
     /// Removes the allowlist entries of `fwd` published with `slot` (after its key was taken
     /// over by a changed forward in another slot).
     pub fn remove_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        for p in &fwd.allow {
-            match self.allow.remove(&allow_key(slot, p)) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("allowlists")(e)),
-            }
+        match fwd.family() {
+            Family::V4 => self.v4.remove_allow(fwd, slot),
+            Family::V6 => self.v6.remove_allow(fwd, slot),
         }
-        Ok(())
     }
 
     /// Counters of the forward in `slot`, summed over CPUs.
@@ -307,16 +541,21 @@ impl Maps {
         })
     }
 
-    pub fn set_host_addr(&mut self, addr: Ipv4Addr) -> Result<(), Error> {
-        self.host_addrs
-            .insert(ipv4_be(addr), 1, 0)
-            .map_err(map_err("host addresses"))
+    /// Records `addr` as one of the host's own addresses, in its family's map.
+    pub fn set_host_addr(&mut self, addr: IpAddr) -> Result<(), Error> {
+        let what = "host addresses";
+        match addr {
+            IpAddr::V4(a) => self.v4.host_addrs.insert(ipv4_be(a), 1, 0),
+            IpAddr::V6(a) => self.v6.host_addrs.insert(ipv6_words(a.octets()), 1, 0),
+        }
+        .map_err(map_err(what))
     }
 
-    pub fn remove_host_addr(&mut self, addr: Ipv4Addr) -> Result<(), Error> {
-        match self.host_addrs.remove(&ipv4_be(addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("host addresses")(e)),
+    pub fn remove_host_addr(&mut self, addr: IpAddr) -> Result<(), Error> {
+        let what = "host addresses";
+        match addr {
+            IpAddr::V4(a) => gone(self.v4.host_addrs.remove(&ipv4_be(a)), what),
+            IpAddr::V6(a) => gone(self.v6.host_addrs.remove(&ipv6_words(a.octets())), what),
         }
     }
 
@@ -361,102 +600,29 @@ impl Maps {
     /// stored exactly as [`Maps::insert_forward`] would store it (single port or every prefix
     /// of a range, same target, same allowlist flag) keeps its counter slot, which is returned
     /// at its index; its allowlist entries are rewritten. Everything else in the forwarding
-    /// table, the range trie and the allowlist trie is removed. Returns the slots and how many
-    /// stale entries were removed.
+    /// tables, the range tries and the allowlist tries of both families is removed. Returns the
+    /// slots and how many stale entries were removed.
     pub fn adopt(&mut self, wanted: &[Forward]) -> (Vec<Option<u32>>, usize) {
         let mut slots: Vec<Option<u32>> = vec![None; wanted.len()];
         let mut used = std::collections::BTreeSet::new();
-        let mut removed = 0;
-        let flags_of = |f: &Forward| if f.allow.is_empty() { 0 } else { FWD_ALLOWLIST };
-
-        let singles: Vec<(ForwardKey, ForwardValue)> =
-            self.forwards.iter().filter_map(Result::ok).collect();
-        for (key, value) in singles {
-            let found = wanted.iter().enumerate().position(|(i, f)| {
-                slots[i].is_none()
-                    && !f.listen.is_range()
-                    && key == forward_key(&f.listen)
-                    && value.target_addr_be == ipv4_be(f.to.addr)
-                    && value.target_port_be == f.to.port.to_be()
-                    && value.flags == flags_of(f)
-            });
-            match found {
-                Some(i) if value.stats_slot < MAX_FORWARDS && used.insert(value.stats_slot) => {
-                    slots[i] = Some(value.stats_slot);
-                }
-                _ => {
-                    let _ = self.forwards.remove(&key);
-                    removed += 1;
-                }
-            }
-        }
-
-        let same = |a: &Key<RangeKey>, b: &Key<RangeKey>| {
-            a.prefix_len() == b.prefix_len() && a.data() == b.data()
+        let of = |family: Family| -> Vec<(usize, &Forward)> {
+            wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.family() == family)
+                .collect()
         };
-        let ranges: Vec<(Key<RangeKey>, RangeValue)> =
-            self.ranges.iter().filter_map(Result::ok).collect();
-        let mut keep_ranges: Vec<Key<RangeKey>> = Vec::new();
-        for (i, f) in wanted.iter().enumerate() {
-            if !f.listen.is_range() {
-                continue;
-            }
-            let keys: Vec<Key<RangeKey>> = range_keys(&f.listen).collect();
-            let values: Option<Vec<RangeValue>> = keys
-                .iter()
-                .map(|k| ranges.iter().find(|(e, _)| same(e, k)).map(|(_, v)| *v))
-                .collect();
-            let Some(values) = values else { continue };
-            let first = values[0];
-            let intact = values.iter().all(|v| *v == first)
-                && first.target_addr_be == ipv4_be(f.to.addr)
-                && first.target_port_be == f.to.port.to_be()
-                && first.start_port_be == f.listen.port.to_be()
-                && first.flags == flags_of(f);
-            if intact && first.stats_slot < MAX_FORWARDS && used.insert(first.stats_slot) {
-                slots[i] = Some(first.stats_slot);
-                keep_ranges.extend(keys);
-            }
-        }
-        for (key, _) in &ranges {
-            if !keep_ranges.iter().any(|k| same(k, key)) {
-                let _ = self.ranges.remove(key);
-                removed += 1;
-            }
-        }
-
-        let mut keep_allow: Vec<Key<AllowKey>> = Vec::new();
-        for (f, slot) in wanted.iter().zip(&slots) {
-            if let Some(slot) = slot {
-                keep_allow.extend(f.allow.iter().map(|p| allow_key(*slot, p)));
-            }
-        }
-        let allow: Vec<Key<AllowKey>> = self.allow.keys().filter_map(Result::ok).collect();
-        for key in &allow {
-            let kept = keep_allow
-                .iter()
-                .any(|k| k.prefix_len() == key.prefix_len() && k.data() == key.data());
-            if !kept {
-                let _ = self.allow.remove(key);
-                removed += 1;
-            }
-        }
-        for (f, slot) in wanted.iter().zip(&slots) {
-            if let Some(slot) = slot
-                && let Err(e) = self.insert_allow(f, *slot)
-            {
-                tracing::error!("restoring the allowlist of {}: {e}", f.listen);
-            }
-        }
+        let removed = self.v4.adopt(&of(Family::V4), &mut slots, &mut used)
+            + self.v6.adopt(&of(Family::V6), &mut slots, &mut used);
         (slots, removed)
     }
 
-    /// The host addresses in the map (in the datapath's byte order: wire order).
-    pub fn host_addr_entries(&self) -> Vec<Ipv4Addr> {
-        self.host_addrs
-            .keys()
-            .filter_map(Result::ok)
-            .map(|be| Ipv4Addr::from(be.to_ne_bytes()))
+    /// The host addresses in the maps of both families.
+    pub fn host_addr_entries(&self) -> Vec<IpAddr> {
+        let v4 = self.v4.host_addrs.keys().filter_map(Result::ok);
+        let v6 = self.v6.host_addrs.keys().filter_map(Result::ok);
+        v4.map(MapAddr::to_ip)
+            .chain(v6.map(MapAddr::to_ip))
             .collect()
     }
 
@@ -473,19 +639,45 @@ impl Maps {
     }
 
     /// Records a flow directly, as the datapath does on a client's first packet (for tests and
-    /// state migration).
-    pub fn insert_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<(), Error> {
-        self.flows.insert(key, value, 0).map_err(map_err("flows"))
+    /// state migration), in the maps of the key's family.
+    pub fn insert_flow<A: MapAddr>(
+        &mut self,
+        key: FlowKeyOf<A>,
+        value: FlowValueOf<A>,
+    ) -> Result<(), Error> {
+        self.family_mut::<A>()
+            .flows
+            .insert(key, value, 0)
+            .map_err(map_err("flows"))
     }
 
     /// Looks up a flow (for tests and diagnostics).
-    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.flows.get(key, 0).ok()
+    pub fn flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> Option<FlowValueOf<A>> {
+        self.family::<A>().flows.get(key, 0).ok()
     }
 
-    /// Number of live flows (walks the table; for status output, not for hot paths).
+    /// Number of live flows of both families (walks the tables; for status output, not for
+    /// hot paths).
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().filter(|k| k.is_ok()).count()
+        self.v4.flow_count() + self.v6.flow_count()
+    }
+
+    fn family<A: MapAddr>(&self) -> &FamilyMaps<A> {
+        let any: &dyn std::any::Any = match A::FAMILY {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        any.downcast_ref()
+            .expect("MapAddr::FAMILY names the maps of its own type")
+    }
+
+    fn family_mut<A: MapAddr>(&mut self) -> &mut FamilyMaps<A> {
+        let any: &mut dyn std::any::Any = match A::FAMILY {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        };
+        any.downcast_mut()
+            .expect("MapAddr::FAMILY names the maps of its own type")
     }
 }
 
@@ -493,39 +685,11 @@ impl Maps {
     /// Each map's name, entries in use and capacity (from the kernel). `forward_slots` is how
     /// many counter slots the daemon has handed out; the verdict array is always full.
     pub fn fill(&self, forward_slots: u64) -> Result<Vec<(&'static str, u64, u64)>, Error> {
-        fn cap<K: aya::Pod, V>(
-            m: &impl IterableMap<K, V>,
-            what: &'static str,
-        ) -> Result<u64, Error> {
-            m.map()
-                .info()
-                .map(|i| u64::from(i.max_entries()))
-                .map_err(map_err(what))
-        }
         let count = |keys: aya::maps::MapKeys<'_, u32>| keys.filter(|k| k.is_ok()).count() as u64;
         let verdicts = cap(&self.verdicts, "verdict counters")?;
-        Ok(vec![
-            (
-                FORWARDS,
-                self.forwards.keys().filter(|k| k.is_ok()).count() as u64,
-                cap(&self.forwards, "forwarding table")?,
-            ),
-            (
-                RANGES,
-                self.ranges.keys().filter(|k| k.is_ok()).count() as u64,
-                cap(&self.ranges, "port ranges")?,
-            ),
-            (
-                ALLOW,
-                self.allow.keys().filter(|k| k.is_ok()).count() as u64,
-                cap(&self.allow, "allowlists")?,
-            ),
-            (FLOWS, self.flow_count() as u64, cap(&self.flows, "flows")?),
-            (
-                HOST_ADDRS,
-                count(self.host_addrs.keys()),
-                cap(&self.host_addrs, "host addresses")?,
-            ),
+        let mut rows = self.v4.fill()?;
+        rows.extend(self.v6.fill()?);
+        rows.extend([
             (
                 IFACES,
                 count(self.ifaces.keys()),
@@ -542,7 +706,8 @@ impl Maps {
                 count(self.xdp_egress.keys()),
                 cap(&self.xdp_egress, "XDP egress")?,
             ),
-        ])
+        ]);
+        Ok(rows)
     }
 }
 

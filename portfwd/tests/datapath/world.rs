@@ -188,13 +188,13 @@ impl Published {
 
     fn forward(&self) -> Forward {
         let listen = Listen {
-            addr: self.addr,
+            addr: self.addr.map(IpAddr::V4),
             port: self.port,
             end: self.end,
             protocol: self.protocol,
         };
         let to = Target {
-            addr: self.to,
+            addr: self.to.into(),
             port: self.to_port,
             end: self.to_port_of(self.end),
         };
@@ -203,7 +203,7 @@ impl Published {
             .iter()
             .map(|(a, len)| format!("{a}/{len}").parse::<AllowPrefix>().unwrap())
             .collect();
-        Forward::new(listen, to).unwrap().with_allow(allow)
+        Forward::new(listen, to).unwrap().with_allow(allow).unwrap()
     }
 }
 
@@ -591,7 +591,7 @@ impl Env {
         dp.maps.set_iface(self.docker0, false, None).unwrap();
         dp.maps.set_iface(self.port, true, None).unwrap();
         for a in [HOST, HOST2, BRIDGE] {
-            dp.maps.set_host_addr(a).unwrap();
+            dp.maps.set_host_addr(a.into()).unwrap();
         }
         for p in FORWARDS {
             dp.maps.insert_forward(&p.forward(), p.slot).unwrap();

@@ -350,7 +350,7 @@ impl Maps6 {
             pid as u8,
             n as u8,
         );
-        dp.maps.set_host_addr(marker).unwrap();
+        dp.maps.set_host_addr(marker.into()).unwrap();
         let marker_be = u32::from_ne_bytes(marker.octets());
         let host_map = aya::maps::loaded_maps()
             .filter_map(Result::ok)
@@ -372,7 +372,7 @@ impl Maps6 {
             .filter_map(|p| p.map_ids().ok().flatten())
             .find(|ids| ids.contains(&host_map))
             .expect("a program of this dataplane");
-        dp.maps.remove_host_addr(marker).unwrap();
+        dp.maps.remove_host_addr(marker.into()).unwrap();
         let by_name = |name: &str| -> u32 {
             *ids.iter()
                 .find(|&&id| MapInfo::from_id(id).is_ok_and(|i| i.name_as_str() == Some(name)))

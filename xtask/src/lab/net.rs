@@ -1,7 +1,7 @@
 //! Line-echo servers and clients bound to a namespace: std sockets created inside [`Ns::run`], every
 //! blocking call bounded by a timeout.
 //!
-//! The reply to each line (TCP) or datagram (UDP) is `"{tag} from {peer_ip}:{peer_port}: {line}\n"`:
+//! The reply to each line (TCP) or datagram (UDP) is `"{tag} from {peer}: {line}\n"` (the peer as `IP:PORT`, IPv6 as `[IP]:PORT`):
 //! it names the server that answered and the source address the server saw, which is what a port
 //! publishing test checks.
 
@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The reply to `line` from a server tagged `tag`, for a peer `peer` (with the newline).
 fn reply(tag: &str, peer: SocketAddr, line: &str) -> String {
-    format!("{tag} from {}:{}: {line}\n", peer.ip(), peer.port())
+    format!("{tag} from {peer}: {line}\n")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
