@@ -36,7 +36,11 @@ use aya_ebpf::{
 };
 use portfwd_common::sock::SockVerdict;
 
-use crate::{forward::Action, packet::Packet, sock::Call};
+use crate::{
+    forward::Action,
+    packet::Packet,
+    sock::{Call, V4, V4Mapped, V6},
+};
 
 /// tc ingress on every interface portfwd manages.
 ///
@@ -70,26 +74,64 @@ pub fn portfwd_xdp(ctx: XdpContext) -> u32 {
 /// or a host address: the socket connects to the target instead.
 #[cgroup_sock_addr(connect4)]
 pub fn portfwd_connect4(ctx: SockAddrContext) -> i32 {
-    sock::translate(&ctx, Call::Connect)
+    sock::translate::<V4>(&ctx, Call::Connect)
 }
 
 /// `sendto()`/`sendmsg()` of an unconnected UDP socket to a published port: sent to the target.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn portfwd_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock::translate(&ctx, Call::Sendmsg)
+    sock::translate::<V4>(&ctx, Call::Sendmsg)
 }
 
 /// `recvfrom()`/`recvmsg()` of a UDP socket: a translated target's reply shows the published
 /// address as its source.
 #[cgroup_sock_addr(recvmsg4)]
 pub fn portfwd_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock::restore(&ctx, SockVerdict::RecvmsgRestored)
+    sock::restore::<V4>(&ctx, SockVerdict::RecvmsgRestored)
 }
 
 /// `getpeername()` of a translated socket: the published address.
 #[cgroup_sock_addr(getpeername4)]
 pub fn portfwd_getpeername4(ctx: SockAddrContext) -> i32 {
-    sock::restore(&ctx, SockVerdict::GetpeernameRestored)
+    sock::restore::<V4>(&ctx, SockVerdict::GetpeernameRestored)
+}
+
+/// The IPv6 twins of the four above. An IPv4-mapped address (a dual-stack socket talking IPv4)
+/// is looked up among the IPv4 forwards.
+#[cgroup_sock_addr(connect6)]
+pub fn portfwd_connect6(ctx: SockAddrContext) -> i32 {
+    if sock::is_v4_mapped(&ctx) {
+        sock::translate::<V4Mapped>(&ctx, Call::Connect)
+    } else {
+        sock::translate::<V6>(&ctx, Call::Connect)
+    }
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn portfwd_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if sock::is_v4_mapped(&ctx) {
+        sock::translate::<V4Mapped>(&ctx, Call::Sendmsg)
+    } else {
+        sock::translate::<V6>(&ctx, Call::Sendmsg)
+    }
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn portfwd_recvmsg6(ctx: SockAddrContext) -> i32 {
+    if sock::is_v4_mapped(&ctx) {
+        sock::restore::<V4Mapped>(&ctx, SockVerdict::RecvmsgRestored)
+    } else {
+        sock::restore::<V6>(&ctx, SockVerdict::RecvmsgRestored)
+    }
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn portfwd_getpeername6(ctx: SockAddrContext) -> i32 {
+    if sock::is_v4_mapped(&ctx) {
+        sock::restore::<V4Mapped>(&ctx, SockVerdict::GetpeernameRestored)
+    } else {
+        sock::restore::<V6>(&ctx, SockVerdict::GetpeernameRestored)
+    }
 }
 
 #[cfg(not(test))]

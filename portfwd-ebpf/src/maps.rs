@@ -13,7 +13,7 @@ use portfwd_common::{
         MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
-    sock::{MAX_SOCK_REVNAT, SockRevKey, SockRevValue, SockVerdict},
+    sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
 };
 
 #[map(name = "PF_FORWARDS")]
@@ -84,6 +84,10 @@ pub static SOCK_NETNS: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "PF_SOCK_REVNAT")]
 pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(MAX_SOCK_REVNAT, 0);
+
+#[map(name = "PF_SOCK_REVNAT6")]
+pub static SOCK_REVNAT6: LruHashMap<SockRev6Key, SockRev6Value> =
     LruHashMap::with_max_entries(MAX_SOCK_REVNAT, 0);
 
 #[map(name = "PF_SOCK_VERDICTS")]

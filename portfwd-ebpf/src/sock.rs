@@ -5,27 +5,39 @@
 //! the machine, so each one first checks that the socket lives in the daemon's network namespace
 //! ([`SOCK_NETNS`]): a container's own `127.0.0.1:8080` is never touched.
 //!
-//! A destination is local when it is in 127.0.0.0/8 or one of the host's addresses
-//! ([`HOST_ADDRS`]); it is published when [`forward::lookup_forward`] finds it in the one
-//! forwarding table the packet path uses. `connect()` and `sendmsg()` then rewrite the socket's
-//! destination to the target and remember the published address per socket in
-//! [`SOCK_REVNAT`]; `recvmsg()` and `getpeername()` restore it, so the application only ever sees
-//! the address it used. A forward bound to 127.0.0.1 is reachable here and nowhere else: the
-//! packet path drops every frame addressed to 127.0.0.0/8.
+//! A destination is local when it is loopback (127.0.0.0/8, ::1) or one of the host's addresses
+//! (`PF_HOST_ADDRS`, `PF_HOST_ADDRS6`); it is published when [`forward::lookup_forward`] finds
+//! it in the forwarding table the packet path uses. `connect()` and `sendmsg()` then rewrite the
+//! socket's destination to the target and remember the published address per socket
+//! (`PF_SOCK_REVNAT`, `PF_SOCK_REVNAT6`); `recvmsg()` and `getpeername()` restore it, so the
+//! application only ever sees the address it used. A forward bound to 127.0.0.1 or ::1 is
+//! reachable here and nowhere else: the packet path drops every frame addressed to loopback.
+//!
+//! The logic is written once over [`SockFamily`], which says where a hook finds the address:
+//! - [`V4`]: the IPv4 hooks (`connect4`, ...), `user_ip4`;
+//! - [`V6`]: the IPv6 hooks (`connect6`, ...), `user_ip6`;
+//! - [`V4Mapped`]: the IPv6 hooks called with an IPv4-mapped address (`::ffff:a.b.c.d`), which
+//!   is how a dual-stack IPv6 socket talks IPv4: looked up in the IPv4 forwards, written back
+//!   mapped.
+//!
+//! [`forward::lookup_forward`]: crate::forward::lookup_forward
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::bpf_sock_addr,
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    maps::LruHashMap,
     programs::SockAddrContext,
 };
 use portfwd_common::{
+    maps::Ipv6Words,
     proto,
-    sock::{SockRevKey, SockRevValue, SockVerdict},
+    sock::{SockRev6Key, SockRevKey, SockRevValueOf, SockVerdict},
 };
 
 use crate::{
-    family::Ipv4,
+    family::{Family, Ipv4, Ipv6},
     forward::lookup_forward,
-    maps::{HOST_ADDRS, SOCK_NETNS, SOCK_REVNAT, SOCK_VERDICTS},
+    maps::{SOCK_NETNS, SOCK_REVNAT, SOCK_REVNAT6, SOCK_VERDICTS},
 };
 
 /// What the kernel expects from a `sock_addr` program to let the call go on.
@@ -38,54 +50,249 @@ pub enum Call {
     Sendmsg,
 }
 
+/// Where a socket hook finds the address of its family, and where it remembers translations.
+pub trait SockFamily {
+    type F: Family;
+
+    /// The call's address (destination of `connect`/`sendmsg`, source of `recvmsg`, peer of
+    /// `getpeername`).
+    fn load(sa: *const bpf_sock_addr) -> <Self::F as Family>::Addr;
+    fn store(sa: *mut bpf_sock_addr, addr: <Self::F as Family>::Addr);
+    fn is_loopback(addr: <Self::F as Family>::Addr) -> bool;
+    /// The published address a socket used for `target:port`, if it was translated.
+    fn revnat_get(
+        cookie: u64,
+        target: <Self::F as Family>::Addr,
+        port: u16,
+        proto: u8,
+    ) -> Option<SockRevValueOf<<Self::F as Family>::Addr>>;
+    fn revnat_insert(
+        cookie: u64,
+        target: <Self::F as Family>::Addr,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<<Self::F as Family>::Addr>,
+    ) -> bool;
+}
+
+pub enum V4 {}
+pub enum V6 {}
+pub enum V4Mapped {}
+
+/// The first three words of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), as on the wire.
+const MAPPED_PREFIX: [u32; 3] = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff])];
+
+/// `user_ip6`, word by word: the verifier allows only 4-byte accesses to it.
+#[inline(always)]
+fn load_ip6(sa: *const bpf_sock_addr) -> Ipv6Words {
+    let mut w = [0u32; 4];
+    for (i, word) in w.iter_mut().enumerate() {
+        // SAFETY: `sa` is the program's context pointer, valid for the whole invocation;
+        // `user_ip6[i]` (i < 4) is a readable 4-byte field for the IPv6 attach types.
+        *word = unsafe { core::ptr::read_volatile(&(*sa).user_ip6[i]) };
+    }
+    w
+}
+
+#[inline(always)]
+fn store_ip6(sa: *mut bpf_sock_addr, w: Ipv6Words) {
+    for (i, word) in w.iter().enumerate() {
+        // SAFETY: as in `load_ip6`; `user_ip6` is writable for connect6, sendmsg6, recvmsg6 and
+        // getpeername6.
+        unsafe { core::ptr::write_volatile(&mut (*sa).user_ip6[i], *word) };
+    }
+}
+
+#[inline(always)]
+fn v4_revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
+    let key = SockRevKey {
+        cookie,
+        target_addr_be: target,
+        target_port_be: port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: pointer from a successful lookup; plain integers, copied at once.
+    SOCK_REVNAT.get_ptr(key).map(|v| unsafe { *v })
+}
+
+#[inline(always)]
+fn v4_revnat_insert(
+    cookie: u64,
+    target: u32,
+    port: u16,
+    proto: u8,
+    orig: &SockRevValueOf<u32>,
+) -> bool {
+    let key = SockRevKey {
+        cookie,
+        target_addr_be: target,
+        target_port_be: port,
+        proto,
+        _pad: 0,
+    };
+    SOCK_REVNAT.insert(key, *orig, 0).is_ok()
+}
+
+#[inline(always)]
+fn v4_is_loopback(addr_be: u32) -> bool {
+    addr_be.to_ne_bytes()[0] == 127
+}
+
+impl SockFamily for V4 {
+    type F = Ipv4;
+
+    #[inline(always)]
+    fn load(sa: *const bpf_sock_addr) -> u32 {
+        // SAFETY: `sa` is the program's context pointer; `user_ip4` is readable for the IPv4
+        // attach types.
+        unsafe { (*sa).user_ip4 }
+    }
+    #[inline(always)]
+    fn store(sa: *mut bpf_sock_addr, addr: u32) {
+        // SAFETY: as above; `user_ip4` is writable for these attach types.
+        unsafe { (*sa).user_ip4 = addr };
+    }
+    #[inline(always)]
+    fn is_loopback(addr: u32) -> bool {
+        v4_is_loopback(addr)
+    }
+    #[inline(always)]
+    fn revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
+        v4_revnat_get(cookie, target, port, proto)
+    }
+    #[inline(always)]
+    fn revnat_insert(
+        cookie: u64,
+        target: u32,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<u32>,
+    ) -> bool {
+        v4_revnat_insert(cookie, target, port, proto, orig)
+    }
+}
+
+impl SockFamily for V4Mapped {
+    type F = Ipv4;
+
+    #[inline(always)]
+    fn load(sa: *const bpf_sock_addr) -> u32 {
+        // SAFETY: as in `load_ip6`, one word.
+        unsafe { core::ptr::read_volatile(&(*sa).user_ip6[3]) }
+    }
+    #[inline(always)]
+    fn store(sa: *mut bpf_sock_addr, addr: u32) {
+        store_ip6(
+            sa,
+            [MAPPED_PREFIX[0], MAPPED_PREFIX[1], MAPPED_PREFIX[2], addr],
+        );
+    }
+    #[inline(always)]
+    fn is_loopback(addr: u32) -> bool {
+        v4_is_loopback(addr)
+    }
+    #[inline(always)]
+    fn revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
+        v4_revnat_get(cookie, target, port, proto)
+    }
+    #[inline(always)]
+    fn revnat_insert(
+        cookie: u64,
+        target: u32,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<u32>,
+    ) -> bool {
+        v4_revnat_insert(cookie, target, port, proto, orig)
+    }
+}
+
+impl SockFamily for V6 {
+    type F = Ipv6;
+
+    #[inline(always)]
+    fn load(sa: *const bpf_sock_addr) -> Ipv6Words {
+        load_ip6(sa)
+    }
+    #[inline(always)]
+    fn store(sa: *mut bpf_sock_addr, addr: Ipv6Words) {
+        store_ip6(sa, addr);
+    }
+    #[inline(always)]
+    fn is_loopback(addr: Ipv6Words) -> bool {
+        addr == [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
+    }
+    #[inline(always)]
+    fn revnat_get(
+        cookie: u64,
+        target: Ipv6Words,
+        port: u16,
+        proto: u8,
+    ) -> Option<SockRevValueOf<Ipv6Words>> {
+        // SAFETY: pointer from a successful lookup; plain integers, copied at once.
+        revnat6()
+            .get_ptr(rev6_key(cookie, target, port, proto))
+            .map(|v| unsafe { *v })
+    }
+    #[inline(always)]
+    fn revnat_insert(
+        cookie: u64,
+        target: Ipv6Words,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<Ipv6Words>,
+    ) -> bool {
+        revnat6()
+            .insert(rev6_key(cookie, target, port, proto), *orig, 0)
+            .is_ok()
+    }
+}
+
+#[inline(always)]
+fn revnat6() -> &'static LruHashMap<SockRev6Key, SockRevValueOf<Ipv6Words>> {
+    &SOCK_REVNAT6
+}
+
+#[inline(always)]
+fn rev6_key(cookie: u64, target: Ipv6Words, port: u16, proto: u8) -> SockRev6Key {
+    SockRev6Key {
+        cookie,
+        target_addr_be: target,
+        target_port_be: port,
+        proto,
+        _pad: 0,
+        _pad2: 0,
+    }
+}
+
+/// Whether an IPv6 hook's call carries an IPv4-mapped address (a dual-stack socket).
+#[inline(always)]
+pub fn is_v4_mapped(ctx: &SockAddrContext) -> bool {
+    let w = load_ip6(ctx.sock_addr);
+    w[0] == MAPPED_PREFIX[0] && w[1] == MAPPED_PREFIX[1] && w[2] == MAPPED_PREFIX[2]
+}
+
 /// `connect()` and `sendmsg()`: a published destination becomes the forward's target.
 #[inline(always)]
-pub fn translate(ctx: &SockAddrContext, call: Call) -> i32 {
-    let verdict = translate_inner(ctx, call);
+pub fn translate<S: SockFamily>(ctx: &SockAddrContext, call: Call) -> i32 {
+    let verdict = translate_inner::<S>(ctx, call);
     count(verdict);
     ALLOW
 }
 
 /// `recvmsg()` and `getpeername()`: a target's address becomes the published one again.
 #[inline(always)]
-pub fn restore(ctx: &SockAddrContext, verdict_if_restored: SockVerdict) -> i32 {
-    if !in_host_netns(ctx) {
-        count(SockVerdict::PassOtherNetns);
-        return ALLOW;
-    }
-    let Some(proto) = protocol(ctx) else {
-        count(SockVerdict::PassNotTcpUdp);
-        return ALLOW;
-    };
-    let sa = ctx.sock_addr;
-    // SAFETY: `sa` is the program's context pointer, valid for the whole invocation;
-    // `user_ip4` and `user_port` are readable (and writable) fields for these attach types.
-    let (addr, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
-    let key = SockRevKey {
-        // SAFETY: plain helper call on the program's own context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-        target_addr_be: addr,
-        target_port_be: port,
-        proto,
-        _pad: 0,
-    };
-    let Some(orig) = SOCK_REVNAT.get_ptr(key) else {
-        count(SockVerdict::PassNotTranslated);
-        return ALLOW;
-    };
-    // SAFETY: pointer from a successful lookup; plain integers, copied at once.
-    let orig = unsafe { *orig };
-    // SAFETY: as above; writes of the user address and port are allowed for these attach types.
-    unsafe {
-        (*sa).user_ip4 = orig.orig_addr_be;
-        (*sa).user_port = orig.orig_port_be as u32;
-    }
-    count(verdict_if_restored);
+pub fn restore<S: SockFamily>(ctx: &SockAddrContext, verdict_if_restored: SockVerdict) -> i32 {
+    count(restore_inner::<S>(ctx, verdict_if_restored));
     ALLOW
 }
 
 #[inline(always)]
-fn translate_inner(ctx: &SockAddrContext, call: Call) -> SockVerdict {
+fn restore_inner<S: SockFamily>(
+    ctx: &SockAddrContext,
+    verdict_if_restored: SockVerdict,
+) -> SockVerdict {
     if !in_host_netns(ctx) {
         return SockVerdict::PassOtherNetns;
     }
@@ -93,39 +300,72 @@ fn translate_inner(ctx: &SockAddrContext, call: Call) -> SockVerdict {
         return SockVerdict::PassNotTcpUdp;
     };
     let sa = ctx.sock_addr;
-    // SAFETY: `sa` is the program's context pointer; `user_ip4`/`user_port` are readable fields
-    // for connect4 and sendmsg4. The port is in network byte order in the low 16 bits.
-    let (addr, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
-    if !is_loopback(addr) && HOST_ADDRS.get_ptr(addr).is_none() {
+    let addr = S::load(sa);
+    let port = user_port(sa);
+    let Some(orig) = S::revnat_get(socket_cookie(ctx), addr, port, proto) else {
+        return SockVerdict::PassNotTranslated;
+    };
+    S::store(sa, orig.orig_addr_be);
+    set_user_port(sa, orig.orig_port_be);
+    verdict_if_restored
+}
+
+#[inline(always)]
+fn translate_inner<S: SockFamily>(ctx: &SockAddrContext, call: Call) -> SockVerdict {
+    if !in_host_netns(ctx) {
+        return SockVerdict::PassOtherNetns;
+    }
+    let Some(proto) = protocol(ctx) else {
+        return SockVerdict::PassNotTcpUdp;
+    };
+    let sa = ctx.sock_addr;
+    let addr = S::load(sa);
+    let port = user_port(sa);
+    if !S::is_loopback(addr) && <S::F as Family>::host_addrs().get_ptr(addr).is_none() {
         return SockVerdict::PassNotLocal;
     }
-    let Some(fwd) = lookup_forward::<Ipv4>(addr, port, proto) else {
+    let Some(fwd) = lookup_forward::<S::F>(addr, port, proto) else {
         return SockVerdict::PassNoForward;
     };
-    let key = SockRevKey {
-        // SAFETY: plain helper call on the program's own context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-        target_addr_be: fwd.target_addr_be,
-        target_port_be: fwd.target_port_be,
-        proto,
-        _pad: 0,
-    };
-    let value = SockRevValue {
+    let orig = SockRevValueOf {
         orig_addr_be: addr,
         orig_port_be: port,
         _pad: 0,
     };
-    let stored = SOCK_REVNAT.insert(key, value, 0).is_ok();
-    // SAFETY: writes of the user address and port are allowed for connect4 and sendmsg4.
-    unsafe {
-        (*sa).user_ip4 = fwd.target_addr_be;
-        (*sa).user_port = fwd.target_port_be as u32;
-    }
+    let stored = S::revnat_insert(
+        socket_cookie(ctx),
+        fwd.target_addr_be,
+        fwd.target_port_be,
+        proto,
+        &orig,
+    );
+    S::store(sa, fwd.target_addr_be);
+    set_user_port(sa, fwd.target_port_be);
     match (stored, call) {
         (false, _) => SockVerdict::RevnatFailed,
         (true, Call::Connect) => SockVerdict::ConnectTranslated,
         (true, Call::Sendmsg) => SockVerdict::SendmsgTranslated,
     }
+}
+
+/// The call's port, in network byte order (the low 16 bits of `user_port`).
+#[inline(always)]
+fn user_port(sa: *const bpf_sock_addr) -> u16 {
+    // SAFETY: `sa` is the program's context pointer; `user_port` is readable for every
+    // sock_addr attach type.
+    unsafe { (*sa).user_port as u16 }
+}
+
+#[inline(always)]
+fn set_user_port(sa: *mut bpf_sock_addr, port_be: u16) {
+    // SAFETY: as above; `user_port` is writable for the attach types these programs use.
+    unsafe { (*sa).user_port = port_be as u32 };
+}
+
+#[inline(always)]
+fn socket_cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: plain helper call on the program's own context.
+    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
 /// Whether the socket is in the daemon's network namespace. Unset (0) matches nothing.
@@ -149,12 +389,6 @@ fn protocol(ctx: &SockAddrContext) -> Option<u8> {
     } else {
         None
     }
-}
-
-/// 127.0.0.0/8, with the address as on the wire.
-#[inline(always)]
-fn is_loopback(addr_be: u32) -> bool {
-    addr_be.to_ne_bytes()[0] == 127
 }
 
 #[inline(always)]

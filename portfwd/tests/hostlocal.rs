@@ -8,7 +8,7 @@ mod support;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     time::Duration,
 };
@@ -509,4 +509,137 @@ fn sigterm_detaches_the_socket_hooks() {
     assert!(status.success(), "{status:?}");
     let err = lab::tcp_request(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), "after", T).unwrap_err();
     assert!(format!("{err:#}").contains("refused"), "{err:#}");
+}
+
+fn at6(addr: Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((addr, port))
+}
+
+/// IPv6: the `connect6`/`sendmsg6`/`recvmsg6`/`getpeername6` hooks, on ::1 and the host's IPv6
+/// addresses, TCP and UDP (connected and unconnected).
+#[test]
+fn host_ipv6_tcp_and_udp_reach_the_container_through_the_socket_hooks() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hl6").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let srv = lab::tcp_server(&c1.ns, at6(c1.addr6, 3000), "c1:3000").unwrap();
+    let _udp = lab::udp_server(&c1.ns, at6(c1.addr6, 53), "c1:53").unwrap();
+    let cfg = config(
+        &lab,
+        &[
+            fwd("[::]:8080", at6(c1.addr6, 3000)),
+            fwd("[::]:5353/udp", at6(c1.addr6, 53)),
+        ],
+    );
+    let d = Daemon::start(&mut lab, &cfg);
+
+    for addr in [Ipv6Addr::LOCALHOST, Lab::HOST_ADDR6, Lab::BRIDGE_ADDR6] {
+        let to = at6(addr, 8080);
+        let (peer, reply) = host_tcp(&lab, to, "tcp6");
+        assert_eq!(peer, to, "getpeername must return the address connected to");
+        assert!(
+            reply.starts_with("c1:3000 from ") && reply.ends_with("tcp6"),
+            "{to}: {reply}"
+        );
+
+        let to = at6(addr, 5353);
+        let reply = lab::udp_request(lab.host(), to, "unconnected6", T)
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"));
+        assert!(reply.ends_with("unconnected6"), "{reply}");
+        let (peer, from, reply) = lab.host().run(|| {
+            let s = UdpSocket::bind("[::]:0").unwrap();
+            s.set_read_timeout(Some(T)).unwrap();
+            s.connect(to).unwrap();
+            s.send(b"connected6\n").unwrap();
+            let mut buf = [0u8; 512];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
+            (s.peer_addr().unwrap(), from, text)
+        });
+        assert_eq!(peer, to, "getpeername");
+        assert_eq!(from, to, "the reply's source");
+        assert!(reply.ends_with("connected6"), "{reply}");
+    }
+    // The container saw the host's own IPv6 address on the bridge: no proxy in between.
+    assert!(
+        srv.peers().iter().all(|p| p.ip() == Lab::BRIDGE_ADDR6),
+        "{:?}",
+        srv.peers()
+    );
+    assert_no_proxy(&lab, &d);
+
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "connect_translated") >= 6, "{st}");
+    assert!(sock_verdict(&st, "getpeername_restored") >= 6, "{st}");
+    assert!(sock_verdict(&st, "sendmsg_translated") >= 3, "{st}");
+    assert!(sock_verdict(&st, "recvmsg_restored") >= 6, "{st}");
+    assert_eq!(verdict(&st, "forwarded"), 0, "{st}");
+}
+
+/// A dual-stack IPv6 socket talking IPv4 (an IPv4-mapped address, `::ffff:127.0.0.1`, as Java or
+/// Node use by default) reaches an IPv4 forward, and sees the mapped address it used.
+#[test]
+fn a_dual_stack_socket_reaches_an_ipv4_forward_through_a_mapped_address() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hlmap").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let _srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
+    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
+    let d = Daemon::start(&mut lab, &cfg);
+
+    for v4 in [Ipv4Addr::LOCALHOST, Lab::HOST_ADDR] {
+        let to = at6(v4.to_ipv6_mapped(), 8080);
+        let (peer, reply) = host_tcp(&lab, to, "mapped");
+        assert_eq!(
+            peer, to,
+            "getpeername must return the mapped address connected to"
+        );
+        assert!(
+            reply.starts_with("c1:3000 from ") && reply.ends_with("mapped"),
+            "{to}: {reply}"
+        );
+    }
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "connect_translated") >= 2, "{st}");
+    assert!(sock_verdict(&st, "getpeername_restored") >= 2, "{st}");
+}
+
+/// `[::1]:PORT` is published on loopback only: the host reaches it, the client and the
+/// containers do not (on the host's addresses, nor on their own loopback).
+#[test]
+fn an_ipv6_loopback_only_forward_is_reachable_from_the_host_only() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new("hllo6").unwrap();
+    let c1 = lab.add_container("c1").unwrap();
+    let tcp = lab::tcp_server(&c1.ns, at6(c1.addr6, 3000), "c1:3000").unwrap();
+    let cfg = config(&lab, &[fwd("[::1]:9090", at6(c1.addr6, 3000))]);
+    let d = Daemon::start(&mut lab, &cfg);
+
+    let (peer, reply) = host_tcp(&lab, at6(Ipv6Addr::LOCALHOST, 9090), "host6");
+    assert_eq!(peer, at6(Ipv6Addr::LOCALHOST, 9090));
+    assert!(reply.ends_with("host6"), "{reply}");
+    let served = tcp.peers().len();
+
+    assert!(lab::tcp_request(lab.host(), at6(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.client(), at6(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.client(), at6(Ipv6Addr::LOCALHOST, 9090), "x", SHORT).is_err());
+    for addr in [Lab::HOST_ADDR6, Lab::BRIDGE_ADDR6, Ipv6Addr::LOCALHOST] {
+        assert!(
+            lab::tcp_request(&c1.ns, at6(addr, 9090), "x", SHORT).is_err(),
+            "c1 reached [{addr}]:9090"
+        );
+    }
+    assert_eq!(
+        tcp.peers().len(),
+        served,
+        "only the host's request was served"
+    );
+    let st = status(&d, &lab);
+    assert!(sock_verdict(&st, "connect_translated") >= 1, "{st}");
 }

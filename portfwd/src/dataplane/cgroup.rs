@@ -1,8 +1,8 @@
 //! The socket hooks' attachment: host-local access to published ports.
 //!
-//! The four cgroup `sock_addr` programs (connect4, sendmsg4, recvmsg4, getpeername4; see
-//! `portfwd-ebpf/src/sock.rs`) are attached with bpf links to the root of the cgroup v2
-//! hierarchy, so they run for every socket of the machine. Before attaching, the daemon's own
+//! The eight cgroup `sock_addr` programs (connect, sendmsg, recvmsg and getpeername, for IPv4
+//! and IPv6; see `portfwd-ebpf/src/sock.rs`) are attached with bpf links to the root of the
+//! cgroup v2 hierarchy, so they run for every socket of the machine. Before attaching, the daemon's own
 //! network namespace cookie is written to `PF_SOCK_NETNS`: the programs act on sockets of that
 //! namespace only.
 //!
@@ -29,11 +29,15 @@ use crate::error::Error;
 pub const PRIVATE_CGROUP2: &str = "/run/portfwd/cgroup2";
 
 /// The socket programs in the object, by name.
-pub const SOCKET_PROGRAMS: [&str; 4] = [
+pub const SOCKET_PROGRAMS: [&str; 8] = [
     "portfwd_connect4",
     "portfwd_sendmsg4",
     "portfwd_recvmsg4",
     "portfwd_getpeername4",
+    "portfwd_connect6",
+    "portfwd_sendmsg6",
+    "portfwd_recvmsg6",
+    "portfwd_getpeername6",
 ];
 
 /// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>` (not in the libc crate).
