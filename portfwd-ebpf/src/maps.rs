@@ -50,8 +50,10 @@ pub static RANGES6: LpmTrie<Range6Key, Range6Value> =
 #[map(name = "PF_ALLOW6")]
 pub static ALLOW6: LpmTrie<Allow6Key, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
 
+/// Per-CPU LRU lists, as [`FLOWS`].
 #[map(name = "PF_FLOWS6")]
-pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> = LruHashMap::with_max_entries(MAX_FLOWS6, 0);
+pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> =
+    LruHashMap::with_max_entries(MAX_FLOWS6, BPF_F_NO_COMMON_LRU);
 
 /// Key: IPv6 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS6")]

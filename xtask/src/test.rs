@@ -67,6 +67,8 @@ pub fn run(args: Args) -> Result<()> {
         "ranges",
         "--test",
         "hostlocal",
+        "--test",
+        "ipv6",
     ])
     .env("PORTFWD_E2E_MODE", "xdp");
     cmd::run(&mut xdp)?;
