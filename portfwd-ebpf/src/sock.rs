@@ -25,7 +25,6 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    maps::LruHashMap,
     programs::SockAddrContext,
 };
 use portfwd_common::{
@@ -50,29 +49,34 @@ pub enum Call {
     Sendmsg,
 }
 
-/// Where a socket hook finds the address of its family, and where it remembers translations.
+/// What the socket hooks need of an address family beyond [`Family`]: its loopback test and
+/// where a translated socket's published address is remembered.
+pub trait SockMaps: Family {
+    fn is_loopback(addr: Self::Addr) -> bool;
+    /// The published address a socket used for `target:port`, if it was translated.
+    fn revnat_get(
+        cookie: u64,
+        target: Self::Addr,
+        port: u16,
+        proto: u8,
+    ) -> Option<SockRevValueOf<Self::Addr>>;
+    fn revnat_insert(
+        cookie: u64,
+        target: Self::Addr,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<Self::Addr>,
+    ) -> bool;
+}
+
+/// Where a socket hook finds the call's address.
 pub trait SockFamily {
-    type F: Family;
+    type F: SockMaps;
 
     /// The call's address (destination of `connect`/`sendmsg`, source of `recvmsg`, peer of
     /// `getpeername`).
     fn load(sa: *const bpf_sock_addr) -> <Self::F as Family>::Addr;
     fn store(sa: *mut bpf_sock_addr, addr: <Self::F as Family>::Addr);
-    fn is_loopback(addr: <Self::F as Family>::Addr) -> bool;
-    /// The published address a socket used for `target:port`, if it was translated.
-    fn revnat_get(
-        cookie: u64,
-        target: <Self::F as Family>::Addr,
-        port: u16,
-        proto: u8,
-    ) -> Option<SockRevValueOf<<Self::F as Family>::Addr>>;
-    fn revnat_insert(
-        cookie: u64,
-        target: <Self::F as Family>::Addr,
-        port: u16,
-        proto: u8,
-        orig: &SockRevValueOf<<Self::F as Family>::Addr>,
-    ) -> bool;
 }
 
 pub enum V4 {}
@@ -103,40 +107,84 @@ fn store_ip6(sa: *mut bpf_sock_addr, w: Ipv6Words) {
     }
 }
 
+impl SockMaps for Ipv4 {
+    #[inline(always)]
+    fn is_loopback(addr_be: u32) -> bool {
+        addr_be.to_ne_bytes()[0] == 127
+    }
+    #[inline(always)]
+    fn revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
+        // SAFETY: pointer from a successful lookup; plain integers, copied at once.
+        SOCK_REVNAT
+            .get_ptr(rev_key(cookie, target, port, proto))
+            .map(|v| unsafe { *v })
+    }
+    #[inline(always)]
+    fn revnat_insert(
+        cookie: u64,
+        target: u32,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<u32>,
+    ) -> bool {
+        SOCK_REVNAT
+            .insert(rev_key(cookie, target, port, proto), *orig, 0)
+            .is_ok()
+    }
+}
+
+impl SockMaps for Ipv6 {
+    #[inline(always)]
+    fn is_loopback(addr: Ipv6Words) -> bool {
+        addr == [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
+    }
+    #[inline(always)]
+    fn revnat_get(
+        cookie: u64,
+        target: Ipv6Words,
+        port: u16,
+        proto: u8,
+    ) -> Option<SockRevValueOf<Ipv6Words>> {
+        // SAFETY: pointer from a successful lookup; plain integers, copied at once.
+        SOCK_REVNAT6
+            .get_ptr(rev6_key(cookie, target, port, proto))
+            .map(|v| unsafe { *v })
+    }
+    #[inline(always)]
+    fn revnat_insert(
+        cookie: u64,
+        target: Ipv6Words,
+        port: u16,
+        proto: u8,
+        orig: &SockRevValueOf<Ipv6Words>,
+    ) -> bool {
+        SOCK_REVNAT6
+            .insert(rev6_key(cookie, target, port, proto), *orig, 0)
+            .is_ok()
+    }
+}
+
 #[inline(always)]
-fn v4_revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
-    let key = SockRevKey {
+fn rev_key(cookie: u64, target: u32, port: u16, proto: u8) -> SockRevKey {
+    SockRevKey {
         cookie,
         target_addr_be: target,
         target_port_be: port,
         proto,
         _pad: 0,
-    };
-    // SAFETY: pointer from a successful lookup; plain integers, copied at once.
-    SOCK_REVNAT.get_ptr(key).map(|v| unsafe { *v })
+    }
 }
 
 #[inline(always)]
-fn v4_revnat_insert(
-    cookie: u64,
-    target: u32,
-    port: u16,
-    proto: u8,
-    orig: &SockRevValueOf<u32>,
-) -> bool {
-    let key = SockRevKey {
+fn rev6_key(cookie: u64, target: Ipv6Words, port: u16, proto: u8) -> SockRev6Key {
+    SockRev6Key {
         cookie,
         target_addr_be: target,
         target_port_be: port,
         proto,
         _pad: 0,
-    };
-    SOCK_REVNAT.insert(key, *orig, 0).is_ok()
-}
-
-#[inline(always)]
-fn v4_is_loopback(addr_be: u32) -> bool {
-    addr_be.to_ne_bytes()[0] == 127
+        _pad2: 0,
+    }
 }
 
 impl SockFamily for V4 {
@@ -152,24 +200,6 @@ impl SockFamily for V4 {
     fn store(sa: *mut bpf_sock_addr, addr: u32) {
         // SAFETY: as above; `user_ip4` is writable for these attach types.
         unsafe { (*sa).user_ip4 = addr };
-    }
-    #[inline(always)]
-    fn is_loopback(addr: u32) -> bool {
-        v4_is_loopback(addr)
-    }
-    #[inline(always)]
-    fn revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
-        v4_revnat_get(cookie, target, port, proto)
-    }
-    #[inline(always)]
-    fn revnat_insert(
-        cookie: u64,
-        target: u32,
-        port: u16,
-        proto: u8,
-        orig: &SockRevValueOf<u32>,
-    ) -> bool {
-        v4_revnat_insert(cookie, target, port, proto, orig)
     }
 }
 
@@ -188,24 +218,6 @@ impl SockFamily for V4Mapped {
             [MAPPED_PREFIX[0], MAPPED_PREFIX[1], MAPPED_PREFIX[2], addr],
         );
     }
-    #[inline(always)]
-    fn is_loopback(addr: u32) -> bool {
-        v4_is_loopback(addr)
-    }
-    #[inline(always)]
-    fn revnat_get(cookie: u64, target: u32, port: u16, proto: u8) -> Option<SockRevValueOf<u32>> {
-        v4_revnat_get(cookie, target, port, proto)
-    }
-    #[inline(always)]
-    fn revnat_insert(
-        cookie: u64,
-        target: u32,
-        port: u16,
-        proto: u8,
-        orig: &SockRevValueOf<u32>,
-    ) -> bool {
-        v4_revnat_insert(cookie, target, port, proto, orig)
-    }
 }
 
 impl SockFamily for V6 {
@@ -218,51 +230,6 @@ impl SockFamily for V6 {
     #[inline(always)]
     fn store(sa: *mut bpf_sock_addr, addr: Ipv6Words) {
         store_ip6(sa, addr);
-    }
-    #[inline(always)]
-    fn is_loopback(addr: Ipv6Words) -> bool {
-        addr == [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
-    }
-    #[inline(always)]
-    fn revnat_get(
-        cookie: u64,
-        target: Ipv6Words,
-        port: u16,
-        proto: u8,
-    ) -> Option<SockRevValueOf<Ipv6Words>> {
-        // SAFETY: pointer from a successful lookup; plain integers, copied at once.
-        revnat6()
-            .get_ptr(rev6_key(cookie, target, port, proto))
-            .map(|v| unsafe { *v })
-    }
-    #[inline(always)]
-    fn revnat_insert(
-        cookie: u64,
-        target: Ipv6Words,
-        port: u16,
-        proto: u8,
-        orig: &SockRevValueOf<Ipv6Words>,
-    ) -> bool {
-        revnat6()
-            .insert(rev6_key(cookie, target, port, proto), *orig, 0)
-            .is_ok()
-    }
-}
-
-#[inline(always)]
-fn revnat6() -> &'static LruHashMap<SockRev6Key, SockRevValueOf<Ipv6Words>> {
-    &SOCK_REVNAT6
-}
-
-#[inline(always)]
-fn rev6_key(cookie: u64, target: Ipv6Words, port: u16, proto: u8) -> SockRev6Key {
-    SockRev6Key {
-        cookie,
-        target_addr_be: target,
-        target_port_be: port,
-        proto,
-        _pad: 0,
-        _pad2: 0,
     }
 }
 
@@ -302,7 +269,7 @@ fn restore_inner<S: SockFamily>(
     let sa = ctx.sock_addr;
     let addr = S::load(sa);
     let port = user_port(sa);
-    let Some(orig) = S::revnat_get(socket_cookie(ctx), addr, port, proto) else {
+    let Some(orig) = S::F::revnat_get(socket_cookie(ctx), addr, port, proto) else {
         return SockVerdict::PassNotTranslated;
     };
     S::store(sa, orig.orig_addr_be);
@@ -321,7 +288,7 @@ fn translate_inner<S: SockFamily>(ctx: &SockAddrContext, call: Call) -> SockVerd
     let sa = ctx.sock_addr;
     let addr = S::load(sa);
     let port = user_port(sa);
-    if !S::is_loopback(addr) && <S::F as Family>::host_addrs().get_ptr(addr).is_none() {
+    if !S::F::is_loopback(addr) && S::F::host_addrs().get_ptr(addr).is_none() {
         return SockVerdict::PassNotLocal;
     }
     let Some(fwd) = lookup_forward::<S::F>(addr, port, proto) else {
@@ -332,7 +299,7 @@ fn translate_inner<S: SockFamily>(ctx: &SockAddrContext, call: Call) -> SockVerd
         orig_port_be: port,
         _pad: 0,
     };
-    let stored = S::revnat_insert(
+    let stored = S::F::revnat_insert(
         socket_cookie(ctx),
         fwd.target_addr_be,
         fwd.target_port_be,

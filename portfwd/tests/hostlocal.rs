@@ -82,6 +82,22 @@ fn host_tcp(lab: &Lab, to: SocketAddr, line: &str) -> (SocketAddr, String) {
     })
 }
 
+/// A connected UDP socket in the host namespace sends `line` to `to`; returns what `getpeername`
+/// says, the reply's source (`recvfrom`) and the reply.
+fn host_udp_connected(lab: &Lab, to: SocketAddr, line: &str) -> (SocketAddr, SocketAddr, String) {
+    lab.host().run(|| {
+        let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = UdpSocket::bind(any).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.connect(to).unwrap();
+        s.send(format!("{line}\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
+        (s.peer_addr().unwrap(), from, text)
+    })
+}
+
 /// The only processes in the host namespace are the daemon itself: no proxy.
 fn assert_no_proxy(lab: &Lab, d: &Daemon) {
     let pids = support::processes_in(lab.host());
@@ -164,16 +180,7 @@ fn host_udp_connected_and_unconnected_sees_replies_from_the_published_address() 
         );
 
         // Connected: connect/send, then recvfrom and getpeername.
-        let (peer, from, reply) = lab.host().run(|| {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.set_read_timeout(Some(T)).unwrap();
-            s.connect(to).unwrap();
-            s.send(b"connected\n").unwrap();
-            let mut buf = [0u8; 512];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
-            (s.peer_addr().unwrap(), from, text)
-        });
+        let (peer, from, reply) = host_udp_connected(&lab, to, "connected");
         assert_eq!(peer, to, "getpeername");
         assert_eq!(from, to, "the reply's source");
         assert!(reply.ends_with("connected"), "{reply}");
@@ -548,16 +555,7 @@ fn host_ipv6_tcp_and_udp_reach_the_container_through_the_socket_hooks() {
         let reply = lab::udp_request(lab.host(), to, "unconnected6", T)
             .unwrap_or_else(|e| panic!("{to}: {e:#}"));
         assert!(reply.ends_with("unconnected6"), "{reply}");
-        let (peer, from, reply) = lab.host().run(|| {
-            let s = UdpSocket::bind("[::]:0").unwrap();
-            s.set_read_timeout(Some(T)).unwrap();
-            s.connect(to).unwrap();
-            s.send(b"connected6\n").unwrap();
-            let mut buf = [0u8; 512];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
-            (s.peer_addr().unwrap(), from, text)
-        });
+        let (peer, from, reply) = host_udp_connected(&lab, to, "connected6");
         assert_eq!(peer, to, "getpeername");
         assert_eq!(from, to, "the reply's source");
         assert!(reply.ends_with("connected6"), "{reply}");
