@@ -37,6 +37,7 @@ use crate::{cmd, setup};
 use plan::{Availability, Case, Settings, System};
 use results::{Outcome, Results, Runs, State};
 use testbed::{Env, Testbed};
+use udp::Generator;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,6 +60,10 @@ pub struct Args {
     /// Skip `cargo xtask setup` and `cargo build --release -p portfwd`
     #[arg(long)]
     pub no_build: bool,
+    /// What sends the UDP load: `xdp` (XDP live frames from the kernel, like a NIC's receive
+    /// path) or `trafgen` (AF_PACKET TX ring, copied at the veth)
+    #[arg(long, value_name = "NAME", default_value = "xdp", value_parser = ["xdp", "trafgen"])]
+    pub generator: String,
     /// Where results.json, report.md and chart.svg go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -87,6 +92,16 @@ pub fn run(args: Args) -> Result<()> {
                 setup::run()?;
                 cmd::banner("build");
                 cmd::run(cmd::cargo().args(["build", "--release", "--package", "portfwd"]))?;
+                if args.generator == "xdp" {
+                    cmd::run(cmd::cargo().args([
+                        "build",
+                        "--release",
+                        "--package",
+                        "portfwd",
+                        "--example",
+                        "pktgen",
+                    ]))?;
+                }
             }
             root.join("target/release/portfwd")
         }
@@ -97,7 +112,19 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let generator = if args.generator == "xdp" {
+        let pktgen = root.join("target/release/examples/pktgen");
+        ensure!(
+            pktgen.is_file(),
+            "no packet generator at {} (cargo build --release -p portfwd --example pktgen)",
+            pktgen.display()
+        );
+        Generator::Xdp { pktgen }
+    } else {
+        Generator::Trafgen
+    };
     let env = Env {
+        generator,
         xdp: portfwd::xdp_support(&bin),
         portfwd: bin,
         workdir: std::env::temp_dir().join(format!("portfwd-bench-{}", std::process::id())),
@@ -182,6 +209,7 @@ pub fn run(args: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&env.workdir);
 
     let info = report::RunInfo {
+        generator: env.generator.name(),
         machine,
         settings: settings.clone(),
         xdp: env.xdp.clone(),

@@ -143,7 +143,7 @@ impl Case {
     pub fn describe(self) -> String {
         match self {
             Case::Udp { flows, forwards } => format!(
-                "64-byte UDP frames (trafgen), {}, {forwards} forward{}; packets per second \
+                "64-byte UDP frames, {}, {forwards} forward{}; packets per second \
                  delivered to the container",
                 match flows {
                     Flows::One => "one flow",

@@ -20,6 +20,8 @@ pub struct RunInfo {
     pub load_after: String,
     pub elapsed: Duration,
     pub command: String,
+    /// What sent the UDP load: `xdp` or `trafgen` (see `udp.rs`).
+    pub generator: &'static str,
 }
 
 /// A table rendered either as aligned text or as markdown.
@@ -399,6 +401,7 @@ pub fn json(results: &Results, info: &RunInfo) -> serde_json::Value {
             "udp_window_s": info.settings.udp_window.as_secs_f64(),
             "stream_s": info.settings.stream_secs,
             "rr_window_s": info.settings.rr_window.as_secs_f64(),
+            "udp_generator": info.generator,
             "elapsed_s": info.elapsed.as_secs_f64(),
             "load_before": info.load_before,
             "load_after": info.load_after,
@@ -474,10 +477,10 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
            172.17.0.2. Every system publishes host port {PUBLISHED_PORT} (UDP: to 172.17.0.2:9; \
            iperf3: to :5201; request/response: to the line-echo server on :3000). A fresh lab \
            per run of each case, and `conntrack -F` in the host before the load.\n\
-         - UDP: `trafgen` in the client namespace on its `eth0`, one process per CPU, 64-byte \
-           frames (60 without FCS) addressed to the host's MAC; unique flows draw a random \
-           source address in {UNIQUE_SRC_NET} (routed back to the client by the host) and a \
-           random source port for every packet. Bounded by `--num` and `timeout -s KILL`. \
+         - UDP, generator `{generator}`: 64-byte frames (60 without FCS) addressed to the \
+           host's MAC. {generator_text} Unique flows draw a random source address in {UNIQUE_SRC_NET} (routed \
+           back to the client by the host) and a random source port for every packet. Bounded \
+           by a packet count and `timeout -s KILL`. \
            After the first packet arrives and a {:.1} s warm-up, the container's `eth0` \
            `rx_packets` is read at both ends of a {:.1} s window (from a thread inside the \
            namespace, via `/proc/thread-self/net/dev`). The container drops UDP at its tc \
@@ -507,7 +510,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         s.udp_window.as_secs_f64(),
         s.stream_secs,
         s.rr_window.as_secs_f64(),
-        s.rr_window.as_secs_f64()
+        s.rr_window.as_secs_f64(),
+        generator = info.generator,
+        generator_text = generator_text(info.generator),
     );
 
     let mut notes = String::new();
@@ -533,13 +538,32 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
     }
     let _ = write!(
         out,
-        "\n## Reproduce\n\n```sh\nsudo cargo xtask bench{}        # builds target/release/portfwd first\n```\n\n\
+        "\n## Reproduce\n\n```sh\nsudo cargo xtask bench{}{}        # builds target/release/portfwd first\n```\n\n\
          Tools: trafgen ({}), {}, iptables, nft, socat, conntrack.\n",
         if s.quick { " --quick" } else { "" },
+        if info.generator == "xdp" {
+            ""
+        } else {
+            " --generator trafgen"
+        },
         m.trafgen,
         m.iperf3
     );
     out
+}
+
+/// How the Method section describes the UDP generator.
+fn generator_text(generator: &str) -> &'static str {
+    if generator == "xdp" {
+        "The kernel sends the frames out of the client's `eth0` (an XDP program run by \
+         BPF_PROG_TEST_RUN in live-frames mode, `portfwd/examples/pktgen.rs`, one thread per \
+         CPU); they reach the host's `eth0` through its NAPI poll as linear buffers, as a NIC \
+         driver hands them over (the bench turns GRO on there, which gives the veth a NAPI \
+         instance, and gives it a receive queue per CPU)."
+    } else {
+        "`trafgen` in the client namespace on its `eth0` (an AF_PACKET TX ring), one process \
+         per CPU; the kernel copies each ring frame when it crosses the veth."
+    }
 }
 
 #[cfg(test)]
@@ -604,6 +628,7 @@ mod tests {
             load_after: "0.40 0.50 0.60".into(),
             elapsed: Duration::from_secs(42),
             command: "cargo xtask bench --quick".into(),
+            generator: "xdp",
         };
         (Results { outcomes }, info)
     }

@@ -26,6 +26,7 @@ use super::netfilter;
 use super::plan::{Case, Forward, Proto, System};
 use super::portfwd::Daemon;
 use super::probe;
+use super::udp::Generator;
 
 /// The host port every system publishes (the measured forward).
 pub const PUBLISHED_PORT: u16 = 8080;
@@ -65,6 +66,8 @@ pub struct Env {
     pub xdp: Result<(), String>,
     /// Where config files and logs go (one subdirectory per lab).
     pub workdir: PathBuf,
+    /// What sends the UDP load.
+    pub generator: Generator,
 }
 
 /// A lab set up for one system and one case.
@@ -76,6 +79,7 @@ pub struct Testbed {
     pub container: Container,
     /// Where the client sends: the published port on the host, or the container for `routing`.
     pub dst: SocketAddrV4,
+    pub generator: Generator,
     system: System,
     dir: PathBuf,
 }
@@ -92,6 +96,7 @@ impl Testbed {
             lab,
             dst: SocketAddrV4::new(Lab::HOST_ADDR, PUBLISHED_PORT),
             container,
+            generator: env.generator.clone(),
             system,
             dir,
         };
@@ -115,6 +120,20 @@ impl Testbed {
         let (proto, target_port) = match case {
             Case::Udp { .. } => {
                 tc_cbpf(&self.lab, &cns, Lab::ETH, DROP_UDP_CBPF)?;
+                if let Generator::Xdp { .. } = self.generator {
+                    // Frames sent by XDP into a veth need a NAPI instance on the receiving side
+                    // (GRO on gives it one; without, they are dropped silently), and a receive
+                    // queue per CPU lets each sending CPU's frames be polled on that CPU.
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    sh(
+                        &self.lab,
+                        &host,
+                        &format!(
+                            "ethtool -L {eth} rx {cpus} tx {cpus} && ethtool -K {eth} gro on",
+                            eth = Lab::ETH
+                        ),
+                    )?;
+                }
                 (Proto::Udp, UDP_SINK_PORT)
             }
             Case::TcpStream => {

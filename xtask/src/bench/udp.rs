@@ -1,16 +1,25 @@
-//! The UDP load: trafgen in the client namespace sending 64-byte frames to the published port,
-//! and what reaches the container.
+//! The UDP load: 64-byte frames from the client namespace to the published port, and what
+//! reaches the container.
 //!
-//! trafgen writes the frames straight into the client's veth (an AF_PACKET TX ring), one process
-//! per CPU. Each frame crosses the host in the softirq of the sending CPU, so packets per second
+//! Two generators, both sending out of the client's veth with the frames addressed to the host:
+//! - `xdp` (the default): `portfwd/examples/pktgen.rs`, an XDP program run by the kernel in
+//!   BPF_PROG_TEST_RUN's live-frames mode, one thread per CPU. The frames reach the host's veth
+//!   through its NAPI poll as single linear buffers, the way a NIC driver hands them over; the
+//!   bench turns GRO on (which gives the veth a NAPI instance) and gives it a receive queue per CPU.
+//! - `trafgen`: an AF_PACKET TX ring, one process per CPU. The kernel copies every ring frame
+//!   into fresh pages when it crosses the veth (`skb_copy_ubufs`), which makes the generator
+//!   the larger part of the cost per packet and compresses every ratio between systems.
+//!
+//! Either way each frame crosses the host in the softirq of the sending CPU, so packets per second
 //! measure the whole path's cost per packet: generator, host (the system under test), container.
 //!
-//! A run: start trafgen (bounded by `-n COUNT` and `timeout -s KILL`), wait for the first packet
-//! at the sink, let it warm up, then read the sink's `rx_packets` and `/proc/stat` at both ends of
-//! the window; stop trafgen; for portfwd, read its verdict counters.
+//! A run: start the generator (bounded by a packet count and `timeout -s KILL`), wait for the
+//! first packet at the sink, let it warm up, then read the sink's `rx_packets` and `/proc/stat`
+//! at both ends of the window; stop the generator; for portfwd, read its verdict counters.
 
 use std::fmt::Write as _;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +39,27 @@ const ONE_FLOW_SPORT: u16 = 40_000;
 const MAX_PPS: u64 = 6_000_000;
 /// How long the first packet may take to reach the sink.
 const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The unique flows' source network, as the pktgen generator takes it (any address in the /16).
+const UNIQUE_SRC: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+
+/// What sends the UDP load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generator {
+    /// XDP live frames: the pktgen example binary.
+    Xdp { pktgen: PathBuf },
+    /// trafgen's AF_PACKET TX ring.
+    Trafgen,
+}
+
+impl Generator {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Generator::Xdp { .. } => "xdp",
+            Generator::Trafgen => "trafgen",
+        }
+    }
+}
 
 /// What one UDP run measured.
 #[derive(Debug, Clone)]
@@ -102,15 +132,16 @@ pub fn trafgen_config(dmac: [u8; 6], smac: [u8; 6], flows: Flows, dst: SocketAdd
     s
 }
 
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
 /// One UDP run on a testbed that is set up (and is dropped by the caller afterwards).
 pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSample> {
     let client = tb.lab.client().clone();
     let host = tb.lab.host().clone();
     let dmac = tb.mac(&host)?;
     let smac = tb.mac(&client)?;
-    let config = trafgen_config(dmac, smac, flows, tb.dst);
-    let cfg_path = tb.dir().join("trafgen.cfg");
-    std::fs::write(&cfg_path, config).with_context(|| format!("writing {}", cfg_path.display()))?;
 
     let (sink_ns, sink_if) = tb.sink();
     let sink_ns = sink_ns.clone();
@@ -120,17 +151,48 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
     let limit =
         FIRST_PACKET_TIMEOUT + settings.udp_warmup + settings.udp_window + Duration::from_secs(2);
     let count = MAX_PPS * limit.as_secs().max(1);
+    let secs = limit.as_secs().max(1).to_string();
     let mut cmd = Command::new("timeout");
-    cmd.args(["-s", "KILL", &limit.as_secs().max(1).to_string()])
-        .args(["trafgen", "--dev", Lab::ETH, "--conf"])
-        .arg(&cfg_path)
-        .args(["--num", &count.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args(["-s", "KILL", &secs]);
+    match &tb.generator {
+        Generator::Xdp { pktgen } => {
+            let (src, sport) = match flows {
+                Flows::One => (Lab::CLIENT_ADDR, ONE_FLOW_SPORT),
+                Flows::Unique => (UNIQUE_SRC, 0),
+            };
+            cmd.arg(pktgen)
+                .args(["--dev", Lab::ETH, "--dst-mac", &mac_text(dmac)])
+                .args(["--src-mac", &mac_text(smac), "--src", &src.to_string()])
+                .args(["--sport", &sport.to_string(), "--dst", &tb.dst.to_string()])
+                .args(["--seconds", &secs, "--count", &count.to_string()]);
+            if flows == Flows::Unique {
+                cmd.arg("--unique");
+            }
+        }
+        Generator::Trafgen => {
+            let config = trafgen_config(dmac, smac, flows, tb.dst);
+            let cfg_path = tb.dir().join("trafgen.cfg");
+            std::fs::write(&cfg_path, config)
+                .with_context(|| format!("writing {}", cfg_path.display()))?;
+            cmd.args(["trafgen", "--dev", Lab::ETH, "--conf"])
+                .arg(&cfg_path)
+                .args(["--num", &count.to_string()]);
+        }
+    }
+    let log_path = tb.dir().join("generator.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    cmd.stdout(Stdio::null()).stderr(log);
     let pid = tb.lab.spawn(&client, &mut cmd)?;
     let result = measure(tb, &sink_ns, sink_if, start_count, settings);
     tb.stop_load(pid);
-    let (mpps, cpu_ns_per_packet) = result?;
+    let (mpps, cpu_ns_per_packet) =
+        result.map_err(|e| match std::fs::read_to_string(&log_path) {
+            Ok(log) if !log.trim().is_empty() => {
+                e.context(format!("the generator said: {}", log.trim()))
+            }
+            _ => e,
+        })?;
     let in_window = (mpps * 1e6 * settings.udp_window.as_secs_f64()).round() as u64;
 
     // Let the last frames drain, then count them all.
@@ -180,7 +242,7 @@ fn measure(
                 .unwrap_or_default();
             bail!(
                 "no packet reached {sink_if} in {sink_ns} within {FIRST_PACKET_TIMEOUT:?} of \
-                 starting trafgen{hint}"
+                 starting the generator{hint}"
             );
         }
         std::thread::sleep(Duration::from_millis(20));

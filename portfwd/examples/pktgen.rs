@@ -1,0 +1,363 @@
+//! The packet generator of `cargo xtask bench`: 64-byte UDP frames out of a veth, sent by the
+//! kernel itself (XDP live frames, see `portfwd-ebpf/src/bin/pktgen.rs`).
+//!
+//! ```text
+//! pktgen --dev eth0 --dst-mac 02:.. --src-mac 02:.. --src 10.77.0.2 --dst 10.77.0.1:8080 \
+//!        [--unique] --seconds 8 --count 40000000
+//! ```
+//!
+//! Runs in the namespace of `--dev` (the bench starts it with `ip netns exec`), one thread per
+//! CPU, each pinned to its CPU. It stops after `--seconds` or once `--count` frames are sent,
+//! whichever comes first, and prints the number of frames sent. With `--unique` every frame has a
+//! random source address in the /16 of `--src` and a random source port.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::{
+    EbpfLoader,
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+};
+use clap::Parser;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portfwd-pktgen"));
+
+/// Frame length without the FCS: 64 bytes on the wire.
+const FRAME_LEN: usize = 60;
+/// Ethernet, IPv4 and UDP headers: what the program writes into every frame.
+const HEADERS_LEN: usize = 42;
+/// Frames per BPF_PROG_TEST_RUN call: about a tenth of a second at the rates seen here, so the
+/// time limit is checked often.
+const REPEAT: u32 = 100_000;
+/// Frames the kernel transmits per batch (the kernel's default and maximum is 64 and 256).
+const BATCH: u32 = 64;
+
+#[derive(Parser)]
+struct Args {
+    /// The device to send out of (in this process's namespace).
+    #[arg(long)]
+    dev: String,
+    #[arg(long, value_parser = parse_mac)]
+    dst_mac: [u8; 6],
+    #[arg(long, value_parser = parse_mac)]
+    src_mac: [u8; 6],
+    /// Source address (with --unique, its /16 is used).
+    #[arg(long)]
+    src: Ipv4Addr,
+    /// Source port of the one flow.
+    #[arg(long, default_value_t = 40_000)]
+    sport: u16,
+    #[arg(long)]
+    dst: SocketAddrV4,
+    /// A random source address and port for every frame.
+    #[arg(long)]
+    unique: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: u64,
+    /// Stop after about this many frames (checked every 100,000 frames per CPU).
+    #[arg(long)]
+    count: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let frame = build_frame(&args);
+    let mut ebpf = load(&frame, args.unique)?;
+    let prog: &Xdp = program(&mut ebpf)?;
+
+    let ifindex = nix_ifindex(&args.dev)?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let sent = AtomicU64::new(0);
+    let per_cpu = args.count.div_ceil(cpus as u64);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                let (frame, ctx, sent) = (&frame, &ctx, &sent);
+                s.spawn(move || -> Result<()> {
+                    pin_to(cpu)?;
+                    let mut mine = 0u64;
+                    while mine < per_cpu && Instant::now() < deadline {
+                        let opts = TestRunOptions {
+                            data_in: Some(frame),
+                            ctx_in: Some(ctx),
+                            repeat: REPEAT,
+                            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                            ..TestRunOptions::new()
+                        };
+                        prog.test_run(opts)
+                            .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+                        mine += u64::from(REPEAT);
+                        sent.fetch_add(u64::from(REPEAT), Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+        }
+        Ok(())
+    })?;
+    println!("{}", sent.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// Loads and verifies the generator for `frame` (checksums set): its header template, and the
+/// bases of the checksums the program fixes for unique flows.
+fn load(frame: &[u8; FRAME_LEN], unique: bool) -> Result<aya::Ebpf> {
+    let mut frame = *frame;
+    if unique {
+        // The program fills these in and fixes the checksums from the ones computed here.
+        frame[28..30].fill(0);
+        frame[34..36].fill(0);
+        set_checksums(&mut frame);
+    }
+    // The header template, in frame order: the first HEADERS_LEN bytes of the frame, then zeros.
+    let mut template = [0u8; 48];
+    template[..HEADERS_LEN].copy_from_slice(&frame[..HEADERS_LEN]);
+    let mut headers = [0u64; 6];
+    for (word, chunk) in headers.iter_mut().zip(template.chunks_exact(8)) {
+        *word = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunks"));
+    }
+    let unique = u32::from(unique);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("UNIQUE", &unique, true)
+        .override_global("HEADERS", &headers, true)
+        .load(OBJECT)
+        .context("loading the generator program")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("portfwd_pktgen")
+        .context("no generator program in the object")?
+        .try_into()?;
+    prog.load().context("verifying the generator program")?;
+    Ok(ebpf)
+}
+
+fn program(ebpf: &mut aya::Ebpf) -> Result<&Xdp> {
+    let prog: &Xdp = ebpf
+        .program("portfwd_pktgen")
+        .context("no generator program in the object")?
+        .try_into()?;
+    Ok(prog)
+}
+
+/// Ethernet, IPv4 (DF, TTL 64), UDP, zero payload: 60 bytes, checksums set.
+fn build_frame(a: &Args) -> [u8; FRAME_LEN] {
+    let mut f = [0u8; FRAME_LEN];
+    f[0..6].copy_from_slice(&a.dst_mac);
+    f[6..12].copy_from_slice(&a.src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((FRAME_LEN - 14) as u16).to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&a.src.octets());
+    ip[16..20].copy_from_slice(&a.dst.ip().octets());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&a.sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&a.dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&((FRAME_LEN - 34) as u16).to_be_bytes());
+    set_checksums(&mut f);
+    f
+}
+
+/// Computes the IPv4 header and UDP checksums of `f` in place.
+fn set_checksums(f: &mut [u8; FRAME_LEN]) {
+    f[24..26].fill(0);
+    let ip = fold(sum(&f[14..34]));
+    f[24..26].copy_from_slice(&ip.to_be_bytes());
+    f[40..42].fill(0);
+    let udp_len = (FRAME_LEN - 34) as u32;
+    let pseudo = sum(&f[26..34]) + 17 + udp_len;
+    let udp = match fold(pseudo + sum(&f[34..])) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[40..42].copy_from_slice(&udp.to_be_bytes());
+}
+
+/// The one's complement sum of `b` as 16-bit words.
+fn sum(b: &[u8]) -> u32 {
+    b.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("not a MAC address: {s}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("not a MAC address: {s}"))
+}
+
+fn nix_ifindex(dev: &str) -> Result<u32> {
+    let name = std::ffi::CString::new(dev).with_context(|| format!("bad device name {dev}"))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    ensure!(
+        index != 0,
+        "no device {dev}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(index)
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
+    // and write that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The program run once per frame with BPF_PROG_TEST_RUN in its ordinary mode, which returns the
+/// frame as the program left it: the same kernel and program as the bench, without sending.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(unique: bool) -> Args {
+        Args::parse_from(
+            [
+                "pktgen",
+                "--dev",
+                "eth0",
+                "--dst-mac",
+                "02:00:00:00:00:01",
+                "--src-mac",
+                "02:00:00:00:00:02",
+                "--src",
+                "10.78.0.1",
+                "--dst",
+                "10.77.0.1:8080",
+                "--seconds",
+                "1",
+                "--count",
+                "1",
+            ]
+            .into_iter()
+            .chain(unique.then_some("--unique")),
+        )
+    }
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "the generator tests load eBPF and need root; under CI=true they must run"
+        );
+        eprintln!("SKIPPED: the generator tests load eBPF and need root");
+        false
+    }
+
+    /// Runs the program on `input`; returns its action and the frame it left.
+    fn run(ebpf: &mut aya::Ebpf, input: &[u8; FRAME_LEN]) -> (u32, [u8; FRAME_LEN]) {
+        let mut out = [0u8; FRAME_LEN];
+        let result = program(ebpf)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .unwrap();
+        (result.return_value, out)
+    }
+
+    const XDP_TX: u32 = 3;
+
+    fn checksums_hold(f: &[u8; FRAME_LEN]) -> bool {
+        let ip = fold(sum(&f[14..34])) == 0;
+        let pseudo = sum(&f[26..34]) + 17 + (FRAME_LEN - 34) as u32;
+        ip && fold(pseudo + sum(&f[34..])) == 0
+    }
+
+    #[test]
+    fn the_frame_built_here_has_valid_checksums() {
+        assert!(checksums_hold(&build_frame(&args(false))));
+        let mut broken = build_frame(&args(false));
+        broken[30] ^= 1;
+        assert!(!checksums_hold(&broken));
+    }
+
+    /// What the frame crossed may have rewritten it (NAT, TTL, MACs) before its page came back:
+    /// the program restores every header byte.
+    #[test]
+    fn one_flow_frames_are_restored_whatever_they_were() {
+        if !root() {
+            return;
+        }
+        let frame = build_frame(&args(false));
+        let mut ebpf = load(&frame, false).unwrap();
+        let mut rewritten = frame;
+        rewritten[..HEADERS_LEN].iter_mut().for_each(|b| *b = !*b);
+        for input in [frame, rewritten] {
+            let (action, out) = run(&mut ebpf, &input);
+            assert_eq!(action, XDP_TX);
+            assert_eq!(out, frame);
+        }
+    }
+
+    #[test]
+    fn unique_frames_vary_source_and_keep_checksums_valid() {
+        if !root() {
+            return;
+        }
+        let a = args(true);
+        let frame = build_frame(&a);
+        let mut ebpf = load(&frame, true).unwrap();
+        let mut sources = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let (action, out) = run(&mut ebpf, &frame);
+            assert_eq!(action, XDP_TX);
+            assert!(checksums_hold(&out), "bad checksum in {out:02x?}");
+            let sport = u16::from_be_bytes([out[34], out[35]]);
+            assert!(sport >= 1024, "source port {sport}");
+            assert_eq!(out[..24], frame[..24], "MACs or IP header changed");
+            assert_eq!(out[26..28], frame[26..28], "source /16 changed");
+            assert_eq!(out[30..34], frame[30..34], "destination changed");
+            assert_eq!(
+                out[36..40],
+                frame[36..40],
+                "destination port or length changed"
+            );
+            sources.insert(out[28..36].to_vec());
+        }
+        assert!(
+            sources.len() > 190,
+            "only {} distinct sources",
+            sources.len()
+        );
+    }
+}
