@@ -369,6 +369,16 @@ fn xdp_mode_puts_native_xdp_in_front_of_tc() {
         .find(|i| i["name"] == "eth0")
         .expect("eth0 attached");
     assert_eq!(eth0["attach"], "xdp+tc", "{status}");
+    // The forwarded connection is a flow, and the count agrees with the flow tables' rows.
+    let flow_rows: u64 = status["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "PF_FLOWS" || m["name"] == "PF_FLOWS6")
+        .map(|m| m["entries"].as_u64().unwrap())
+        .sum();
+    assert!(status["flows"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["flows"].as_u64().unwrap(), flow_rows, "{status}");
     // Not on the container's host-side veth, which exposes nothing: XDP there would only
     // convert frames for tc and cost GRO.
     let veth = status["interfaces"]

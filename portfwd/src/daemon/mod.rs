@@ -446,7 +446,9 @@ impl State {
             Ok((all, by_hook))
         });
         let (verdicts, verdicts_by_hook) = counters?;
-        let maps = self
+        // One walk of each table: with a full flow table that is a system call per entry, and
+        // every metrics scrape asks for this.
+        let maps: Vec<MapFill> = self
             .dp
             .maps
             .fill(self.forwards.len() as u64)?
@@ -457,6 +459,11 @@ impl State {
                 max_entries,
             })
             .collect();
+        let flows = maps
+            .iter()
+            .filter(|m| crate::dataplane::Maps::is_flow_map(&m.name))
+            .map(|m| m.entries as usize)
+            .sum();
         Ok(api::Status {
             config: self.config_path.clone(),
             interfaces: self
@@ -473,7 +480,7 @@ impl State {
                 .collect(),
             host_addresses: self.host_addrs.iter().map(|a| a.to_string()).collect(),
             forwards: self.forwards.len(),
-            flows: self.dp.maps.flow_count(),
+            flows,
             verdicts: verdicts
                 .into_iter()
                 .map(|(r, packets)| VerdictCount {

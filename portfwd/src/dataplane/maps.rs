@@ -656,10 +656,10 @@ impl Maps {
         self.family::<A>().flows.get(key, 0).ok()
     }
 
-    /// Number of live flows of both families (walks the tables; for status output, not for
-    /// hot paths).
-    pub fn flow_count(&self) -> usize {
-        self.v4.flow_count() + self.v6.flow_count()
+    /// Whether `name` is one of the flow tables in [`Maps::fill`]'s rows: the flow count can be
+    /// summed from those rows instead of walking the tables a second time.
+    pub fn is_flow_map(name: &str) -> bool {
+        name == <u32 as MapAddr>::MAPS[3] || name == <Ipv6Words as MapAddr>::MAPS[3]
     }
 
     fn family<A: MapAddr>(&self) -> &FamilyMaps<A> {
