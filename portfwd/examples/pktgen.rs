@@ -64,7 +64,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let frame = build_frame(&args);
+    let frame = template(&args);
     let mut ebpf = load(&frame, args.unique)?;
     let prog: &Xdp = program(&mut ebpf)?;
 
@@ -112,21 +112,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Loads and verifies the generator for `frame` (checksums set): its header template, and the
-/// bases of the checksums the program fixes for unique flows.
+/// Loads and verifies the generator, which writes `frame`'s headers into every frame (and with
+/// `unique`, fills in the source fields and fixes the checksums, see [`template`]).
 fn load(frame: &[u8; FRAME_LEN], unique: bool) -> Result<aya::Ebpf> {
-    let mut frame = *frame;
-    if unique {
-        // The program fills these in and fixes the checksums from the ones computed here.
-        frame[28..30].fill(0);
-        frame[34..36].fill(0);
-        set_checksums(&mut frame);
-    }
     // The header template, in frame order: the first HEADERS_LEN bytes of the frame, then zeros.
-    let mut template = [0u8; 48];
-    template[..HEADERS_LEN].copy_from_slice(&frame[..HEADERS_LEN]);
+    let mut bytes = [0u8; 48];
+    bytes[..HEADERS_LEN].copy_from_slice(&frame[..HEADERS_LEN]);
     let mut headers = [0u64; 6];
-    for (word, chunk) in headers.iter_mut().zip(template.chunks_exact(8)) {
+    for (word, chunk) in headers.iter_mut().zip(bytes.chunks_exact(8)) {
         *word = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunks"));
     }
     let unique = u32::from(unique);
@@ -151,55 +144,28 @@ fn program(ebpf: &mut aya::Ebpf) -> Result<&Xdp> {
     Ok(prog)
 }
 
-/// Ethernet, IPv4 (DF, TTL 64), UDP, zero payload: 60 bytes, checksums set.
-fn build_frame(a: &Args) -> [u8; FRAME_LEN] {
-    let mut f = [0u8; FRAME_LEN];
-    f[0..6].copy_from_slice(&a.dst_mac);
-    f[6..12].copy_from_slice(&a.src_mac);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((FRAME_LEN - 14) as u16).to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&a.src.octets());
-    ip[16..20].copy_from_slice(&a.dst.ip().octets());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&a.sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&a.dst.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&((FRAME_LEN - 34) as u16).to_be_bytes());
-    set_checksums(&mut f);
-    f
-}
-
-/// Computes the IPv4 header and UDP checksums of `f` in place.
-fn set_checksums(f: &mut [u8; FRAME_LEN]) {
-    f[24..26].fill(0);
-    let ip = fold(sum(&f[14..34]));
-    f[24..26].copy_from_slice(&ip.to_be_bytes());
-    f[40..42].fill(0);
-    let udp_len = (FRAME_LEN - 34) as u32;
-    let pseudo = sum(&f[26..34]) + 17 + udp_len;
-    let udp = match fold(pseudo + sum(&f[34..])) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[40..42].copy_from_slice(&udp.to_be_bytes());
-}
-
-/// The one's complement sum of `b` as 16-bit words.
-fn sum(b: &[u8]) -> u32 {
-    b.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
+/// The frame the program starts from. With `--unique` the fields it fills in (the last two bytes
+/// of the source address, the source port) are zero, so that the checksums are its bases.
+fn template(a: &Args) -> [u8; FRAME_LEN] {
+    if a.unique {
+        let [s0, s1, ..] = a.src.octets();
+        build_frame(a, Ipv4Addr::new(s0, s1, 0, 0), 0)
+    } else {
+        build_frame(a, a.src, a.sport)
     }
-    !(s as u16)
+}
+
+/// Ethernet, IPv4 (DF, TTL 64), UDP from `src:sport` to `--dst`, zero payload: 60 bytes, with
+/// both checksums (etherparse computes them).
+fn build_frame(a: &Args, src: Ipv4Addr, sport: u16) -> [u8; FRAME_LEN] {
+    let builder = etherparse::PacketBuilder::ethernet2(a.src_mac, a.dst_mac)
+        .ipv4(src.octets(), a.dst.ip().octets(), 64)
+        .udp(sport, a.dst.port());
+    let mut frame = [0u8; FRAME_LEN];
+    builder
+        .write(&mut &mut frame[..], &[0u8; FRAME_LEN - HEADERS_LEN])
+        .expect("a 60-byte frame fits");
+    frame
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -297,18 +263,20 @@ mod tests {
 
     const XDP_TX: u32 = 3;
 
+    /// Both checksums of `f` as etherparse computes them equal the ones in the frame.
     fn checksums_hold(f: &[u8; FRAME_LEN]) -> bool {
-        let ip = fold(sum(&f[14..34])) == 0;
-        let pseudo = sum(&f[26..34]) + 17 + (FRAME_LEN - 34) as u32;
-        ip && fold(pseudo + sum(&f[34..])) == 0
+        let (ip, rest) = etherparse::Ipv4Header::from_slice(&f[14..]).unwrap();
+        let (udp, payload) = etherparse::UdpHeader::from_slice(rest).unwrap();
+        ip.header_checksum == ip.calc_header_checksum()
+            && udp.checksum == udp.calc_checksum_ipv4(&ip, payload).unwrap()
     }
 
     #[test]
-    fn the_frame_built_here_has_valid_checksums() {
-        assert!(checksums_hold(&build_frame(&args(false))));
-        let mut broken = build_frame(&args(false));
-        broken[30] ^= 1;
-        assert!(!checksums_hold(&broken));
+    fn checksums_are_checked() {
+        let mut frame = template(&args(false));
+        assert!(checksums_hold(&frame));
+        frame[30] ^= 1;
+        assert!(!checksums_hold(&frame));
     }
 
     /// What the frame crossed may have rewritten it (NAT, TTL, MACs) before its page came back:
@@ -318,7 +286,7 @@ mod tests {
         if !root() {
             return;
         }
-        let frame = build_frame(&args(false));
+        let frame = template(&args(false));
         let mut ebpf = load(&frame, false).unwrap();
         let mut rewritten = frame;
         rewritten[..HEADERS_LEN].iter_mut().for_each(|b| *b = !*b);
@@ -334,8 +302,7 @@ mod tests {
         if !root() {
             return;
         }
-        let a = args(true);
-        let frame = build_frame(&a);
+        let frame = template(&args(true));
         let mut ebpf = load(&frame, true).unwrap();
         let mut sources = std::collections::HashSet::new();
         for _ in 0..200 {

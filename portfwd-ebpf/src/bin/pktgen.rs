@@ -21,6 +21,7 @@
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext,
 };
+use portfwd_common::checksum::{replace16, udp_replace16};
 
 /// Set by the loader: non-zero for unique flows.
 #[unsafe(no_mangle)]
@@ -62,17 +63,15 @@ pub fn portfwd_pktgen(ctx: XdpContext) -> u32 {
     if unique == 0 {
         return xdp_action::XDP_TX;
     }
-    let ip_base = u32::from(u16::from_be_bytes(byte_pair(&headers, IP_CSUM)));
-    let udp_base = u32::from(u16::from_be_bytes(byte_pair(&headers, UDP_CSUM)));
+    let ip_base = u16::from_be_bytes(byte_pair(&headers, IP_CSUM));
+    let udp_base = u16::from_be_bytes(byte_pair(&headers, UDP_CSUM));
     // SAFETY: helper without arguments.
     let r = unsafe { bpf_get_prandom_u32() };
-    let addr_lo = r & 0xffff;
-    let port = (r >> 16) | 0x400;
-    let ip = fold_complement(ip_base, addr_lo, 0);
-    let udp = match fold_complement(udp_base, addr_lo, port) {
-        0 => 0xffff,
-        c => c,
-    };
+    let addr_lo = r as u16;
+    let port = ((r >> 16) as u16) | 0x400;
+    // The bases were computed with both fields zero: each is a 16-bit word changing from 0.
+    let ip = replace16(ip_base, 0, addr_lo);
+    let udp = udp_replace16(udp_replace16(udp_base, 0, addr_lo), 0, port);
     // SAFETY: every offset written is below MIN_LEN, and `start + MIN_LEN <= end` was checked.
     unsafe {
         put16(p.add(SRC_LO), addr_lo);
@@ -90,27 +89,14 @@ fn byte_pair(headers: &[u64; 6], offset: usize) -> [u8; 2] {
     [word[offset % 8], word[offset % 8 + 1]]
 }
 
-/// The checksum of data whose checksum was `base` with the zero words `a` and `b` replaced
-/// (RFC 1624: ~(~base + a + b), folded).
-#[inline(always)]
-fn fold_complement(base: u32, a: u32, b: u32) -> u32 {
-    let mut sum = (!base & 0xffff) + a + b;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !sum & 0xffff
-}
-
 /// Writes `v` (16 bits) at `p` in network byte order.
 ///
 /// # Safety
 /// `p..p + 2` must be inside the frame.
 #[inline(always)]
-unsafe fn put16(p: *mut u8, v: u32) {
+unsafe fn put16(p: *mut u8, v: u16) {
     // SAFETY: the caller guarantees both bytes are inside the frame.
-    unsafe {
-        *p = (v >> 8) as u8;
-        *p.add(1) = v as u8;
-    }
+    unsafe { core::ptr::write_unaligned(p.cast::<[u8; 2]>(), v.to_be_bytes()) }
 }
 
 #[cfg(not(test))]
