@@ -54,7 +54,8 @@ pub struct Args {
     /// Only the cases whose name contains one of these (comma-separated), e.g. `udp,tcp-rr`
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cases: Vec<String>,
-    /// Benchmark this portfwd binary instead of building target/release/portfwd
+    /// Benchmark this portfwd binary instead of building target/release/portfwd (the packet
+    /// generator is then `examples/pktgen` beside it, if there is one)
     #[arg(long, value_name = "PATH")]
     pub portfwd: Option<PathBuf>,
     /// Skip `cargo xtask setup` and `cargo build --release -p portfwd`
@@ -67,6 +68,9 @@ pub struct Args {
     /// Where results.json, report.md and chart.svg go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Exit with an error if any run failed (the reports are still written)
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -113,7 +117,12 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let generator = if args.generator == "xdp" {
-        let pktgen = root.join("target/release/examples/pktgen");
+        // The generator of the same build profile as the portfwd binary, else the release one.
+        let pktgen = bin
+            .parent()
+            .map(|dir| dir.join("examples/pktgen"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| root.join("target/release/examples/pktgen"));
         ensure!(
             pktgen.is_file(),
             "no packet generator at {} (cargo build --release -p portfwd --example pktgen)",
@@ -248,6 +257,20 @@ pub fn run(args: Args) -> Result<()> {
         svg_path.display(),
         info.elapsed.as_secs_f64()
     );
+    if args.strict {
+        let failed: usize = results
+            .outcomes
+            .iter()
+            .map(|o| match &o.state {
+                State::Measured(runs) => runs.failures.len(),
+                _ => 0,
+            })
+            .sum();
+        ensure!(
+            failed == 0,
+            "{failed} run(s) failed (see the FAILED lines above)"
+        );
+    }
     Ok(())
 }
 

@@ -3,14 +3,16 @@
 //! BPF target (portfwd's tests exercise it through the embedded object). Fails with cargo's exit
 //! code when a phase fails. After the tests (and the end-to-end suite again in XDP mode), the
 //! quick demo runs twice, to its end and interrupted by SIGINT half-way, and must leave nothing
-//! behind (`demo::verify`).
+//! behind (`demo::verify`). Last, the benchmark runs once on two cases with the debug build, so
+//! that it keeps working; its figures are not judged (a timed test proves nothing on a shared
+//! machine, `cargo xtask bench` does).
 //!
 //! The end-to-end tests need root. Whether they fail or report themselves as not run without it
 //! is theirs to decide (from `CI`): the environment is passed through unchanged.
 
 use anyhow::Result;
 
-use crate::{cmd, demo, lint, setup};
+use crate::{bench, cmd, demo, lint, setup};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,7 +34,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let phases = if args.no_lint { 4 } else { 5 };
+    let phases = if args.no_lint { 5 } else { 6 };
     let mut phase = 0;
     let mut banner = |title: &str| {
         phase += 1;
@@ -83,6 +85,52 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!("!!!!!!!! SKIPPED: the demo needs root (network namespaces, eBPF) !!!!!!!!");
     }
+    // The benchmark end to end, briefly: the generator, a portfwd testbed and a netfilter one,
+    // the TCP loop, and the reports. It must complete every run; the figures are not checked.
+    banner("the benchmark runs (one run of udp-1flow and tcp-rr, figures not judged)");
+    if cmd::is_root() {
+        bench_smoke()?;
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        anyhow::bail!(
+            "the benchmark phase needs root, and CI=true: run `cargo xtask test` as root"
+        );
+    } else {
+        println!("!!!!!!!! SKIPPED: the benchmark needs root (network namespaces, eBPF) !!!!!!!!");
+    }
     println!("\nxtask test: all phases passed");
+    Ok(())
+}
+
+fn bench_smoke() -> Result<()> {
+    cmd::run(cmd::cargo().args(["build", "--package", "portfwd", "--bin", "portfwd"]))?;
+    cmd::run(cmd::cargo().args(["build", "--package", "portfwd", "--example", "pktgen"]))?;
+    let root = cmd::workspace_root();
+    let out = root.join("target/bench-smoke");
+    bench::run(bench::Args {
+        quick: true,
+        runs: Some(1),
+        systems: ["portfwd-tc", "iptables", "ceiling"]
+            .map(String::from)
+            .to_vec(),
+        cases: ["udp-1flow", "tcp-rr"].map(String::from).to_vec(),
+        portfwd: Some(root.join("target/debug/portfwd")),
+        no_build: true,
+        generator: "xdp".into(),
+        out: Some(out.clone()),
+        strict: true,
+    })?;
+    // The reports are there and name every measured pair.
+    let json = std::fs::read_to_string(out.join("results.json"))?;
+    let value: serde_json::Value = serde_json::from_str(&json)?;
+    let measured = value["records"]
+        .as_array()
+        .map(|r| r.iter().filter(|x| x["median"].is_number()).count())
+        .unwrap_or(0);
+    anyhow::ensure!(
+        measured >= 5,
+        "results.json has {measured} measured records; expected udp-1flow x 3 systems and \
+         tcp-rr x 2"
+    );
+    anyhow::ensure!(out.join("report.md").is_file() && out.join("chart.svg").is_file());
     Ok(())
 }
