@@ -63,14 +63,21 @@ pub struct Args {
     pub no_build: bool,
     /// What sends the UDP load: `xdp` (XDP live frames from the kernel, like a NIC's receive
     /// path) or `trafgen` (AF_PACKET TX ring, copied at the veth)
-    #[arg(long, value_name = "NAME", default_value = "xdp", value_parser = ["xdp", "trafgen"])]
-    pub generator: String,
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = GeneratorKind::Xdp)]
+    pub generator: GeneratorKind,
     /// Where results.json, report.md and chart.svg go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Exit with an error if any run failed (the reports are still written)
     #[arg(long)]
     pub strict: bool,
+}
+
+/// The choice of `--generator` (see `udp.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GeneratorKind {
+    Xdp,
+    Trafgen,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -96,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
                 setup::run()?;
                 cmd::banner("build");
                 cmd::run(cmd::cargo().args(["build", "--release", "--package", "portfwd"]))?;
-                if args.generator == "xdp" {
+                if args.generator == GeneratorKind::Xdp {
                     cmd::run(cmd::cargo().args([
                         "build",
                         "--release",
@@ -116,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let generator = if args.generator == "xdp" {
+    let generator = if args.generator == GeneratorKind::Xdp {
         // The generator of the same build profile as the portfwd binary, else the release one.
         let pktgen = bin
             .parent()

@@ -115,7 +115,7 @@ fn bench_smoke() -> Result<()> {
         cases: ["udp-1flow", "tcp-rr"].map(String::from).to_vec(),
         portfwd: Some(root.join("target/debug/portfwd")),
         no_build: true,
-        generator: "xdp".into(),
+        generator: bench::GeneratorKind::Xdp,
         out: Some(out.clone()),
         strict: true,
     })?;
