@@ -7,6 +7,7 @@
 //! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root.
 mod attach;
 pub mod cgroup;
+mod count;
 pub mod maps;
 pub mod pin;
 
