@@ -37,7 +37,6 @@ use super::world::{
     self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress, ModelWorld,
     Program, REMOTE, UNROUTABLE,
 };
-use super::world6::Maps6;
 
 /// Frames per program in the default (CI) mode.
 pub const DEFAULT_FRAMES: u64 = 10_000;
@@ -439,7 +438,6 @@ struct Tally {
 /// State shared by the property's calls (proptest wants an `Fn`).
 struct State {
     dp: Dataplane,
-    m6: Maps6,
     w: ModelWorld,
     /// The per-forward counters the model implies.
     stats: HashMap<u32, ForwardStats>,
@@ -533,7 +531,7 @@ fn check_one(
         problems.push("a frame that was not redirected was changed".to_owned());
     }
     if let Some(entry) = m.flow {
-        let got = world::kernel_flow(&s.dp, &s.m6, &entry);
+        let got = world::kernel_flow(&s.dp, &entry);
         if got != Some(entry) {
             problems.push(format!("kernel has flow {got:?}, model wrote {entry:?}"));
         }
@@ -617,11 +615,9 @@ pub fn run(env: &Env, prog: &Program) {
         let mut batch = 0u64;
         while done < frames {
             let n = BATCH.min(frames - done);
-            let (mut dp, w) = env.load(prog);
-            let m6 = Maps6::of(&mut dp);
+            let (dp, w) = env.load(prog);
             let state = RefCell::new(State {
                 dp,
-                m6,
                 w,
                 stats: HashMap::new(),
                 verdicts: vec![0; Hook::ALL.len() * Reason::ALL.len()],

@@ -10,7 +10,6 @@ use portfwd_common::{maps::ForwardStats, model};
 use super::fixtures::{Expect, Expected, Fixture};
 use super::frame::hexdump;
 use super::world::{self, Env, ModelWorld, Program};
-use super::world6::Maps6;
 
 /// The return code `e` means for `prog`.
 fn expected_code(prog: &Program, e: &Expected) -> i32 {
@@ -80,7 +79,6 @@ fn stats_delta(before: &ForwardStats, after: &ForwardStats) -> [u64; 5] {
 /// Runs `f` through the kernel program; returns the problems found.
 fn check_kernel(
     dp: &mut Dataplane,
-    m6: &Maps6,
     prog: &Program,
     ifindex: u32,
     f: &Fixture,
@@ -88,7 +86,7 @@ fn check_kernel(
     let e = f.expected(prog);
     let before = world::verdicts(dp);
     let slot_before = e.count.map(|(slot, _)| world::stats(dp, slot));
-    let flow_before = e.flow.map(|entry| world::kernel_flow(dp, m6, &entry));
+    let flow_before = e.flow.map(|entry| world::kernel_flow(dp, &entry));
     let (code, out) = match world::test_run(dp, prog, &f.input, ifindex) {
         Ok(r) => r,
         Err(err) => {
@@ -142,7 +140,7 @@ fn check_kernel(
         }
     }
     if let Some(entry) = e.flow {
-        let got = world::kernel_flow(dp, m6, &entry);
+        let got = world::kernel_flow(dp, &entry);
         if got != Some(entry) {
             problems.push(format!("flow is {got:?} afterwards, expected {entry:?}"));
         }
@@ -209,13 +207,12 @@ pub fn check_model(
 pub fn run_table(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
     env.run(|| {
         let (mut dp, mut w) = env.load(prog);
-        let m6 = Maps6::of(&mut dp);
         let mut failures = Vec::new();
         let mut by_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
         for f in fixtures {
             let ifindex = env.ifindex(f.ingress);
-            let kernel = check_kernel(&mut dp, &m6, prog, ifindex, f);
+            let kernel = check_kernel(&mut dp, prog, ifindex, f);
             let model = check_model(&mut w, prog, ifindex, f);
             let entry = by_category.entry(f.category).or_default();
             entry.0 += 1;

@@ -34,7 +34,7 @@ use portfwd_common::{
 };
 use xtask::lab::Lab;
 
-use super::world6::{self, Maps6, Model6};
+use super::world6::{self, Model6};
 
 pub const HOST: Ipv4Addr = Lab::HOST_ADDR;
 /// A second host address (in `PF_HOST_ADDRS`), for forwards bound to one address.
@@ -599,7 +599,7 @@ impl Env {
         for (k, v) in initial_flows() {
             dp.maps.insert_flow(k, v).unwrap();
         }
-        Maps6::of(&mut dp).fill();
+        world6::fill(&mut dp);
         (dp, w)
     }
 }
@@ -671,11 +671,11 @@ impl ModelWorld {
     }
 }
 
-/// The flow entry `entry`'s key holds in the kernel's maps (`m6`: the IPv6 maps of `dp`).
-pub fn kernel_flow(dp: &Dataplane, m6: &Maps6, entry: &FlowEntry) -> Option<FlowEntry> {
+/// The flow entry `entry`'s key holds in the kernel's maps.
+pub fn kernel_flow(dp: &Dataplane, entry: &FlowEntry) -> Option<FlowEntry> {
     match entry {
         FlowEntry::V4(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V4(*k, v)),
-        FlowEntry::V6(k, _) => m6.flow(k).map(|v| FlowEntry::V6(*k, v)),
+        FlowEntry::V6(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V6(*k, v)),
     }
 }
 

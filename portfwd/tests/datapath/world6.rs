@@ -12,24 +12,19 @@
 //! The same interfaces as IPv4, so the MACs and interface flags are shared. The IPv6 forwards
 //! count into slots of their own (the stats slots are shared by both families).
 //!
-//! Until the dataplane's typed map access covers the IPv6 maps (the userspace side of IPv6),
-//! the test writes them through the kernel: it finds its own dataplane's maps by a marker
-//! address it puts in `PF_HOST_ADDRS` (other dataplanes, of concurrent tests, are loaded in the
-//! same kernel), then the program using that map, then that program's IPv6 maps by name.
+//! The kernel's maps are filled through the daemon's own map writers ([`fill`]), from the same
+//! rows the model ([`Model6`]) is built from.
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::{IpAddr, Ipv6Addr};
 
-use aya::maps::{
-    HashMap as BpfHashMap, Map, MapData, MapInfo,
-    lpm_trie::{Key, LpmTrie},
+use portfwd::{
+    dataplane::Dataplane,
+    spec::{AllowPrefix, Forward, Listen, Protocol, Target},
 };
-use portfwd::dataplane::Dataplane;
 use portfwd_common::{
     maps::{
-        ALLOW6, Allow6Key, FLOWS6, FORWARDS6, FWD_ALLOWLIST, Flow6Key, Flow6Value, Forward6Key,
-        Forward6Value, HOST_ADDRS, HOST_ADDRS6, Ipv6Words, RANGES6, Range6Key, Range6Value,
-        ipv6_words, port_prefixes,
+        Allow6Key, FWD_ALLOWLIST, Flow6Key, Flow6Value, Forward6Key, Forward6Value, Ipv6Words,
+        Range6Key, Range6Value, ipv6_words,
     },
     proto,
 };
@@ -323,132 +318,41 @@ pub fn lab_setup() -> String {
     )
 }
 
-/// The IPv6 maps of one loaded dataplane.
-pub struct Maps6 {
-    pub forwards: BpfHashMap<MapData, Forward6Key, Forward6Value>,
-    pub ranges: LpmTrie<MapData, Range6Key, Range6Value>,
-    pub allow: LpmTrie<MapData, Allow6Key, u32>,
-    pub flows: BpfHashMap<MapData, Flow6Key, Flow6Value>,
-    pub host_addrs: BpfHashMap<MapData, Ipv6Words, u32>,
+/// The IPv6 published port or range `row` as the daemon's spec has it.
+fn forward6(row: &Published6) -> Forward {
+    let &(_, addr, port, end, proto, to, to_port, allow) = row;
+    let protocol = if proto == proto::TCP {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
+    let listen = Listen {
+        addr: Some(IpAddr::V6(addr.unwrap_or(Ipv6Addr::UNSPECIFIED))),
+        port,
+        end,
+        protocol,
+    };
+    let to = Target {
+        addr: IpAddr::V6(to),
+        port: to_port,
+        end: to_port + (end - port),
+    };
+    let allow = allow
+        .iter()
+        .map(|(a, len)| format!("{a}/{len}").parse::<AllowPrefix>().unwrap())
+        .collect();
+    Forward::new(listen, to).unwrap().with_allow(allow).unwrap()
 }
 
-fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(id: u32) -> T {
-    let data = MapData::from_id(id).expect("opening a map by id");
-    T::try_from(Map::from_map_data(data).expect("a known map type")).expect("the map's type")
-}
-
-impl Maps6 {
-    /// Finds the IPv6 maps of `dp` (see the module doc).
-    pub fn of(dp: &mut Dataplane) -> Maps6 {
-        static NEXT: AtomicU32 = AtomicU32::new(1);
-        // A marker address of this process and call, in 240.0.0.0/4 (reserved, never used).
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let marker = Ipv4Addr::new(
-            240 | ((pid >> 16) & 0x0f) as u8,
-            (pid >> 8) as u8,
-            pid as u8,
-            n as u8,
-        );
-        dp.maps.set_host_addr(marker.into()).unwrap();
-        let marker_be = u32::from_ne_bytes(marker.octets());
-        let host_map = aya::maps::loaded_maps()
-            .filter_map(Result::ok)
-            .filter(|m| m.name_as_str() == Some(HOST_ADDRS))
-            .map(|m| m.id())
-            .find(|&id| {
-                let Ok(data) = MapData::from_id(id) else {
-                    return false;
-                };
-                let Ok(map) = Map::from_map_data(data) else {
-                    return false;
-                };
-                BpfHashMap::<MapData, u32, u32>::try_from(map)
-                    .is_ok_and(|m| m.get(&marker_be, 0).is_ok())
-            })
-            .expect("this dataplane's PF_HOST_ADDRS");
-        let ids = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .filter_map(|p| p.map_ids().ok().flatten())
-            .find(|ids| ids.contains(&host_map))
-            .expect("a program of this dataplane");
-        dp.maps.remove_host_addr(marker.into()).unwrap();
-        let by_name = |name: &str| -> u32 {
-            *ids.iter()
-                .find(|&&id| MapInfo::from_id(id).is_ok_and(|i| i.name_as_str() == Some(name)))
-                .unwrap_or_else(|| panic!("{name} among the program's maps"))
-        };
-        Maps6 {
-            forwards: open(by_name(FORWARDS6)),
-            ranges: open(by_name(RANGES6)),
-            allow: open(by_name(ALLOW6)),
-            flows: open(by_name(FLOWS6)),
-            host_addrs: open(by_name(HOST_ADDRS6)),
-        }
+/// Fills `dp`'s IPv6 maps with the IPv6 world, through the daemon's own map writers.
+pub fn fill(dp: &mut Dataplane) {
+    for a in [HOST6, HOST6_2, BRIDGE6] {
+        dp.maps.set_host_addr(a.into()).unwrap();
     }
-
-    /// Fills the maps with the IPv6 world.
-    pub fn fill(&mut self) {
-        for a in [HOST6, HOST6_2, BRIDGE6] {
-            self.host_addrs.insert(w6(a), 1, 0).unwrap();
-        }
-        for &(slot, addr, port, end, proto, to, to_port, allow) in FORWARDS6_W {
-            let flags = if allow.is_empty() { 0 } else { FWD_ALLOWLIST };
-            for &(net, len) in allow {
-                let key = Key::new(
-                    Allow6Key::FIXED_BITS + u32::from(len),
-                    Allow6Key {
-                        slot,
-                        saddr_be: w6(net),
-                    },
-                );
-                self.allow.insert(&key, 1, 0).unwrap();
-            }
-            let addr_be = addr.map_or([0; 4], w6);
-            if end == port {
-                let key = Forward6Key {
-                    addr_be,
-                    port_be: port.to_be(),
-                    proto,
-                    _pad: 0,
-                };
-                let value = Forward6Value {
-                    target_addr_be: w6(to),
-                    target_port_be: to_port.to_be(),
-                    _pad: 0,
-                    stats_slot: slot,
-                    flags,
-                };
-                self.forwards.insert(key, value, 0).unwrap();
-                continue;
-            }
-            let value = Range6Value {
-                target_addr_be: w6(to),
-                target_port_be: to_port.to_be(),
-                start_port_be: port.to_be(),
-                stats_slot: slot,
-                flags,
-            };
-            for (first, bits) in port_prefixes(port, end) {
-                let key = Key::new(
-                    Range6Key::FIXED_BITS + u32::from(bits),
-                    Range6Key {
-                        proto,
-                        _pad: [0; 3],
-                        addr_be,
-                        port_be: first.to_be(),
-                        _pad2: [0; 2],
-                    },
-                );
-                self.ranges.insert(&key, value, 0).unwrap();
-            }
-        }
-        for (k, v) in initial_flows6() {
-            self.flows.insert(k, v, 0).unwrap();
-        }
+    for row in FORWARDS6_W {
+        dp.maps.insert_forward(&forward6(row), row.0).unwrap();
     }
-
-    pub fn flow(&self, key: &Flow6Key) -> Option<Flow6Value> {
-        self.flows.get(key, 0).ok()
+    for (k, v) in initial_flows6() {
+        dp.maps.insert_flow(k, v).unwrap();
     }
 }
