@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result};
 use aya::{
     EbpfLoader,
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
     let mut ebpf = load(&frame, args.unique)?;
     let prog: &Xdp = program(&mut ebpf)?;
 
-    let ifindex = nix_ifindex(&args.dev)?;
+    let ifindex = ifindex(&args.dev)?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let mut ctx = [0u8; 24];
     ctx[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
@@ -179,29 +179,15 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("not a MAC address: {s}"))
 }
 
-fn nix_ifindex(dev: &str) -> Result<u32> {
-    let name = std::ffi::CString::new(dev).with_context(|| format!("bad device name {dev}"))?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    ensure!(
-        index != 0,
-        "no device {dev}: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(index)
+fn ifindex(dev: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(dev).with_context(|| format!("no device {dev}"))
 }
 
 fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
-    // and write that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("no CPU {cpu}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning to CPU {cpu}"))
 }
 
 /// The program run once per frame with BPF_PROG_TEST_RUN in its ordinary mode, which returns the
