@@ -29,8 +29,10 @@
 //! published for IPv4 and for IPv6 is two forwards, which do not overlap.
 //!
 //! Without a host address a forward listens on every host address of its target's family.
-//! `0.0.0.0` is normalised to "no address", so `0.0.0.0:8080` and `8080` are the same
-//! [`Listen`] and print as `8080/tcp`; a forward to an IPv6 target stores "every IPv6
+//! `0.0.0.0` is every IPv4 address: a forward keeps it as "no address"
+//! ([`Listen::normalized`]), so `0.0.0.0:8080 -> 172.17.0.2:80` and `8080 -> 172.17.0.2:80` are
+//! the same forward and print as `8080/tcp`. Unlike a bare port it is IPv4 only, as in Docker:
+//! `0.0.0.0:8080 -> [fd00::2]:80` is refused. A forward to an IPv6 target stores "every IPv6
 //! address" as `[::]` ([`Forward::new`] does it), so `8080 -> [fd00::2]:80` prints as
 //! `[::]:8080/tcp -> [fd00::2]:80`.
 //!
@@ -380,6 +382,15 @@ impl Listen {
         self.addr.map_or(Family::V4, Family::of)
     }
 
+    /// The form a [`Forward`] keeps: `0.0.0.0:8080` is `8080` (every IPv4 address). Parsing
+    /// keeps the `0.0.0.0` as written, so that a forward to an IPv6 target can refuse it.
+    pub fn normalized(mut self) -> Listen {
+        if self.addr == Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+            self.addr = None;
+        }
+        self
+    }
+
     /// Whether this and `other` would claim the same packets: same protocol and family,
     /// overlapping ports, and the same address or one of them on every address. `8080`
     /// conflicts with `10.0.0.1:8080` and with `8000-8100`; `10.0.0.1:8080` does not conflict
@@ -645,6 +656,7 @@ impl Forward {
         if listen.addr.is_none() && to.family() == Family::V6 {
             listen.addr = Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         }
+        // An explicit `0.0.0.0` is IPv4, as with `docker run -p 0.0.0.0:8080:80`.
         if listen.family() != to.family() {
             return Err(SpecError::FamilyMismatch {
                 listen: listen.to_string(),
@@ -653,6 +665,7 @@ impl Forward {
                 to_family: to.family(),
             });
         }
+        let listen = listen.normalized();
         if listen.port_count() != to.port_count() {
             return Err(SpecError::RangeLengthMismatch {
                 listen: listen.to_string(),
@@ -858,10 +871,11 @@ fn parse_ipv4(s: &str) -> Result<Ipv4Addr, SpecError> {
 }
 
 /// A host address to listen on: unicast, global or unique-local scope (or loopback); `0.0.0.0`
-/// means every IPv4 address (`None`), `[::]` every IPv6 address (kept as `::`).
+/// means every IPv4 address, `[::]` every IPv6 address (both kept as written; a [`Forward`]
+/// keeps `0.0.0.0` as no address, see [`Listen::normalized`]).
 fn parse_listen_addr(addr: IpAddr) -> Result<Option<IpAddr>, SpecError> {
     let reason = match addr {
-        IpAddr::V4(a) if a.is_unspecified() => return Ok(None),
+        IpAddr::V4(a) if a.is_unspecified() => return Ok(Some(addr)),
         IpAddr::V4(a) if a.is_broadcast() => {
             "the broadcast address; a host address must be unicast"
         }
@@ -934,7 +948,12 @@ mod tests {
             ("10.0.0.1:8080", Some(A), 8080, Protocol::Tcp),
             ("10.0.0.1:8080/tcp", Some(A), 8080, Protocol::Tcp),
             ("10.0.0.1:8080/udp", Some(A), 8080, Protocol::Udp),
-            ("0.0.0.0:8080", None, 8080, Protocol::Tcp),
+            (
+                "0.0.0.0:8080",
+                Some(Ipv4Addr::UNSPECIFIED.into()),
+                8080,
+                Protocol::Tcp,
+            ),
             (
                 "127.0.0.1:1",
                 Some(Ipv4Addr::LOCALHOST.into()),
@@ -983,7 +1002,7 @@ mod tests {
             ("8080/udp", "8080/udp"),
             ("10.0.0.1:8080", "10.0.0.1:8080/tcp"),
             ("10.0.0.1:8080/UDP", "10.0.0.1:8080/udp"),
-            ("0.0.0.0:8080/udp", "8080/udp"),
+            ("0.0.0.0:8080/udp", "0.0.0.0:8080/udp"),
             ("08080", "8080/tcp"),
             ("[::]:8080", "[::]:8080/tcp"),
             ("[2001:db8::1]:8000/udp", "[2001:db8::1]:8000/udp"),
@@ -1323,6 +1342,14 @@ mod tests {
             err("10.0.0.1:8080 -> [fd00::2]:80"),
             "10.0.0.1:8080/tcp is IPv4 but [fd00::2]:80 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address"
         );
+        // `0.0.0.0` is every IPv4 address (Docker's `-p 0.0.0.0:8080:80` is IPv4 only): the same
+        // forward as a bare port to an IPv4 target, refused for an IPv6 one.
+        assert_eq!(fwd("0.0.0.0:8080 -> 172.17.0.2:3000").unwrap(), f4);
+        assert_eq!(
+            err("0.0.0.0:8080 -> [fd00::2]:80"),
+            "0.0.0.0:8080/tcp is IPv4 but [fd00::2]:80 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address"
+        );
+        assert_eq!(listen("0.0.0.0:8080").normalized(), listen("8080"));
     }
 
     #[test]

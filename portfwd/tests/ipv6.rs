@@ -202,7 +202,11 @@ fn a_forward_added_at_runtime_works_until_deleted() {
         "{saved}"
     );
 
-    // A bare port finds the IPv6 forward when it is the only one on that port.
+    // A bare port finds the IPv6 forward when it is the only one on that port; `0.0.0.0`
+    // names IPv4 only, so it leaves the IPv6 forward alone.
+    let out = d.cli(&lab, &["del", "0.0.0.0:8081"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(listed(&d, &lab), ["[::]:8081/tcp"]);
     let out = d.cli(&lab, &["del", "8081"]);
     assert!(out.status.success(), "{out:?}");
     assert!(listed(&d, &lab).is_empty());
@@ -227,6 +231,12 @@ fn ipv6_to_ipv4_is_refused_with_one_line() {
             "10.77.0.1:8082",
             "[fd00:17::2]:3000".to_owned(),
             "portfwd: 10.77.0.1:8082/tcp is IPv4 but [fd00:17::2]:3000 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address",
+        ),
+        // `0.0.0.0` is IPv4 only, as `docker run -p 0.0.0.0:8082:3000` is.
+        (
+            "0.0.0.0:8082",
+            "[fd00:17::2]:3000".to_owned(),
+            "portfwd: 0.0.0.0:8082/tcp is IPv4 but [fd00:17::2]:3000 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address",
         ),
     ] {
         let out = d.cli(&lab, &["add", listen, &to]);

@@ -70,7 +70,11 @@ impl Filter {
         if s.eq_ignore_ascii_case("all") {
             return Ok(Filter::All);
         }
-        let listen: Listen = s.parse().map_err(|e| format!("{e}"))?;
+        // `0.0.0.0:8080` names the IPv4 forward on every address, kept without an address.
+        let listen = s
+            .parse::<Listen>()
+            .map_err(|e| format!("{e}"))?
+            .normalized();
         Ok(Filter::Port {
             listen,
             protocol_given: s.contains('/'),
@@ -224,6 +228,9 @@ mod tests {
         assert!(!f.matches(&l("8080/tcp")) && f.matches(&l("8080/udp")));
         let f = Filter::parse("10.0.0.1:8080").unwrap();
         assert!(f.matches(&l("10.0.0.1:8080")) && !f.matches(&l("8080")));
+        // Forwards keep `0.0.0.0` as no address; the filter names them all the same.
+        let f = Filter::parse("0.0.0.0:8080").unwrap();
+        assert!(f.matches(&l("8080")) && !f.matches(&l("10.0.0.1:8080")));
         assert_eq!(Filter::parse("ALL").unwrap(), Filter::All);
         assert!(Filter::parse("http").is_err());
     }

@@ -370,7 +370,8 @@ impl State {
     fn del(&mut self, listen: &str) -> Result<String, Error> {
         let mut listen = listen.parse::<Listen>()?;
         // A bare port names the IPv4 forward on it, or the IPv6 one (`[::]`) when only that is
-        // published: a bare port takes its target's family when it is added.
+        // published: a bare port takes its target's family when it is added. `0.0.0.0:PORT`
+        // names the IPv4 one only.
         let v6_any = Listen {
             addr: Some(Ipv6Addr::UNSPECIFIED.into()),
             ..listen
@@ -379,6 +380,7 @@ impl State {
         if listen.addr.is_none() && !published(&listen) && published(&v6_any) {
             listen = v6_any;
         }
+        let listen = listen.normalized();
         let active = self.unpublish(&listen)?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             let _ = self.publish(active.fwd.clone());
