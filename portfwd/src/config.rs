@@ -1886,6 +1886,10 @@ forwards:
                 "3:9: forwards[0].to: 10.0.0.1:8080/tcp is IPv4 but [fd00::2]:3000 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address",
             ),
             (
+                "forwards:\n  - listen: \"0.0.0.0:8080\"\n    to: \"[fd00::2]:3000\"\n",
+                "3:9: forwards[0].to: 0.0.0.0:8080/tcp is IPv4 but [fd00::2]:3000 is IPv6; portfwd does not translate between IPv4 and IPv6: publish an IPv6 target on an IPv6 host address or a bare port, or give the container's IPv4 address",
+            ),
+            (
                 "forwards:\n  - listen: \"8080\"\n    to: \"fd00::2:3000\"\n",
                 "3:9: forwards[0].to: 'fd00::2:3000': write an IPv6 address in brackets before its port, e.g. [fd00::2]:3000",
             ),
