@@ -134,12 +134,8 @@ pub fn portfwd_getpeername6(ctx: SockAddrContext) -> i32 {
     }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any program that could reach here; there is nothing to unwind.
-    loop {}
-}
+// The panic handler is the library's.
+use portfwd_ebpf as _;
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

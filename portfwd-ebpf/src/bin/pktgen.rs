@@ -99,12 +99,8 @@ unsafe fn put16(p: *mut u8, v: u16) {
     unsafe { core::ptr::write_unaligned(p.cast::<[u8; 2]>(), v.to_be_bytes()) }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any program that could reach here.
-    loop {}
-}
+// The panic handler is the library's.
+use portfwd_ebpf as _;
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
