@@ -169,14 +169,7 @@ fn build_frame(a: &Args, src: Ipv4Addr, sport: u16) -> [u8; FRAME_LEN] {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("not a MAC address: {s}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("not a MAC address: {s}"))
+    xtask::lab::parse_mac(s).with_context(|| format!("not a MAC address: {s}"))
 }
 
 fn ifindex(dev: &str) -> Result<u32> {

@@ -350,14 +350,7 @@ fn csum(bytes: &[u8]) -> u16 {
 }
 
 fn mac(lab: &Lab, ns: &xtask::lab::Ns) -> [u8; 6] {
-    let text = lab
-        .sh(ns, &format!("cat /sys/class/net/{}/address", Lab::ETH))
-        .unwrap();
-    let mut m = [0u8; 6];
-    for (i, part) in text.trim().split(':').enumerate() {
-        m[i] = u8::from_str_radix(part, 16).unwrap();
-    }
-    m
+    lab.mac(ns, Lab::ETH).unwrap()
 }
 
 /// Sends `frames` out of the client's `eth0` through an AF_PACKET socket.

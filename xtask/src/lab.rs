@@ -565,6 +565,22 @@ impl Lab {
         let out = self.exec(ns, &["sh", "-c", script])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// The MAC address of interface `dev` in `ns`.
+    pub fn mac(&self, ns: &Ns, dev: &str) -> Result<[u8; 6]> {
+        let out = self.sh(ns, &format!("cat /sys/class/net/{dev}/address"))?;
+        parse_mac(out.trim()).with_context(|| format!("bad MAC address {out:?} of {dev} in {ns}"))
+    }
+}
+
+/// `02:00:00:00:00:01` as six bytes; `None` if it is not a MAC address.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    bytes.try_into().ok()
 }
 
 impl Drop for Lab {
@@ -715,6 +731,16 @@ mod tests {
     use super::*;
     use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
     use std::process::Stdio;
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(
+            parse_mac("36:67:20:20:2b:c0"),
+            Some([0x36, 0x67, 0x20, 0x20, 0x2b, 0xc0])
+        );
+        assert_eq!(parse_mac("36:67:20"), None);
+        assert_eq!(parse_mac("zz:67:20:20:2b:c0"), None);
+    }
 
     const T: Duration = Duration::from_secs(5);
 

@@ -242,8 +242,7 @@ impl Testbed {
 
     /// The MAC address of `eth0` in `ns`.
     pub fn mac(&self, ns: &Ns) -> Result<[u8; 6]> {
-        let out = sh(&self.lab, ns, "cat /sys/class/net/eth0/address")?;
-        parse_mac(out.trim()).with_context(|| format!("bad MAC address {out:?} in {ns}"))
+        self.lab.mac(ns, Lab::ETH)
     }
 
     /// The testbed's directory (configs, logs).
@@ -277,15 +276,6 @@ impl Drop for Testbed {
     }
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    bytes.try_into().ok()
-}
-
 /// Adds a clsact qdisc and a classic-BPF direct-action filter at `iface`'s ingress in `ns`.
 fn tc_cbpf(lab: &Lab, ns: &Ns, iface: &str, bytecode: &str) -> Result<()> {
     exec(lab, ns, &["tc", "qdisc", "add", "dev", iface, "clsact"])?;
@@ -304,19 +294,4 @@ fn exec(lab: &Lab, ns: &Ns, args: &[&str]) -> Result<()> {
 
 fn sh(lab: &Lab, ns: &Ns, script: &str) -> Result<String> {
     lab.sh(ns, script)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_mac;
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(
-            parse_mac("36:67:20:20:2b:c0"),
-            Some([0x36, 0x67, 0x20, 0x20, 0x2b, 0xc0])
-        );
-        assert_eq!(parse_mac("36:67:20"), None);
-        assert_eq!(parse_mac("zz:67:20:20:2b:c0"), None);
-    }
 }
