@@ -8,7 +8,7 @@
 //! metrics: "127.0.0.1:9369"   # Prometheus endpoint, IP:PORT or [IPv6]:PORT; absent/null: off
 //! socket_group: portfwd       # may use the control socket besides root; absent/null: root only
 //! forwards:
-//!   - listen: "8080"          # [HOST_IP:]PORT[-END][/PROTO], see crate::spec
+//!   - listen: "8080"          # [HOST_IP:]PORT[-END][/PROTO], see crate::publish
 //!     protocol: tcp           # optional; must agree with a /PROTO suffix
 //!     to: "172.17.0.2:3000"   # IP:PORT[-END]; a range is as long as the listen range
 //!     allow: ["10.0.0.0/8"]   # optional; source prefixes allowed; absent: every source
@@ -83,7 +83,7 @@ use std::{
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter as _, Spanned};
 
-use crate::spec::{AllowPrefix, Forward, Listen, Protocol, SpecError, Target, printable};
+use crate::publish::{AllowPrefix, Forward, Listen, Protocol, SpecError, Target, printable};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/portfwd/portfwd.yaml";
