@@ -16,7 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
+    Spec(#[from] crate::publish::SpecError),
     #[error("port {listen} is already published to {to}")]
     AlreadyPublished { listen: String, to: String },
     #[error("{listen} overlaps {existing}, already published to {to}")]

@@ -1,7 +1,7 @@
 //! portfwd: publish host ports to containers, translated in the kernel with eBPF.
 //!
 //! The binary is a thin shell over this library:
-//! - `spec`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`);
+//! - `publish`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`, allowlists);
 //! - `config`: the YAML config: load, validate, save;
 //! - `dataplane`: the eBPF object, its attachments and maps;
 //! - `daemon`: `portfwd daemon`;
@@ -16,4 +16,4 @@ pub mod daemon;
 pub mod dataplane;
 pub mod error;
 pub mod metrics;
-pub mod spec;
+pub mod publish;

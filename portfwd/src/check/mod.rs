@@ -36,7 +36,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::spec::{Forward, Protocol};
+use crate::publish::{Forward, Protocol};
 use netfilter::NatRule;
 use netns::{Namespace, Scan};
 use probe::Connect;

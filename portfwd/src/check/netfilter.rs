@@ -11,7 +11,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::spec::Protocol;
+use crate::publish::Protocol;
 
 /// How long one of the commands may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);

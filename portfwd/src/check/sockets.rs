@@ -13,7 +13,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::spec::Protocol;
+use crate::publish::Protocol;
 
 /// `TCP_LISTEN` in the `st` column.
 const TCP_LISTEN: u8 = 0x0a;

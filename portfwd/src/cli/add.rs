@@ -3,7 +3,7 @@ use std::path::Path;
 
 use crate::{
     api::{Request, Response},
-    spec::{AllowPrefix, Forward, Listen, Target},
+    publish::{AllowPrefix, Forward, Listen, Target},
 };
 
 #[derive(Debug, clap::Args)]

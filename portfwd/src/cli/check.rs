@@ -4,7 +4,7 @@ use std::{net::IpAddr, path::Path, time::Duration};
 use crate::{
     api::{Request, Response},
     check::{self, Options, report},
-    spec::{Forward, Listen, Target},
+    publish::{Forward, Listen, Target},
 };
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +107,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
     };
     let mut forwards = Vec::new();
     for e in &entries {
-        let listed = |err: crate::spec::SpecError| format!("the daemon listed {}: {err}", e.listen);
+        let listed =
+            |err: crate::publish::SpecError| format!("the daemon listed {}: {err}", e.listen);
         let allow = e
             .allow
             .iter()

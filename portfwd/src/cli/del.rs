@@ -3,7 +3,7 @@ use std::path::Path;
 
 use crate::{
     api::{Request, Response},
-    spec::Listen,
+    publish::Listen,
 };
 
 #[derive(Debug, clap::Args)]

@@ -31,7 +31,7 @@ use crate::{
     dataplane::{Dataplane, XdpPolicy, cgroup::SocketHooks},
     error::Error,
     metrics,
-    spec::{AllowPrefix, Forward, Listen, Target},
+    publish::{AllowPrefix, Forward, Listen, Target},
 };
 
 /// How `portfwd daemon` was started.

@@ -31,7 +31,7 @@ use crate::{
     config::{self, Config},
     error::Error,
     metrics,
-    spec::{Forward, Listen},
+    publish::{Forward, Listen},
 };
 
 /// What asked for the reload (for the log).

@@ -26,7 +26,7 @@ use portfwd_common::{
 use super::count;
 use crate::{
     error::Error,
-    spec::{AllowPrefix, Family, Forward, Listen, Protocol},
+    publish::{AllowPrefix, Family, Forward, Listen, Protocol},
 };
 
 /// Owned handles to every map of the loaded object.

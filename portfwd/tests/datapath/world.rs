@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use portfwd::dataplane::{self, Dataplane, maps::ipv4_be};
-use portfwd::spec::{AllowPrefix, Forward, Listen, Protocol, Target};
+use portfwd::publish::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key,

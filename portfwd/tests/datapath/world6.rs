@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use portfwd::{
     dataplane::Dataplane,
-    spec::{AllowPrefix, Forward, Listen, Protocol, Target},
+    publish::{AllowPrefix, Forward, Listen, Protocol, Target},
 };
 use portfwd_common::{
     maps::{
