@@ -8,7 +8,8 @@ use super::model_world::ModelWorld;
 use super::program::Program;
 use super::world::{DOCKER0_MAC, ETH0_MAC, Ingress, NETS, V4, V6, ifindex_of, mac};
 
-/// A loaded dataplane in a lab, maps filled, and the model's copy of the same world.
+/// The lab the world runs in; [`Env::load`] gives a loaded dataplane, maps filled, and the
+/// model's copy of the same world.
 pub struct Env {
     pub lab: Lab,
     pub eth0: u32,
@@ -18,7 +19,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// Builds the lab (fixed MACs, permanent neighbours, IPv6 addresses) for the world above.
+    /// Builds the lab (fixed MACs, permanent neighbours, IPv6 addresses) for the world.
     pub fn new(tag: &str) -> Env {
         let lab = Lab::new(tag).expect("building the lab");
         let host = lab.host().clone();
