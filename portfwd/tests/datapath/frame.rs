@@ -1,12 +1,13 @@
-//! A small frame builder for the fixtures: Ethernet (optionally VLAN-tagged), IPv4 with options,
-//! TCP, UDP, ICMP or raw payloads, with every length and checksum computed from scratch here
-//! (RFC 1071), independently of the code under test, unless a fixture overrides it.
+//! A small frame builder for the fixtures: Ethernet (optionally VLAN-tagged), IPv4 with options
+//! or IPv6 with extension headers (the family is the addresses'), TCP, UDP, ICMP/ICMPv6 or raw
+//! payloads, with every length and checksum computed from scratch here (RFC 1071), independently
+//! of the code under test, unless a fixture overrides it.
 //!
 //! Expected outputs are built the same way, from a description of what the translated packet
 //! must be (new addresses and ports, TTL - 1, new MACs), never by editing the input's bytes, so a
 //! checksum in an expected frame is a full recomputation.
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -91,12 +92,14 @@ pub struct Pkt {
     pub frag_offset: u16,
     pub ttl: u8,
     pub proto: u8,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// The addresses; their family is the packet's.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 options.
     pub options: Vec<u8>,
     /// IHL override, in 32-bit words.
     pub ihl: Option<u8>,
-    /// Total length override.
+    /// IP length field override: the IPv4 total length, the IPv6 payload length.
     pub total_len: Option<u16>,
     pub ip_csum: Csum,
     pub l4: L4,
@@ -105,31 +108,23 @@ pub struct Pkt {
     pub padding: usize,
     /// Cut the laid-out frame to this many bytes.
     pub cut: Option<usize>,
-    /// An IPv6 packet: its addresses and extension headers (`src`, `dst`, `id`, `df`,
-    /// `options`, `ihl` and `ip_csum` are then unused; `ttl` is the hop limit, `tos` the
-    /// traffic class, `total_len` overrides the payload length).
-    pub v6: Option<V6>,
-}
-
-/// The IPv6 part of a [`Pkt`].
-#[derive(Clone, Debug)]
-pub struct V6 {
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
+    /// IPv6: the flow label (`tos` is the traffic class, `ttl` the hop limit; `id`, `df`,
+    /// `options`, `ihl` and `ip_csum` are IPv4's).
     pub flow_label: u32,
-    /// Extension headers in order: (type, the bytes after its next-header byte), each a whole
-    /// number of 8-byte units.
+    /// IPv6 extension headers in order: (type, the bytes after its next-header byte), each a
+    /// whole number of 8-byte units.
     pub ext: Vec<(u8, Vec<u8>)>,
 }
 
 impl Pkt {
-    fn ip(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Pkt {
+    fn ip(proto: u8, src: IpAddr, dst: IpAddr, l4: L4) -> Pkt {
+        let v6 = src.is_ipv6();
         Pkt {
             dst_mac: [0xff; 6],
             src_mac: [0x02, 0, 0, 0, 0, 0xee],
             vlan: None,
-            ethertype: ETH_P_IPV4,
-            version: 4,
+            ethertype: if v6 { ETH_P_IPV6 } else { ETH_P_IPV4 },
+            version: if v6 { 6 } else { 4 },
             tos: 0,
             id: 0x1c46,
             df: true,
@@ -147,106 +142,32 @@ impl Pkt {
             payload: Vec::new(),
             padding: 0,
             cut: None,
-            v6: None,
-        }
-    }
-
-    fn ip6(proto: u8, src: Ipv6Addr, dst: Ipv6Addr, l4: L4) -> Pkt {
-        let mut p = Pkt::ip(proto, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, l4);
-        p.ethertype = ETH_P_IPV6;
-        p.version = 6;
-        p.v6 = Some(V6 {
-            src,
-            dst,
-            flow_label: 0x12345,
+            flow_label: if v6 { 0x12345 } else { 0 },
             ext: Vec::new(),
-        });
-        p
-    }
-
-    pub fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8) -> Pkt {
-        let mut p = Pkt::tcp(
-            (Ipv4Addr::UNSPECIFIED, src.1),
-            (Ipv4Addr::UNSPECIFIED, dst.1),
-            flags,
-        );
-        let l4 = p.l4.clone();
-        p = Pkt::ip6(TCP, src.0, dst.0, l4);
-        p
-    }
-
-    pub fn udp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16)) -> Pkt {
-        let l4 = L4::Udp {
-            sport: src.1,
-            dport: dst.1,
-            len: None,
-            csum: Csum::Valid,
-        };
-        Pkt::ip6(UDP, src.0, dst.0, l4).payload(b"query")
-    }
-
-    pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, code: u8, rest: [u8; 4]) -> Pkt {
-        let l4 = L4::Icmp {
-            kind,
-            code,
-            rest,
-            csum: Csum::Valid,
-        };
-        Pkt::ip6(ICMPV6, src, dst, l4)
-    }
-
-    /// An IPv6 packet with next header `proto` carrying `payload` as it is.
-    pub fn raw_ip6(proto: u8, src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Pkt {
-        Pkt::ip6(proto, src, dst, L4::Raw).payload(payload)
-    }
-
-    fn v6_mut(&mut self) -> &mut V6 {
-        self.v6.as_mut().expect("an IPv6 packet")
-    }
-
-    pub fn src6(mut self, addr: Ipv6Addr, port: u16) -> Pkt {
-        self.v6_mut().src = addr;
-        match &mut self.l4 {
-            L4::Tcp { sport, .. } | L4::Udp { sport, .. } => *sport = port,
-            _ => {}
         }
-        self
     }
 
-    pub fn dst6(mut self, addr: Ipv6Addr, port: u16) -> Pkt {
-        self.v6_mut().dst = addr;
-        match &mut self.l4 {
-            L4::Tcp { dport, .. } | L4::Udp { dport, .. } => *dport = port,
-            _ => {}
-        }
-        self
+    pub fn is_v6(&self) -> bool {
+        self.src.is_ipv6()
     }
 
-    /// Appends an 8-byte extension header of type `kind` (options: one PadN).
+    /// Appends an 8-byte IPv6 extension header of type `kind` (options: one PadN).
     pub fn ext6(mut self, kind: u8) -> Pkt {
-        self.v6_mut().ext.push((kind, vec![0, 1, 4, 0, 0, 0, 0]));
-        self
-    }
-
-    /// Appends a fragment header: `offset` in 8-byte units, `more` the M flag.
-    pub fn frag6(mut self, more: bool, offset: u16) -> Pkt {
-        let bits = (offset << 3) | u16::from(more);
-        let mut b = vec![0];
-        b.extend_from_slice(&bits.to_be_bytes());
-        b.extend_from_slice(&0x1c46_0001u32.to_be_bytes());
-        self.v6_mut().ext.push((FRAGMENT, b));
+        assert!(self.is_v6(), "extension headers are IPv6's");
+        self.ext.push((kind, vec![0, 1, 4, 0, 0, 0, 0]));
         self
     }
 
     /// The source and destination addresses, as pseudo-header bytes.
     fn addr_bytes(&self) -> (Vec<u8>, Vec<u8>) {
-        match &self.v6 {
-            Some(v6) => (v6.src.octets().to_vec(), v6.dst.octets().to_vec()),
-            None => (self.src.octets().to_vec(), self.dst.octets().to_vec()),
-        }
+        let octets = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        (octets(self.src), octets(self.dst))
     }
 
-    pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Pkt {
+    pub fn tcp(src: (IpAddr, u16), dst: (IpAddr, u16), flags: u8) -> Pkt {
         let l4 = L4::Tcp {
             sport: src.1,
             dport: dst.1,
@@ -261,7 +182,7 @@ impl Pkt {
         Pkt::ip(TCP, src.0, dst.0, l4)
     }
 
-    pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Pkt {
+    pub fn udp(src: (IpAddr, u16), dst: (IpAddr, u16)) -> Pkt {
         let l4 = L4::Udp {
             sport: src.1,
             dport: dst.1,
@@ -271,24 +192,27 @@ impl Pkt {
         Pkt::ip(UDP, src.0, dst.0, l4).payload(b"query")
     }
 
-    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4]) -> Pkt {
+    /// An ICMP message (ICMPv6 between IPv6 addresses).
+    pub fn icmp(src: IpAddr, dst: IpAddr, kind: u8, code: u8, rest: [u8; 4]) -> Pkt {
         let l4 = L4::Icmp {
             kind,
             code,
             rest,
             csum: Csum::Valid,
         };
-        Pkt::ip(ICMP, src, dst, l4)
+        let proto = if src.is_ipv6() { ICMPV6 } else { ICMP };
+        Pkt::ip(proto, src, dst, l4)
     }
 
-    /// An IPv4 packet of protocol `proto` carrying `payload` as it is.
-    pub fn raw_ip(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Pkt {
+    /// An IP packet of protocol (next header) `proto` carrying `payload` as it is.
+    pub fn raw_ip(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Pkt {
         Pkt::ip(proto, src, dst, L4::Raw).payload(payload)
     }
 
     /// A non-IPv4 frame: `ethertype` then `body` right after the Ethernet header.
     pub fn ether(ethertype: u16, body: &[u8]) -> Pkt {
-        let mut p = Pkt::ip(0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, L4::Raw);
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let mut p = Pkt::ip(0, any, any, L4::Raw);
         p.ethertype = ethertype;
         p.payload = body.to_vec();
         p
@@ -300,8 +224,8 @@ impl Pkt {
         self
     }
 
-    pub fn src(mut self, addr: Ipv4Addr, port: u16) -> Pkt {
-        self.src = addr;
+    pub fn src(mut self, addr: impl Into<IpAddr>, port: u16) -> Pkt {
+        self.src = addr.into();
         match &mut self.l4 {
             L4::Tcp { sport, .. } | L4::Udp { sport, .. } => *sport = port,
             _ => {}
@@ -309,8 +233,8 @@ impl Pkt {
         self
     }
 
-    pub fn dst(mut self, addr: Ipv4Addr, port: u16) -> Pkt {
-        self.dst = addr;
+    pub fn dst(mut self, addr: impl Into<IpAddr>, port: u16) -> Pkt {
+        self.dst = addr.into();
         match &mut self.l4 {
             L4::Tcp { dport, .. } | L4::Udp { dport, .. } => *dport = port,
             _ => {}
@@ -338,8 +262,17 @@ impl Pkt {
         self
     }
 
-    /// Fragment flags and offset (in 8-byte units); DF is cleared.
+    /// Fragment flags and offset (in 8-byte units): IPv4's header fields (DF is cleared), or
+    /// an IPv6 fragment header appended.
     pub fn fragment(mut self, more: bool, offset: u16) -> Pkt {
+        if self.is_v6() {
+            let bits = (offset << 3) | u16::from(more);
+            let mut b = vec![0];
+            b.extend_from_slice(&bits.to_be_bytes());
+            b.extend_from_slice(&0x1c46_0001u32.to_be_bytes());
+            self.ext.push((FRAGMENT, b));
+            return self;
+        }
         self.df = false;
         self.mf = more;
         self.frag_offset = offset;
@@ -356,9 +289,26 @@ impl Pkt {
         self
     }
 
+    /// The IP length field (IPv4 total length, IPv6 payload length) set to `len`.
     pub fn total_len(mut self, len: u16) -> Pkt {
         self.total_len = Some(len);
         self
+    }
+
+    /// The IP length field set so that the datagram carries `n` bytes after its IP header(s).
+    pub fn l4_len(self, n: u16) -> Pkt {
+        // IPv6's payload length leaves out the fixed header.
+        let counted = self.ip_header_len() - if self.is_v6() { 40 } else { 0 };
+        self.total_len(counted as u16 + n)
+    }
+
+    /// Length of the IP header(s): where the L4 header starts after the Ethernet header.
+    pub fn ip_header_len(&self) -> usize {
+        if self.is_v6() {
+            40 + self.ext.iter().map(|(_, b)| b.len() + 1).sum::<usize>()
+        } else {
+            20 + self.options.len()
+        }
     }
 
     pub fn ip_csum(mut self, c: Csum) -> Pkt {
@@ -478,8 +428,8 @@ impl Pkt {
         let (src, dst) = self.addr_bytes();
         let sum = match &self.l4 {
             // ICMP has no pseudo-header (ICMPv6 has).
-            L4::Icmp { .. } if self.v6.is_none() => ones_sum(&[&b]),
-            _ if self.v6.is_some() => {
+            L4::Icmp { .. } if !self.is_v6() => ones_sum(&[&b]),
+            _ if self.is_v6() => {
                 // RFC 8200 8.1: addresses, 32-bit upper-layer length, 3 zero bytes, next header.
                 let mut pseudo = Vec::with_capacity(40);
                 pseudo.extend_from_slice(&src);
@@ -517,11 +467,12 @@ impl Pkt {
             f.extend_from_slice(&id.to_be_bytes());
         }
         f.extend_from_slice(&self.ethertype.to_be_bytes());
-        if let Some(v6) = &self.v6 {
+        if let (ETH_P_IPV6, IpAddr::V6(src), IpAddr::V6(dst)) = (self.ethertype, self.src, self.dst)
+        {
             let l4 = self.l4_bytes();
             let mut ext = Vec::new();
             let mut next = self.proto;
-            for (kind, body) in v6.ext.iter().rev() {
+            for (kind, body) in self.ext.iter().rev() {
                 let mut h = vec![next];
                 h.extend_from_slice(body);
                 assert!(
@@ -538,18 +489,18 @@ impl Pkt {
             let payload_len = self.total_len.unwrap_or((ext.len() + l4.len()) as u16);
             let first = (u32::from(self.version) << 28)
                 | (u32::from(self.tos) << 20)
-                | (v6.flow_label & 0xf_ffff);
+                | (self.flow_label & 0xf_ffff);
             f.extend_from_slice(&first.to_be_bytes());
             f.extend_from_slice(&payload_len.to_be_bytes());
             f.push(next);
             f.push(self.ttl);
-            f.extend_from_slice(&v6.src.octets());
-            f.extend_from_slice(&v6.dst.octets());
+            f.extend_from_slice(&src.octets());
+            f.extend_from_slice(&dst.octets());
             f.extend_from_slice(&ext);
             f.extend_from_slice(&l4);
-        } else if self.ethertype != ETH_P_IPV4 {
-            f.extend_from_slice(&self.payload);
-        } else {
+        } else if let (ETH_P_IPV4, IpAddr::V4(src), IpAddr::V4(dst)) =
+            (self.ethertype, self.src, self.dst)
+        {
             let l4 = self.l4_bytes();
             assert!(
                 self.options.len().is_multiple_of(4),
@@ -568,8 +519,8 @@ impl Pkt {
             h.push(self.ttl);
             h.push(self.proto);
             h.extend_from_slice(&[0, 0]);
-            h.extend_from_slice(&self.src.octets());
-            h.extend_from_slice(&self.dst.octets());
+            h.extend_from_slice(&src.octets());
+            h.extend_from_slice(&dst.octets());
             h.extend_from_slice(&self.options);
             let sum = ones_sum(&[&h]);
             let c = match self.ip_csum {
@@ -580,6 +531,8 @@ impl Pkt {
             h[10..12].copy_from_slice(&c.to_be_bytes());
             f.extend_from_slice(&h);
             f.extend_from_slice(&l4);
+        } else {
+            f.extend_from_slice(&self.payload);
         }
         f.resize(f.len() + self.padding, 0);
         if let Some(n) = self.cut {

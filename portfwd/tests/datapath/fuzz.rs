@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use portfwd::dataplane::Dataplane;
@@ -31,12 +31,12 @@ use proptest::{
     test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner},
 };
 
+use super::env::Env;
 use super::fixtures;
 use super::frame::hexdump;
-use super::world::{
-    self, BRIDGE, C1, C2, CLIENT, CLIENT_NO_NEIGH, Env, FORWARDS, HOST, HOST2, Ingress, ModelWorld,
-    Program, REMOTE, UNROUTABLE,
-};
+use super::model_world::ModelWorld;
+use super::program::{self, Program};
+use super::world::{FORWARDS, Ingress, NETS, V4};
 
 /// Frames per program in the default (CI) mode.
 pub const DEFAULT_FRAMES: u64 = 10_000;
@@ -124,26 +124,36 @@ struct Case {
 }
 
 fn addresses() -> Vec<u32> {
-    let mut a: Vec<Ipv4Addr> = vec![
-        HOST,
-        HOST2,
-        BRIDGE,
-        CLIENT,
-        CLIENT_NO_NEIGH,
-        REMOTE,
+    let w = &V4;
+    let named = [
+        w.host,
+        w.host2,
+        w.bridge,
+        w.client,
+        w.client_no_neigh,
+        w.remote,
+        w.c1,
+        w.c2,
+        w.unroutable,
+        w.lan.0,
+        w.lan_edge,
+        w.bridge_edge,
+        w.loopback,
+    ];
+    let mut a: Vec<Ipv4Addr> = named
+        .into_iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    a.extend([
         Ipv4Addr::new(198, 51, 100, 200),
-        Ipv4Addr::new(10, 77, 0, 0),
-        C1,
-        C2,
-        UNROUTABLE,
-        Ipv4Addr::LOCALHOST,
         Ipv4Addr::new(127, 1, 2, 3),
-        Ipv4Addr::new(10, 77, 0, 255),
-        Ipv4Addr::new(172, 17, 255, 255),
         Ipv4Addr::BROADCAST,
         Ipv4Addr::UNSPECIFIED,
         Ipv4Addr::new(224, 0, 0, 1),
-    ];
+    ]);
     a.dedup();
     let mut a: Vec<u32> = a.into_iter().map(u32::from).collect();
     // The last word of the IPv6 world's addresses (written there in IPv6 frames; the prefixes
@@ -477,7 +487,7 @@ fn check_one(
     let ifindex = env.ifindex(ingress);
     let mut model_frame = frame.to_vec();
     let m = s.w.process(&mut model_frame, ifindex, prog.hook);
-    let (code, out) = match world::test_run(&mut s.dp, prog, frame, ifindex) {
+    let (code, out) = match program::test_run(&mut s.dp, prog, frame, ifindex) {
         Ok(r) => r,
         Err(e) => {
             if frame.len() < shortest_runnable(prog.hook, frame)
@@ -508,7 +518,7 @@ fn check_one(
             .verdict(prog.hook, m.reason)
             .expect("reading a verdict counter");
     if counted != s.verdicts[index] {
-        let all = world::verdicts(&s.dp);
+        let all = program::verdicts(&s.dp);
         let moved: Vec<String> = Hook::ALL
             .iter()
             .flat_map(|h| Reason::ALL.iter().map(move |r| (*h, *r)))
@@ -521,7 +531,7 @@ fn check_one(
             m.reason.name()
         ));
     }
-    if code != world::code_of(prog, m.action) {
+    if code != program::code_of(prog, m.action) {
         problems.push(format!("return code {code}, model {:?}", m.action));
     }
     if out != model_frame {
@@ -531,7 +541,7 @@ fn check_one(
         problems.push("a frame that was not redirected was changed".to_owned());
     }
     if let Some(entry) = m.flow {
-        let got = world::kernel_flow(&s.dp, &entry);
+        let got = program::kernel_flow(&s.dp, &entry);
         if got != Some(entry) {
             problems.push(format!("kernel has flow {got:?}, model wrote {entry:?}"));
         }
@@ -579,21 +589,23 @@ fn check_one(
 
 /// The counters the model implies against the kernel's.
 fn check_counters(s: &State) -> Result<(), String> {
-    let all = world::verdicts(&s.dp);
+    let all = program::verdicts(&s.dp);
     if all != s.verdicts {
         return Err(format!(
             "verdict counters: kernel {all:?}, model {:?}",
             s.verdicts
         ));
     }
-    for p in FORWARDS {
-        let want = s.stats.get(&p.slot).copied().unwrap_or_default();
-        let got = world::stats(&s.dp, p.slot);
-        if got != want {
-            return Err(format!(
-                "forward slot {}: kernel counters {got:?}, model {want:?}",
-                p.slot
-            ));
+    for net in NETS {
+        for p in FORWARDS {
+            let slot = net.slot(p.id);
+            let want = s.stats.get(&slot).copied().unwrap_or_default();
+            let got = program::stats(&s.dp, slot);
+            if got != want {
+                return Err(format!(
+                    "forward slot {slot}: kernel counters {got:?}, model {want:?}"
+                ));
+            }
         }
     }
     Ok(())

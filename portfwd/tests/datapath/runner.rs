@@ -7,9 +7,11 @@ use std::fmt::Write as _;
 use portfwd::dataplane::Dataplane;
 use portfwd_common::{maps::ForwardStats, model};
 
+use super::env::Env;
 use super::fixtures::{Expect, Expected, Fixture};
 use super::frame::hexdump;
-use super::world::{self, Env, ModelWorld, Program};
+use super::model_world::ModelWorld;
+use super::program::{self, Program};
 
 /// The return code `e` means for `prog`.
 fn expected_code(prog: &Program, e: &Expected) -> i32 {
@@ -42,7 +44,7 @@ fn code_name(prog: &Program, code: i32) -> String {
 
 /// Describes a fixture failure: what, then the frames.
 fn report(f: &Fixture, e: &Expected, who: &str, problems: &[String], got: Option<&[u8]>) -> String {
-    let mut s = format!("[{}] {} — {who}:\n", f.category, f.name);
+    let mut s = format!("[{} {}] {} — {who}:\n", f.family.name(), f.category, f.name);
     for p in problems {
         let _ = writeln!(s, "  - {p}");
     }
@@ -84,10 +86,10 @@ fn check_kernel(
     f: &Fixture,
 ) -> Result<(), String> {
     let e = f.expected(prog);
-    let before = world::verdicts(dp);
-    let slot_before = e.count.map(|(slot, _)| world::stats(dp, slot));
-    let flow_before = e.flow.map(|entry| world::kernel_flow(dp, &entry));
-    let (code, out) = match world::test_run(dp, prog, &f.input, ifindex) {
+    let before = program::verdicts(dp);
+    let slot_before = e.count.map(|(slot, _)| program::stats(dp, slot));
+    let flow_before = e.flow.map(|entry| program::kernel_flow(dp, &entry));
+    let (code, out) = match program::test_run(dp, prog, &f.input, ifindex) {
         Ok(r) => r,
         Err(err) => {
             return Err(report(
@@ -99,7 +101,7 @@ fn check_kernel(
             ));
         }
     };
-    let after = world::verdicts(dp);
+    let after = program::verdicts(dp);
     let mut problems = Vec::new();
     let want_code = expected_code(prog, &e);
     if code != want_code {
@@ -112,7 +114,7 @@ fn check_kernel(
     if out != expected_frame(f, &e) {
         problems.push("output frame differs".into());
     }
-    match world::verdict_delta(prog.hook, &before, &after) {
+    match program::verdict_delta(prog.hook, &before, &after) {
         Ok(r) if r == e.reason => {}
         Ok(r) => problems.push(format!(
             "counted {}, expected {}",
@@ -131,7 +133,7 @@ fn check_kernel(
             model::Direction::ToTarget => [1, len, 0, 0, new_flow],
             model::Direction::ToClient => [0, 0, 1, len, 0],
         };
-        let got = stats_delta(&before, &world::stats(dp, slot));
+        let got = stats_delta(&before, &program::stats(dp, slot));
         if got != want {
             problems.push(format!(
                 "forward slot {slot} counters moved by {got:?} \
@@ -140,7 +142,7 @@ fn check_kernel(
         }
     }
     if let Some(entry) = e.flow {
-        let got = world::kernel_flow(dp, &entry);
+        let got = program::kernel_flow(dp, &entry);
         if got != Some(entry) {
             problems.push(format!("flow is {got:?} afterwards, expected {entry:?}"));
         }
@@ -170,7 +172,7 @@ pub fn check_model(
             e.reason.name()
         ));
     }
-    let code = world::code_of(prog, out.action);
+    let code = program::code_of(prog, out.action);
     if code != expected_code(prog, &e) {
         problems.push(format!("model's action is {:?}", out.action));
     }
@@ -203,18 +205,20 @@ pub fn check_model(
 }
 
 /// Runs the whole table through `prog` and the model, in order, in the lab's host namespace.
-/// Returns the failures (empty when all pass) and prints a summary by category.
+/// Returns the failures (empty when all pass) and prints a summary by category and family.
 pub fn run_table(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
     env.run(|| {
         let (mut dp, mut w) = env.load(prog);
         let mut failures = Vec::new();
-        let mut by_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut by_category: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
         for f in fixtures {
             let ifindex = env.ifindex(f.ingress);
             let kernel = check_kernel(&mut dp, prog, ifindex, f);
             let model = check_model(&mut w, prog, ifindex, f);
-            let entry = by_category.entry(f.category).or_default();
+            let entry = by_category
+                .entry((f.category, f.family.name()))
+                .or_default();
             entry.0 += 1;
             *by_reason.entry(f.expected(prog).reason.name()).or_default() += 1;
             let ok = kernel.is_ok() && model.is_ok();
@@ -225,8 +229,8 @@ pub fn run_table(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String>
             failures.extend(model.err());
         }
         println!("{}: {} fixtures", prog.label, fixtures.len());
-        for (c, (n, failed)) in &by_category {
-            println!("  {c:<24} {n:>3} fixtures, {failed} failed");
+        for ((c, family), (n, failed)) in &by_category {
+            println!("  {c:<30} {family} {n:>3} fixtures, {failed} failed");
         }
         println!("  verdicts asserted: {by_reason:?}");
         failures

@@ -13,10 +13,11 @@
 //! them).
 use portfwd_common::{model::Action, reason::Reason};
 
+use super::env::Env;
 use super::fixtures::Fixture;
 use super::frame::hexdump;
 use super::fuzz::shortest_runnable;
-use super::world::{self, Env, Program};
+use super::program::{self, Program};
 
 /// Where the IP datagram of the full frame ends (the IPv4 total length or the IPv6 payload
 /// length says so), or the frame's end for anything else: cuts before this are truncated frames.
@@ -44,10 +45,11 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                 let cut = &f.input[..len];
                 let mut model_frame = cut.to_vec();
                 let m = w.process(&mut model_frame, ifindex, prog.hook);
-                let before = world::verdicts(&dp);
+                let before = program::verdicts(&dp);
                 let fail = |what: String, got: Option<&[u8]>| {
                     let mut s = format!(
-                        "[{}] {} cut to {len} bytes: {what}\n  input:\n{}",
+                        "[{} {}] {} cut to {len} bytes: {what}\n  input:\n{}",
+                        f.family.name(),
                         f.category,
                         f.name,
                         hexdump(cut, None)
@@ -57,7 +59,7 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                     }
                     s
                 };
-                let (code, out) = match world::test_run(&mut dp, prog, cut, ifindex) {
+                let (code, out) = match program::test_run(&mut dp, prog, cut, ifindex) {
                     Ok(r) => r,
                     Err(e) => {
                         if len >= shortest_runnable(prog.hook, cut) {
@@ -74,7 +76,7 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                 if len < shortest_runnable(prog.hook, cut) {
                     failures.push(fail("BPF_PROG_TEST_RUN accepted a frame expected to be refused (update shortest_runnable)".into(), None));
                 }
-                let counted = world::verdict_delta(prog.hook, &before, &world::verdicts(&dp));
+                let counted = program::verdict_delta(prog.hook, &before, &program::verdicts(&dp));
                 let mut problems = Vec::new();
                 if len < end {
                     // Truncated: never rewritten.
@@ -92,7 +94,7 @@ pub fn run(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
                     Ok(r) => problems.push(format!("program counted {}, model says {}", r.name(), m.reason.name())),
                     Err(e) => problems.push(e),
                 }
-                if code != world::code_of(prog, m.action) {
+                if code != program::code_of(prog, m.action) {
                     problems.push(format!("return code {code}, model says {:?}", m.action));
                 }
                 if out != model_frame {
