@@ -13,11 +13,8 @@
 //! published is not ours: its first fragment passes (`pass_no_forward`).
 use std::net::Ipv4Addr;
 
-use portfwd_common::{
-    maps::Hook,
-    model::{Direction, FlowEntry},
-    reason::Reason,
-};
+use portfwd_common::{maps::Hook, reason::Reason};
+use portfwd_model::{Direction, FlowEntry};
 
 use super::frame::{ACK, Csum, ETH_P_ARP, FIN, L4, PSH, Pkt, RST, SYN, TCP, UDP};
 use super::world::{

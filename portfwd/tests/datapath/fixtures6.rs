@@ -9,7 +9,8 @@
 //! pseudo-header and absorbs the quoted address change (there is no quoted header checksum).
 use std::net::Ipv6Addr;
 
-use portfwd_common::{model::Direction, reason::Reason};
+use portfwd_common::reason::Reason;
+use portfwd_model::Direction;
 
 use super::fixtures::{Expect, Fixture, payload, unresolved, via_docker0, via_eth0};
 use super::frame::{ACK, Csum, DEST_OPTS, FIN, HOP_BY_HOP, PSH, Pkt, ROUTING, SYN, TCP, UDP};
@@ -18,7 +19,7 @@ use super::world6::{
     C1_6, C2_6, CLIENT6, HOST6, HOST6_2, REMOTE6, TCP6_8080, TCP6_8081_HOST2, TCP6_8090_ALLOW,
     TCP6_9000_RANGE, TCP6_9090_NO_NEIGH, UDP6_5353, flow6_key, flow6_value, hairpin_flow6_value,
 };
-use portfwd_common::model::FlowEntry;
+use portfwd_model::FlowEntry;
 
 const ORDINARY: &str = "IPv6 ordinary traffic";
 const PARSING: &str = "IPv6 not ours, headers, malformed";

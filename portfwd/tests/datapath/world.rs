@@ -29,10 +29,10 @@ use portfwd_common::{
         Forward6Value, ForwardKey, ForwardStats, ForwardValue, Hook, IFACE_EXPOSE, Ipv6Words,
         Range6Key, Range6Value, RangeKey, RangeValue,
     },
-    model::{self, FlowEntry, Route, RouteQuery},
     reason::Reason,
 };
-use xtask::lab::Lab;
+use portfwd_lab::Lab;
+use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
 
 use super::world6::{self, Model6};
 
