@@ -61,7 +61,9 @@
 //! (XDP, and quoted L4 checksums on both hooks) can (when `HC = 0xffff, m = 0xffff, m' = 0`).
 //! Both are modelled exactly.
 //!
-//! Module map, bottom to top: `checksum` (the arithmetic of both hooks), `world` (the maps and
+//! # Modules
+//!
+//! Bottom to top: `checksum` (the arithmetic of both hooks), `world` (the maps and
 //! the routing table the model reads), `outcome` (its verdict), `wire` (header constants and
 //! byte access), `family` (what differs between IPv4 and IPv6), `parse`, `translate` (service
 //! lookup, checks, rewrite and router hop of a TCP/UDP packet), `icmp` (ICMP errors quoting a
