@@ -8,8 +8,6 @@
 
 pub mod checksum;
 pub mod maps;
-#[cfg(any(test, feature = "user"))]
-pub mod model;
 pub mod reason;
 pub mod sock;
 

@@ -2,8 +2,7 @@
 // This library target exists so that `portfwd` can name this crate as a build dependency (cargo
 // then rebuilds the embedded object when it changes). The programs are in the binary target.
 //
-// It also holds what both binaries (the programs, and the bench's packet generator in
-// `src/bin/pktgen.rs`) need once: the panic handler, for the BPF target only.
+// It also holds the programs' panic handler, for the BPF target only.
 
 /// The verifier rejects any program that could reach a panic; there is nothing to unwind.
 #[cfg(all(target_arch = "bpf", not(test)))]

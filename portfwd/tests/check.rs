@@ -9,9 +9,9 @@ use std::{
     process::Output,
 };
 
+use portfwd_lab::{self as lab, Lab};
 use serde_json::Value;
 use support::{Daemon, require_root};
-use xtask::lab::{self, Lab};
 
 fn forward(listen: &str, to: &str) -> String {
     format!("  - listen: \"{listen}\"\n    to: \"{to}\"\n")

@@ -27,7 +27,7 @@
 //! - **Truncation sweep** (`datapath/sweep.rs`): every fixture cut at every length: a cut
 //!   datagram is never rewritten, it passes or drops, and program and model agree.
 //! - **Differential fuzzing** (`datapath/fuzz.rs`): random and mutated frames (proptest) through
-//!   the kernel program and the reference model `portfwd_common::model`, which must agree on
+//!   the kernel program and the reference model `portfwd_model`, which must agree on
 //!   every frame. `PORTFWD_FUZZ_FRAMES=N` sets the number of frames per program (default
 //!   10 000, the CI mode: seconds on an idle machine); the long mode is
 //!   `PORTFWD_FUZZ_FRAMES=1000000`. `PORTFWD_FUZZ_SEED=N` replays a run (the seed is printed).
@@ -304,7 +304,7 @@ fn status_shows_drop_reasons_by_name() {
     if !support::require_root() {
         return;
     }
-    let mut lab = xtask::lab::Lab::new("dpstat").unwrap();
+    let mut lab = portfwd_lab::Lab::new("dpstat").unwrap();
     let c1 = lab.add_container("c1").unwrap();
     let mut d = support::Daemon::start(
         &mut lab,
@@ -313,7 +313,7 @@ fn status_shows_drop_reasons_by_name() {
             c1.addr
         ),
     );
-    let to = SocketAddr::from((xtask::lab::Lab::HOST_ADDR, 5353));
+    let to = SocketAddr::from((portfwd_lab::Lab::HOST_ADDR, 5353));
     lab.client().run(|| {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.send_to(&[0x55; 3000], to).unwrap();

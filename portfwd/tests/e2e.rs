@@ -6,8 +6,8 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
+use portfwd_lab::{self as lab, Lab};
 use support::{Daemon, require_root};
-use xtask::lab::{self, Lab};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -626,7 +626,7 @@ fn translated_packets_skip_the_bridge_once_the_container_is_known() {
     let mut session = lab::tcp_session(lab.client(), host_port(8080), T).unwrap();
     session.request("learn").unwrap();
 
-    let counter = |ns: &xtask::lab::Ns, path: &str| -> u64 {
+    let counter = |ns: &portfwd_lab::Ns, path: &str| -> u64 {
         lab.sh(ns, &format!("cat {path}"))
             .unwrap()
             .trim()

@@ -13,8 +13,8 @@ use std::{
     time::Duration,
 };
 
+use portfwd_lab::{self as lab, Container, Lab};
 use support::{Daemon, require_root};
-use xtask::lab::{self, Container, Lab};
 
 const T: Duration = Duration::from_secs(5);
 /// How long a connection that must fail may take to fail.
@@ -349,7 +349,7 @@ fn csum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn mac(lab: &Lab, ns: &xtask::lab::Ns) -> [u8; 6] {
+fn mac(lab: &Lab, ns: &portfwd_lab::Ns) -> [u8; 6] {
     lab.mac(ns, Lab::ETH).unwrap()
 }
 

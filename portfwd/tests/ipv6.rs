@@ -10,8 +10,8 @@ use std::{
     time::Duration,
 };
 
+use portfwd_lab::{self as lab, Lab};
 use support::{Daemon, require_root};
-use xtask::lab::{self, Lab};
 
 const T: Duration = Duration::from_secs(5);
 /// How long to wait for something that must not arrive.

@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use portfwd_lab::{self as lab, Lab};
 use support::{Daemon, require_root};
-use xtask::lab::{self, Lab};
 
 const T: Duration = Duration::from_secs(5);
 /// `nobody` and `nogroup` on Debian.

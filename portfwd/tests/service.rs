@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
+use portfwd_lab::{self as lab, Lab};
 use support::{Daemon, require_root};
-use xtask::lab::{self, Lab};
 
 /// The highest `systemd-analyze security` exposure accepted, in tenths (3.0 = "OK").
 const MAX_EXPOSURE_TENTHS: u32 = 30;

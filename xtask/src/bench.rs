@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: portfwd against the kernel's own ways of publishing a port (iptables as
 //! Docker writes it, nftables with a map, plain routing), a userspace proxy like docker-proxy,
-//! and the lab's ceiling, in network-namespace labs built with `xtask::lab`.
+//! and the lab's ceiling, in network-namespace labs built with `portfwd-lab`.
 //!
 //! Every run of every case gets a fresh lab; the systems are interleaved run by run so that
 //! ratios between them, computed within one invocation, suffer little from the machine's load.
@@ -34,10 +34,9 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::{cmd, setup};
-use plan::{Availability, Case, Settings, System};
+use plan::{Availability, Case, Generator, Settings, System};
 use results::{Outcome, Results, Runs, State};
 use testbed::{Env, Testbed};
-use udp::Generator;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,7 +54,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cases: Vec<String>,
     /// Benchmark this portfwd binary instead of building target/release/portfwd (the packet
-    /// generator is then `examples/pktgen` beside it, if there is one)
+    /// generator is then `portfwd-pktgen` beside it, if there is one)
     #[arg(long, value_name = "PATH")]
     pub portfwd: Option<PathBuf>,
     /// Skip `cargo xtask setup` and `cargo build --release -p portfwd`
@@ -108,9 +107,7 @@ pub fn run(args: Args) -> Result<()> {
                         "build",
                         "--release",
                         "--package",
-                        "portfwd",
-                        "--example",
-                        "pktgen",
+                        "portfwd-pktgen",
                     ]))?;
                 }
             }
@@ -127,12 +124,12 @@ pub fn run(args: Args) -> Result<()> {
         // The generator of the same build profile as the portfwd binary, else the release one.
         let pktgen = bin
             .parent()
-            .map(|dir| dir.join("examples/pktgen"))
+            .map(|dir| dir.join("portfwd-pktgen"))
             .filter(|p| p.is_file())
-            .unwrap_or_else(|| root.join("target/release/examples/pktgen"));
+            .unwrap_or_else(|| root.join("target/release/portfwd-pktgen"));
         ensure!(
             pktgen.is_file(),
-            "no packet generator at {} (cargo build --release -p portfwd --example pktgen)",
+            "no packet generator at {} (cargo build --release -p portfwd-pktgen)",
             pktgen.display()
         );
         Generator::Xdp { pktgen }

@@ -1,7 +1,8 @@
 //! `cargo xtask lint`: setup, then rustfmt and clippy (warnings denied) on every crate.
 //!
-//! `portfwd-ebpf` is linted apart, for the target it is built for: `bpfel-unknown-none` with
-//! nightly and `-Z build-std=core` (nightly's rust-src, which setup installs). It needs no extra
+//! The eBPF crates (`portfwd-ebpf`, and the bench generator's `portfwd-pktgen-ebpf`) are linted
+//! apart, for the target they are built for: `bpfel-unknown-none` with nightly and
+//! `-Z build-std=core` (nightly's rust-src, which setup installs). They need no extra
 //! RUSTFLAGS: aya-ebpf's build scripts emit `--cfg bpf_target_arch` themselves, from the host's
 //! architecture when the target is `bpf`.
 
@@ -26,6 +27,8 @@ pub fn checks() -> Result<()> {
         "--workspace",
         "--exclude",
         "portfwd-ebpf",
+        "--exclude",
+        "portfwd-pktgen-ebpf",
         "--all-targets",
         "--",
         "-D",
@@ -38,6 +41,8 @@ pub fn checks() -> Result<()> {
         "clippy",
         "--package",
         "portfwd-ebpf",
+        "--package",
+        "portfwd-pktgen-ebpf",
         "--target",
         "bpfel-unknown-none",
         "-Z",
@@ -51,7 +56,7 @@ pub fn checks() -> Result<()> {
     for (name, mut check) in [
         ("rustfmt", fmt),
         ("clippy", clippy),
-        ("clippy (portfwd-ebpf, bpfel-unknown-none)", clippy_ebpf),
+        ("clippy (eBPF crates, bpfel-unknown-none)", clippy_ebpf),
     ] {
         if let Err(err) = cmd::run(&mut check) {
             eprintln!("lint: {name}: {err:#}");

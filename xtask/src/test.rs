@@ -1,10 +1,11 @@
 //! `cargo xtask test`: what README names and CI runs (`.ci/run`). Setup, lint (unless
-//! `--no-lint`), then `cargo test` on every crate but `portfwd-ebpf`, which only builds for the
-//! BPF target (portfwd's tests exercise it through the embedded object). Fails with cargo's exit
-//! code when a phase fails. After the tests (and the end-to-end suite again in XDP mode), the
-//! quick demo runs twice, to its end and interrupted by SIGINT half-way, and must leave nothing
-//! behind (`demo::verify`). Last, the benchmark runs once on two cases with the debug build, so
-//! that it keeps working; its figures are not judged (a timed test proves nothing on a shared
+//! `--no-lint`), then `cargo test` on every crate (the bench's generator included) but the two
+//! eBPF crates, which only build for the BPF target (portfwd's and the generator's tests
+//! exercise them through the embedded objects). Fails with cargo's exit code when a phase
+//! fails. After the tests (and the end-to-end suite again in XDP mode), the quick demo runs
+//! twice, to its end and interrupted by SIGINT half-way, and must leave nothing behind
+//! (`demo::verify`). Last, the benchmark runs once on two cases with the debug build, so that it
+//! keeps working; its figures are not judged (a timed test proves nothing on a shared
 //! machine, `cargo xtask bench` does).
 //!
 //! The end-to-end tests need root. Whether they fail or report themselves as not run without it
@@ -51,8 +52,15 @@ pub fn run(args: Args) -> Result<()> {
 
     banner("test");
     let mut test = cmd::cargo();
-    test.args(["test", "--workspace", "--exclude", "portfwd-ebpf"])
-        .args(&args.cargo_args);
+    test.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "portfwd-ebpf",
+        "--exclude",
+        "portfwd-pktgen-ebpf",
+    ])
+    .args(&args.cargo_args);
     cmd::run(&mut test)?;
 
     // The end-to-end suite again with the daemon in XDP mode (native XDP in front of tc on the
@@ -103,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn bench_smoke() -> Result<()> {
     cmd::run(cmd::cargo().args(["build", "--package", "portfwd", "--bin", "portfwd"]))?;
-    cmd::run(cmd::cargo().args(["build", "--package", "portfwd", "--example", "pktgen"]))?;
+    cmd::run(cmd::cargo().args(["build", "--package", "portfwd-pktgen"]))?;
     let root = cmd::workspace_root();
     let out = root.join("target/bench-smoke");
     bench::run(bench::Args {

@@ -2,7 +2,7 @@
 //! addresses, and the dataplane loaded with the world's maps (`world.rs`) for one program, next
 //! to the reference model's copy of the same state.
 use portfwd::dataplane::Dataplane;
-use xtask::lab::Lab;
+use portfwd_lab::Lab;
 
 use super::model_world::ModelWorld;
 use super::program::Program;

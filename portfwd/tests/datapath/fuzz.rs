@@ -1,5 +1,5 @@
 //! Differential fuzzing: random and mutated frames through the kernel program
-//! (BPF_PROG_TEST_RUN) and the reference model `portfwd_common::model`, which must agree on
+//! (BPF_PROG_TEST_RUN) and the reference model `portfwd_model`, which must agree on
 //! every frame: return code, output bytes, the verdict counter that moved, the flow entry
 //! written; the per-forward counters are compared after every batch.
 //!
@@ -21,9 +21,9 @@ use std::time::Instant;
 use portfwd::dataplane::Dataplane;
 use portfwd_common::{
     maps::{ForwardStats, Hook},
-    model::{Action, Direction},
     reason::Reason,
 };
+use portfwd_model::{Action, Direction};
 use proptest::{
     collection::vec,
     prelude::*,

@@ -13,8 +13,8 @@ use portfwd_common::{
         ForwardValueOf, Hook, IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey,
         RangeKeyOf, RangeValue, RangeValueOf,
     },
-    model::{self, FlowEntry, Route, RouteQuery},
 };
+use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
 
 use super::program::Program;
 use super::world::{

@@ -3,9 +3,9 @@
 use portfwd::dataplane::{self, Dataplane};
 use portfwd_common::{
     maps::{ForwardStats, Hook},
-    model::{self, FlowEntry},
     reason::Reason,
 };
+use portfwd_model::{self as model, FlowEntry};
 
 /// A datapath program the fixtures run against, in one configuration. Verdicts in the fixtures
 /// are hook-neutral (pass, drop, redirect); each program says how it spells them and how its

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use portfwd::dataplane::Dataplane;
-use portfwd_common::{maps::ForwardStats, model};
+use portfwd_common::maps::ForwardStats;
+use portfwd_model as model;
 
 use super::env::Env;
 use super::fixtures::{Expect, Expected, Fixture};

@@ -11,7 +11,8 @@
 //! shorter than 14 + 20 (14 + 40); those cuts must be refused, and the model must call them
 //! malformed (on a real interface such frames do reach tc, and the program's bounds checks pass
 //! them).
-use portfwd_common::{model::Action, reason::Reason};
+use portfwd_common::reason::Reason;
+use portfwd_model::Action;
 
 use super::env::Env;
 use super::fixtures::Fixture;

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::lab::Lab;
+use portfwd_lab::Lab;
 
 /// True when the test can run. Under `CI=true` a test that cannot run fails instead of skipping.
 pub fn require_root() -> bool {
@@ -392,7 +392,7 @@ pub fn assert_no_netfilter_nat(lab: &Lab) {
 }
 
 /// The processes whose network namespace is `ns` (by the namespace file's inode).
-pub fn processes_in(ns: &xtask::lab::Ns) -> Vec<u32> {
+pub fn processes_in(ns: &portfwd_lab::Ns) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt as _;
     let want = fs::metadata(ns.path()).unwrap().ino();
     let mut pids = Vec::new();

@@ -1,7 +1,9 @@
-//! What is measured: the systems, the cases, which system runs which case, and how long.
+//! What is measured: the systems, the cases, which system runs which case, how long, and what
+//! sends the UDP load.
 
 use std::fmt;
 use std::net::SocketAddrV4;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A way of getting packets from the client to the container (or, for the ceiling, of dropping
@@ -292,6 +294,24 @@ impl Settings {
                 rr_window: Duration::from_secs(2),
                 scales: vec![1, 100, 1_000, 10_000],
             }
+        }
+    }
+}
+
+/// What sends the UDP load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generator {
+    /// XDP live frames: the `portfwd-pktgen` binary (`bench/pktgen`).
+    Xdp { pktgen: PathBuf },
+    /// trafgen's AF_PACKET TX ring.
+    Trafgen,
+}
+
+impl Generator {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Generator::Xdp { .. } => "xdp",
+            Generator::Trafgen => "trafgen",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use xtask::lab::Lab;
+use portfwd_lab::Lab;
 
 use super::plan::Forward;
 

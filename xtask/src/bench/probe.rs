@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use xtask::lab::Ns;
+use portfwd_lab::Ns;
 
 /// `rx_packets` of `iface` in `ns` (from `/proc/thread-self/net/dev`).
 pub fn rx_packets(ns: &Ns, iface: &str) -> Result<u64> {

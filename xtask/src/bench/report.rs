@@ -472,7 +472,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
     let _ = write!(
         out,
         "\n## Method\n\n\
-         - Lab (`xtask::lab`): client namespace `eth0` 10.77.0.2 — veth — host namespace `eth0` \
+         - Lab (`portfwd-lab`): client namespace `eth0` 10.77.0.2 — veth — host namespace `eth0` \
            10.77.0.1, bridge `docker0` 172.17.0.1/16 — veth — container namespace `eth0` \
            172.17.0.2. Every system publishes host port {PUBLISHED_PORT} (UDP: to 172.17.0.2:9; \
            iperf3: to :5201; request/response: to the line-echo server on :3000). A fresh lab \
@@ -556,7 +556,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
 fn generator_text(generator: &str) -> &'static str {
     if generator == "xdp" {
         "The kernel sends the frames out of the client's `eth0` (an XDP program run by \
-         BPF_PROG_TEST_RUN in live-frames mode, `portfwd/examples/pktgen.rs`, one thread per \
+         BPF_PROG_TEST_RUN in live-frames mode, `bench/pktgen`, one thread per \
          CPU); they reach the host's `eth0` through its NAPI poll as linear buffers, as a NIC \
          driver hands them over (the bench turns GRO on there, which gives the veth a NAPI \
          instance, and gives it a receive queue per CPU)."

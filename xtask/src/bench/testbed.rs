@@ -20,13 +20,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use xtask::lab::{Container, Lab, Ns, TcpServer, tcp_server};
+use portfwd_lab::{Container, Lab, Ns, TcpServer, tcp_server};
 
 use super::netfilter;
-use super::plan::{Case, Forward, Proto, System};
+use super::plan::{Case, Forward, Generator, Proto, System};
 use super::portfwd::Daemon;
 use super::probe;
-use super::udp::Generator;
 
 /// The host port every system publishes (the measured forward).
 pub const PUBLISHED_PORT: u16 = 8080;

@@ -2,7 +2,7 @@
 //! reaches the container.
 //!
 //! Two generators, both sending out of the client's veth with the frames addressed to the host:
-//! - `xdp` (the default): `portfwd/examples/pktgen.rs`, an XDP program run by the kernel in
+//! - `xdp` (the default): `portfwd-pktgen` (`bench/pktgen`), an XDP program run by the kernel in
 //!   BPF_PROG_TEST_RUN's live-frames mode, one thread per CPU. The frames reach the host's veth
 //!   through its NAPI poll as single linear buffers, the way a NIC driver hands them over; the
 //!   bench turns GRO on (which gives the veth a NAPI instance) and gives it a receive queue per CPU.
@@ -19,14 +19,13 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use xtask::lab::Lab;
+use portfwd_lab::Lab;
 
-use super::plan::{Flows, Settings};
+use super::plan::{Flows, Generator, Settings};
 use super::probe;
 use super::testbed::Testbed;
 
@@ -42,24 +41,6 @@ const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The unique flows' source network, as the pktgen generator takes it (any address in the /16).
 const UNIQUE_SRC: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
-
-/// What sends the UDP load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Generator {
-    /// XDP live frames: the pktgen example binary.
-    Xdp { pktgen: PathBuf },
-    /// trafgen's AF_PACKET TX ring.
-    Trafgen,
-}
-
-impl Generator {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Generator::Xdp { .. } => "xdp",
-            Generator::Trafgen => "trafgen",
-        }
-    }
-}
 
 /// What one UDP run measured.
 #[derive(Debug, Clone)]
@@ -226,7 +207,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
 /// Waits for the load to arrive, warms up, and measures one window: (Mpps, kernel ns/packet).
 fn measure(
     tb: &Testbed,
-    sink_ns: &xtask::lab::Ns,
+    sink_ns: &portfwd_lab::Ns,
     sink_if: &str,
     start_count: u64,
     settings: &Settings,
@@ -261,7 +242,7 @@ fn measure(
 }
 
 /// The sink's counter, the CPU ticks and the time, read as close together as possible.
-fn sample(ns: &xtask::lab::Ns, iface: &str) -> Result<(u64, probe::CpuTicks, Instant)> {
+fn sample(ns: &portfwd_lab::Ns, iface: &str) -> Result<(u64, probe::CpuTicks, Instant)> {
     let before = Instant::now();
     let count = probe::rx_packets(ns, iface)?;
     let ticks = probe::cpu_ticks()?;

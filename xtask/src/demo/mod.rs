@@ -3,7 +3,7 @@
 //! container and curl on the client.
 //!
 //! 1. setup and build (what a fresh machine needs);
-//! 2. the lab (`xtask::lab`): client 10.77.0.2, host 10.77.0.1 with bridge docker0 172.17.0.1, and
+//! 2. the lab (`portfwd-lab`): client 10.77.0.2, host 10.77.0.1 with bridge docker0 172.17.0.1, and
 //!    container `web` 172.17.0.2 running `python3 -m http.server 3000 --bind 0.0.0.0`;
 //! 3. the daemon in the host namespace with a copy of `config/demo.yaml` (8080 -> 172.17.0.2:3000)
 //!    whose `pin_dir` is private to this run;
@@ -29,7 +29,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use xtask::lab::{Container, Lab, Ns};
+use portfwd_lab::{Container, Lab, Ns};
 
 use crate::{cmd, setup};
 pub use session::Interrupted;

@@ -7,7 +7,7 @@
 //! Children are spawned in their own process group (a terminal's Ctrl-C reaches the demo only,
 //! which then stops the daemon gracefully) and with a parent-death signal (SIGTERM), so that even
 //! a SIGKILLed demo leaves no daemon or server running. The namespaces
-//! of a SIGKILLed demo are deleted by the next lab anyone builds (`xtask::lab` cleans up labs
+//! of a SIGKILLed demo are deleted by the next lab anyone builds (`portfwd-lab` cleans up labs
 //! whose creator is gone).
 
 use std::{
@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use xtask::lab::{Lab, Ns};
+use portfwd_lab::{Lab, Ns};
 
 /// Set by the signal handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -149,7 +149,7 @@ fn nothing_left(pid: u32, programs: &[u32]) -> Result<()> {
     let mut left = Vec::new();
 
     let prefix = format!("pf{pid}x");
-    if let Ok(dir) = fs::read_dir(xtask::lab::NETNS_DIR) {
+    if let Ok(dir) = fs::read_dir(portfwd_lab::NETNS_DIR) {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(&prefix) {

@@ -1,6 +1,6 @@
 //! The benchmark's packet generator (`cargo xtask bench`), not part of the daemon.
 //!
-//! Userspace runs this XDP program with BPF_PROG_TEST_RUN in live-frames mode
+//! Userspace (`bench/pktgen`) runs this XDP program with BPF_PROG_TEST_RUN in live-frames mode
 //! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on the client's veth: every repetition transmits the frame it
 //! was given out of that veth (`XDP_TX` becomes a redirect to the same device). The frames reach
 //! the host's side of the veth through its NAPI poll, as a NIC's would: one linear buffer each, no
@@ -99,8 +99,12 @@ unsafe fn put16(p: *mut u8, v: u16) {
     unsafe { core::ptr::write_unaligned(p.cast::<[u8; 2]>(), v.to_be_bytes()) }
 }
 
-// The panic handler is the library's.
-use portfwd_ebpf as _;
+/// The verifier rejects any program that could reach a panic; there is nothing to unwind.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

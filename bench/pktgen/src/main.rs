@@ -1,5 +1,5 @@
 //! The packet generator of `cargo xtask bench`: 64-byte UDP frames out of a veth, sent by the
-//! kernel itself (XDP live frames, see `portfwd-ebpf/src/bin/pktgen.rs`).
+//! kernel itself (XDP live frames, see `bench/pktgen-ebpf/src/main.rs`).
 //!
 //! ```text
 //! pktgen --dev eth0 --dst-mac 02:.. --src-mac 02:.. --src 10.77.0.2 --dst 10.77.0.1:8080 \
@@ -169,7 +169,7 @@ fn build_frame(a: &Args, src: Ipv4Addr, sport: u16) -> [u8; FRAME_LEN] {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    xtask::lab::parse_mac(s).with_context(|| format!("not a MAC address: {s}"))
+    portfwd_lab::parse_mac(s).with_context(|| format!("not a MAC address: {s}"))
 }
 
 fn ifindex(dev: &str) -> Result<u32> {
@@ -214,8 +214,7 @@ mod tests {
     }
 
     fn root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if portfwd_lab::is_root() {
             return true;
         }
         assert!(

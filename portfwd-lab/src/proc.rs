@@ -9,14 +9,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::Ns;
+use crate::ns::Ns;
 
-/// What `ip netns exec` does before exec, for the forked child of [`super::Lab::spawn`]: join the
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What `ip netns exec` does before exec, for the forked child of [`crate::Lab::spawn`]: join the
 /// network namespace at `path`, then a private mount namespace (slave of the parent's, so later mounts
 /// in the root namespace still show) with a fresh sysfs on `/sys` named after the namespace.
 ///
 /// Runs between fork and exec: only async-signal-safe system calls, no allocation.
-pub(super) fn enter_netns_like_ip_netns_exec(
+pub(crate) fn enter_netns_like_ip_netns_exec(
     path: &CStr,
     sysfs_name: &CStr,
     sys_flags: libc::c_ulong,
@@ -73,7 +79,7 @@ pub(super) fn enter_netns_like_ip_netns_exec(
 
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`; kills it
 /// when the time is up.
-pub(super) fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+pub(crate) fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     let deadline = Instant::now() + timeout;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -133,7 +139,7 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// `out` if its status is success, otherwise an error quoting its stderr (and stdout).
-pub(super) fn check_status(what: &str, out: Output) -> Result<Output> {
+pub(crate) fn check_status(what: &str, out: Output) -> Result<Output> {
     if out.status.success() {
         return Ok(out);
     }
@@ -150,7 +156,7 @@ pub(super) fn check_status(what: &str, out: Output) -> Result<Output> {
 }
 
 /// SIGKILL and reap.
-pub(super) fn kill_and_reap(child: &mut Child) -> Result<ExitStatus> {
+pub(crate) fn kill_and_reap(child: &mut Child) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
@@ -160,7 +166,7 @@ pub(super) fn kill_and_reap(child: &mut Child) -> Result<ExitStatus> {
 }
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL; reaps.
-pub(super) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
+pub(crate) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
@@ -180,7 +186,7 @@ pub(super) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus
 
 /// SIGKILLs every process whose network namespace is `ns` (as `ip netns pids` lists them) and waits
 /// up to 2 s for them to disappear. Never our own process. Best effort: errors are ignored.
-pub(super) fn kill_processes_in(ns: &Ns) {
+pub(crate) fn kill_processes_in(ns: &Ns) {
     let me = std::process::id();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {

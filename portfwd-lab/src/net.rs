@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::Ns;
+use crate::ns::Ns;
 
 /// How often server threads look at their stop flag.
 const POLL: Duration = Duration::from_millis(50);
