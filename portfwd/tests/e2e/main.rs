@@ -6,6 +6,7 @@
 //! With `PORTFWD_E2E_MODE=xdp` the daemon runs in XDP mode: `cargo xtask test` runs `forwarding`,
 //! `ranges`, `hostlocal` and `ipv6` a second time so.
 
+// Beside this directory, not in it: the datapath tests use its daemon too.
 #[macro_use]
 #[path = "../support/mod.rs"]
 mod support;

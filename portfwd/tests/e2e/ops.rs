@@ -320,10 +320,9 @@ fn concurrent_cli_calls_are_serialised() {
     let s = Scenario::new("concur").containers(1).daemon();
     let c1 = s.c("c1");
     const N: u16 = 24;
-    let cli = support::Cli::new(&s.lab.host().name, &s.d.socket);
     let children: Vec<_> = (0..N)
         .map(|i| {
-            cli.command(&[
+            s.d.cli_command(&[
                 "add",
                 &(9000 + i).to_string(),
                 &format!("{}:{}", c1.addr, 3000 + i),

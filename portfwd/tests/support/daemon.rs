@@ -271,6 +271,11 @@ impl Daemon {
         self.cli.run(args)
     }
 
+    /// The CLI command against this daemon, to spawn (see [`Cli::command`]).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        self.cli.command(args)
+    }
+
     /// Runs the CLI against this daemon as another user (see [`Cli::run_as`]).
     pub fn cli_as(&self, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
         self.cli.run_as(uid, gid, groups, args)

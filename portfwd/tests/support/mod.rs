@@ -19,7 +19,7 @@ use xtask::lab::Lab;
 #[allow(unused_imports, reason = "the datapath tests use only the daemon")]
 pub use {
     assertions::{assert_no_netfilter_nat, processes_in, sock_verdict, verdict},
-    cli::{Cli, portfwd_bin},
+    cli::portfwd_bin,
     scenario::{Scenario, Setup, forward_yaml},
 };
 
