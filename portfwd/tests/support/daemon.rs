@@ -115,13 +115,18 @@ impl Daemon {
     /// with `--mode xdp`, exposing only the lab's client-facing `eth0` (a bridge has no native
     /// XDP, which xdp mode refuses) unless the config names interfaces itself.
     pub fn start(lab: &mut Lab, config_text: &str) -> Daemon {
+        Self::start_in_e2e_mode(lab, config_text, &[])
+    }
+
+    /// Like [`Daemon::start`], with the daemon run through `wrapper` (e.g. `setpriv ...`).
+    pub fn start_in_e2e_mode(lab: &mut Lab, config_text: &str, wrapper: &[String]) -> Daemon {
         let mode = e2e_mode();
         let text = if mode.as_deref() == Some("xdp") && !config_text.contains("interfaces:") {
             format!("interfaces: [eth0]\n{config_text}")
         } else {
             config_text.to_owned()
         };
-        Self::start_with(lab, &text, mode.as_deref())
+        Self::start_wrapped(lab, &text, mode.as_deref(), wrapper)
     }
 
     /// Starts the daemon with an explicit `--mode` (or none), and waits until it answers.

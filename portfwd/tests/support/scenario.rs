@@ -35,10 +35,15 @@ pub struct Scenario {
 pub struct Setup {
     lab: Lab,
     servers: Servers,
+    /// Top-level config lines, before `forwards:`.
     top: Vec<String>,
+    /// The forwards, as YAML items.
     forwards: Vec<String>,
+    /// In XDP mode, name the containers' veths among the exposed interfaces.
     expose_containers: bool,
-    mode: Option<Option<String>>,
+    /// `--mode`; when `None`, `PORTFWD_E2E_MODE` decides.
+    mode: Option<String>,
+    /// What runs the daemon (e.g. `setpriv ...`), empty for nothing.
     wrapper: Vec<String>,
 }
 
@@ -233,7 +238,7 @@ impl Setup {
 
     /// Runs the daemon with this `--mode`, whatever `PORTFWD_E2E_MODE` says.
     pub fn mode(mut self, mode: &str) -> Setup {
-        self.mode = Some(Some(mode.to_owned()));
+        self.mode = Some(mode.to_owned());
         self
     }
 
@@ -270,17 +275,13 @@ impl Setup {
         text
     }
 
-    /// Starts the daemon with the config, and waits until it answers (see [`Daemon::start`]).
+    /// Starts the daemon with the config, in the mode `PORTFWD_E2E_MODE` says unless
+    /// [`Setup::mode`] said one, and waits until it answers (see [`Daemon::start`]).
     pub fn daemon(mut self) -> Scenario {
         let config = self.config_text();
         let d = match &self.mode {
-            Some(mode) => {
-                Daemon::start_wrapped(&mut self.lab, &config, mode.as_deref(), &self.wrapper)
-            }
-            None if self.wrapper.is_empty() => Daemon::start(&mut self.lab, &config),
-            None => {
-                Daemon::start_wrapped(&mut self.lab, &config, e2e_mode().as_deref(), &self.wrapper)
-            }
+            Some(mode) => Daemon::start_wrapped(&mut self.lab, &config, Some(mode), &self.wrapper),
+            None => Daemon::start_in_e2e_mode(&mut self.lab, &config, &self.wrapper),
         };
         Scenario {
             d,
