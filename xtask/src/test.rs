@@ -27,6 +27,9 @@ pub struct Args {
     pub cargo_args: Vec<String>,
 }
 
+/// The modules of the `e2e` test binary run a second time in XDP mode, as test name filters.
+const XDP_MODULES: [&str; 4] = ["forwarding::", "ranges::", "hostlocal::", "ipv6::"];
+
 pub fn run(args: Args) -> Result<()> {
     if !cmd::is_root() {
         println!(
@@ -63,24 +66,15 @@ pub fn run(args: Args) -> Result<()> {
     .args(&args.cargo_args);
     cmd::run(&mut test)?;
 
-    // The end-to-end suite again with the daemon in XDP mode (native XDP in front of tc on the
-    // lab's client-facing interface), so both attach modes are proven on every run.
+    // The forwarding part of the end-to-end suite again with the daemon in XDP mode (native XDP
+    // in front of tc on the lab's client-facing interface), so both attach modes are proven on
+    // every run. The filters name modules of the e2e binary; `check`, `ops` and `service` run in
+    // the first pass only.
     banner("end-to-end tests in XDP mode");
     let mut xdp = cmd::cargo();
-    xdp.args([
-        "test",
-        "--package",
-        "portfwd",
-        "--test",
-        "e2e",
-        "--test",
-        "ranges",
-        "--test",
-        "hostlocal",
-        "--test",
-        "ipv6",
-    ])
-    .env("PORTFWD_E2E_MODE", "xdp");
+    xdp.args(["test", "--package", "portfwd", "--test", "e2e", "--"])
+        .args(XDP_MODULES)
+        .env("PORTFWD_E2E_MODE", "xdp");
     cmd::run(&mut xdp)?;
 
     // The quick demo, to its end and interrupted half-way: it tells its story (it checks each

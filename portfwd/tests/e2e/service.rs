@@ -1,16 +1,12 @@
 //! `config/portfwd.service`: systemd accepts it, its hardening is rated, it agrees with the
 //! daemon's defaults, and the daemon really runs with only the capabilities it leaves.
-mod support;
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::Duration,
 };
 
-use portfwd_lab::{self as lab, Lab};
-use support::{Daemon, require_root};
+use crate::support::{self, Scenario, host_port};
 
 /// The highest `systemd-analyze security` exposure accepted, in tenths (3.0 = "OK").
 const MAX_EXPOSURE_TENTHS: u32 = 30;
@@ -172,28 +168,21 @@ fn unit_bounding_set() -> String {
 
 #[test]
 fn the_daemon_runs_with_only_the_units_capabilities() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("caps").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let wrapper = vec![
-        "setpriv".to_owned(),
-        format!("--bounding-set={}", unit_bounding_set()),
-        "--inh-caps=-all".to_owned(),
-    ];
-    let d = Daemon::start_wrapped(
-        &mut lab,
-        &format!(
-            "socket_group: nogroup\nmetrics: \"127.0.0.1:9369\"\nforwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-        support::e2e_mode().as_deref(),
-        &wrapper,
-    );
+    require_root!();
+    let s = Scenario::new("caps")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .yaml("socket_group: nogroup")
+        .yaml("metrics: \"127.0.0.1:9369\"")
+        .forward("8080", "c1:3000")
+        .wrapper(&[
+            "setpriv".to_owned(),
+            format!("--bounding-set={}", unit_bounding_set()),
+            "--inh-caps=-all".to_owned(),
+        ])
+        .daemon();
     // It really runs without the rest: CapBnd of the daemon is the unit's set.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.d.pid())).unwrap();
     let bnd = status
         .lines()
         .find_map(|l| l.strip_prefix("CapBnd:"))
@@ -206,27 +195,22 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
         "bounding set applied: {bnd:x}"
     );
 
-    let reply = lab::tcp_request(
-        lab.client(),
-        SocketAddr::from((Lab::HOST_ADDR, 8080)),
-        "capped",
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let reply = s.client_tcp(host_port(8080), "capped").unwrap();
     assert!(reply.ends_with("capped"), "{reply}");
     use std::os::unix::fs::MetadataExt as _;
     assert_eq!(
-        std::fs::metadata(&d.socket).unwrap().gid(),
+        std::fs::metadata(&s.d.socket).unwrap().gid(),
         65534,
         "chown to socket_group"
     );
-    let out = d.cli(&lab, &["add", "8081", &format!("{}:3000", c1.addr)]);
+    let out = s.cli(&["add", "8081", &format!("{}:3000", s.c("c1").addr)]);
     assert!(out.status.success(), "{out:?}");
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}");
-    let metrics = lab
+    let metrics = s
+        .lab
         .sh(
-            lab.host(),
+            s.lab.host(),
             "curl -sS --max-time 5 http://127.0.0.1:9369/metrics",
         )
         .unwrap();

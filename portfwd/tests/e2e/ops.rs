@@ -1,31 +1,19 @@
 //! Operating the daemon: reload (SIGHUP, `portfwd reload`, file changes), who may use the control
-//! socket, concurrent CLI calls, the metrics endpoint, and interfaces that are replaced.
-//!
-//! These need root (network namespaces, eBPF). Under `CI=true` a test that cannot run fails.
-mod support;
+//! socket, concurrent CLI calls, the metrics endpoint, interfaces that are replaced, and systemd's
+//! notifications.
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
 
+use crate::support::{self, Scenario, T, forward_yaml as fwd, host_port};
 use portfwd_lab::{self as lab, Lab};
-use support::{Daemon, require_root};
 
-const T: Duration = Duration::from_secs(5);
 /// `nobody` and `nogroup` on Debian.
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
-
-fn host_port(port: u16) -> SocketAddr {
-    SocketAddr::from((Lab::HOST_ADDR, port))
-}
-
-fn fwd(listen: &str, to: &str) -> String {
-    format!("  - listen: \"{listen}\"\n    to: \"{to}\"\n")
-}
 
 /// The daemon's own maps, dumped by bpftool: map name -> dump. Found through the map fds the
 /// daemon holds (other daemons, other tests, have maps with the same names).
@@ -71,15 +59,15 @@ fn map_dumps(pid: u32) -> BTreeMap<String, String> {
 
 /// `status --json` without the verdict counters: they count stray lab packets (IPv6
 /// included), and the socket hooks count every connect() on the machine they pass over.
-fn stable_status(d: &Daemon, lab: &Lab) -> serde_json::Value {
-    let mut s = d.status_json(lab);
-    let obj = s.as_object_mut().unwrap();
+fn stable_status(s: &Scenario) -> serde_json::Value {
+    let mut status = s.status_json();
+    let obj = status.as_object_mut().unwrap();
     obj.remove("verdicts");
     obj.remove("verdicts_by_hook");
     if let Some(hl) = obj.get_mut("host_local").and_then(|h| h.as_object_mut()) {
         hl.remove("verdicts");
     }
-    s
+    status
 }
 
 /// Everything an invalid reload must leave alone.
@@ -127,39 +115,31 @@ fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
     );
 }
 
-fn snapshot(d: &Daemon, lab: &Lab) -> Snapshot {
-    (
-        d.list_json(lab),
-        stable_status(d, lab),
-        map_dumps(d.pid()),
-        {
-            use std::os::unix::fs::MetadataExt as _;
-            let m = std::fs::metadata(&d.socket).unwrap();
-            format!("{:o} {}:{}", m.mode(), m.uid(), m.gid())
-        },
-    )
+fn snapshot(s: &Scenario) -> Snapshot {
+    (s.list_json(), stable_status(s), map_dumps(s.d.pid()), {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(&s.d.socket).unwrap();
+        format!("{:o} {}:{}", m.mode(), m.uid(), m.gid())
+    })
 }
 
 #[test]
 fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("reload").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _s2 = lab::tcp_server(&c2.ns, SocketAddr::from((c2.addr, 3000)), "c2:3000").unwrap();
-    let good = format!(
-        "# operator's file\nforwards:\n{}{}",
-        fwd("8080", &format!("{}:3000", c1.addr)),
-        fwd("8081", &format!("{}:3000", c1.addr)),
-    );
-    let d = Daemon::start(&mut lab, &good);
+    require_root!();
+    let s = Scenario::new("reload")
+        .containers(2)
+        .tcp_server("c1", 3000)
+        .tcp_server("c2", 3000)
+        .yaml("# operator's file")
+        .forward("8080", "c1:3000")
+        .forward("8081", "c1:3000")
+        .daemon();
+    let (d, good) = (&s.d, &s.config);
+    let (c1, c2) = (s.c("c1"), s.c("c2"));
     for port in [8080, 8081] {
-        lab::tcp_request(lab.client(), host_port(port), "before", T).unwrap();
+        s.client_tcp(host_port(port), "before").unwrap();
     }
-    let before = snapshot(&d, &lab);
+    let before = snapshot(&s);
 
     // Line 6 has a target without a port; line 3 is fine.
     let bad = format!(
@@ -170,7 +150,7 @@ fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
     );
     // Written in place (not renamed), as some editors do: the watcher sees it too.
     std::fs::write(&d.config, &bad).unwrap();
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -190,7 +170,7 @@ fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
     d.signal(libc::SIGHUP);
     support::eventually(|| d.log_text().contains("portfwd-no-such-group"))
         .expect("the rejected reload is logged");
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -202,23 +182,23 @@ fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
     );
     // Give the watcher time to have seen both files too.
     std::thread::sleep(Duration::from_millis(800));
-    assert_unchanged(&before, &snapshot(&d, &lab), "an invalid reload");
+    assert_unchanged(&before, &snapshot(&s), "an invalid reload");
     for port in [8080, 8081] {
-        let reply = lab::tcp_request(lab.client(), host_port(port), "still", T).unwrap();
+        let reply = s.client_tcp(host_port(port), "still").unwrap();
         assert!(reply.contains("c1:3000"), "{reply}");
     }
 
     // A valid change: 8080 moves to c2, 8081 stays (with its counters), 8082 is new; nothing
     // else. Applied by `portfwd reload`.
-    let counters_8081 = |d: &Daemon| {
-        d.list_json(&lab)
+    let counters_8081 = || {
+        s.list_json()
             .into_iter()
             .find(|f| f["listen"] == "8081/tcp")
             .unwrap()["packets_to_target"]
             .as_u64()
             .unwrap()
     };
-    let kept = counters_8081(&d);
+    let kept = counters_8081();
     let next = format!(
         "# operator's file\nforwards:\n{}{}{}",
         fwd("8080", &format!("{}:3000", c2.addr)),
@@ -226,19 +206,19 @@ fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
         fwd("8082", &format!("{}:3000", c1.addr)),
     );
     std::fs::write(&d.config, &next).unwrap();
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}");
     let msg = String::from_utf8_lossy(&out.stdout);
     assert!(
         msg.contains("1 added, 0 removed, 1 changed") || msg.contains("forwards unchanged"),
         "{msg}"
     );
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "moved", T).unwrap();
+    let reply = s.client_tcp(host_port(8080), "moved").unwrap();
     assert!(reply.contains("c2:3000"), "{reply}");
-    let reply = lab::tcp_request(lab.client(), host_port(8082), "new", T).unwrap();
+    let reply = s.client_tcp(host_port(8082), "new").unwrap();
     assert!(reply.contains("c1:3000"), "{reply}");
     assert!(
-        counters_8081(&d) >= kept && kept > 0,
+        counters_8081() >= kept && kept > 0,
         "8081 kept its counters"
     );
     assert_eq!(
@@ -250,45 +230,38 @@ fn invalid_reload_changes_nothing_and_valid_reload_applies_the_difference() {
 
 #[test]
 fn config_file_changes_are_applied_and_the_daemons_own_writes_are_not_reloaded() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("watch").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let s = Scenario::new("watch")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .daemon();
+    let to = format!("{}:3000", s.c("c1").addr);
 
     // An editor-style save: write a temporary file, rename it over the config.
-    let tmp = d.dir.join(".portfwd.yaml.swp");
-    std::fs::write(
-        &tmp,
-        format!("forwards:\n{}", fwd("8080", &format!("{}:3000", c1.addr))),
-    )
-    .unwrap();
-    std::fs::rename(&tmp, &d.config).unwrap();
-    support::eventually(|| d.list_json(&lab).len() == 1).expect("the saved file is applied");
-    lab::tcp_request(lab.client(), host_port(8080), "watched", T).unwrap();
+    let tmp = s.d.dir.join(".portfwd.yaml.swp");
+    std::fs::write(&tmp, format!("forwards:\n{}", fwd("8080", &to))).unwrap();
+    std::fs::rename(&tmp, &s.d.config).unwrap();
+    support::eventually(|| s.list_json().len() == 1).expect("the saved file is applied");
+    s.client_tcp(host_port(8080), "watched").unwrap();
 
     // The daemon's own write (portfwd add) is seen by the watcher and found to be what runs.
-    let out = d.cli(&lab, &["add", "8081", &format!("{}:3000", c1.addr)]);
+    let out = s.cli(&["add", "8081", &to]);
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(800));
-    let log = d.log_text();
+    let log = s.d.log_text();
     assert_eq!(
         log.matches("reloaded").count(),
         1,
         "only the editor's save is a reload:\n{log}"
     );
-    assert_eq!(d.list_json(&lab).len(), 2);
+    assert_eq!(s.list_json().len(), 2);
 }
 
 #[test]
 fn unprivileged_cli_calls_are_refused_with_how_to_get_access() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("perm").unwrap();
-    let mut d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let mut s = Scenario::new("perm").daemon();
+    let d = &s.d;
     let meta = std::fs::metadata(&d.socket).unwrap();
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     assert_eq!(meta.mode() & 0o777, 0o660, "socket mode");
@@ -321,11 +294,11 @@ fn unprivileged_cli_calls_are_refused_with_how_to_get_access() {
             && err.contains("run as root"),
         "{err}"
     );
-    assert!(d.list_json(&lab).is_empty(), "the refused add did nothing");
+    assert!(s.list_json().is_empty(), "the refused add did nothing");
 
     // socket_group (applied by a reload): members get in, as primary or supplementary group.
     std::fs::write(&d.config, "socket_group: nogroup\nforwards: []\n").unwrap();
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}");
     let meta = std::fs::metadata(&d.socket).unwrap();
     assert_eq!((meta.gid(), meta.mode() & 0o777), (NOGROUP, 0o660));
@@ -338,42 +311,35 @@ fn unprivileged_cli_calls_are_refused_with_how_to_get_access() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("add yourself to group 'nogroup'"), "{err}");
-    assert!(d.stop(&mut lab).success());
+    assert!(s.d.stop(&mut s.lab).success());
 }
 
 #[test]
 fn concurrent_cli_calls_are_serialised() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("concur").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let s = Scenario::new("concur").containers(1).daemon();
+    let c1 = s.c("c1");
     const N: u16 = 24;
     let children: Vec<_> = (0..N)
         .map(|i| {
-            Command::new("ip")
-                .args(["netns", "exec", &lab.host().name])
-                .arg(support::portfwd_bin())
-                .args([
-                    "add",
-                    &(9000 + i).to_string(),
-                    &format!("{}:{}", c1.addr, 3000 + i),
-                ])
-                .env("PORTFWD_SOCKET", &d.socket)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            s.d.cli_command(&[
+                "add",
+                &(9000 + i).to_string(),
+                &format!("{}:{}", c1.addr, 3000 + i),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     assert_eq!(list.len(), N as usize, "{list:?}");
-    let saved = portfwd::config::load(&d.config).unwrap();
+    let saved = portfwd::config::load(&s.d.config).unwrap();
     assert_eq!(saved.forwards.len(), N as usize, "every add was saved");
     for i in 0..N {
         let want = format!("{}:{}", c1.addr, 3000 + i);
@@ -404,31 +370,26 @@ fn scrape(lab: &Lab, addr: &str, path: &str) -> String {
 
 #[test]
 fn metrics_endpoint_serves_per_forward_series() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("metrics").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _u1 = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
+    require_root!();
+    let s = Scenario::new("metrics")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .udp_server("c1", 53)
+        .yaml("metrics: \"127.0.0.1:9369\"")
+        .forward("8080", "c1:3000")
+        .forward("5353/udp", "c1:53")
+        .daemon();
+    let (lab, c1) = (&s.lab, s.c("c1"));
     let to = format!("{}:3000", c1.addr);
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "metrics: \"127.0.0.1:9369\"\nforwards:\n{}{}",
-            fwd("8080", &to),
-            fwd("5353/udp", &format!("{}:53", c1.addr))
-        ),
-    );
     for _ in 0..3 {
-        lab::tcp_request(lab.client(), host_port(8080), "count me", T).unwrap();
+        s.client_tcp(host_port(8080), "count me").unwrap();
     }
-    lab::udp_request(lab.client(), host_port(5353), "q", T).unwrap();
+    s.client_udp(host_port(5353), "q").unwrap();
 
     // Scraped from inside the lab's host namespace (127.0.0.1 there is the lab's own loopback).
-    let text = scrape(&lab, "127.0.0.1:9369", "/metrics");
+    let text = scrape(lab, "127.0.0.1:9369", "/metrics");
     assert!(text.contains("HTTP 200"), "{text}");
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     let tcp = list.iter().find(|f| f["listen"] == "8080/tcp").unwrap();
     let labels = format!(r#"listen="8080/tcp",protocol="tcp",to="{to}""#);
     for (name, field) in [
@@ -501,7 +462,7 @@ fn metrics_endpoint_serves_per_forward_series() {
     );
 
     // The same numbers for humans.
-    let out = d.cli(&lab, &["status"]);
+    let out = s.cli(&["status"]);
     let human = String::from_utf8_lossy(&out.stdout);
     assert!(
         human.contains("PF_FORWARDS")
@@ -510,54 +471,51 @@ fn metrics_endpoint_serves_per_forward_series() {
         "{human}"
     );
 
-    assert!(scrape(&lab, "127.0.0.1:9369", "/").contains("HTTP 404"));
+    assert!(scrape(lab, "127.0.0.1:9369", "/").contains("HTTP 404"));
     // Bound to the configured address only.
-    let other = scrape(&lab, &format!("{}:9369", Lab::HOST_ADDR), "/metrics");
+    let other = scrape(lab, &format!("{}:9369", Lab::HOST_ADDR), "/metrics");
     assert!(!other.contains("HTTP 200"), "{other}");
 
     // Moved by a reload; off again by another.
     std::fs::write(
-        &d.config,
-        std::fs::read_to_string(&d.config)
+        &s.d.config,
+        std::fs::read_to_string(&s.d.config)
             .unwrap()
             .replace("9369", "9370"),
     )
     .unwrap();
-    assert!(d.cli(&lab, &["reload"]).status.success());
-    assert!(scrape(&lab, "127.0.0.1:9370", "/metrics").contains("HTTP 200"));
-    assert!(!scrape(&lab, "127.0.0.1:9369", "/metrics").contains("HTTP 200"));
+    assert!(s.cli(&["reload"]).status.success());
+    assert!(scrape(lab, "127.0.0.1:9370", "/metrics").contains("HTTP 200"));
+    assert!(!scrape(lab, "127.0.0.1:9369", "/metrics").contains("HTTP 200"));
 }
 
 #[test]
 fn an_interface_that_comes_back_with_another_ifindex_is_followed() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("ifindex").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!("forwards:\n{}", fwd("8080", &format!("{}:3000", c1.addr))),
-    );
-    let ifindex_of = |d: &Daemon, name: &str| {
-        d.status_json(&lab)["interfaces"]
+    require_root!();
+    let s = Scenario::new("ifindex")
+        .containers(1)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let c1 = s.c("c1");
+    let ifindex_of = |name: &str| {
+        s.status_json()["interfaces"]
             .as_array()
             .unwrap()
             .iter()
             .find(|i| i["name"] == name)
             .map(|i| i["ifindex"].as_u64().unwrap())
     };
-    let old = ifindex_of(&d, &c1.host_veth).expect("the container's veth is attached");
+    let old = ifindex_of(&c1.host_veth).expect("the container's veth is attached");
 
     // The container's network is torn down and made again (as a container restart does),
     // with the same interface names.
-    let host = lab.host().name.clone();
+    let host = s.lab.host().name.clone();
     let sh = |script: &str| {
         let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
         assert!(out.status.success(), "{script}: {out:?}");
     };
     sh(&format!("ip -n {host} link del {}", c1.host_veth));
-    support::eventually(|| ifindex_of(&d, &c1.host_veth).is_none())
+    support::eventually(|| ifindex_of(&c1.host_veth).is_none())
         .expect("a deleted interface is detached");
     let t0 = Instant::now();
     sh(&format!(
@@ -569,52 +527,49 @@ fn an_interface_that_comes_back_with_another_ifindex_is_followed() {
         ns = c1.ns.name,
         a = c1.addr
     ));
-    support::eventually(|| ifindex_of(&d, &c1.host_veth).is_some_and(|i| i != old))
+    support::eventually(|| ifindex_of(&c1.host_veth).is_some_and(|i| i != old))
         .expect("the new interface is attached under its new ifindex");
     eprintln!(
         "re-created interface attached {} ms after `ip link add`",
         t0.elapsed().as_millis()
     );
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    support::eventually(|| lab::tcp_request(lab.client(), host_port(8080), "back", T).is_ok())
+    let _s1 = lab::tcp_server(&c1.ns, support::at(c1.addr, 3000), "c1:3000").unwrap();
+    support::eventually(|| s.client_tcp(host_port(8080), "back").is_ok())
         .expect("forwarding resumes through the new interface");
 }
 
 #[test]
 fn a_reload_that_fails_part_way_is_rolled_back() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     if support::e2e_mode().is_some() {
         // The daemon's --mode would override the config's mode, which this test changes; it
         // runs in the default pass of `cargo xtask test`.
         eprintln!("not run with PORTFWD_E2E_MODE set: it tests the config's own mode");
         return;
     }
-    let mut lab = Lab::new("rollback").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let to = format!("{}:3000", c1.addr);
-    let d = Daemon::start(
-        &mut lab,
-        &format!("forwards:\n{}{}", fwd("8080", &to), fwd("8081", &to)),
-    );
-    lab::tcp_request(lab.client(), host_port(8080), "before", T).unwrap();
-    let before = snapshot(&d, &lab);
+    let s = Scenario::new("rollback")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .forward("8081", "c1:3000")
+        .daemon();
+    let c1 = s.c("c1");
+    s.client_tcp(host_port(8080), "before").unwrap();
+    let before = snapshot(&s);
 
     // Valid as a file, and the forwards apply (one removed, one changed, one added), but
     // `mode: xdp` requires native XDP on the exposed bridge, which a bridge does not have: the
     // attach step fails after the forwards were changed, and all of it is undone.
     std::fs::write(
-        &d.config,
+        &s.d.config,
         format!(
             "mode: xdp\ninterfaces: [docker0]\nforwards:\n{}{}",
             fwd("8081", &format!("{}:3001", c1.addr)),
-            fwd("9090", &to)
+            fwd("9090", &format!("{}:3000", c1.addr))
         ),
     )
     .unwrap();
-    let out = d.cli(&lab, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -622,19 +577,14 @@ fn a_reload_that_fails_part_way_is_rolled_back() {
         "{err}"
     );
     std::thread::sleep(Duration::from_millis(800));
-    assert_unchanged(&before, &snapshot(&d, &lab), "a failed reload");
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "after", T).unwrap();
+    assert_unchanged(&before, &snapshot(&s), "a failed reload");
+    let reply = s.client_tcp(host_port(8080), "after").unwrap();
     assert!(reply.ends_with("after"), "{reply}");
 }
 
 #[test]
 fn systemd_is_told_ready_reloading_and_stopping() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("notify").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
+    require_root!();
     // Stands in for systemd's notification socket (Type=notify).
     let dir = std::env::temp_dir().join(format!("portfwd-notify-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -647,29 +597,28 @@ fn systemd_is_told_ready_reloading_and_stopping() {
         let n = sock.recv(&mut buf).expect("a notification within 5 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let wrapper = vec![
-        "env".to_owned(),
-        format!("NOTIFY_SOCKET={}", path.display()),
-    ];
-    let mut d = Daemon::start_wrapped(
-        &mut lab,
-        &format!("forwards:\n{}", fwd("8080", &format!("{}:3000", c1.addr))),
-        support::e2e_mode().as_deref(),
-        &wrapper,
-    );
+    let mut s = Scenario::new("notify")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .wrapper(&[
+            "env".to_owned(),
+            format!("NOTIFY_SOCKET={}", path.display()),
+        ])
+        .daemon();
     assert_eq!(recv().trim(), "READY=1");
     // READY=1 came after the programs were attached and the config applied.
-    let status = d.status_json(&lab);
+    let status = s.status_json();
     assert!(
         !status["interfaces"].as_array().unwrap().is_empty(),
         "{status}"
     );
-    lab::tcp_request(lab.client(), host_port(8080), "ready", T).unwrap();
+    s.client_tcp(host_port(8080), "ready").unwrap();
 
-    d.signal(libc::SIGHUP);
+    s.d.signal(libc::SIGHUP);
     assert_eq!(recv().trim(), "RELOADING=1");
     assert_eq!(recv().trim(), "READY=1");
-    assert!(d.stop(&mut lab).success());
+    assert!(s.d.stop(&mut s.lab).success());
     assert_eq!(recv().trim(), "STOPPING=1");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,43 +1,28 @@
-//! End-to-end tests: a lab of network namespaces (a client, a host with a docker0-like bridge,
-//! containers), real TCP/UDP servers in the containers, the real daemon and CLI in the host.
-//!
-//! These need root. Under `CI=true` a test that cannot run fails; elsewhere it says it skipped.
-mod support;
+//! Forwarding: TCP and UDP to a container with the client's address kept, forwards added and
+//! removed at runtime, what is not ours left alone, interfaces that come later, the daemon's
+//! exit, XDP mode, and a datapath that survives the daemon (pinned state).
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::support::{self, Scenario, T, host_port};
 use portfwd_lab::{self as lab, Lab};
-use support::{Daemon, require_root};
-
-const T: Duration = Duration::from_secs(5);
-
-fn host_port(port: u16) -> SocketAddr {
-    SocketAddr::from((Lab::HOST_ADDR, port))
-}
 
 #[test]
 fn tcp_is_forwarded_with_the_client_address_kept() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("tcp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-    );
+    require_root!();
+    let s = Scenario::new("tcp")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
 
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "hello", T).unwrap();
+    let reply = s.client_tcp(host_port(8080), "hello").unwrap();
     assert!(
         reply.contains(&format!("from {}:", Lab::CLIENT_ADDR)) && reply.ends_with("hello"),
         "server must see the client's own address, got: {reply}"
     );
 
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["listen"], "8080/tcp");
     assert!(
@@ -50,54 +35,46 @@ fn tcp_is_forwarded_with_the_client_address_kept() {
     );
     assert!(list[0]["new_flows"].as_u64().unwrap() >= 1, "{list:?}");
 
-    support::assert_no_netfilter_nat(&lab);
+    support::assert_no_netfilter_nat(&s.lab);
 }
 
 #[test]
 fn udp_is_forwarded_and_replies_come_from_the_published_port() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("udp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
-    let _d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"5353/udp\"\n    to: \"{}:53\"\n",
-            c1.addr
-        ),
-    );
+    require_root!();
+    let s = Scenario::new("udp")
+        .containers(1)
+        .udp_server("c1", 53)
+        .forward("5353/udp", "c1:53")
+        .daemon();
     // udp_request checks that the reply's source is the address it sent to.
-    let reply = lab::udp_request(lab.client(), host_port(5353), "query", T).unwrap();
+    let reply = s.client_udp(host_port(5353), "query").unwrap();
     assert!(
         reply.contains(&format!("from {}:", Lab::CLIENT_ADDR)),
         "{reply}"
     );
-    support::assert_no_netfilter_nat(&lab);
+    support::assert_no_netfilter_nat(&s.lab);
 }
 
 #[test]
 fn add_and_del_at_runtime_take_effect_and_are_saved() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("adddel").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start(&mut lab, "# operator's comment\nforwards: []\n");
+    require_root!();
+    let s = Scenario::new("adddel")
+        .containers(2)
+        .tcp_server("c1", 3000)
+        .yaml("# operator's comment")
+        .daemon();
+    let (c1, c2) = (s.c("c1"), s.c("c2"));
 
     assert!(
-        lab::tcp_request(lab.client(), host_port(8080), "x", T).is_err(),
+        s.client_tcp(host_port(8080), "x").is_err(),
         "nothing published yet"
     );
 
-    let out = d.cli(&lab, &["add", "8080", &format!("{}:3000", c1.addr)]);
+    let out = s.cli(&["add", "8080", &format!("{}:3000", c1.addr)]);
     assert!(out.status.success(), "{out:?}");
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "after add", T).unwrap();
+    let reply = s.client_tcp(host_port(8080), "after add").unwrap();
     assert!(reply.ends_with("after add"), "{reply}");
-    let saved = std::fs::read_to_string(&d.config).unwrap();
+    let saved = std::fs::read_to_string(&s.d.config).unwrap();
     assert!(
         saved.contains("8080") && saved.contains(&format!("{}:3000", c1.addr)),
         "{saved}"
@@ -108,7 +85,7 @@ fn add_and_del_at_runtime_take_effect_and_are_saved() {
     );
 
     // The same port again is refused with a clear message, and nothing changes.
-    let out = d.cli(&lab, &["add", "8080", &format!("{}:3000", c2.addr)]);
+    let out = s.cli(&["add", "8080", &format!("{}:3000", c2.addr)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -120,42 +97,33 @@ fn add_and_del_at_runtime_take_effect_and_are_saved() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    let out = d.cli(&lab, &["del", "8080"]);
+    let out = s.cli(&["del", "8080"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(
-        lab::tcp_request(lab.client(), host_port(8080), "x", T).is_err(),
-        "unpublished"
-    );
-    let saved = std::fs::read_to_string(&d.config).unwrap();
+    assert!(s.client_tcp(host_port(8080), "x").is_err(), "unpublished");
+    let saved = std::fs::read_to_string(&s.d.config).unwrap();
     assert!(!saved.contains(&format!("{}:3000", c1.addr)), "{saved}");
 
-    let out = d.cli(&lab, &["del", "8080"]);
+    let out = s.cli(&["del", "8080"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("port 8080/tcp is not published"));
 }
 
 #[test]
 fn many_sequential_connections() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("many").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-    );
+    require_root!();
+    let s = Scenario::new("many")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
     let n = 300;
     for i in 0..n {
-        let reply = lab::tcp_request(lab.client(), host_port(8080), &format!("req {i}"), T)
+        let reply = s
+            .client_tcp(host_port(8080), &format!("req {i}"))
             .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"));
         assert!(reply.ends_with(&format!("req {i}")), "{reply}");
     }
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     assert!(
         list[0]["new_flows"].as_u64().unwrap() >= n as u64 / 2,
         "{list:?}"
@@ -164,57 +132,49 @@ fn many_sequential_connections() {
 
 #[test]
 fn traffic_routed_through_the_host_is_not_touched() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("routed").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
+    require_root!();
     // A server on the container's own 8080, and a forward of the host's 8080 to its 3000.
-    let _direct = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 8080)), "c1:8080").unwrap();
-    let _fwd = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-    );
+    let s = Scenario::new("routed")
+        .containers(1)
+        .tcp_server("c1", 8080)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
     // The client routes 172.17.0.0/16 through the host (its default route). To the container's
     // address: routed, so it must reach port 8080 itself, not 3000.
-    let reply =
-        lab::tcp_request(lab.client(), SocketAddr::from((c1.addr, 8080)), "routed", T).unwrap();
+    let reply = s
+        .client_tcp(SocketAddr::from((s.c("c1").addr, 8080)), "routed")
+        .unwrap();
     assert!(
         reply.contains(":8080"),
         "routed traffic was translated: {reply}"
     );
     // To the host's address: published, so it reaches 3000.
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "published", T).unwrap();
+    let reply = s.client_tcp(host_port(8080), "published").unwrap();
     assert!(reply.contains(":3000"), "{reply}");
 }
 
 #[test]
 fn interfaces_and_addresses_that_appear_later_are_followed() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("later").unwrap();
-    let d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let mut s = Scenario::new("later").daemon();
     // A container created after the daemon: its veth must be attached so replies translate.
-    let c1 = lab.add_container("c1").unwrap();
+    let c1 = s.lab.add_container("c1").unwrap();
     let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let out = d.cli(&lab, &["add", "8080", &format!("{}:3000", c1.addr)]);
+    let out = s.cli(&["add", "8080", &format!("{}:3000", c1.addr)]);
     assert!(out.status.success(), "{out:?}");
-    support::eventually(|| lab::tcp_request(lab.client(), host_port(8080), "late", T).is_ok())
+    support::eventually(|| s.client_tcp(host_port(8080), "late").is_ok())
         .expect("a forward to a container created after the daemon works");
 
     // A host address added later is published too.
+    let lab = &s.lab;
     lab.exec(
         lab.host(),
         &["ip", "addr", "add", "10.77.0.100/24", "dev", "eth0"],
     )
     .unwrap();
     let extra = SocketAddr::from(([10, 77, 0, 100], 8080));
-    support::eventually(|| lab::tcp_request(lab.client(), extra, "new addr", T).is_ok())
+    support::eventually(|| s.client_tcp(extra, "new addr").is_ok())
         .expect("a host address added after start is published");
 
     // And removed again: then it is no longer translated (nothing listens there: refused).
@@ -269,15 +229,10 @@ fn cli_errors_are_one_clear_line() {
 
 #[test]
 fn invalid_config_stops_the_daemon_naming_file_line_and_field() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("badcfg").unwrap();
-    let out = Daemon::run_to_exit(
-        &mut lab,
-        "forwards:\n  - listen: \"8080\"\n    to: \"172.17.0.2\"\n",
-        &[],
-    );
+    require_root!();
+    let out = Scenario::new("badcfg")
+        .forward("8080", "172.17.0.2")
+        .run_to_exit(&[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("portfwd.yaml:3"), "{err}");
@@ -286,46 +241,32 @@ fn invalid_config_stops_the_daemon_naming_file_line_and_field() {
 
 #[test]
 fn sigterm_detaches_and_exits_zero() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("term").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let mut d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-    );
-    lab::tcp_request(lab.client(), host_port(8080), "before", T).unwrap();
-    let status = d.stop(&mut lab);
+    require_root!();
+    let mut s = Scenario::new("term")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    s.client_tcp(host_port(8080), "before").unwrap();
+    let status = s.d.stop(&mut s.lab);
     assert!(status.success(), "exit status {status:?}");
     // Detached: the host's own stack answers port 8080 now, and nothing listens there.
-    let err = lab::tcp_request(lab.client(), host_port(8080), "after", T).unwrap_err();
+    let err = s.client_tcp(host_port(8080), "after").unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
-    assert!(!d.socket.exists(), "socket file removed");
+    assert!(!s.d.socket.exists(), "socket file removed");
 }
 
 #[test]
 fn icmp_errors_about_a_forwarded_flow_reach_the_client_translated() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("icmp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
+    require_root!();
     // Nothing listens on the target port: the container answers with ICMP port unreachable,
     // quoting client -> 172.17.0.2:53. A connected socket on the client only learns of it if the
     // quote is translated back to client -> host:5353 and the error comes from the host.
-    let _d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"5353/udp\"\n    to: \"{}:53\"\n",
-            c1.addr
-        ),
-    );
-    let err = lab.client().run(|| {
+    let s = Scenario::new("icmp")
+        .containers(1)
+        .forward("5353/udp", "c1:53")
+        .daemon();
+    let err = s.lab.client().run(|| {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(T)).unwrap();
         s.connect(host_port(5353)).unwrap();
@@ -340,35 +281,31 @@ fn icmp_errors_about_a_forwarded_flow_reach_the_client_translated() {
     );
 }
 
-#[test]
-fn xdp_mode_puts_native_xdp_in_front_of_tc() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("xdp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start_with(
-        &mut lab,
-        &format!(
-            "interfaces: [eth0]\nforwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-        Some("xdp"),
-    );
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "via xdp", T).unwrap();
-    assert!(reply.ends_with("via xdp"), "{reply}");
-
-    let out = d.cli(&lab, &["status", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let eth0 = status["interfaces"]
+/// The interface named `name` in a `status --json` report.
+fn interface<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["interfaces"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["name"] == "eth0")
-        .expect("eth0 attached");
-    assert_eq!(eth0["attach"], "xdp+tc", "{status}");
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not attached: {status}"))
+}
+
+#[test]
+fn xdp_mode_puts_native_xdp_in_front_of_tc() {
+    require_root!();
+    let s = Scenario::new("xdp")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .yaml("interfaces: [eth0]")
+        .forward("8080", "c1:3000")
+        .mode("xdp")
+        .daemon();
+    let reply = s.client_tcp(host_port(8080), "via xdp").unwrap();
+    assert!(reply.ends_with("via xdp"), "{reply}");
+
+    let status = s.status_json();
+    assert_eq!(interface(&status, "eth0")["attach"], "xdp+tc", "{status}");
     // The forwarded connection is a flow, and the count agrees with the flow tables' rows.
     let flow_rows: u64 = status["maps"]
         .as_array()
@@ -381,12 +318,7 @@ fn xdp_mode_puts_native_xdp_in_front_of_tc() {
     assert_eq!(status["flows"].as_u64().unwrap(), flow_rows, "{status}");
     // Not on the container's host-side veth, which exposes nothing: XDP there would only
     // convert frames for tc and cost GRO.
-    let veth = status["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == c1.host_veth.as_str())
-        .expect("the container's veth attached");
+    let veth = interface(&status, &s.c("c1").host_veth);
     assert_eq!(veth["attach"], "tc", "{status}");
     // XDP saw the client's packets first; their next hop is a bridge, which takes no XDP
     // frames, so it handed them to tc untouched, and tc forwarded them.
@@ -403,12 +335,9 @@ fn xdp_mode_puts_native_xdp_in_front_of_tc() {
 
 #[test]
 fn xdp_mode_refuses_an_exposed_interface_without_native_xdp() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("xdpno").unwrap();
+    require_root!();
     // Every interface is exposed, docker0 included, and a bridge has no native XDP.
-    let out = Daemon::run_to_exit(&mut lab, "forwards: []\n", &["--mode", "xdp"]);
+    let out = Scenario::new("xdpno").run_to_exit(&["--mode", "xdp"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("docker0 has no native XDP support"), "{err}");
@@ -420,24 +349,19 @@ fn xdp_mode_refuses_an_exposed_interface_without_native_xdp() {
 /// attaching twice or resetting counters.
 #[test]
 fn connections_survive_twenty_kill_9_and_restart_cycles() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("survive").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _tcp = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _udp = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
-    let mut d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{a}:3000\"\n  - listen: \"5353/udp\"\n    to: \"{a}:53\"\n",
-            a = c1.addr
-        ),
-    );
+    require_root!();
+    let mut s = Scenario::new("survive")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .udp_server("c1", 53)
+        .forward("8080", "c1:3000")
+        .forward("5353/udp", "c1:53")
+        .daemon();
 
     // One long-lived TCP connection and one UDP flow (one socket, same 5-tuple throughout).
-    let mut session = lab::tcp_session(lab.client(), host_port(8080), T).unwrap();
-    let udp = lab
+    let mut session = lab::tcp_session(s.lab.client(), host_port(8080), T).unwrap();
+    let udp = s
+        .lab
         .client()
         .run(|| std::net::UdpSocket::bind((Lab::CLIENT_ADDR, 0)))
         .unwrap();
@@ -465,19 +389,19 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
         }
     };
     exchange(&mut session, "before".into());
-    let before = d.list_json(&lab);
+    let before = s.list_json();
 
     for i in 0..20 {
-        d.kill9();
+        s.d.kill9();
         // Nobody is running: the pinned links keep the programs attached.
         exchange(&mut session, format!("while-dead-{i}"));
-        d.restart();
+        s.d.restart();
         exchange(&mut session, format!("after-restart-{i}"));
     }
     assert!(failures.is_empty(), "failed exchanges: {failures:#?}");
 
     // Counters carried over (the same slots), and grew by the 40 TCP exchanges.
-    let after = d.list_json(&lab);
+    let after = s.list_json();
     let tcp = |l: &[serde_json::Value]| {
         l.iter()
             .find(|f| f["listen"] == "8080/tcp")
@@ -488,7 +412,7 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
     assert_eq!(after.len(), 2, "{after:?}");
 
     // Never attached twice: one portfwd tc program on the client-facing interface.
-    let tcx = lab.host().run(|| {
+    let tcx = s.lab.host().run(|| {
         aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Ingress)
     });
     let names: Vec<String> = tcx
@@ -502,10 +426,9 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
         names.len() == 1 && names[0].starts_with("portfwd_tc"),
         "tcx ingress programs on eth0: {names:?}"
     );
-    let status = d.cli(&lab, &["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = s.status_json();
     let interfaces = status["interfaces"].as_array().unwrap();
-    let pins: Vec<String> = std::fs::read_dir(d.pin_dir.join("links"))
+    let pins: Vec<String> = std::fs::read_dir(s.d.pin_dir.join("links"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -518,15 +441,17 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
     assert_eq!(count("xdp-"), with_xdp, "{pins:?} vs {interfaces:?}");
 
     // A clean stop detaches; --cleanup then frees the maps it kept for the next start.
-    assert!(d.stop(&mut lab).success());
+    assert!(s.d.stop(&mut s.lab).success());
     assert_eq!(
-        std::fs::read_dir(d.pin_dir.join("links")).unwrap().count(),
+        std::fs::read_dir(s.d.pin_dir.join("links"))
+            .unwrap()
+            .count(),
         0
     );
-    let out = d.cleanup();
+    let out = s.d.cleanup();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        !d.pin_dir.join("maps").exists(),
+        !s.d.pin_dir.join("maps").exists(),
         "maps still pinned after --cleanup"
     );
 }
@@ -536,17 +461,17 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
 /// upgrade) and says so, and `--cleanup` refuses while a daemon runs.
 #[test]
 fn restart_reconciles_pinned_state_with_the_config() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("reconcile").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _a = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _b = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 4000)), "c1:4000").unwrap();
+    require_root!();
+    let mut s = Scenario::new("reconcile")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .tcp_server("c1", 4000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let c1 = s.c("c1");
     let forward =
-        |port: u16, to: u16| format!("  - listen: \"{port}\"\n    to: \"{}:{to}\"\n", c1.addr);
-    let mut d = Daemon::start(&mut lab, &format!("forwards:\n{}", forward(8080, 3000)));
-    let out = d.cleanup();
+        |port: u16, to: u16| support::forward_yaml(&port.to_string(), &format!("{}:{to}", c1.addr));
+    let out = s.d.cleanup();
     assert!(
         !out.status.success(),
         "--cleanup must refuse while the daemon runs"
@@ -555,18 +480,18 @@ fn restart_reconciles_pinned_state_with_the_config() {
         String::from_utf8_lossy(&out.stderr).contains("a daemon is running"),
         "{out:?}"
     );
-    lab::tcp_request(lab.client(), host_port(8080), "one", T).unwrap();
+    s.client_tcp(host_port(8080), "one").unwrap();
 
     // While it is dead, the config changes: 8080 goes, 9090 comes.
-    d.kill9();
-    let text = std::fs::read_to_string(&d.config).unwrap();
+    s.d.kill9();
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
     std::fs::write(
-        &d.config,
+        &s.d.config,
         text.replace(&forward(8080, 3000), &forward(9090, 4000)),
     )
     .unwrap();
     // And an "upgrade" finds a verdict counter map of another layout pinned.
-    let verdicts = d.pin_dir.join("maps/PF_VERDICTS");
+    let verdicts = s.d.pin_dir.join("maps/PF_VERDICTS");
     std::fs::remove_file(&verdicts).unwrap();
     let made = std::process::Command::new("bpftool")
         .args(["map", "create"])
@@ -577,16 +502,14 @@ fn restart_reconciles_pinned_state_with_the_config() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    d.restart();
+    s.d.restart();
 
-    let list = d.list_json(&lab);
-    let listens: Vec<&str> = list.iter().map(|f| f["listen"].as_str().unwrap()).collect();
-    assert_eq!(listens, ["9090/tcp"]);
-    let reply = lab::tcp_request(lab.client(), host_port(9090), "two", T).unwrap();
+    assert_eq!(s.listens(), ["9090/tcp"]);
+    let reply = s.client_tcp(host_port(9090), "two").unwrap();
     assert!(reply.starts_with("c1:4000"), "{reply}");
     assert!(
         lab::tcp_request(
-            lab.client(),
+            s.lab.client(),
             host_port(8080),
             "gone",
             Duration::from_secs(1)
@@ -594,14 +517,14 @@ fn restart_reconciles_pinned_state_with_the_config() {
         .is_err(),
         "the stale pinned forward 8080 must be gone"
     );
-    let log = d.log_text();
+    let log = s.d.log_text();
     assert!(
         log.contains("removed a pinned forward the config no longer has")
             && log.contains("pinned map has another layout")
             && log.contains("took over the attachments of a previous daemon"),
         "{log}"
     );
-    let status = d.cli(&lab, &["status", "--json"]);
+    let status = s.cli(&["status", "--json"]);
     assert!(status.status.success(), "{status:?}");
 }
 
@@ -610,19 +533,13 @@ fn restart_reconciles_pinned_state_with_the_config() {
 /// the bridge's transmit counter stays flat while the container keeps receiving.
 #[test]
 fn translated_packets_skip_the_bridge_once_the_container_is_known() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("peer").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8080\"\n    to: \"{}:3000\"\n",
-            c1.addr
-        ),
-    );
+    require_root!();
+    let s = Scenario::new("peer")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let (lab, c1) = (&s.lab, s.c("c1"));
     let mut session = lab::tcp_session(lab.client(), host_port(8080), T).unwrap();
     session.request("learn").unwrap();
 
@@ -655,5 +572,4 @@ fn translated_packets_skip_the_bridge_once_the_container_is_known() {
         bridge_sent < 10,
         "{bridge_sent} frames crossed the bridge for 50 requests (the container got {received})"
     );
-    drop(d);
 }

@@ -1,10 +1,6 @@
-//! End-to-end tests of host-local, hairpin and loopback-only access to published ports: the
-//! socket hooks (cgroup `sock_addr` programs) for processes on the host, the hairpin translation
-//! for containers calling the host, and forwards bound to 127.0.0.1 that only the host reaches.
-//!
-//! A lab of network namespaces, real servers in the containers, the real daemon and CLI in the
-//! host namespace. These need root. Under `CI=true` a test that cannot run fails.
-mod support;
+//! Host-local, hairpin and loopback-only access to published ports: the socket hooks (cgroup
+//! `sock_addr` programs) for processes on the host, the hairpin translation for containers
+//! calling the host, and forwards bound to 127.0.0.1 that only the host reaches.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -13,59 +9,15 @@ use std::{
     time::Duration,
 };
 
+use crate::support::{self, Daemon, Scenario, Setup, T, at, sock_verdict, verdict};
 use portfwd_lab::{self as lab, Container, Lab};
-use support::{Daemon, require_root};
 
-const T: Duration = Duration::from_secs(5);
 /// How long a connection that must fail may take to fail.
 const SHORT: Duration = Duration::from_millis(1500);
 
-fn at(addr: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((addr, port))
-}
-
-fn fwd(listen: &str, to: SocketAddr) -> String {
-    format!("  - listen: \"{listen}\"\n    to: \"{to}\"\n")
-}
-
-/// A config with `forwards`. In XDP mode the interfaces that expose published ports must be
-/// named (a bridge has no native XDP): the LAN side and, for hairpin, the containers' bridge
-/// ports.
-fn config(lab: &Lab, forwards: &[String]) -> String {
-    let mut text = String::new();
-    if support::e2e_mode().as_deref() == Some("xdp") {
-        let mut ifaces = vec![Lab::ETH.to_owned()];
-        ifaces.extend(lab.containers().iter().map(|c| c.host_veth.clone()));
-        text.push_str(&format!("interfaces: [{}]\n", ifaces.join(", ")));
-    }
-    text.push_str("forwards:\n");
-    for f in forwards {
-        text.push_str(f);
-    }
-    text
-}
-
-fn status(d: &Daemon, lab: &Lab) -> serde_json::Value {
-    let out = d.cli(lab, &["status", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn sock_verdict(status: &serde_json::Value, name: &str) -> u64 {
-    status["host_local"]["verdicts"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no socket verdict {name}: {status}"))
-}
-
-fn verdict(status: &serde_json::Value, name: &str) -> u64 {
-    status["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["reason"] == name)
-        .unwrap_or_else(|| panic!("no verdict {name}: {status}"))["packets"]
-        .as_u64()
-        .unwrap()
+/// A lab whose daemon, in XDP mode, also exposes the containers' bridge ports (for hairpin).
+fn scenario(tag: &str) -> Setup {
+    Scenario::new(tag).expose_containers_in_xdp()
 }
 
 /// Connects from the host namespace, checks what `getpeername` says, and exchanges one line.
@@ -110,16 +62,16 @@ fn assert_no_proxy(lab: &Lab, d: &Daemon) {
 
 #[test]
 fn host_tcp_to_loopback_and_host_addresses_reaches_the_container_without_a_proxy() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hltcp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hltcp")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let lab = &s.lab;
+    let srv = s.servers.tcp("c1:3000");
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert_eq!(st["host_local"]["attached"], true, "{st}");
 
     for to in [
@@ -127,7 +79,7 @@ fn host_tcp_to_loopback_and_host_addresses_reaches_the_container_without_a_proxy
         at(Lab::HOST_ADDR, 8080),
         at(Lab::BRIDGE_ADDR, 8080),
     ] {
-        let (peer, reply) = host_tcp(&lab, to, "from the host");
+        let (peer, reply) = host_tcp(lab, to, "from the host");
         assert_eq!(peer, to, "getpeername must return the address connected to");
         assert!(
             reply.starts_with("c1:3000 from ") && reply.ends_with("from the host"),
@@ -144,31 +96,30 @@ fn host_tcp_to_loopback_and_host_addresses_reaches_the_container_without_a_proxy
 
     // While a connection is open, still nothing but the daemon runs in the host namespace.
     let session = lab::tcp_session(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), T).unwrap();
-    assert_no_proxy(&lab, &d);
+    assert_no_proxy(lab, &s.d);
     assert_eq!(
         session.stream().peer_addr().unwrap(),
         at(Ipv4Addr::LOCALHOST, 8080)
     );
     drop(session);
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "connect_translated") >= 4, "{st}");
     assert!(sock_verdict(&st, "getpeername_restored") >= 4, "{st}");
     // Not a single packet was translated for it: the sockets talk to the container directly.
     assert_eq!(verdict(&st, "forwarded"), 0, "{st}");
-    support::assert_no_netfilter_nat(&lab);
+    support::assert_no_netfilter_nat(lab);
 }
 
 #[test]
 fn host_udp_connected_and_unconnected_sees_replies_from_the_published_address() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hludp").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
-    let cfg = config(&lab, &[fwd("5353/udp", at(c1.addr, 53))]);
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hludp")
+        .containers(1)
+        .udp_server("c1", 53)
+        .forward("5353/udp", "c1:53")
+        .daemon();
+    let lab = &s.lab;
 
     for to in [at(Ipv4Addr::LOCALHOST, 5353), at(Lab::HOST_ADDR, 5353)] {
         // Unconnected: sendto/recvfrom; udp_request fails unless the reply comes from `to`.
@@ -180,14 +131,14 @@ fn host_udp_connected_and_unconnected_sees_replies_from_the_published_address() 
         );
 
         // Connected: connect/send, then recvfrom and getpeername.
-        let (peer, from, reply) = host_udp_connected(&lab, to, "connected");
+        let (peer, from, reply) = host_udp_connected(lab, to, "connected");
         assert_eq!(peer, to, "getpeername");
         assert_eq!(from, to, "the reply's source");
         assert!(reply.ends_with("connected"), "{reply}");
     }
-    assert_no_proxy(&lab, &d);
+    assert_no_proxy(lab, &s.d);
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "sendmsg_translated") >= 2, "{st}");
     assert!(sock_verdict(&st, "connect_translated") >= 2, "{st}");
     assert!(sock_verdict(&st, "recvmsg_restored") >= 4, "{st}");
@@ -195,32 +146,25 @@ fn host_udp_connected_and_unconnected_sees_replies_from_the_published_address() 
 
 #[test]
 fn a_containers_own_loopback_is_never_hijacked() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hlown").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    let _target = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let _own_tcp = lab::tcp_server(&c2.ns, at(Ipv4Addr::LOCALHOST, 8080), "c2-own").unwrap();
-    let _own_udp = lab::udp_server(&c2.ns, at(Ipv4Addr::LOCALHOST, 5353), "c2-own").unwrap();
-    let cfg = config(
-        &lab,
-        &[
-            fwd("8080", at(c1.addr, 3000)),
-            fwd("5353/udp", at(c1.addr, 3000)),
-        ],
-    );
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hlown")
+        .containers(2)
+        .tcp_server("c1", 3000)
+        .tcp_server_at("c2", "127.0.0.1:8080", "c2-own")
+        .udp_server_at("c2", "127.0.0.1:5353", "c2-own")
+        .forward("8080", "c1:3000")
+        .forward("5353/udp", "c1:3000")
+        .daemon();
+    let c2 = s.c("c2");
 
     let reply = lab::tcp_request(&c2.ns, at(Ipv4Addr::LOCALHOST, 8080), "mine", T).unwrap();
     assert!(reply.starts_with("c2-own from 127.0.0.1:"), "{reply}");
     let reply = lab::udp_request(&c2.ns, at(Ipv4Addr::LOCALHOST, 5353), "mine", T).unwrap();
     assert!(reply.starts_with("c2-own from 127.0.0.1:"), "{reply}");
     // The client machine's own loopback neither.
-    assert!(lab::tcp_request(lab.client(), at(Ipv4Addr::LOCALHOST, 8080), "x", SHORT).is_err());
+    assert!(lab::tcp_request(s.lab.client(), at(Ipv4Addr::LOCALHOST, 8080), "x", SHORT).is_err());
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "pass_other_netns") >= 2, "{st}");
     assert_eq!(sock_verdict(&st, "connect_translated"), 0, "{st}");
 }
@@ -233,24 +177,17 @@ fn hairpin(from: &Container, port: u16, line: &str) -> String {
 
 #[test]
 fn hairpin_reaches_the_container_itself_and_another_one() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hlhair").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    let _s1 = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let _s2 = lab::tcp_server(&c2.ns, at(c2.addr, 3000), "c2:3000").unwrap();
-    let _u1 = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
-    let cfg = config(
-        &lab,
-        &[
-            fwd("8080", at(c1.addr, 3000)),
-            fwd("8081", at(c2.addr, 3000)),
-            fwd("5353/udp", at(c1.addr, 53)),
-        ],
-    );
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hlhair")
+        .containers(2)
+        .tcp_server("c1", 3000)
+        .tcp_server("c2", 3000)
+        .udp_server("c1", 53)
+        .forward("8080", "c1:3000")
+        .forward("8081", "c2:3000")
+        .forward("5353/udp", "c1:53")
+        .daemon();
+    let (c1, c2) = (s.c("c1"), s.c("c2"));
 
     // To itself: the source is translated to the published address, so the reply comes back
     // through the host.
@@ -279,13 +216,13 @@ fn hairpin_reaches_the_container_itself_and_another_one() {
         assert!(reply.ends_with(&format!("again {i}")), "{reply}");
     }
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(verdict(&st, "hairpinned") >= 3, "{st}");
     assert!(verdict(&st, "hairpin_replied") >= 2, "{st}");
     assert!(verdict(&st, "forwarded") >= 2, "{st}");
     assert!(verdict(&st, "replied") >= 2, "{st}");
-    assert_no_proxy(&lab, &d);
-    support::assert_no_netfilter_nat(&lab);
+    assert_no_proxy(&s.lab, &s.d);
+    support::assert_no_netfilter_nat(&s.lab);
 }
 
 /// An Ethernet + IPv4 frame to 127.0.0.1:`dport` (UDP, or a TCP SYN), as a LAN neighbour could
@@ -400,25 +337,19 @@ fn send_raw(lab: &Lab, frames: &[Vec<u8>]) {
 
 #[test]
 fn a_loopback_only_forward_is_reachable_from_the_host_only() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hllo").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    let tcp = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let udp = lab::udp_server(&c1.ns, at(c1.addr, 53), "c1:53").unwrap();
-    let cfg = config(
-        &lab,
-        &[
-            fwd("127.0.0.1:9090", at(c1.addr, 3000)),
-            fwd("127.0.0.1:9090/udp", at(c1.addr, 53)),
-        ],
-    );
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hllo")
+        .containers(2)
+        .tcp_server("c1", 3000)
+        .udp_server("c1", 53)
+        .forward("127.0.0.1:9090", "c1:3000")
+        .forward("127.0.0.1:9090/udp", "c1:53")
+        .daemon();
+    let (lab, c1, c2) = (&s.lab, s.c("c1"), s.c("c2"));
+    let (tcp, udp) = (s.servers.tcp("c1:3000"), s.servers.udp("c1:53"));
 
     // From the host, on loopback: reachable.
-    let (peer, reply) = host_tcp(&lab, at(Ipv4Addr::LOCALHOST, 9090), "host");
+    let (peer, reply) = host_tcp(lab, at(Ipv4Addr::LOCALHOST, 9090), "host");
     assert_eq!(peer, at(Ipv4Addr::LOCALHOST, 9090));
     assert!(reply.ends_with("host"), "{reply}");
     let reply = lab::udp_request(lab.host(), at(Ipv4Addr::LOCALHOST, 9090), "host", T).unwrap();
@@ -449,19 +380,17 @@ fn a_loopback_only_forward_is_reachable_from_the_host_only() {
     }
 
     // Frames crafted with destination 127.0.0.1, sent to the host's MAC.
-    let before = verdict(&status(&d, &lab), "drop_loopback_dst");
-    let host_mac = mac(&lab, lab.host());
-    let client_mac = mac(&lab, lab.client());
+    let before = s.verdict("drop_loopback_dst");
+    let host_mac = mac(lab, lab.host());
+    let client_mac = mac(lab, lab.client());
     let mut frames = Vec::new();
     for _ in 0..5 {
         frames.push(loopback_frame(host_mac, client_mac, false, 9090));
         frames.push(loopback_frame(host_mac, client_mac, true, 9090));
     }
-    send_raw(&lab, &frames);
-    support::eventually(|| {
-        verdict(&status(&d, &lab), "drop_loopback_dst") >= before + frames.len() as u64
-    })
-    .expect("every crafted frame is dropped and counted as drop_loopback_dst");
+    send_raw(lab, &frames);
+    support::eventually(|| s.verdict("drop_loopback_dst") >= before + frames.len() as u64)
+        .expect("every crafted frame is dropped and counted as drop_loopback_dst");
     std::thread::sleep(Duration::from_millis(300));
 
     assert_eq!(
@@ -483,72 +412,62 @@ fn a_loopback_only_forward_is_reachable_from_the_host_only() {
         tcp.peers(),
         udp.peers()
     );
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     for f in &list {
         assert_eq!(
             f["packets_to_target"], 0,
             "never through the packet path: {list:?}"
         );
     }
-    assert_no_proxy(&lab, &d);
+    assert_no_proxy(lab, &s.d);
 }
 
 #[test]
 fn sigterm_detaches_the_socket_hooks() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hlterm").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
-    let mut d = Daemon::start(&mut lab, &cfg);
-    let (_, reply) = host_tcp(&lab, at(Ipv4Addr::LOCALHOST, 8080), "before");
+    require_root!();
+    let mut s = scenario("hlterm")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let (_, reply) = host_tcp(&s.lab, at(Ipv4Addr::LOCALHOST, 8080), "before");
     assert!(reply.ends_with("before"), "{reply}");
-    let status = d.stop(&mut lab);
+    let status = s.d.stop(&mut s.lab);
     assert!(status.success(), "{status:?}");
-    let err = lab::tcp_request(lab.host(), at(Ipv4Addr::LOCALHOST, 8080), "after", T).unwrap_err();
+    let err =
+        lab::tcp_request(s.lab.host(), at(Ipv4Addr::LOCALHOST, 8080), "after", T).unwrap_err();
     assert!(format!("{err:#}").contains("refused"), "{err:#}");
-}
-
-fn at6(addr: Ipv6Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((addr, port))
 }
 
 /// IPv6: the `connect6`/`sendmsg6`/`recvmsg6`/`getpeername6` hooks, on ::1 and the host's IPv6
 /// addresses, TCP and UDP (connected and unconnected).
 #[test]
 fn host_ipv6_tcp_and_udp_reach_the_container_through_the_socket_hooks() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hl6").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let srv = lab::tcp_server(&c1.ns, at6(c1.addr6, 3000), "c1:3000").unwrap();
-    let _udp = lab::udp_server(&c1.ns, at6(c1.addr6, 53), "c1:53").unwrap();
-    let cfg = config(
-        &lab,
-        &[
-            fwd("[::]:8080", at6(c1.addr6, 3000)),
-            fwd("[::]:5353/udp", at6(c1.addr6, 53)),
-        ],
-    );
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hl6")
+        .containers(1)
+        .tcp_server6("c1", 3000)
+        .udp_server6("c1", 53)
+        .forward("[::]:8080", "[c1]:3000")
+        .forward("[::]:5353/udp", "[c1]:53")
+        .daemon();
+    let lab = &s.lab;
+    let srv = s.servers.tcp("c1:3000");
 
     for addr in [Ipv6Addr::LOCALHOST, Lab::HOST_ADDR6, Lab::BRIDGE_ADDR6] {
-        let to = at6(addr, 8080);
-        let (peer, reply) = host_tcp(&lab, to, "tcp6");
+        let to = at(addr, 8080);
+        let (peer, reply) = host_tcp(lab, to, "tcp6");
         assert_eq!(peer, to, "getpeername must return the address connected to");
         assert!(
             reply.starts_with("c1:3000 from ") && reply.ends_with("tcp6"),
             "{to}: {reply}"
         );
 
-        let to = at6(addr, 5353);
+        let to = at(addr, 5353);
         let reply = lab::udp_request(lab.host(), to, "unconnected6", T)
             .unwrap_or_else(|e| panic!("{to}: {e:#}"));
         assert!(reply.ends_with("unconnected6"), "{reply}");
-        let (peer, from, reply) = host_udp_connected(&lab, to, "connected6");
+        let (peer, from, reply) = host_udp_connected(lab, to, "connected6");
         assert_eq!(peer, to, "getpeername");
         assert_eq!(from, to, "the reply's source");
         assert!(reply.ends_with("connected6"), "{reply}");
@@ -559,9 +478,9 @@ fn host_ipv6_tcp_and_udp_reach_the_container_through_the_socket_hooks() {
         "{:?}",
         srv.peers()
     );
-    assert_no_proxy(&lab, &d);
+    assert_no_proxy(lab, &s.d);
 
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "connect_translated") >= 6, "{st}");
     assert!(sock_verdict(&st, "getpeername_restored") >= 6, "{st}");
     assert!(sock_verdict(&st, "sendmsg_translated") >= 3, "{st}");
@@ -573,18 +492,16 @@ fn host_ipv6_tcp_and_udp_reach_the_container_through_the_socket_hooks() {
 /// Node use by default) reaches an IPv4 forward, and sees the mapped address it used.
 #[test]
 fn a_dual_stack_socket_reaches_an_ipv4_forward_through_a_mapped_address() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hlmap").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _srv = lab::tcp_server(&c1.ns, at(c1.addr, 3000), "c1:3000").unwrap();
-    let cfg = config(&lab, &[fwd("8080", at(c1.addr, 3000))]);
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hlmap")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
 
     for v4 in [Ipv4Addr::LOCALHOST, Lab::HOST_ADDR] {
-        let to = at6(v4.to_ipv6_mapped(), 8080);
-        let (peer, reply) = host_tcp(&lab, to, "mapped");
+        let to = at(v4.to_ipv6_mapped(), 8080);
+        let (peer, reply) = host_tcp(&s.lab, to, "mapped");
         assert_eq!(
             peer, to,
             "getpeername must return the mapped address connected to"
@@ -594,7 +511,7 @@ fn a_dual_stack_socket_reaches_an_ipv4_forward_through_a_mapped_address() {
             "{to}: {reply}"
         );
     }
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "connect_translated") >= 2, "{st}");
     assert!(sock_verdict(&st, "getpeername_restored") >= 2, "{st}");
 }
@@ -603,26 +520,25 @@ fn a_dual_stack_socket_reaches_an_ipv4_forward_through_a_mapped_address() {
 /// containers do not (on the host's addresses, nor on their own loopback).
 #[test]
 fn an_ipv6_loopback_only_forward_is_reachable_from_the_host_only() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("hllo6").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let tcp = lab::tcp_server(&c1.ns, at6(c1.addr6, 3000), "c1:3000").unwrap();
-    let cfg = config(&lab, &[fwd("[::1]:9090", at6(c1.addr6, 3000))]);
-    let d = Daemon::start(&mut lab, &cfg);
+    require_root!();
+    let s = scenario("hllo6")
+        .containers(1)
+        .tcp_server6("c1", 3000)
+        .forward("[::1]:9090", "[c1]:3000")
+        .daemon();
+    let (lab, c1, tcp) = (&s.lab, s.c("c1"), s.servers.tcp("c1:3000"));
 
-    let (peer, reply) = host_tcp(&lab, at6(Ipv6Addr::LOCALHOST, 9090), "host6");
-    assert_eq!(peer, at6(Ipv6Addr::LOCALHOST, 9090));
+    let (peer, reply) = host_tcp(lab, at(Ipv6Addr::LOCALHOST, 9090), "host6");
+    assert_eq!(peer, at(Ipv6Addr::LOCALHOST, 9090));
     assert!(reply.ends_with("host6"), "{reply}");
     let served = tcp.peers().len();
 
-    assert!(lab::tcp_request(lab.host(), at6(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
-    assert!(lab::tcp_request(lab.client(), at6(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
-    assert!(lab::tcp_request(lab.client(), at6(Ipv6Addr::LOCALHOST, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.host(), at(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.client(), at(Lab::HOST_ADDR6, 9090), "x", SHORT).is_err());
+    assert!(lab::tcp_request(lab.client(), at(Ipv6Addr::LOCALHOST, 9090), "x", SHORT).is_err());
     for addr in [Lab::HOST_ADDR6, Lab::BRIDGE_ADDR6, Ipv6Addr::LOCALHOST] {
         assert!(
-            lab::tcp_request(&c1.ns, at6(addr, 9090), "x", SHORT).is_err(),
+            lab::tcp_request(&c1.ns, at(addr, 9090), "x", SHORT).is_err(),
             "c1 reached [{addr}]:9090"
         );
     }
@@ -631,6 +547,6 @@ fn an_ipv6_loopback_only_forward_is_reachable_from_the_host_only() {
         served,
         "only the host's request was served"
     );
-    let st = status(&d, &lab);
+    let st = s.status_json();
     assert!(sock_verdict(&st, "connect_translated") >= 1, "{st}");
 }

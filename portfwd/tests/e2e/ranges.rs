@@ -1,66 +1,30 @@
-//! End-to-end tests of port ranges and source allowlists: a lab of network namespaces, real
-//! servers in the containers, the real daemon and CLI in the host (tc mode, or the mode in
-//! `PORTFWD_E2E_MODE`).
-//!
-//! These need root. Under `CI=true` a test that cannot run fails; elsewhere it says it skipped.
-mod support;
+//! Port ranges and source allowlists (tc mode, or the mode in `PORTFWD_E2E_MODE`).
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
+use crate::support::{self, SHORT, Scenario, T, host_port};
 use portfwd_lab::{self as lab, Lab};
-use support::{Daemon, require_root};
-
-const T: Duration = Duration::from_secs(5);
-/// How long to wait for something that must not arrive.
-const SHORT: Duration = Duration::from_millis(700);
-
-fn host_port(port: u16) -> SocketAddr {
-    SocketAddr::from((Lab::HOST_ADDR, port))
-}
-
-/// The datapath's verdict counter named `reason`, from `portfwd status --json` (all hooks).
-fn verdict(d: &Daemon, lab: &Lab, reason: &str) -> u64 {
-    let out = d.cli(lab, &["status", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["reason"] == reason)
-        .unwrap_or_else(|| panic!("no verdict counter {reason}: {v}"))["packets"]
-        .as_u64()
-        .unwrap()
-}
 
 #[test]
 fn a_range_maps_port_by_port_and_lists_as_one_row() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("range").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _servers: Vec<_> = [9000u16, 9005, 9010]
-        .into_iter()
-        .map(|p| {
-            lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, p)), &format!("c1:{p}")).unwrap()
-        })
-        .collect();
-    let _u53 = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
-    let _u54 = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 54)), "c1:54").unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"8000-8010\"\n    to: \"{a}:9000-9010\"\n  - listen: \"5300-5301/udp\"\n    to: \"{a}:53-54\"\n",
-            a = c1.addr
-        ),
-    );
+    require_root!();
+    let s = Scenario::new("range")
+        .containers(1)
+        .tcp_server("c1", 9000)
+        .tcp_server("c1", 9005)
+        .tcp_server("c1", 9010)
+        .udp_server("c1", 53)
+        .udp_server("c1", 54)
+        .forward("8000-8010", "c1:9000-9010")
+        .forward("5300-5301/udp", "c1:53-54")
+        .daemon();
 
     for (host, target) in [(8000u16, 9000u16), (8005, 9005), (8010, 9010)] {
-        let reply = lab::tcp_request(lab.client(), host_port(host), "hi", T)
+        let reply = s
+            .client_tcp(host_port(host), "hi")
             .unwrap_or_else(|e| panic!("{host}: {e}"));
         assert!(
             reply.contains(&format!("c1:{target}"))
@@ -70,25 +34,26 @@ fn a_range_maps_port_by_port_and_lists_as_one_row() {
     }
     for (host, target) in [(5300u16, 53u16), (5301, 54)] {
         // udp_request also checks that the reply comes from the published port.
-        let reply = lab::udp_request(lab.client(), host_port(host), "q", T)
+        let reply = s
+            .client_udp(host_port(host), "q")
             .unwrap_or_else(|e| panic!("{host}/udp: {e}"));
         assert!(reply.contains(&format!("c1:{target}")), "{reply}");
     }
     // Just past either end is not published.
     for port in [7999u16, 8011] {
         assert!(
-            lab::tcp_request(lab.client(), host_port(port), "x", SHORT).is_err(),
+            lab::tcp_request(s.lab.client(), host_port(port), "x", SHORT).is_err(),
             "{port} is outside the range"
         );
     }
 
-    let list = d.list_json(&lab);
+    let list = s.list_json();
     assert_eq!(list.len(), 2, "{list:?}");
     let tcp = list
         .iter()
         .find(|f| f["listen"] == "8000-8010/tcp")
         .unwrap();
-    assert_eq!(tcp["to"], format!("{}:9000-9010", c1.addr));
+    assert_eq!(tcp["to"], format!("{}:9000-9010", s.c("c1").addr));
     assert_eq!(
         tcp["new_flows"].as_u64().unwrap(),
         3,
@@ -100,7 +65,7 @@ fn a_range_maps_port_by_port_and_lists_as_one_row() {
         .unwrap();
     assert_eq!(udp["new_flows"].as_u64().unwrap(), 2, "{udp}");
 
-    let table = d.cli(&lab, &["list"]);
+    let table = s.cli(&["list"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert_eq!(
         table
@@ -110,26 +75,22 @@ fn a_range_maps_port_by_port_and_lists_as_one_row() {
         1,
         "{table}"
     );
-    support::assert_no_netfilter_nat(&lab);
+    support::assert_no_netfilter_nat(&s.lab);
 }
 
 #[test]
 fn ranges_are_added_and_removed_at_runtime_and_overlaps_refused() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("rangecli").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _s = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 15000)), "c1:15000").unwrap();
-    let d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let s = Scenario::new("rangecli")
+        .containers(1)
+        .tcp_server("c1", 15000)
+        .daemon();
+    let c1 = s.c("c1");
 
     // A 10,000-port range is one forward.
-    let out = d.cli(
-        &lab,
-        &["add", "10000-19999", &format!("{}:10000-19999", c1.addr)],
-    );
+    let out = s.cli(&["add", "10000-19999", &format!("{}:10000-19999", c1.addr)]);
     assert!(out.status.success(), "{out:?}");
-    let reply = lab::tcp_request(lab.client(), host_port(15000), "mid", T).unwrap();
+    let reply = s.client_tcp(host_port(15000), "mid").unwrap();
     assert!(reply.ends_with("mid"), "{reply}");
 
     // Overlapping it, or a range of another length, is refused and changes nothing.
@@ -159,34 +120,31 @@ fn ranges_are_added_and_removed_at_runtime_and_overlaps_refused() {
             ),
         ),
     ] {
-        let out = d.cli(&lab, &["add", listen, &to]);
+        let out = s.cli(&["add", listen, &to]);
         assert!(!out.status.success(), "{listen} must be refused");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&message), "{listen}: {err}");
     }
     // The same port on another protocol does not overlap.
-    let out = d.cli(&lab, &["add", "15000/udp", &format!("{}:1", c1.addr)]);
+    let out = s.cli(&["add", "15000/udp", &format!("{}:1", c1.addr)]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(d.list_json(&lab).len(), 2);
+    assert_eq!(s.list_json().len(), 2);
 
-    let saved = std::fs::read_to_string(&d.config).unwrap();
+    let saved = std::fs::read_to_string(&s.d.config).unwrap();
     assert!(saved.contains("\"10000-19999/tcp\""), "{saved}");
 
-    let out = d.cli(&lab, &["del", "10000-19999"]);
+    let out = s.cli(&["del", "10000-19999"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        lab::tcp_request(lab.client(), host_port(15000), "gone", SHORT).is_err(),
+        lab::tcp_request(s.lab.client(), host_port(15000), "gone", SHORT).is_err(),
         "the range is gone"
     );
 }
 
 #[test]
 fn cross_family_and_sctp_are_refused_with_one_line() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("v6refuse").unwrap();
-    let d = Daemon::start(&mut lab, "forwards: []\n");
+    require_root!();
+    let s = Scenario::new("v6refuse").daemon();
     for (args, message) in [
         (
             ["add", "[::1]:8080", "172.17.0.2:80"],
@@ -201,7 +159,7 @@ fn cross_family_and_sctp_are_refused_with_one_line() {
             "sctp is not supported yet: portfwd forwards tcp and udp",
         ),
     ] {
-        let out = d.cli(&lab, &args);
+        let out = s.cli(&args);
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -209,7 +167,7 @@ fn cross_family_and_sctp_are_refused_with_one_line() {
             "{args:?}: {err}"
         );
     }
-    assert!(d.list_json(&lab).is_empty());
+    assert!(s.list_json().is_empty());
 }
 
 /// Sends one UDP datagram to `to` from `from` (an address of the client) and waits up to `wait`
@@ -228,51 +186,47 @@ fn udp_from(lab: &Lab, from: Ipv4Addr, to: SocketAddr, wait: Duration) -> Option
 
 #[test]
 fn allowlists_admit_listed_sources_and_drop_and_count_the_rest() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new("allow").unwrap();
-    let c1 = lab.add_container("c1").unwrap();
-    let _t = lab::tcp_server(&c1.ns, SocketAddr::from((c1.addr, 3000)), "c1:3000").unwrap();
-    let _u = lab::udp_server(&c1.ns, SocketAddr::from((c1.addr, 53)), "c1:53").unwrap();
+    require_root!();
+    let client_32 = format!("{}/32", Lab::CLIENT_ADDR);
+    let setup = Scenario::new("allow")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .udp_server("c1", 53)
+        .forward_allow("5353/udp", "c1:53", &[&client_32, "192.0.2.0/24"])
+        .forward_allow("8080", "c1:3000", &["10.77.0.0/30"]);
     // A second client address on the same LAN, outside the allowlist.
     let other = Ipv4Addr::new(10, 77, 0, 3);
+    let lab = setup.lab();
     lab.sh(lab.client(), &format!("ip addr add {other}/24 dev eth0"))
         .unwrap();
-    let d = Daemon::start(
-        &mut lab,
-        &format!(
-            "forwards:\n  - listen: \"5353/udp\"\n    to: \"{a}:53\"\n    allow: [\"{c}/32\", \"192.0.2.0/24\"]\n  - listen: \"8080\"\n    to: \"{a}:3000\"\n    allow: [\"10.77.0.0/30\"]\n",
-            a = c1.addr,
-            c = Lab::CLIENT_ADDR
-        ),
-    );
-    let list = d.list_json(&lab);
+    let s = setup.daemon();
+    let (lab, c1) = (&s.lab, s.c("c1"));
+    let list = s.list_json();
     assert_eq!(
         list[0]["allow"],
-        serde_json::json!([format!("{}/32", Lab::CLIENT_ADDR), "192.0.2.0/24"])
+        serde_json::json!([client_32, "192.0.2.0/24"])
     );
 
     // Allowed: the client's own address (UDP, /32) and a prefix holding it (TCP).
-    let allowed = udp_from(&lab, Lab::CLIENT_ADDR, host_port(5353), T);
+    let allowed = udp_from(lab, Lab::CLIENT_ADDR, host_port(5353), T);
     assert!(
         allowed.as_deref().is_some_and(|r| r.contains("c1:53")),
         "{allowed:?}"
     );
-    let reply = lab::tcp_request(lab.client(), host_port(8080), "in", T).unwrap();
+    let reply = s.client_tcp(host_port(8080), "in").unwrap();
     assert!(reply.ends_with("in"), "{reply}");
 
     // Not allowed: dropped before translation, and counted.
-    let before = verdict(&d, &lab, "drop_source_not_allowed");
+    let before = s.verdict("drop_source_not_allowed");
     for _ in 0..3 {
-        assert_eq!(udp_from(&lab, other, host_port(5353), SHORT), None);
+        assert_eq!(udp_from(lab, other, host_port(5353), SHORT), None);
     }
-    let after = verdict(&d, &lab, "drop_source_not_allowed");
+    let after = s.verdict("drop_source_not_allowed");
     assert!(
         after >= before + 3,
         "3 datagrams from {other} must be counted as drop_source_not_allowed: {before} -> {after}"
     );
-    let udp = &d.list_json(&lab)[0];
+    let udp = &s.list_json()[0];
     assert_eq!(
         udp["packets_to_target"].as_u64().unwrap(),
         1,
@@ -280,49 +234,38 @@ fn allowlists_admit_listed_sources_and_drop_and_count_the_rest() {
     );
 
     // Replace the TCP forward's allowlist from the CLI: the client is now outside it.
-    let out = d.cli(&lab, &["del", "8080"]);
+    let out = s.cli(&["del", "8080"]);
     assert!(out.status.success(), "{out:?}");
-    let out = d.cli(
-        &lab,
-        &[
-            "add",
-            "8080",
-            &format!("{}:3000", c1.addr),
-            "--allow",
-            "192.0.2.0/24",
-            "--allow",
-            "198.51.100.7",
-        ],
-    );
+    let to = format!("{}:3000", c1.addr);
+    let out = s.cli(&[
+        "add",
+        "8080",
+        &to,
+        "--allow",
+        "192.0.2.0/24",
+        "--allow",
+        "198.51.100.7",
+    ]);
     assert!(out.status.success(), "{out:?}");
-    let before = verdict(&d, &lab, "drop_source_not_allowed");
+    let before = s.verdict("drop_source_not_allowed");
     assert!(
         lab::tcp_request(lab.client(), host_port(8080), "out", SHORT).is_err(),
         "the client is no longer allowed"
     );
-    assert!(verdict(&d, &lab, "drop_source_not_allowed") > before);
-    let saved = std::fs::read_to_string(&d.config).unwrap();
+    assert!(s.verdict("drop_source_not_allowed") > before);
+    let saved = std::fs::read_to_string(&s.d.config).unwrap();
     assert!(
         saved.contains("allow: [\"192.0.2.0/24\", \"198.51.100.7/32\"]"),
         "{saved}"
     );
 
     // A bad prefix is refused by the CLI with one line.
-    let out = d.cli(
-        &lab,
-        &[
-            "add",
-            "9090",
-            &format!("{}:3000", c1.addr),
-            "--allow",
-            "10.0.0.1/8",
-        ],
-    );
+    let out = s.cli(&["add", "9090", &to, "--allow", "10.0.0.1/8"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--allow: '10.0.0.1/8' has bits set past /8: write the network, 10.0.0.0/8"),
         "{err}"
     );
-    support::assert_no_netfilter_nat(&lab);
+    support::assert_no_netfilter_nat(lab);
 }

@@ -1,0 +1,20 @@
+//! End-to-end tests: a lab of network namespaces (a client, a host with a docker0-like bridge,
+//! containers), real TCP/UDP servers in the containers, the real daemon and CLI in the host. One
+//! module per feature; each test builds its world with [`support::Scenario`].
+//!
+//! These need root. Under `CI=true` a test that cannot run fails; elsewhere it says it skipped.
+//! With `PORTFWD_E2E_MODE=xdp` the daemon runs in XDP mode: `cargo xtask test` runs `forwarding`,
+//! `ranges`, `hostlocal` and `ipv6` a second time so.
+
+// Beside this directory, not in it: the datapath tests use its daemon too.
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod check;
+mod forwarding;
+mod hostlocal;
+mod ipv6;
+mod ops;
+mod ranges;
+mod service;

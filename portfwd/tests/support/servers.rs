@@ -1,0 +1,47 @@
+//! The servers a scenario runs in its containers (line-echo servers from `portfwd_lab`), kept for
+//! the scenario's life and found again by the tag they answer with.
+
+use portfwd_lab::{TcpServer, UdpServer};
+
+/// A scenario's TCP and UDP servers. Stopped when dropped.
+#[derive(Debug, Default)]
+pub struct Servers {
+    tcp: Vec<TcpServer>,
+    udp: Vec<UdpServer>,
+}
+
+impl Servers {
+    pub(super) fn add_tcp(&mut self, server: TcpServer) {
+        assert!(
+            self.tcp.iter().all(|s| s.tag() != server.tag()),
+            "two TCP servers tagged {}",
+            server.tag()
+        );
+        self.tcp.push(server);
+    }
+
+    pub(super) fn add_udp(&mut self, server: UdpServer) {
+        assert!(
+            self.udp.iter().all(|s| s.tag() != server.tag()),
+            "two UDP servers tagged {}",
+            server.tag()
+        );
+        self.udp.push(server);
+    }
+
+    /// The TCP server tagged `tag` (e.g. `"c1:3000"`).
+    pub fn tcp(&self, tag: &str) -> &TcpServer {
+        self.tcp
+            .iter()
+            .find(|s| s.tag() == tag)
+            .unwrap_or_else(|| panic!("no TCP server tagged {tag}"))
+    }
+
+    /// The UDP server tagged `tag` (e.g. `"c1:53"`).
+    pub fn udp(&self, tag: &str) -> &UdpServer {
+        self.udp
+            .iter()
+            .find(|s| s.tag() == tag)
+            .unwrap_or_else(|| panic!("no UDP server tagged {tag}"))
+    }
+}
