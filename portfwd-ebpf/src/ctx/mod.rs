@@ -102,7 +102,11 @@ pub trait Ctx {
         }
         // SAFETY: the check above keeps `size_of::<T>()` bytes at `start + off` inside the
         // directly readable packet data, valid for the whole invocation; `T` is plain bytes or
-        // integers, for which any bit pattern is a value ([`Plain`]).
+        // integers, for which any bit pattern is a value ([`Plain`]). The address may not be
+        // aligned for `T` (the `u16` ethertype, the IPv6 header's `u32` words): BPF loads have
+        // no alignment requirement outside strict-alignment architectures, where the verifier
+        // refuses the program rather than fault, and `read_unaligned` would split each such
+        // load into byte loads.
         Some(unsafe { *((start + off) as *const T) })
     }
 
