@@ -1,5 +1,5 @@
-//! The address families. The translation path (`forward`, `icmp`, `rewrite`, `route`) is
-//! written once, generic over [`Family`]; what differs between IPv4 and IPv6 is here:
+//! The address families. The datapath (`parse`, `service`, `flow`, `rewrite`, `xmit`, `nat`,
+//! `icmp`) is written once, generic over [`Family`]; what differs between IPv4 and IPv6 is here:
 //!
 //! | | [`Ipv4`] | [`Ipv6`] |
 //! |---|---|---|
@@ -12,7 +12,7 @@
 //! | errors | ICMP (no pseudo-header) | ICMPv6 (pseudo-header) |
 //! | FIB lookup | `AF_INET`, TOS | `AF_INET6`, flow information |
 //!
-//! The family is chosen once per packet, on the ethertype (`forward::process`).
+//! The family is chosen once per packet, on the ethertype (`datapath::process`).
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
     maps::{HashMap, LpmTrie, LruHashMap},
@@ -28,12 +28,11 @@ use portfwd_common::{
 };
 
 use crate::{
+    ctx::Ctx,
     maps::{
         ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, HOST_ADDRS, HOST_ADDRS6, RANGES, RANGES6,
     },
-    packet::Packet,
-    parse::{Fragment, IpL4, ptr_at},
-    route::Tuple,
+    types::{Fragment, IpL4, Tuple},
 };
 
 /// An address family: its address type, maps, header layout and checksum rules.
@@ -59,10 +58,10 @@ pub trait Family {
     /// ICMP types that quote the packet they are about (errors).
     fn is_icmp_error(icmp_type: u8) -> bool;
 
-    /// Parses the IP header at `l3_off` (see `parse::parse_ip` for `end` and `whole`): every
+    /// Parses the IP header at `l3_off` (see `parse` for `end` and `whole`): every
     /// field of [`IpL4`] but the ports (0).
-    fn header<P: Packet>(
-        p: &P,
+    fn header<C: Ctx>(
+        ctx: &C,
         l3_off: usize,
         end: usize,
         whole: bool,
@@ -71,8 +70,8 @@ pub trait Family {
     /// Replaces the address at `off` (in the IP header at `l3_off`) from `old` to `new`,
     /// keeping the IP header checksum (IPv4) right and, when given, updating the checksum at
     /// `csum.0` with `l4_csum_replace` flags `csum.1` (size excluded) for the change.
-    fn set_addr<P: Packet>(
-        p: &P,
+    fn set_addr<C: Ctx>(
+        ctx: &C,
         l3_off: usize,
         off: usize,
         old: Self::Addr,
@@ -81,7 +80,7 @@ pub trait Family {
     ) -> Result<(), i64>;
 
     /// The router's part on the IP header: TTL or hop limit - 1 (checked above 1 by the caller).
-    fn hop<P: Packet>(p: &P, pkt: &IpL4<Self::Addr>) -> Result<(), i64>;
+    fn hop<C: Ctx>(ctx: &C, pkt: &IpL4<Self::Addr>) -> Result<(), i64>;
 
     /// Fills the family's fields of a FIB lookup for `pkt` translated to `t`.
     fn fib(params: &mut bpf_fib_lookup, pkt: &IpL4<Self::Addr>, t: &Tuple<Self::Addr>);
@@ -133,15 +132,13 @@ impl Family for Ipv4 {
     }
 
     #[inline(always)]
-    fn header<P: Packet>(
-        p: &P,
+    fn header<C: Ctx>(
+        ctx: &C,
         l3_off: usize,
         end: usize,
         whole: bool,
     ) -> Result<IpL4<u32>, Reason> {
-        let ip: *const Ipv4Hdr = ptr_at(p, l3_off).ok_or(Reason::PassMalformed)?;
-        // SAFETY: `ptr_at` checked that the whole fixed header lies within the packet.
-        let ip = unsafe { &*ip };
+        let ip: Ipv4Hdr = ctx.read(l3_off).ok_or(Reason::PassMalformed)?;
         if ip.vihl >> 4 != 4 {
             return Err(Reason::PassMalformed);
         }
@@ -182,8 +179,8 @@ impl Family for Ipv4 {
     }
 
     #[inline(always)]
-    fn set_addr<P: Packet>(
-        p: &P,
+    fn set_addr<C: Ctx>(
+        ctx: &C,
         l3_off: usize,
         off: usize,
         old: u32,
@@ -191,23 +188,23 @@ impl Family for Ipv4 {
         csum: Option<(usize, u64)>,
     ) -> Result<(), i64> {
         if let Some((csum_off, flags)) = csum {
-            p.l4_csum_replace(csum_off, old as u64, new as u64, flags | 4)?;
+            ctx.l4_csum_replace(csum_off, old as u64, new as u64, flags | 4)?;
         }
-        p.l3_csum_replace(l3_off + IPV4_CSUM, old as u64, new as u64, 4)?;
-        p.store(off, &new)
+        ctx.l3_csum_replace(l3_off + IPV4_CSUM, old as u64, new as u64, 4)?;
+        ctx.store(off, &new)
     }
 
     #[inline(always)]
-    fn hop<P: Packet>(p: &P, pkt: &IpL4<u32>) -> Result<(), i64> {
+    fn hop<C: Ctx>(ctx: &C, pkt: &IpL4<u32>) -> Result<(), i64> {
         let ttl = pkt.ttl - 1;
         let new_word = u16::from_ne_bytes([ttl, pkt.proto]);
-        p.l3_csum_replace(
+        ctx.l3_csum_replace(
             pkt.l3_off + IPV4_CSUM,
             pkt.ttl_proto_word as u64,
             new_word as u64,
             2,
         )?;
-        p.store(pkt.l3_off + IPV4_TTL, &ttl)
+        ctx.store(pkt.l3_off + IPV4_TTL, &ttl)
     }
 
     #[inline(always)]
@@ -288,15 +285,13 @@ impl Family for Ipv6 {
     }
 
     #[inline(always)]
-    fn header<P: Packet>(
-        p: &P,
+    fn header<C: Ctx>(
+        ctx: &C,
         l3_off: usize,
         end: usize,
         whole: bool,
     ) -> Result<IpL4<Ipv6Words>, Reason> {
-        let ip: *const [u32; IPV6_HDR_LEN / 4] = ptr_at(p, l3_off).ok_or(Reason::PassMalformed)?;
-        // SAFETY: `ptr_at` checked that the whole fixed header lies within the packet.
-        let ip = unsafe { &*ip };
+        let ip: [u32; IPV6_HDR_LEN / 4] = ctx.read(l3_off).ok_or(Reason::PassMalformed)?;
         let [b0, _, _, _] = ip[0].to_ne_bytes();
         if b0 >> 4 != 6 {
             return Err(Reason::PassMalformed);
@@ -314,13 +309,10 @@ impl Family for Ipv6 {
         let mut l4_off = l3_off + IPV6_HDR_LEN;
         let mut fragment = Fragment::No;
         if next == NEXTHDR_FRAGMENT {
-            let frag: *const [u8; IPV6_FRAG_HDR_LEN] =
-                ptr_at(p, l4_off).ok_or(Reason::PassMalformed)?;
+            let frag: [u8; IPV6_FRAG_HDR_LEN] = ctx.read(l4_off).ok_or(Reason::PassMalformed)?;
             if l4_off + IPV6_FRAG_HDR_LEN > l3_end {
                 return Err(Reason::PassMalformed);
             }
-            // SAFETY: `ptr_at` checked that the 8-byte fragment header lies within the packet.
-            let frag = unsafe { *frag };
             let bits = u16::from_be_bytes([frag[2], frag[3]]);
             if bits & IPV6_FRAG_OFFSET != 0 {
                 // A later fragment carries no ports.
@@ -353,8 +345,8 @@ impl Family for Ipv6 {
     }
 
     #[inline(always)]
-    fn set_addr<P: Packet>(
-        p: &P,
+    fn set_addr<C: Ctx>(
+        ctx: &C,
         _l3_off: usize,
         off: usize,
         old: Ipv6Words,
@@ -363,16 +355,16 @@ impl Family for Ipv6 {
     ) -> Result<(), i64> {
         if let Some((csum_off, flags)) = csum {
             for i in 0..4 {
-                p.l4_csum_replace(csum_off, old[i] as u64, new[i] as u64, flags | 4)?;
+                ctx.l4_csum_replace(csum_off, old[i] as u64, new[i] as u64, flags | 4)?;
             }
         }
-        p.store(off, &new)
+        ctx.store(off, &new)
     }
 
     #[inline(always)]
-    fn hop<P: Packet>(p: &P, pkt: &IpL4<Ipv6Words>) -> Result<(), i64> {
+    fn hop<C: Ctx>(ctx: &C, pkt: &IpL4<Ipv6Words>) -> Result<(), i64> {
         // No header checksum compensates the change.
-        p.store_unbalanced(pkt.l3_off + IPV6_HOP_LIMIT, &(pkt.ttl - 1))
+        ctx.store_unbalanced(pkt.l3_off + IPV6_HOP_LIMIT, &(pkt.ttl - 1))
     }
 
     #[inline(always)]

@@ -18,61 +18,62 @@
 //! as it would a TCP/UDP checksum.
 use aya_ebpf::bindings::BPF_F_PSEUDO_HDR;
 use portfwd_common::{
+    checksum,
     maps::{FlowKeyOf, FlowValueOf},
     proto,
     reason::Reason,
 };
 
 use crate::{
+    ctx::Ctx,
     family::Family,
-    forward::{self, Verdict},
-    packet::Packet,
-    parse::{IcmpError, L3_OFF},
-    route::Tuple,
-    stats::{self, Direction},
+    flow,
+    parse::L3_OFF,
+    service,
+    stats::Tally,
+    types::{Direction, End, IcmpError, Outcome, Tuple},
+    xmit,
 };
 
+/// Translates an ICMP error about a translated flow, in whichever direction it goes. `for_host`:
+/// the error is addressed to one of the host's addresses, on an exposed interface. Returns the
+/// reason to leave the packet untouched as an error.
 #[inline(always)]
-pub fn process<P: Packet, F: Family>(p: &P, err: &IcmpError<F::Addr>, for_host: bool) -> Verdict {
+pub fn process<C: Ctx, F: Family>(
+    ctx: &C,
+    err: &IcmpError<F::Addr>,
+    for_host: bool,
+) -> Result<Outcome, Reason> {
     let q = &err.inner;
-    // Towards the client: the quote is client -> target, i.e. the reverse of a reply's key.
-    let key = FlowKeyOf {
-        saddr_be: q.daddr,
-        daddr_be: q.saddr,
-        sport_be: q.dport,
-        dport_be: q.sport,
-        proto: q.proto,
-        _pad: [0; 3],
-    };
-    if let Some(flow) = F::flows().get_ptr(key) {
-        // SAFETY: pointer from a successful lookup; plain integers, copied at once.
-        let flow = unsafe { *flow };
+    // Towards the client: the quote is client -> target, a packet we sent; the flow is keyed by
+    // its replies.
+    let key = flow::reply_key(&q.tuple(), q.proto);
+    if let Some(found) = flow::find::<F>(key) {
         // A hairpin to itself stays inside one container: the error is the container's own
         // business and quotes an address pair this translation does not restore. Passed.
-        if flow.client_addr_be == F::Addr::default() {
-            return to_client::<P, F>(p, err, &key, &flow);
+        if found.client_addr_be == F::Addr::default() {
+            return to_client::<C, F>(ctx, err, &key, &found);
         }
     }
-    // Towards the target: the quote is host:port -> client, a reply we translated.
-    if for_host && let Some(fwd) = forward::lookup_forward::<F>(q.saddr, q.sport, q.proto) {
-        let key = FlowKeyOf {
-            saddr_be: fwd.target_addr_be,
-            daddr_be: q.daddr,
-            sport_be: fwd.target_port_be,
-            dport_be: q.dport,
-            proto: q.proto,
-            _pad: [0; 3],
+    // Towards the target: the quote is host:port -> client, a reply we translated; untranslated,
+    // it came from target:port.
+    if for_host && let Some(fwd) = service::lookup::<F>(q.saddr, q.sport, q.proto) {
+        let from_target = Tuple {
+            saddr: fwd.target_addr_be,
+            daddr: q.daddr,
+            sport: fwd.target_port_be,
+            dport: q.dport,
         };
+        let key = flow::key(&from_target, q.proto);
         // Only for a flow we really translated: never forge errors into a target.
-        if let Some(flow) = F::flows().get_ptr(key) {
-            // SAFETY: pointer from a successful lookup; plain integers, copied at once.
-            let flow = unsafe { *flow };
-            if flow.orig_addr_be == q.saddr && flow.orig_port_be == q.sport {
-                return to_target::<P, F>(p, err, &key, &flow);
-            }
+        if let Some(found) = flow::find::<F>(key)
+            && found.orig_addr_be == q.saddr
+            && found.orig_port_be == q.sport
+        {
+            return to_target::<C, F>(ctx, err, &key, &found);
         }
     }
-    Verdict::untouched(if for_host {
+    Err(if for_host {
         Reason::PassNoForward
     } else {
         Reason::PassNotForUs
@@ -81,12 +82,12 @@ pub fn process<P: Packet, F: Family>(p: &P, err: &IcmpError<F::Addr>, for_host: 
 
 /// The quote's destination (target) becomes the published address again.
 #[inline(always)]
-fn to_client<P: Packet, F: Family>(
-    p: &P,
+fn to_client<C: Ctx, F: Family>(
+    ctx: &C,
     err: &IcmpError<F::Addr>,
     key: &FlowKeyOf<F::Addr>,
     flow: &FlowValueOf<F::Addr>,
-) -> Verdict {
+) -> Result<Outcome, Reason> {
     let outer = &err.outer;
     // Only an error sent by the target itself has the target as its source.
     let new_src = if outer.saddr == key.saddr_be {
@@ -100,47 +101,44 @@ fn to_client<P: Packet, F: Family>(
         sport: 0,
         dport: 0,
     };
-    let hop = match forward::check_and_route::<P, F>(p, outer, &next) {
-        Ok(hop) => hop,
-        Err(reason) => return Verdict::untouched(reason),
+    let hop = xmit::route::<C, F>(ctx, outer, &next)?;
+    let tally = Tally {
+        slot: flow.stats_slot,
+        dir: Direction::ToClient,
+        new_flow: false,
     };
-    let rewritten = rewrite_quote::<P, F>(
-        p,
+    let rewritten = rewrite_quote::<C, F>(
+        ctx,
         err,
-        Quoted::Destination,
+        End::Destination,
         flow.orig_addr_be,
         flow.orig_port_be,
     )
     .and_then(|()| {
         if new_src != outer.saddr {
-            outer_addr::<P, F>(p, err, F::SADDR, outer.saddr, new_src)
+            outer_addr::<C, F>(ctx, err, F::SADDR, outer.saddr, new_src)
         } else {
             Ok(())
         }
     });
-    if rewritten.is_err() {
-        return Verdict::untouched(Reason::DropRewriteFailed);
-    }
-    let verdict = forward::send_rewritten::<P, F>(p, outer, hop, Reason::IcmpErrorTranslated);
-    if verdict.reason == Reason::IcmpErrorTranslated {
-        stats::count_forward(
-            flow.stats_slot,
-            Direction::ToClient,
-            p.frame_len() as u64,
-            false,
-        );
-    }
-    verdict
+    Ok(xmit::finish::<C, F>(
+        ctx,
+        outer,
+        hop,
+        rewritten,
+        Reason::IcmpErrorTranslated,
+        tally,
+    ))
 }
 
 /// The quote's source (the published address) becomes the target, and the error goes to it.
 #[inline(always)]
-fn to_target<P: Packet, F: Family>(
-    p: &P,
+fn to_target<C: Ctx, F: Family>(
+    ctx: &C,
     err: &IcmpError<F::Addr>,
     key: &FlowKeyOf<F::Addr>,
     flow: &FlowValueOf<F::Addr>,
-) -> Verdict {
+) -> Result<Outcome, Reason> {
     let outer = &err.outer;
     let next = Tuple {
         saddr: outer.saddr,
@@ -148,69 +146,57 @@ fn to_target<P: Packet, F: Family>(
         sport: 0,
         dport: 0,
     };
-    let hop = match forward::check_and_route::<P, F>(p, outer, &next) {
-        Ok(hop) => hop,
-        Err(reason) => return Verdict::untouched(reason),
+    let hop = xmit::route::<C, F>(ctx, outer, &next)?;
+    let tally = Tally {
+        slot: flow.stats_slot,
+        dir: Direction::ToTarget,
+        new_flow: false,
     };
-    let rewritten = rewrite_quote::<P, F>(p, err, Quoted::Source, key.saddr_be, key.sport_be)
-        .and_then(|()| outer_addr::<P, F>(p, err, F::DADDR, outer.daddr, key.saddr_be));
-    if rewritten.is_err() {
-        return Verdict::untouched(Reason::DropRewriteFailed);
-    }
-    let verdict = forward::send_rewritten::<P, F>(p, outer, hop, Reason::IcmpErrorTranslated);
-    if verdict.reason == Reason::IcmpErrorTranslated {
-        stats::count_forward(
-            flow.stats_slot,
-            Direction::ToTarget,
-            p.frame_len() as u64,
-            false,
-        );
-    }
-    verdict
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Quoted {
-    Source,
-    Destination,
+    let rewritten = rewrite_quote::<C, F>(ctx, err, End::Source, key.saddr_be, key.sport_be)
+        .and_then(|()| outer_addr::<C, F>(ctx, err, F::DADDR, outer.daddr, key.saddr_be));
+    Ok(xmit::finish::<C, F>(
+        ctx,
+        outer,
+        hop,
+        rewritten,
+        Reason::IcmpErrorTranslated,
+        tally,
+    ))
 }
 
 /// Rewrites one end of the quoted packet, keeping its IPv4 checksum (IPv4), its L4 checksum
 /// (when quoted) and the ICMP checksum right.
 #[inline(always)]
-fn rewrite_quote<P: Packet, F: Family>(
-    p: &P,
+fn rewrite_quote<C: Ctx, F: Family>(
+    ctx: &C,
     err: &IcmpError<F::Addr>,
-    end: Quoted,
+    end: End,
     new_addr: F::Addr,
     new_port: u16,
 ) -> Result<(), i64> {
     let q = &err.inner;
-    let (addr_off, port_off, old_addr, old_port) = match end {
-        Quoted::Source => (q.l3_off + F::SADDR, q.l4_off, q.saddr, q.sport),
-        Quoted::Destination => (q.l3_off + F::DADDR, q.l4_off + 2, q.daddr, q.dport),
-    };
+    let (addr_off, port_off, old_addr, old_port) = q.end(end, F::SADDR, F::DADDR);
     let icmp_csum = err.icmp_csum_off();
 
     if err.inner_l4_csum {
         // The quoted L4 checksum changes like the real one did (pseudo-header address and
         // port); the ICMP checksum must absorb that change, so read it before and after.
         let l4_csum_off = q.l4_csum_off();
-        let before: u16 = p.load(l4_csum_off)?;
+        let before: u16 = ctx.load(l4_csum_off)?;
         let udp = q.proto == proto::UDP;
         if !(udp && before == 0) {
             let after = F::csum_replace_addr(before, old_addr, new_addr, udp);
             let after = if udp {
-                portfwd_common::checksum::udp_replace16(after, old_port, new_port)
+                checksum::udp_replace16(after, old_port, new_port)
             } else {
-                portfwd_common::checksum::replace16(after, old_port, new_port)
+                checksum::replace16(after, old_port, new_port)
             };
-            p.l4_csum_replace(icmp_csum, before as u64, after as u64, 2)?;
-            p.store(l4_csum_off, &after)?;
+            ctx.l4_csum_replace(icmp_csum, before as u64, after as u64, 2)?;
+            ctx.store(l4_csum_off, &after)?;
         }
     }
-    p.l4_csum_replace(icmp_csum, old_port as u64, new_port as u64, 2)?;
-    p.store(port_off, &new_port)?;
+    ctx.l4_csum_replace(icmp_csum, old_port as u64, new_port as u64, 2)?;
+    ctx.store(port_off, &new_port)?;
     // IPv4: the address and quoted header checksum changes cancel in the ICMP checksum. IPv6:
     // no header checksum, the ICMPv6 checksum takes the address change (no pseudo-header: the
     // quote is payload).
@@ -219,14 +205,14 @@ fn rewrite_quote<P: Packet, F: Family>(
     } else {
         Some((icmp_csum, 0))
     };
-    F::set_addr(p, q.l3_off, addr_off, old_addr, new_addr, icmp)
+    F::set_addr(ctx, q.l3_off, addr_off, old_addr, new_addr, icmp)
 }
 
 /// Rewrites an outer address at `field`: the IPv4 header checksum (ICMP has no pseudo-header),
 /// or the ICMPv6 checksum's pseudo-header.
 #[inline(always)]
-fn outer_addr<P: Packet, F: Family>(
-    p: &P,
+fn outer_addr<C: Ctx, F: Family>(
+    ctx: &C,
     err: &IcmpError<F::Addr>,
     field: usize,
     old: F::Addr,
@@ -237,5 +223,5 @@ fn outer_addr<P: Packet, F: Family>(
     } else {
         Some((err.icmp_csum_off(), BPF_F_PSEUDO_HDR as u64))
     };
-    F::set_addr(p, L3_OFF, L3_OFF + field, old, new, icmp)
+    F::set_addr(ctx, L3_OFF, L3_OFF + field, old, new, icmp)
 }

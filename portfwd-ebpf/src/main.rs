@@ -1,33 +1,42 @@
-//! portfwd's kernel programs.
+//! portfwd's kernel programs: thin entry points over one datapath.
 //!
-//! The entry points below are thin: they hand the hook's context to [`forward::process`], which
-//! holds the one translation path shared by every hook, then count the verdict and turn it into
-//! the hook's return code. IPv4 and IPv6 take the same path, generic over the address family.
-//! Module map:
-//! - `packet`: what a hook must provide (bounds, pulls, rewrites, redirects) and its tc version;
+//! The packet hooks (tc, XDP) hand their context to [`datapath::process`], which holds the one
+//! translation path shared by every hook and both address families; they count its verdict and
+//! turn it into the hook's return code. The socket hooks are in `sock`.
+//!
+//! Module map, bottom to top (each uses only those above it):
+//! - `types`: the plain data types (parsed headers, tuples, next hops, outcomes);
+//! - `maps`: the BPF maps, a copying lookup and per-CPU counter updates (all map unsafe);
+//! - `ctx`: the packet context a hook provides (`ctx/tc.rs`, `ctx/xdp.rs`): bounds-checked reads,
+//!   writes, checksums, redirects (all packet context unsafe);
+//! - `stats`: verdict and per-forward counters;
 //! - `family`: what differs between IPv4 and IPv6 (maps, header, checksums, hop, FIB fields);
 //! - `parse`: Ethernet/IP/TCP/UDP/ICMP-error parsing with every bound checked once;
-//! - `maps`: the BPF maps;
-//! - `forward`: the decision: publish (DNAT), reply (reverse translation), or pass;
-//! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
+//! - `service`: the published forwards, port ranges and source allowlists;
+//! - `flow`: connection tracking, and the flow keys;
 //! - `rewrite`: address/port/TTL/hop limit/MAC rewriting with incremental checksums;
-//! - `route`: FIB lookup towards the new destination;
-//! - `stats`: verdict and per-forward counters;
+//! - `xmit`: FIB lookup, bridge shortcut, redirect, and the tail every translation ends with;
+//! - `nat`: publish (DNAT) and reply translation, hairpin included;
+//! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
+//! - `datapath`: the dispatcher;
 //! - `sock`: the socket hooks (cgroup `sock_addr`) for host-local access to published ports.
 #![no_std]
 #![no_main]
 
-mod bridge;
+mod ctx;
+mod datapath;
 mod family;
-mod forward;
+mod flow;
 mod icmp;
 mod maps;
-mod packet;
+mod nat;
 mod parse;
 mod rewrite;
-mod route;
+mod service;
 mod sock;
 mod stats;
+mod types;
+mod xmit;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
@@ -37,9 +46,9 @@ use aya_ebpf::{
 use portfwd_common::sock::SockVerdict;
 
 use crate::{
-    forward::Action,
-    packet::Packet,
+    ctx::Ctx,
     sock::{Call, V4, V4Mapped, V6},
+    types::Action,
 };
 
 /// tc ingress on every interface portfwd manages.
@@ -48,9 +57,9 @@ use crate::{
 /// after us run, and otherwise lets the packet continue up the stack untouched.
 #[classifier]
 pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
-    let verdict = forward::process(&ctx);
-    stats::count_verdict(TcContext::HOOK, verdict.reason);
-    match verdict.action {
+    let outcome = datapath::process(&ctx);
+    stats::count_verdict(TcContext::HOOK, outcome.reason);
+    match outcome.action {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
         Action::Redirect(code) => code as i32,
@@ -61,9 +70,9 @@ pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
 /// translation only when the next hop takes XDP frames; everything else passes to tc untouched.
 #[xdp]
 pub fn portfwd_xdp(ctx: XdpContext) -> u32 {
-    let verdict = forward::process(&ctx);
-    stats::count_verdict(XdpContext::HOOK, verdict.reason);
-    match verdict.action {
+    let outcome = datapath::process(&ctx);
+    stats::count_verdict(XdpContext::HOOK, outcome.reason);
+    match outcome.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
         Action::Redirect(code) => code,

@@ -1,5 +1,7 @@
-//! The BPF maps. Names come from `portfwd_common::maps` so userspace finds them by the same
-//! constant.
+//! The BPF maps, and the two ways the programs read and write their values: a copying lookup
+//! ([`Lookup::copied`]) and an in-place update of a per-CPU slot ([`update`], [`bump`]). All map
+//! unsafe is in those. Names come from `portfwd_common::maps` so userspace finds them by the
+//! same constant.
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
@@ -94,3 +96,47 @@ pub static SOCK_REVNAT6: LruHashMap<SockRev6Key, SockRev6Value> =
 
 #[map(name = "PF_SOCK_VERDICTS")]
 pub static SOCK_VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SockVerdict::COUNT, 0);
+
+/// Hash maps whose values are read by copying them out at once.
+pub trait Lookup<K, V: Copy> {
+    /// A copy of the value at `key`, if any. The key is taken by value, as the map helpers take
+    /// it: a copy made for the call lives only as long as the call, so the stack slot is free
+    /// again afterwards (the programs are near the 512-byte stack limit).
+    fn copied(&self, key: K) -> Option<V>;
+}
+
+impl<K, V: Copy> Lookup<K, V> for HashMap<K, V> {
+    #[inline(always)]
+    fn copied(&self, key: K) -> Option<V> {
+        let v = self.get_ptr(key)?;
+        // SAFETY: the pointer comes from a successful lookup and the values of these maps are
+        // plain integers; copied out at once, a concurrent update can only make it stale, not
+        // invalid.
+        Some(unsafe { *v })
+    }
+}
+
+impl<K, V: Copy> Lookup<K, V> for LruHashMap<K, V> {
+    #[inline(always)]
+    fn copied(&self, key: K) -> Option<V> {
+        let v = self.get_ptr(key)?;
+        // SAFETY: as for `HashMap`.
+        Some(unsafe { *v })
+    }
+}
+
+/// Applies `f` to slot `index` of a per-CPU array (nothing when out of range).
+#[inline(always)]
+pub fn update<T>(map: &PerCpuArray<T>, index: u32, f: impl FnOnce(&mut T)) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled, so this is
+        // the only reference to it while `f` runs.
+        f(unsafe { &mut *slot });
+    }
+}
+
+/// Adds one to counter `index` of a per-CPU array.
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+    update(map, index, |c| *c += 1);
+}

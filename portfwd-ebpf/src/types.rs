@@ -1,0 +1,187 @@
+//! The plain data types of the datapath: what a parsed packet is, where it goes, and what the
+//! hook does with it. No logic beyond field arithmetic; every other module builds on these.
+//!
+//! Each word names one thing:
+//! - [`Action`]: what the hook does with the packet (pass, drop, redirect);
+//! - [`Outcome`]: an [`Action`] and the [`Reason`] counted for it (the verdict counters);
+//! - [`Tuple`]: the addresses and ports a packet carries;
+//! - [`NextHop`]: where a translated packet is sent;
+//! - [`End`]: the source or destination end of a packet (or of one quoted in an ICMP error);
+//! - [`Direction`]: towards the target or back to the client, for the per-forward counters.
+use portfwd_common::{proto, reason::Reason};
+
+/// What the hook does with the packet.
+#[derive(Clone, Copy)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// The packet was redirected; the value is the redirect helper's return code, which the hook
+    /// returns.
+    Redirect(u32),
+}
+
+/// How a packet's handling ended: what the hook does with it, and why.
+#[derive(Clone, Copy)]
+pub struct Outcome {
+    pub action: Action,
+    pub reason: Reason,
+}
+
+impl Outcome {
+    /// An outcome reached without touching the packet.
+    #[inline(always)]
+    pub const fn untouched(reason: Reason) -> Self {
+        let action = if reason.is_drop() {
+            Action::Drop
+        } else {
+            Action::Pass
+        };
+        Self { action, reason }
+    }
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole datagram.
+    No,
+    /// The first fragment: it has the L4 header but not the whole datagram.
+    First,
+}
+
+/// An IP packet's headers: TCP or UDP (ports set), or the IP header carrying an ICMP error
+/// (ports 0). Addresses and ports are as on the wire (network byte order).
+#[derive(Clone, Copy)]
+pub struct IpL4<A> {
+    /// Offset of the IP header.
+    pub l3_off: usize,
+    /// Offset of the L4 header (after any IPv4 options or IPv6 fragment header).
+    pub l4_off: usize,
+    /// End of the datagram (after any Ethernet padding is excluded).
+    pub l3_end: usize,
+    pub proto: u8,
+    /// What the FIB lookup takes as the packet's class: the IPv4 TOS byte, or the IPv6 flow
+    /// information (traffic class and flow label, wire order).
+    pub class: u32,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
+    pub saddr: A,
+    pub daddr: A,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4: the raw 16-bit word holding TTL and protocol, for the checksum update of a TTL
+    /// change. IPv6: 0 (no header checksum).
+    pub ttl_proto_word: u16,
+    pub fragment: Fragment,
+}
+
+impl<A: Copy> IpL4<A> {
+    /// Offset of the L4 checksum field.
+    #[inline(always)]
+    pub fn l4_csum_off(&self) -> usize {
+        if self.proto == proto::TCP {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
+    }
+
+    /// The addresses and ports the packet carries.
+    #[inline(always)]
+    pub fn tuple(&self) -> Tuple<A> {
+        Tuple {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+        }
+    }
+
+    /// Offsets of the address and port at `end`, and their current values.
+    #[inline(always)]
+    pub fn end(&self, end: End, saddr_off: usize, daddr_off: usize) -> (usize, usize, A, u16) {
+        match end {
+            End::Source => (self.l3_off + saddr_off, self.l4_off, self.saddr, self.sport),
+            End::Destination => (
+                self.l3_off + daddr_off,
+                self.l4_off + 2,
+                self.daddr,
+                self.dport,
+            ),
+        }
+    }
+}
+
+/// An ICMP(v6) error quoting a TCP/UDP packet. `outer` describes the carrying IP header (its
+/// `l4_off` is the ICMP header, ports are 0); `inner` the quoted packet, whose offsets are
+/// absolute in the frame.
+#[derive(Clone, Copy)]
+pub struct IcmpError<A> {
+    pub outer: IpL4<A>,
+    pub inner: IpL4<A>,
+    /// The quoted L4 checksum is within the quoted bytes (UDP always; TCP when >= 18 bytes of
+    /// it are quoted) and must be kept consistent.
+    pub inner_l4_csum: bool,
+}
+
+impl<A> IcmpError<A> {
+    /// Offset of the ICMP checksum.
+    #[inline(always)]
+    pub fn icmp_csum_off(&self) -> usize {
+        self.outer.l4_off + 2
+    }
+}
+
+/// What the datapath may act on.
+pub enum Parsed<A> {
+    /// A TCP or UDP packet.
+    L4(IpL4<A>),
+    /// An ICMP(v6) error quoting the start of a TCP or UDP packet.
+    IcmpError(IcmpError<A>),
+}
+
+/// The addresses and ports of a packet (wire order): as it arrived, or as it will be sent.
+#[derive(Clone, Copy)]
+pub struct Tuple<A> {
+    pub saddr: A,
+    pub daddr: A,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl<A: Copy> Tuple<A> {
+    /// The address and port at `end`.
+    #[inline(always)]
+    pub fn at(&self, end: End) -> (A, u16) {
+        match end {
+            End::Source => (self.saddr, self.sport),
+            End::Destination => (self.daddr, self.dport),
+        }
+    }
+}
+
+/// One end of a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Source,
+    Destination,
+}
+
+/// The next hop of a translated packet.
+pub enum NextHop {
+    /// Interface and both MAC addresses known.
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// Interface known; the neighbour (ARP) entry is not, the kernel must resolve it.
+    Unresolved { ifindex: u32 },
+}
+
+/// Direction of a translated packet, for the per-forward counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToTarget,
+    ToClient,
+}
