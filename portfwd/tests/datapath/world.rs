@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use portfwd::dataplane::{self, Dataplane, maps::ipv4_be};
+use portfwd::datapath::{self, Datapath, maps::ipv4_be};
 use portfwd::spec::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::{
     maps::{
@@ -287,7 +287,7 @@ pub struct Program {
     /// What reports call it.
     pub label: &'static str,
     /// The program's name in the object.
-    pub name: &'static str,
+    pub name: portfwd_common::maps::Program,
     pub hook: Hook,
     /// XDP: eth0 and docker0 are in `PF_XDP_EGRESS` (XDP finishes translations itself); without
     /// it every translation is handed to tc (`pass_to_tc`), as on a host whose egress devices
@@ -303,7 +303,7 @@ pub struct Program {
 
 pub const TC: Program = Program {
     label: "tc",
-    name: dataplane::TC_INGRESS,
+    name: portfwd_common::maps::Program::TcIngress,
     hook: Hook::Tc,
     xdp_egress: false,
     pass: -1,    // TC_ACT_UNSPEC
@@ -314,7 +314,7 @@ pub const TC: Program = Program {
 
 pub const XDP: Program = Program {
     label: "xdp",
-    name: dataplane::XDP,
+    name: portfwd_common::maps::Program::Xdp,
     hook: Hook::Xdp,
     xdp_egress: true,
     pass: 2,     // XDP_PASS
@@ -509,7 +509,7 @@ impl ModelWorld {
     }
 }
 
-/// A loaded dataplane in a lab, maps filled, and the model's copy of the same world.
+/// A loaded datapath in a lab, maps filled, and the model's copy of the same world.
 pub struct Env {
     pub lab: Lab,
     pub eth0: u32,
@@ -576,10 +576,10 @@ impl Env {
         }
     }
 
-    /// Loads the dataplane (call inside [`Env::run`]) and fills its maps as `prog` needs;
+    /// Loads the datapath (call inside [`Env::run`]) and fills its maps as `prog` needs;
     /// returns it with the model's copy of the same state.
-    pub fn load(&self, prog: &Program) -> (Dataplane, ModelWorld) {
-        let mut dp = Dataplane::load().expect("loading the dataplane");
+    pub fn load(&self, prog: &Program) -> (Datapath, ModelWorld) {
+        let mut dp = Datapath::load().expect("loading the datapath");
         let mut w = ModelWorld::new(self.eth0, self.docker0, self.port);
         if prog.xdp_egress {
             for i in [self.eth0, self.docker0] {
@@ -636,7 +636,7 @@ impl ModelWorld {
             if !p.allow.is_empty() {
                 w.allow.insert(p.slot, p.allow.to_vec());
             }
-            let proto = dataplane::maps::ip_proto(p.protocol);
+            let proto = datapath::maps::ip_proto(p.protocol);
             let addr_be = p.addr.map_or(0, ipv4_be);
             if p.end != p.port {
                 let value = RangeValue {
@@ -672,7 +672,7 @@ impl ModelWorld {
 }
 
 /// The flow entry `entry`'s key holds in the kernel's maps.
-pub fn kernel_flow(dp: &Dataplane, entry: &FlowEntry) -> Option<FlowEntry> {
+pub fn kernel_flow(dp: &Datapath, entry: &FlowEntry) -> Option<FlowEntry> {
     match entry {
         FlowEntry::V4(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V4(*k, v)),
         FlowEntry::V6(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V6(*k, v)),
@@ -681,7 +681,7 @@ pub fn kernel_flow(dp: &Dataplane, entry: &FlowEntry) -> Option<FlowEntry> {
 
 /// Runs `prog` once on `frame`, arriving on `ifindex`.
 pub fn test_run(
-    dp: &mut Dataplane,
+    dp: &mut Datapath,
     prog: &Program,
     frame: &[u8],
     ifindex: u32,
@@ -691,7 +691,7 @@ pub fn test_run(
 
 /// Every verdict counter of every hook, indexed by `hook * Reason::COUNT + reason` as in the
 /// map.
-pub fn verdicts(dp: &Dataplane) -> Vec<u64> {
+pub fn verdicts(dp: &Datapath) -> Vec<u64> {
     let mut all = Vec::new();
     for hook in Hook::ALL {
         let v = dp
@@ -728,7 +728,7 @@ pub fn verdict_delta(hook: Hook, before: &[u64], after: &[u64]) -> Result<Reason
     }
 }
 
-pub fn stats(dp: &Dataplane, slot: u32) -> ForwardStats {
+pub fn stats(dp: &Datapath, slot: u32) -> ForwardStats {
     dp.maps
         .forward_stats(slot)
         .expect("reading forward counters")

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use portfwd::{
-    dataplane::Dataplane,
+    datapath::Datapath,
     spec::{AllowPrefix, Forward, Listen, Protocol, Target},
 };
 use portfwd_common::{
@@ -345,7 +345,7 @@ fn forward6(row: &Published6) -> Forward {
 }
 
 /// Fills `dp`'s IPv6 maps with the IPv6 world, through the daemon's own map writers.
-pub fn fill(dp: &mut Dataplane) {
+pub fn fill(dp: &mut Datapath) {
     for a in [HOST6, HOST6_2, BRIDGE6] {
         dp.maps.set_host_addr(a.into()).unwrap();
     }
