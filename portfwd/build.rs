@@ -1,7 +1,7 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// Builds `portfwd-ebpf` for the BPF target with aya-build, into OUT_DIR, where `src/dataplane`
+/// Builds `portfwd-ebpf` for the BPF target with aya-build, into OUT_DIR, where `src/datapath`
 /// embeds it. Needs nightly's rust-src and bpf-linker: `cargo xtask setup` installs both.
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()

@@ -3,7 +3,7 @@
 //! Everything in a map key or value is `#[repr(C)]` with explicit padding, so the kernel and
 //! userspace agree on every byte. Addresses and ports inside map keys and values are kept in
 //! **network byte order** (fields are suffixed `_be`): the eBPF side compares them with packet
-//! bytes as they are, and userspace converts at exactly one place (`portfwd::dataplane::maps`).
+//! bytes as they are, and userspace converts at exactly one place (`portfwd::datapath::maps`).
 #![no_std]
 
 pub mod checksum;

@@ -1,4 +1,4 @@
-//! Map names, sizes, keys and values.
+//! Map and program names, map sizes, keys and values.
 //!
 //! Each type here is a fixed-layout struct shared with the kernel. Padding is explicit and must
 //! be zero, so that a key built in userspace hashes the same as one built in the kernel.
@@ -55,6 +55,75 @@ impl Hook {
             Hook::Tc => "tc",
             Hook::Xdp => "xdp",
         }
+    }
+}
+
+/// The programs in the eBPF object. A program's name is the name of its function in
+/// `portfwd-ebpf`, which is how the loader finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// The datapath at tc ingress, on every interface served.
+    TcIngress,
+    /// The datapath at XDP, in front of tc where the driver supports it natively.
+    Xdp,
+    // The socket hooks (cgroup `sock_addr`): host-local access to published ports.
+    Connect4,
+    Sendmsg4,
+    Recvmsg4,
+    Getpeername4,
+    Connect6,
+    Sendmsg6,
+    Recvmsg6,
+    Getpeername6,
+}
+
+impl Program {
+    /// Every program in the object.
+    pub const ALL: [Program; 10] = [
+        Program::TcIngress,
+        Program::Xdp,
+        Program::Connect4,
+        Program::Sendmsg4,
+        Program::Recvmsg4,
+        Program::Getpeername4,
+        Program::Connect6,
+        Program::Sendmsg6,
+        Program::Recvmsg6,
+        Program::Getpeername6,
+    ];
+
+    /// The socket hooks, attached together to the cgroup v2 root.
+    pub const SOCKET_HOOKS: [Program; 8] = [
+        Program::Connect4,
+        Program::Sendmsg4,
+        Program::Recvmsg4,
+        Program::Getpeername4,
+        Program::Connect6,
+        Program::Sendmsg6,
+        Program::Recvmsg6,
+        Program::Getpeername6,
+    ];
+
+    /// The program's name in the object.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Program::TcIngress => "portfwd_tc_ingress",
+            Program::Xdp => "portfwd_xdp",
+            Program::Connect4 => "portfwd_connect4",
+            Program::Sendmsg4 => "portfwd_sendmsg4",
+            Program::Recvmsg4 => "portfwd_recvmsg4",
+            Program::Getpeername4 => "portfwd_getpeername4",
+            Program::Connect6 => "portfwd_connect6",
+            Program::Sendmsg6 => "portfwd_sendmsg6",
+            Program::Recvmsg6 => "portfwd_recvmsg6",
+            Program::Getpeername6 => "portfwd_getpeername6",
+        }
+    }
+}
+
+impl core::fmt::Display for Program {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

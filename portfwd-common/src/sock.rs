@@ -61,64 +61,31 @@ pub struct SockRevValueOf<A> {
 pub type SockRevValue = SockRevValueOf<u32>;
 pub type SockRev6Value = SockRevValueOf<Ipv6Words>;
 
-/// What a socket hook did. The discriminant is the index of its counter in [`SOCK_VERDICTS`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SockVerdict {
-    /// `connect()` to a published port: the socket now talks to the target.
-    ConnectTranslated = 0,
-    /// `sendto()`/`sendmsg()` with a published port as destination: sent to the target.
-    SendmsgTranslated = 1,
-    /// `recvfrom()`/`recvmsg()` of a target's reply: the source shown is the published address.
-    RecvmsgRestored = 2,
-    /// `getpeername()` of a translated socket: the published address.
-    GetpeernameRestored = 3,
-    /// A socket of another network namespace (a container, another host): left alone.
-    PassOtherNetns = 4,
-    /// The destination is neither loopback nor a host address: left alone.
-    PassNotLocal = 5,
-    /// A local destination with no forward on that port: left alone.
-    PassNoForward = 6,
-    /// Neither TCP nor UDP: left alone.
-    PassNotTcpUdp = 7,
-    /// Translated, but the reverse entry could not be stored: the application will see the
-    /// target's address instead of the published one.
-    RevnatFailed = 8,
-    /// `recvmsg()`/`getpeername()` of a socket that was not translated, or of an address other
-    /// than its target: left alone.
-    PassNotTranslated = 9,
-}
-
-impl SockVerdict {
-    pub const COUNT: u32 = 10;
-
-    pub const ALL: [SockVerdict; Self::COUNT as usize] = [
-        SockVerdict::ConnectTranslated,
-        SockVerdict::SendmsgTranslated,
-        SockVerdict::RecvmsgRestored,
-        SockVerdict::GetpeernameRestored,
-        SockVerdict::PassOtherNetns,
-        SockVerdict::PassNotLocal,
-        SockVerdict::PassNoForward,
-        SockVerdict::PassNotTcpUdp,
-        SockVerdict::RevnatFailed,
-        SockVerdict::PassNotTranslated,
-    ];
-
-    /// A stable, snake_case name for `portfwd status` and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            SockVerdict::ConnectTranslated => "connect_translated",
-            SockVerdict::SendmsgTranslated => "sendmsg_translated",
-            SockVerdict::RecvmsgRestored => "recvmsg_restored",
-            SockVerdict::GetpeernameRestored => "getpeername_restored",
-            SockVerdict::PassOtherNetns => "pass_other_netns",
-            SockVerdict::PassNotLocal => "pass_not_local",
-            SockVerdict::PassNoForward => "pass_no_forward",
-            SockVerdict::PassNotTcpUdp => "pass_not_tcp_udp",
-            SockVerdict::RevnatFailed => "revnat_failed",
-            SockVerdict::PassNotTranslated => "pass_not_translated",
-        }
+crate::counters! {
+    /// What a socket hook did. The discriminant is the index of its counter in [`SOCK_VERDICTS`].
+    pub enum SockVerdict {
+        /// `connect()` to a published port: the socket now talks to the target.
+        ConnectTranslated = 0 => "connect_translated",
+        /// `sendto()`/`sendmsg()` with a published port as destination: sent to the target.
+        SendmsgTranslated = 1 => "sendmsg_translated",
+        /// `recvfrom()`/`recvmsg()` of a target's reply: the source shown is the published address.
+        RecvmsgRestored = 2 => "recvmsg_restored",
+        /// `getpeername()` of a translated socket: the published address.
+        GetpeernameRestored = 3 => "getpeername_restored",
+        /// A socket of another network namespace (a container, another host): left alone.
+        PassOtherNetns = 4 => "pass_other_netns",
+        /// The destination is neither loopback nor a host address: left alone.
+        PassNotLocal = 5 => "pass_not_local",
+        /// A local destination with no forward on that port: left alone.
+        PassNoForward = 6 => "pass_no_forward",
+        /// Neither TCP nor UDP: left alone.
+        PassNotTcpUdp = 7 => "pass_not_tcp_udp",
+        /// Translated, but the reverse entry could not be stored: the application will see the
+        /// target's address instead of the published one.
+        RevnatFailed = 8 => "revnat_failed",
+        /// `recvmsg()`/`getpeername()` of a socket that was not translated, or of an address other
+        /// than its target: left alone.
+        PassNotTranslated = 9 => "pass_not_translated",
     }
 }
 

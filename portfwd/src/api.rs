@@ -142,8 +142,20 @@ pub enum ClientError {
     #[error("permission denied on {}: {}", .0.display(), access_hint(.0))]
     PermissionDenied(PathBuf),
 
-    #[error("talking to the daemon at {path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("talking to the daemon at {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon at {}: the daemon closed the connection without answering", path.display())]
+    Closed { path: PathBuf },
+    #[error("talking to the daemon at {}: malformed answer", path.display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// How to get access to the control socket at `socket`: run as root, or join the group that
@@ -181,9 +193,9 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 
 /// Sends one request and waits for its response.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
-    let io = |e: std::io::Error| ClientError::Io {
+    let io = |source| ClientError::Io {
         path: socket.to_owned(),
-        message: e.to_string(),
+        source,
     };
     let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -195,22 +207,18 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io)?;
-    let mut line = serde_json::to_string(req).map_err(|e| ClientError::Io {
-        path: socket.to_owned(),
-        message: e.to_string(),
-    })?;
+    let mut line = serde_json::to_string(req).map_err(|e| io(e.into()))?;
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
     if reply.is_empty() {
-        return Err(ClientError::Io {
+        return Err(ClientError::Closed {
             path: socket.to_owned(),
-            message: "the daemon closed the connection without answering".into(),
         });
     }
-    serde_json::from_str(&reply).map_err(|e| ClientError::Io {
+    serde_json::from_str(&reply).map_err(|source| ClientError::Malformed {
         path: socket.to_owned(),
-        message: format!("malformed answer: {e}"),
+        source,
     })
 }

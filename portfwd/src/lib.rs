@@ -1,19 +1,22 @@
 //! portfwd: publish host ports to containers, translated in the kernel with eBPF.
 //!
-//! The binary is a thin shell over this library:
+//! The binary (`main.rs`) is a thin shell over this library:
 //! - `publish`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`, allowlists);
 //! - `config`: the YAML config: load, validate, save;
-//! - `dataplane`: the eBPF object, its attachments and maps;
-//! - `daemon`: `portfwd daemon`;
+//! - `datapath`: the eBPF object, its programs, attachments, pins and maps;
+//! - `daemon`: `portfwd daemon`: state, control socket, reloads, the host's interfaces;
 //! - `api`: the control-socket protocol; `cli`: the client subcommands;
+//! - `check`: `portfwd check`, the diagnosis of forwards;
 //! - `metrics`: the Prometheus endpoint;
-//! - `error`: the daemon's error type.
+//! - `error`: the daemon's errors, rendered as one chain at the edge;
+//! - `sys`: the system calls beyond `std`, through `nix`.
 pub mod api;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod dataplane;
+pub mod datapath;
 pub mod error;
 pub mod metrics;
 pub mod publish;
+pub mod sys;

@@ -38,8 +38,10 @@ fn main() -> ExitCode {
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("portfwd: {e:#}");
+                    // The one place a daemon error is rendered: the whole chain, one line.
+                    let e = portfwd::error::chain(e.as_ref());
+                    tracing::error!("{e}");
+                    eprintln!("portfwd: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -30,12 +30,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{api, error::Error};
+use crate::{
+    api,
+    error::{Error, chain},
+};
 
 /// Where a scrape gets its numbers: the daemon's current status.
-pub type Source = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<api::Status, String>> + Send>> + Send + Sync,
->;
+pub type Source =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<api::Status, Error>> + Send>> + Send + Sync>;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -173,14 +175,11 @@ pub fn render(status: &api::Status) -> String {
 /// Binds the endpoint's address (before anything else changes, so a taken port rejects the
 /// config that asked for it).
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::Metrics {
-        addr,
-        message: e.to_string(),
-    })?;
-    listener.set_nonblocking(true).map_err(|e| Error::Metrics {
-        addr,
-        message: e.to_string(),
-    })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| Error::Metrics { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Metrics { addr, source })?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the metrics endpoint is reachable from other hosts");
     }
@@ -201,14 +200,12 @@ impl Drop for Endpoint {
 
 /// Serves `listener` (from [`bind`]) with numbers from `source`. Must run inside the runtime.
 pub fn spawn(listener: std::net::TcpListener, source: Source) -> Result<Endpoint, Error> {
-    let addr = listener.local_addr().map_err(|e| Error::Metrics {
+    let addr = listener.local_addr().map_err(|source| Error::Metrics {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        message: e.to_string(),
+        source,
     })?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Metrics {
-        addr,
-        message: e.to_string(),
-    })?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| Error::Metrics { addr, source })?;
     tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
     let task = tokio::spawn(serve(listener, source));
     Ok(Endpoint { addr, task })
@@ -270,7 +267,7 @@ async fn answer(
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             text,
-            format!("reading the counters failed: {e}\n"),
+            format!("reading the counters failed: {}\n", chain(&e)),
         ),
     })
 }

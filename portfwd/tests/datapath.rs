@@ -67,8 +67,7 @@ mod sweep;
 #[path = "datapath/world.rs"]
 mod world;
 
-use portfwd::dataplane::{TC_INGRESS, XDP};
-use portfwd_common::reason::Reason;
+use portfwd_common::{maps::Program, reason::Reason};
 
 use env::Env;
 use model_world::ModelWorld;
@@ -94,17 +93,17 @@ use program::PROGRAMS;
 ///   111, 111 when first measured (86 for the last two once the logic was shared with IPv6).
 ///   The IPv6 ones (which also take IPv4-mapped addresses, through the IPv4 maps): 792, 793,
 ///   223, 223 when first measured.
-const VERIFIER_BUDGETS: &[(&str, u32)] = &[
-    (TC_INGRESS, 66_000),
-    (XDP, 70_000),
-    ("portfwd_connect4", 290),
-    ("portfwd_sendmsg4", 280),
-    ("portfwd_recvmsg4", 140),
-    ("portfwd_getpeername4", 140),
-    ("portfwd_connect6", 990),
-    ("portfwd_sendmsg6", 990),
-    ("portfwd_recvmsg6", 280),
-    ("portfwd_getpeername6", 280),
+const VERIFIER_BUDGETS: &[(Program, u32)] = &[
+    (Program::TcIngress, 66_000),
+    (Program::Xdp, 70_000),
+    (Program::Connect4, 290),
+    (Program::Sendmsg4, 280),
+    (Program::Recvmsg4, 140),
+    (Program::Getpeername4, 140),
+    (Program::Connect6, 990),
+    (Program::Sendmsg6, 990),
+    (Program::Recvmsg6, 280),
+    (Program::Getpeername6, 280),
 ];
 
 #[test]
@@ -345,14 +344,14 @@ fn status_shows_drop_reasons_by_name() {
 /// both families.
 #[test]
 fn flow_tables_are_counted_exactly() {
-    use portfwd::dataplane::Dataplane;
+    use portfwd::datapath::Datapath;
     use portfwd_common::maps::{FlowKeyOf, FlowValueOf, Ipv6Words, MAX_FLOWS, MAX_FLOWS6};
 
     if !support::require_root() {
         return;
     }
-    let mut dp = Dataplane::load().expect("loading the dataplane");
-    let flows = |dp: &Dataplane, name: &str| -> u64 {
+    let mut dp = Datapath::load().expect("loading the datapath");
+    let flows = |dp: &Datapath, name: &str| -> u64 {
         dp.maps
             .fill(0)
             .unwrap()

@@ -8,16 +8,16 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::CStr,
     fs::{self, File},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    net::IpAddr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use serde::Serialize;
 
 use super::sockets::{self, Bound, Process};
+use crate::sys::{self, InterfaceAddr};
 
 /// Directories of named network namespaces: iproute2's, and Docker's.
 const NAMED_DIRS: [(&str, &str); 2] = [("/run/netns", ""), ("/run/docker/netns", "docker:")];
@@ -212,12 +212,9 @@ fn look_into(path: &Path) -> std::io::Result<(Vec<Interface>, Vec<Bound>)> {
     let file = File::open(path)?;
     std::thread::scope(|s| {
         s.spawn(move || {
-            // SAFETY: `file` is an open namespace file that lives until the end of this closure;
-            // setns changes only this thread's network namespace, and the thread ends right
-            // after reading (it is never reused).
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            // Only this thread enters the namespace, and it ends right after reading (it is
+            // never reused).
+            sys::enter_netns(&file)?;
             Ok((interfaces()?, sockets::bound()))
         })
         .join()
@@ -225,62 +222,21 @@ fn look_into(path: &Path) -> std::io::Result<(Vec<Interface>, Vec<Bound>)> {
     })
 }
 
-/// The interfaces of the calling thread's network namespace, with their MAC and IPv4
-/// addresses (`getifaddrs` talks netlink in the thread's namespace).
+/// The interfaces of the calling thread's network namespace, with their MAC and IPv4 and IPv6
+/// addresses.
 pub fn interfaces() -> std::io::Result<Vec<Interface>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `head` is a valid place for getifaddrs to store the list it allocates.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
-    let mut cur = head;
-    // The list is finite; the count bounds the walk all the same.
-    for _ in 0..100_000 {
-        if cur.is_null() {
-            break;
-        }
-        // SAFETY: `cur` is a non-null node of the list getifaddrs returned, valid until
-        // freeifaddrs below.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
+    for (name, addr) in sys::interface_addrs()? {
         let entry = by_name.entry(name.clone()).or_insert_with(|| Interface {
             name,
             ..Interface::default()
         });
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and points to a sockaddr owned by the list.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        if family == libc::AF_INET {
-            // SAFETY: for AF_INET the kernel stores a sockaddr_in there.
-            let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-            entry
-                .addrs
-                .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
-        } else if family == libc::AF_INET6 {
-            // SAFETY: for AF_INET6 the kernel stores a sockaddr_in6 there.
-            let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
-            entry
-                .addrs
-                .push(Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
-        } else if family == libc::AF_PACKET {
-            // SAFETY: for AF_PACKET glibc stores a sockaddr_ll there.
-            let sll = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_ll>() };
-            let len = usize::from(sll.sll_halen).min(sll.sll_addr.len());
-            entry.mac = format_mac(&sll.sll_addr[..len]);
+        match addr {
+            Some(InterfaceAddr::Ip(a)) => entry.addrs.push(a),
+            Some(InterfaceAddr::Link(mac)) => entry.mac = format_mac(&mac),
+            None => {}
         }
     }
-    // SAFETY: `head` came from getifaddrs and is freed once; no reference into it remains.
-    unsafe { libc::freeifaddrs(head) };
     Ok(by_name.into_values().collect())
 }
 
@@ -298,6 +254,8 @@ pub fn format_mac(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::errno::Errno;
+
 /// What a TCP connect to the target did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connect {
@@ -35,12 +37,11 @@ pub fn tcp(target: SocketAddr, timeout: Duration) -> Connect {
             Connect::Connected(rtt)
         }
         Err(e) => match (e.raw_os_error(), e.kind()) {
-            (Some(libc::ECONNREFUSED), _) => Connect::Refused,
-            (Some(libc::ENETUNREACH), _) => Connect::NoRoute,
-            (Some(libc::EHOSTUNREACH), _) => Connect::HostUnreachable,
-            (Some(libc::ETIMEDOUT), _) | (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                Connect::TimedOut
-            }
+            (Some(errno), _) if errno == Errno::ECONNREFUSED as i32 => Connect::Refused,
+            (Some(errno), _) if errno == Errno::ENETUNREACH as i32 => Connect::NoRoute,
+            (Some(errno), _) if errno == Errno::EHOSTUNREACH as i32 => Connect::HostUnreachable,
+            (Some(errno), _) if errno == Errno::ETIMEDOUT as i32 => Connect::TimedOut,
+            (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => Connect::TimedOut,
             _ => Connect::Error(e.to_string()),
         },
     }
@@ -256,17 +257,7 @@ fn neighbour6(addr: Ipv6Addr) -> Option<Neighbour> {
 
 /// The name of interface `index` in the calling thread's namespace (empty if gone).
 fn interface_name(index: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has room for IF_NAMESIZE bytes, as if_indextoname requires; it writes a
-    // NUL-terminated name there or returns NULL.
-    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if name.is_null() {
-        return String::new();
-    }
-    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    crate::sys::interface_name(index).unwrap_or_default()
 }
 
 /// Parses `/proc/net/arp`.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::{self, ClientError, Request, Response};
+use crate::api::{self, Request, Response};
 
 /// Publish host ports to containers, translated in the kernel with eBPF.
 #[derive(Debug, Parser)]
@@ -78,11 +78,8 @@ fn call(socket: &std::path::Path, req: &Request) -> Result<Response, String> {
     match api::call(socket, req) {
         Ok(Response::Error { message }) => Err(message),
         Ok(r) => Ok(r),
-        Err(
-            e @ (ClientError::NotRunning(_)
-            | ClientError::PermissionDenied(_)
-            | ClientError::Io { .. }),
-        ) => Err(e.to_string()),
+        // The client's edge: the error and its causes, on one line.
+        Err(e) => Err(crate::error::chain(&e)),
     }
 }
 

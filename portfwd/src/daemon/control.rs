@@ -1,13 +1,10 @@
 //! The control socket: a filesystem Unix socket (never abstract: CVE-2020-15257), one JSON
-//! request per connection.
+//! request per connection, and what each request does to the daemon's state.
 //!
 //! Who may use it is checked twice: by the file (mode 0660, owner root, group `socket_group`)
-//! and by the daemon, which reads each caller's credentials with SO_PEERCRED and answers only
-//! root, its own user, and members of `socket_group` (primary or supplementary group). The
-//! second check keeps the socket closed if its mode or owner are changed behind the daemon's
-//! back.
+//! and by the daemon, for each caller ([`Access::check`]).
 use std::{
-    os::unix::fs::PermissionsExt as _,
+    net::Ipv6Addr,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -18,10 +15,13 @@ use tokio::{
     sync::Mutex,
 };
 
-use super::State;
+use super::{access::Access, reload::Trigger, state::State};
 use crate::{
     api::{Request, Response},
-    error::Error,
+    config,
+    error::{Cause, Error, chain},
+    publish::{AllowPrefix, Forward, Listen, Target},
+    sys,
 };
 
 /// Longest request line accepted.
@@ -29,127 +29,28 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Binds the control socket at `path`, refusing to steal it from a running daemon.
 pub fn bind(path: &Path, access: &Access) -> Result<UnixListener, Error> {
-    let err = |message: String| Error::Socket {
+    let err = |source: Cause| Error::Socket {
         path: path.to_owned(),
-        message,
+        source,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| err(Cause::io(format!("creating {}", dir.display()))(e)))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err("another portfwd daemon is already serving it".into()));
+            return Err(err(Cause::Refused(
+                "another portfwd daemon is already serving it",
+            )));
         }
         // Left behind by a daemon that did not exit cleanly.
-        std::fs::remove_file(path).map_err(|e| err(format!("removing stale socket: {e}")))?;
+        std::fs::remove_file(path).map_err(|e| err(Cause::io("removing stale socket")(e)))?;
     }
     // Created 0600 (umask), then opened to the group: never accessible to others in between.
-    // SAFETY: umask only changes this process's file-creation mask; it cannot fail.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(|e| err(e.to_string()))?;
+    let listener =
+        sys::with_umask(0o177, || UnixListener::bind(path)).map_err(|e| err(e.into()))?;
     access.apply_to(path)?;
     Ok(listener)
-}
-
-/// Who may use the control socket besides root: `socket_group`, resolved to its id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Access {
-    group: Option<(String, u32)>,
-}
-
-impl Access {
-    /// Looks `socket_group` up; a group that does not exist is an error.
-    pub fn resolve(group: Option<&str>) -> Result<Access, String> {
-        let Some(name) = group else {
-            return Ok(Access::default());
-        };
-        match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Ok(Access {
-                group: Some((name.to_owned(), g.gid.as_raw())),
-            }),
-            Ok(None) => Err(format!(
-                "group '{name}' does not exist (create it with `groupadd --system {name}`)"
-            )),
-            Err(e) => Err(format!("looking up group '{name}': {e}")),
-        }
-    }
-
-    /// The group's name, if any.
-    pub fn group_name(&self) -> Option<&str> {
-        self.group.as_ref().map(|(n, _)| n.as_str())
-    }
-
-    /// Gives the socket file to root and the group (root's group without one), mode 0660.
-    pub fn apply_to(&self, path: &Path) -> Result<(), Error> {
-        let gid = self.group.as_ref().map_or(0, |(_, gid)| *gid);
-        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(gid.into())).map_err(
-            |e| Error::Socket {
-                path: path.to_owned(),
-                message: format!("giving it to group id {gid}: {e}"),
-            },
-        )?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| {
-            Error::Socket {
-                path: path.to_owned(),
-                message: format!("setting mode 0660: {e}"),
-            }
-        })
-    }
-
-    /// Whether the peer may send requests: root, the daemon's own user, or a member of the group.
-    pub fn check(&self, peer: &tokio::net::unix::UCred, config: &Path) -> Result<(), String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if peer.uid() == 0 || peer.uid() == me {
-            return Ok(());
-        }
-        if let Some((_, gid)) = &self.group
-            && (peer.gid() == *gid || peer_groups(peer).contains(gid))
-        {
-            return Ok(());
-        }
-        let how = match self.group_name() {
-            Some(g) => format!(
-                "run as root or add yourself to group '{g}' (socket_group in {})",
-                config.display()
-            ),
-            None => format!(
-                "run as root, or set socket_group in {} and add yourself to that group",
-                config.display()
-            ),
-        };
-        Err(format!(
-            "permission denied: the portfwd control socket does not accept uid {}; {how}",
-            peer.uid()
-        ))
-    }
-}
-
-/// The peer's supplementary groups, from /proc/PID/status (the set the process really has, not
-/// what /etc/group says); from the group database when that cannot be read.
-fn peer_groups(peer: &tokio::net::unix::UCred) -> Vec<u32> {
-    if let Some(pid) = peer.pid()
-        && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        && let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:"))
-    {
-        return line
-            .split_whitespace()
-            .filter_map(|g| g.parse().ok())
-            .collect();
-    }
-    let Ok(Some(user)) = nix::unistd::User::from_uid(peer.uid().into()) else {
-        return Vec::new();
-    };
-    let Ok(name) = std::ffi::CString::new(user.name) else {
-        return Vec::new();
-    };
-    nix::unistd::getgrouplist(&name, peer.gid().into())
-        .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default()
 }
 
 /// Serves requests until the task is dropped. Requests are handled one at a time, under the
@@ -187,13 +88,15 @@ async fn handle(stream: UnixStream, state: Arc<Mutex<State>>) -> std::io::Result
         st.access.check(&peer, &st.config_path)
     };
     let response = match allowed {
-        Err(message) => {
+        Err(refused) => {
             tracing::warn!(
                 uid = peer.uid(),
                 pid = peer.pid(),
                 "control socket: caller refused"
             );
-            Response::Error { message }
+            Response::Error {
+                message: refused.to_string(),
+            }
         }
         Ok(()) => match serde_json::from_str::<Request>(&line) {
             // One request at a time, under the state lock: concurrent calls are serialised.
@@ -209,6 +112,82 @@ async fn handle(stream: UnixStream, state: Arc<Mutex<State>>) -> std::io::Result
     out.push('\n');
     write.write_all(out.as_bytes()).await?;
     write.shutdown().await
+}
+
+impl State {
+    /// Handles one control request.
+    pub(super) fn handle(&mut self, req: Request) -> Response {
+        let result = match req {
+            Request::Add { listen, to, allow } => self.add(&listen, &to, &allow),
+            Request::Del { listen } => self.del(&listen),
+            Request::List => return self.list(),
+            Request::Status => return self.status(),
+            Request::Reload => self
+                .reload(Trigger::Request)
+                .map(|summary| format!("reloaded {}: {summary}", self.config_path.display())),
+        };
+        match result {
+            Ok(message) => Response::Done { message },
+            Err(e) => Response::Error { message: chain(&e) },
+        }
+    }
+
+    fn add(&mut self, listen: &str, to: &str, allow: &[String]) -> Result<String, Error> {
+        let allow = allow
+            .iter()
+            .map(|p| p.parse::<AllowPrefix>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let fwd =
+            Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow)?;
+        self.publish(fwd.clone())?;
+        if let Err(e) = config::save(&self.config_path, &self.config()) {
+            // Keep the running state and the file in step: undo.
+            let _ = self.unpublish(&fwd.listen);
+            return Err(e.into());
+        }
+        tracing::info!(forward = %fwd, "published");
+        Ok(format!("published {fwd}"))
+    }
+
+    fn del(&mut self, listen: &str) -> Result<String, Error> {
+        let mut listen = listen.parse::<Listen>()?;
+        // A bare port names the IPv4 forward on it, or the IPv6 one (`[::]`) when only that is
+        // published: a bare port takes its target's family when it is added. `0.0.0.0:PORT`
+        // names the IPv4 one only.
+        let v6_any = Listen {
+            addr: Some(Ipv6Addr::UNSPECIFIED.into()),
+            ..listen
+        };
+        let published = |l: &Listen| self.forwards.iter().any(|a| a.fwd.listen == *l);
+        if listen.addr.is_none() && !published(&listen) && published(&v6_any) {
+            listen = v6_any;
+        }
+        let listen = listen.normalized();
+        let active = self.unpublish(&listen)?;
+        if let Err(e) = config::save(&self.config_path, &self.config()) {
+            let _ = self.publish(active.fwd.clone());
+            return Err(e.into());
+        }
+        tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
+        Ok(format!(
+            "unpublished {} (was -> {})",
+            active.fwd.listen, active.fwd.to
+        ))
+    }
+
+    fn list(&self) -> Response {
+        match self.forward_entries() {
+            Ok(forwards) => Response::Forwards { forwards },
+            Err(e) => Response::Error { message: chain(&e) },
+        }
+    }
+
+    fn status(&self) -> Response {
+        match self.status_report() {
+            Ok(s) => Response::Status(Box::new(s)),
+            Err(e) => Response::Error { message: chain(&e) },
+        }
+    }
 }
 
 /// Removes the socket file when the daemon stops.

@@ -1,8 +1,11 @@
-//! The host as netlink reports it: interfaces and IPv4 addresses, followed as they change.
+//! The host as netlink reports it: interfaces and their IPv4 and IPv6 addresses, followed as
+//! they change.
 //!
-//! Rather than interpreting each notification, any link or address event triggers a fresh dump
+//! Rather than interpreting each notification, an event triggers a fresh dump of both families
 //! that is reconciled with what is applied (level-triggered), so a missed or reordered event
-//! cannot leave stale state behind.
+//! cannot leave stale state behind. The daemon listens for link and IPv4 address events only:
+//! an IPv6 address change is applied at the next periodic resync (every 30 s), or with the next
+//! link or IPv4 event.
 use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
@@ -64,7 +67,7 @@ pub fn is_host_address(addr: IpAddr) -> bool {
 
 /// Dumps every interface and host address of the daemon's network namespace.
 pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
-    let nl = |e: rtnetlink::Error| Error::Netlink(e.to_string());
+    let nl = Error::Netlink;
     let mut links = Vec::new();
     let mut stream = handle.link().get().execute();
     while let Some(msg) = stream.try_next().await.map_err(nl)? {

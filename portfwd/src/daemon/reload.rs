@@ -26,10 +26,13 @@ use notify::Watcher as _;
 use portfwd_common::maps::MAX_FORWARDS;
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Active, State, control::Access};
+use super::{
+    access::Access,
+    state::{Active, State},
+};
 use crate::{
     config::{self, Config},
-    error::Error,
+    error::{Error, chain},
     metrics,
     publish::{Forward, Listen},
 };
@@ -143,7 +146,7 @@ impl State {
             }
             Err(e) => {
                 let e = Error::ReloadRejected(Box::new(e));
-                tracing::error!(trigger = trigger.name(), "{e}");
+                tracing::error!(trigger = trigger.name(), "{}", chain(&e));
                 Err(e)
             }
         }
@@ -157,19 +160,18 @@ impl State {
         if total > MAX_FORWARDS as usize {
             return Err(Error::TooManyForwards(MAX_FORWARDS));
         }
-        let access =
-            Access::resolve(cfg.socket_group.as_deref()).map_err(|message| Error::Setting {
-                location: location_of(&self.config_path, "socket_group"),
-                field: "socket_group",
-                message,
-            })?;
+        let access = Access::resolve(cfg.socket_group.as_deref()).map_err(|e| Error::Setting {
+            location: location_of(&self.config_path, "socket_group"),
+            field: "socket_group",
+            source: e.into(),
+        })?;
         let running_metrics = self.metrics.as_ref().map(|m| m.addr);
         let new_listener = match cfg.metrics {
             Some(addr) if Some(addr) != running_metrics => {
                 Some(metrics::bind(addr).map_err(|e| Error::Setting {
                     location: location_of(&self.config_path, "metrics"),
                     field: "metrics",
-                    message: e.to_string(),
+                    source: e.into(),
                 })?)
             }
             _ => None,
@@ -215,7 +217,7 @@ impl State {
                 match self.metrics_source.clone() {
                     Some(source) => match metrics::spawn(listener, source) {
                         Ok(ep) => self.metrics = Some(ep),
-                        Err(e) => tracing::error!("{e}"),
+                        Err(e) => tracing::error!("{}", chain(&e)),
                     },
                     None => tracing::error!("metrics: no source (daemon not started)"),
                 }
@@ -271,10 +273,10 @@ impl State {
                 .iter()
                 .position(|a| a.fwd == *old)
                 .ok_or_else(|| Error::NotPublished(old.listen.to_string()))?;
-            let slot = self.alloc_slot()?;
+            let slot = self.slots.alloc()?;
             // One update of the key: the forward switches target without a gap.
             if let Err(e) = self.dp.maps.insert_forward(new, slot) {
-                self.free_slots.push(slot);
+                self.slots.free(slot);
                 return Err(e);
             }
             let old = std::mem::replace(
@@ -297,13 +299,13 @@ impl State {
     fn commit(&mut self, journal: Vec<Undo>) {
         for step in journal {
             match step {
-                Undo::Removed { active: old, .. } => self.free_slots.push(old.slot),
+                Undo::Removed { active: old, .. } => self.slots.free(old.slot),
                 Undo::Changed { old, .. } => {
                     // The key now holds the new forward; only the old allowlist goes.
                     if let Err(e) = self.dp.maps.remove_allow(&old.fwd, old.slot) {
-                        tracing::error!("{e}");
+                        tracing::error!("{}", chain(&e));
                     }
-                    self.free_slots.push(old.slot);
+                    self.slots.free(old.slot);
                 }
                 Undo::Added { .. } => {}
             }
@@ -320,7 +322,7 @@ impl State {
                     let res = self.dp.maps.restore_forward(&old.fwd, old.slot);
                     let new = std::mem::replace(&mut self.forwards[index], old);
                     let res = res.and(self.dp.maps.remove_allow(&new.fwd, new.slot));
-                    self.free_slots.push(new.slot);
+                    self.slots.free(new.slot);
                     res
                 }
                 Undo::Removed { index, active } => {
@@ -330,7 +332,7 @@ impl State {
                 }
             };
             if let Err(e) = result {
-                tracing::error!("rolling back a reload: {e}");
+                tracing::error!("rolling back a reload: {}", chain(&e));
             }
         }
     }
@@ -365,7 +367,7 @@ fn watch_error(path: &Path, e: notify::Error) -> config::ConfigError {
     config::ConfigError::Io {
         path: path.to_owned(),
         action: "watch",
-        error: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e),
     }
 }
 

@@ -1,14 +1,14 @@
 //! The test world in a lab: the lab host namespace given the world's MACs, neighbours and IPv6
-//! addresses, and the dataplane loaded with the world's maps (`world.rs`) for one program, next
+//! addresses, and the datapath loaded with the world's maps (`world.rs`) for one program, next
 //! to the reference model's copy of the same state.
-use portfwd::dataplane::Dataplane;
+use portfwd::datapath::Datapath;
 use portfwd_lab::Lab;
 
 use super::model_world::ModelWorld;
 use super::program::Program;
 use super::world::{DOCKER0_MAC, ETH0_MAC, Ingress, NETS, V4, V6, ifindex_of, mac};
 
-/// The lab the world runs in; [`Env::load`] gives a loaded dataplane, maps filled, and the
+/// The lab the world runs in; [`Env::load`] gives a loaded datapath, maps filled, and the
 /// model's copy of the same world.
 pub struct Env {
     pub lab: Lab,
@@ -62,10 +62,10 @@ impl Env {
         ifindex_of(i, self.eth0, self.docker0, self.port)
     }
 
-    /// Loads the dataplane (call inside [`Env::run`]) and fills its maps as `prog` needs;
+    /// Loads the datapath (call inside [`Env::run`]) and fills its maps as `prog` needs;
     /// returns it with the model's copy of the same state.
-    pub fn load(&self, prog: &Program) -> (Dataplane, ModelWorld) {
-        let mut dp = Dataplane::load().expect("loading the dataplane");
+    pub fn load(&self, prog: &Program) -> (Datapath, ModelWorld) {
+        let mut dp = Datapath::load().expect("loading the datapath");
         let w = ModelWorld::new(self.eth0, self.docker0, self.port, prog);
         for &i in &w.xdp_egress {
             dp.maps.set_xdp_egress(i, true).unwrap();

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use portfwd::dataplane::Dataplane;
+use portfwd::datapath::Datapath;
 use portfwd_common::{
     maps::{ForwardStats, Hook},
     reason::Reason,
@@ -40,7 +40,7 @@ use super::world::{FORWARDS, Ingress, NETS, V4};
 
 /// Frames per program in the default (CI) mode.
 pub const DEFAULT_FRAMES: u64 = 10_000;
-/// Frames per loaded dataplane. Fuzzed frames create flows with random addresses; reloading
+/// Frames per loaded datapath. Fuzzed frames create flows with random addresses; reloading
 /// keeps the flow table far below its LRU capacity, so the kernel never evicts an entry the
 /// model still has.
 const BATCH: u64 = 25_000;
@@ -447,7 +447,7 @@ struct Tally {
 
 /// State shared by the property's calls (proptest wants an `Fn`).
 struct State {
-    dp: Dataplane,
+    dp: Datapath,
     w: ModelWorld,
     /// The per-forward counters the model implies.
     stats: HashMap<u32, ForwardStats>,

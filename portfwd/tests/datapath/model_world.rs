@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
-use portfwd::dataplane::maps::{MapAddr, ip_proto};
+use portfwd::datapath::maps::{MapAddr, ip_proto};
 use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, AllowKeyOf, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowKeyOf,

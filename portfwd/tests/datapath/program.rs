@@ -1,6 +1,6 @@
 //! The programs under test, each in one configuration, and how a fixture runs through one:
 //! the BPF_PROG_TEST_RUN context of its hook, the return codes, the counters read around a run.
-use portfwd::dataplane::{self, Dataplane};
+use portfwd::datapath::Datapath;
 use portfwd_common::{
     maps::{ForwardStats, Hook},
     reason::Reason,
@@ -14,7 +14,7 @@ pub struct Program {
     /// What reports call it.
     pub label: &'static str,
     /// The program's name in the object.
-    pub name: &'static str,
+    pub name: portfwd_common::maps::Program,
     pub hook: Hook,
     /// XDP: eth0 and docker0 are in `PF_XDP_EGRESS` (XDP finishes translations itself); without
     /// it every translation is handed to tc (`pass_to_tc`), as on a host whose egress devices
@@ -30,7 +30,7 @@ pub struct Program {
 
 pub const TC: Program = Program {
     label: "tc",
-    name: dataplane::TC_INGRESS,
+    name: portfwd_common::maps::Program::TcIngress,
     hook: Hook::Tc,
     xdp_egress: false,
     pass: -1,    // TC_ACT_UNSPEC
@@ -41,7 +41,7 @@ pub const TC: Program = Program {
 
 pub const XDP: Program = Program {
     label: "xdp",
-    name: dataplane::XDP,
+    name: portfwd_common::maps::Program::Xdp,
     hook: Hook::Xdp,
     xdp_egress: true,
     pass: 2,     // XDP_PASS
@@ -86,7 +86,7 @@ fn xdp_ctx(ifindex: u32, len: usize) -> Vec<u8> {
 }
 
 /// The flow entry `entry`'s key holds in the kernel's maps.
-pub fn kernel_flow(dp: &Dataplane, entry: &FlowEntry) -> Option<FlowEntry> {
+pub fn kernel_flow(dp: &Datapath, entry: &FlowEntry) -> Option<FlowEntry> {
     match entry {
         FlowEntry::V4(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V4(*k, v)),
         FlowEntry::V6(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V6(*k, v)),
@@ -95,7 +95,7 @@ pub fn kernel_flow(dp: &Dataplane, entry: &FlowEntry) -> Option<FlowEntry> {
 
 /// Runs `prog` once on `frame`, arriving on `ifindex`.
 pub fn test_run(
-    dp: &mut Dataplane,
+    dp: &mut Datapath,
     prog: &Program,
     frame: &[u8],
     ifindex: u32,
@@ -105,7 +105,7 @@ pub fn test_run(
 
 /// Every verdict counter of every hook, indexed by `hook * Reason::COUNT + reason` as in the
 /// map.
-pub fn verdicts(dp: &Dataplane) -> Vec<u64> {
+pub fn verdicts(dp: &Datapath) -> Vec<u64> {
     let mut all = Vec::new();
     for hook in Hook::ALL {
         let v = dp
@@ -142,7 +142,7 @@ pub fn verdict_delta(hook: Hook, before: &[u64], after: &[u64]) -> Result<Reason
     }
 }
 
-pub fn stats(dp: &Dataplane, slot: u32) -> ForwardStats {
+pub fn stats(dp: &Datapath, slot: u32) -> ForwardStats {
     dp.maps
         .forward_stats(slot)
         .expect("reading forward counters")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use portfwd::dataplane::Dataplane;
+use portfwd::datapath::Datapath;
 use portfwd_common::maps::ForwardStats;
 use portfwd_model as model;
 
@@ -81,7 +81,7 @@ fn stats_delta(before: &ForwardStats, after: &ForwardStats) -> [u64; 5] {
 
 /// Runs `f` through the kernel program; returns the problems found.
 fn check_kernel(
-    dp: &mut Dataplane,
+    dp: &mut Datapath,
     prog: &Program,
     ifindex: u32,
     f: &Fixture,

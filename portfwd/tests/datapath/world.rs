@@ -30,7 +30,7 @@
 //! everything that runs a program happens inside `Env::run` (the lab's host namespace).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use portfwd::dataplane::{Dataplane, maps::MapAddr};
+use portfwd::datapath::{Datapath, maps::MapAddr};
 use portfwd::publish::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::maps::{FlowKeyOf, FlowValueOf};
 use portfwd_model::FlowEntry;
@@ -621,7 +621,7 @@ impl Net {
     }
 
     /// Fills `dp`'s maps of this family, through the daemon's own map writers.
-    pub fn fill(&self, dp: &mut Dataplane) {
+    pub fn fill(&self, dp: &mut Datapath) {
         for a in self.host_addrs() {
             dp.maps.set_host_addr(a).unwrap();
         }

@@ -8,26 +8,28 @@
 //!   attached when the daemon dies (even `kill -9`); the next daemon swaps its own program into
 //!   the same link atomically (`attach_to_link`), so it never attaches twice.
 use std::{
-    ffi::CString,
     io,
     path::{Path, PathBuf},
 };
 
 use aya::maps::MapData;
 
-use crate::error::Error;
+use crate::{
+    error::{Cause, Error},
+    sys::{self, is_bpffs},
+};
 
-/// bpffs's `f_type` (BPF_FS_MAGIC).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where bpffs is normally mounted.
 const STANDARD_BPFFS: &str = "/sys/fs/bpf";
 
-fn io_err(path: &Path, what: &str) -> impl Fn(io::Error) -> Error {
+fn io_err(path: &Path, what: &'static str) -> impl Fn(io::Error) -> Error {
     let path = path.to_owned();
-    let what = what.to_owned();
-    move |e| Error::Pin {
+    move |source| Error::Pin {
         path: path.clone(),
-        message: format!("{what}: {e}"),
+        source: Cause::Io {
+            action: what.to_owned(),
+            source,
+        },
     }
 }
 
@@ -85,37 +87,9 @@ pub fn pinned_links(dir: &Path) -> Vec<PinnedLinkFile> {
     out
 }
 
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
-}
-
 fn mount_bpffs(at: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(at).map_err(io_err(at, "creating the mount point"))?;
-    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| Error::Pin {
-        path: at.to_owned(),
-        message: "path contains NUL".into(),
-    })?;
-    let fstype = c"bpf";
-    // SAFETY: all pointers are valid NUL-terminated strings living across the call; no data.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io_err(at, "mounting bpffs")(io::Error::last_os_error()));
-    }
+    sys::mount(sys::FsType::Bpf, at).map_err(|e| io_err(at, "mounting bpffs")(e.into()))?;
     tracing::info!(at = %at.display(), "mounted bpffs");
     Ok(())
 }
@@ -144,7 +118,7 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
     if !is_bpffs(dir) {
         return Err(Error::Pin {
             path: dir.to_owned(),
-            message: "not on a bpffs".into(),
+            source: Cause::Refused("not on a bpffs"),
         });
     }
     Ok(())

@@ -8,6 +8,7 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::MapData;
+use nix::errno::Errno;
 
 /// `BPF_MAP_LOOKUP_BATCH` from `<linux/bpf.h>` (kernel 5.6).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -72,17 +73,16 @@ pub fn hash_entries(map: &MapData) -> std::io::Result<u64> {
             first = false;
             continue;
         }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
+        match Errno::last() {
             // The end: the last call's entries count too.
-            Some(libc::ENOENT) => return Ok(total + u64::from(attr.count)),
+            Errno::ENOENT => return Ok(total + u64::from(attr.count)),
             // One bucket holds more entries than the buffers: retry with larger ones.
-            Some(libc::ENOSPC) if attr.count == 0 && chunk < 1 << 20 => {
+            Errno::ENOSPC if attr.count == 0 && chunk < 1 << 20 => {
                 chunk *= 2;
                 keys.resize(key_size * chunk, 0);
                 values.resize(value_size * chunk, 0);
             }
-            _ => return Err(err),
+            e => return Err(e.into()),
         }
     }
 }

@@ -12,7 +12,6 @@
 //! [`PRIVATE_CGROUP2`], which in such a private mount namespace is seen by nobody else.
 use std::{
     fs,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -20,42 +19,33 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
 };
-use portfwd_common::sock::{SOCK_NETNS, SOCK_VERDICTS, SockVerdict};
+use portfwd_common::{
+    maps::Program,
+    sock::{SOCK_NETNS, SOCK_VERDICTS, SockVerdict},
+};
 
-use super::Dataplane;
-use crate::error::Error;
+use super::Datapath;
+use crate::{
+    error::{Cause, Error, LoadError},
+    sys,
+};
 
 /// Where cgroup2 is mounted when no cgroup2 mount is visible.
 pub const PRIVATE_CGROUP2: &str = "/run/portfwd/cgroup2";
-
-/// The socket programs in the object, by name.
-pub const SOCKET_PROGRAMS: [&str; 8] = [
-    "portfwd_connect4",
-    "portfwd_sendmsg4",
-    "portfwd_recvmsg4",
-    "portfwd_getpeername4",
-    "portfwd_connect6",
-    "portfwd_sendmsg6",
-    "portfwd_recvmsg6",
-    "portfwd_getpeername6",
-];
-
-/// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>` (not in the libc crate).
-const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// The attached socket hooks. Detached by [`SocketHooks::detach`], or when the daemon exits
 /// (the links are not pinned, so the kernel detaches them when their file descriptors close).
 pub struct SocketHooks {
     cgroup: PathBuf,
     netns_cookie: u64,
-    links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    links: Vec<(Program, CgroupSockAddrLinkId)>,
     verdicts: PerCpuArray<MapData, u64>,
 }
 
 impl SocketHooks {
     /// Loads the socket programs, scopes them to the daemon's network namespace and attaches
     /// them to the cgroup v2 root (`cgroup`, or the one found or mounted as described above).
-    pub fn attach(dp: &mut Dataplane, cgroup: Option<&Path>) -> Result<Self, Error> {
+    pub fn attach(dp: &mut Datapath, cgroup: Option<&Path>) -> Result<Self, Error> {
         let cgroup = match cgroup {
             Some(p) => p.to_owned(),
             None => cgroup2_root()?,
@@ -64,19 +54,19 @@ impl SocketHooks {
         let mut netns: Array<&mut MapData, u64> = dp
             .ebpf
             .map_mut(SOCK_NETNS)
-            .ok_or_else(|| Error::Load(format!("map {SOCK_NETNS} missing from the object")))?
+            .ok_or(LoadError::MissingMap(SOCK_NETNS))?
             .try_into()
-            .map_err(|e: aya::maps::MapError| Error::Load(format!("map {SOCK_NETNS}: {e}")))?;
-        netns.set(0, netns_cookie, 0).map_err(|e| Error::Map {
+            .map_err(|e| LoadError::Map(SOCK_NETNS, e))?;
+        netns.set(0, netns_cookie, 0).map_err(|source| Error::Map {
             what: "socket hooks' namespace",
-            message: e.to_string(),
+            source,
         })?;
         let verdicts = dp
             .ebpf
             .take_map(SOCK_VERDICTS)
-            .ok_or_else(|| Error::Load(format!("map {SOCK_VERDICTS} missing from the object")))?
+            .ok_or(LoadError::MissingMap(SOCK_VERDICTS))?
             .try_into()
-            .map_err(|e: aya::maps::MapError| Error::Load(format!("map {SOCK_VERDICTS}: {e}")))?;
+            .map_err(|e| LoadError::Map(SOCK_VERDICTS, e))?;
 
         let mut hooks = SocketHooks {
             cgroup,
@@ -84,9 +74,9 @@ impl SocketHooks {
             links: Vec::new(),
             verdicts,
         };
-        for name in SOCKET_PROGRAMS {
-            match attach_one(dp, name, &hooks.cgroup) {
-                Ok(link) => hooks.links.push((name, link)),
+        for program in Program::SOCKET_HOOKS {
+            match attach_one(dp, program, &hooks.cgroup) {
+                Ok(link) => hooks.links.push((program, link)),
                 Err(e) => {
                     // All or nothing: half the hooks would translate connect() but not show
                     // the published address back.
@@ -109,12 +99,12 @@ impl SocketHooks {
     }
 
     /// Detaches every program. Errors are logged: the link may already be gone.
-    pub fn detach(&mut self, dp: &mut Dataplane) {
-        for (name, link) in self.links.drain(..) {
-            if let Some(prog) = program(dp, name)
+    pub fn detach(&mut self, dp: &mut Datapath) {
+        for (program, link) in self.links.drain(..) {
+            if let Ok(prog) = super::program_mut::<CgroupSockAddr>(&mut dp.ebpf, program)
                 && let Err(e) = prog.detach(link)
             {
-                tracing::debug!(program = name, "socket hook detach: {e}");
+                tracing::debug!(%program, "socket hook detach: {e}");
             }
         }
     }
@@ -124,83 +114,50 @@ impl SocketHooks {
         SockVerdict::ALL
             .iter()
             .map(|v| {
-                let per_cpu = self.verdicts.get(&(*v as u32), 0).map_err(|e| Error::Map {
-                    what: "socket verdict counters",
-                    message: e.to_string(),
-                })?;
+                let per_cpu = self
+                    .verdicts
+                    .get(&(*v as u32), 0)
+                    .map_err(|source| Error::Map {
+                        what: "socket verdict counters",
+                        source,
+                    })?;
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()
     }
 }
 
-fn program<'a>(dp: &'a mut Dataplane, name: &str) -> Option<&'a mut CgroupSockAddr> {
-    dp.ebpf.program_mut(name).and_then(|p| p.try_into().ok())
-}
-
-/// The socket program `name`, loaded (verified) if it was not yet.
-pub(super) fn loaded_program<'a>(
-    dp: &'a mut Dataplane,
-    name: &str,
-) -> Result<&'a mut CgroupSockAddr, Error> {
-    let prog = program(dp, name)
-        .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?;
-    if prog.fd().is_err() {
-        prog.load()
-            .map_err(|e| Error::Load(format!("verifier rejected {name}: {e}")))?;
-    }
-    Ok(prog)
-}
-
 fn attach_one(
-    dp: &mut Dataplane,
-    name: &'static str,
+    dp: &mut Datapath,
+    program: Program,
     cgroup: &Path,
 ) -> Result<CgroupSockAddrLinkId, Error> {
-    let prog = loaded_program(dp, name)?;
-    let dir = fs::File::open(cgroup).map_err(|e| Error::Cgroup {
+    let prog = dp.socket_hook(program)?;
+    let cgroup_error = |source| Error::Cgroup {
         path: cgroup.to_owned(),
-        message: e.to_string(),
-    })?;
+        source,
+    };
+    let dir = fs::File::open(cgroup).map_err(|e| cgroup_error(Cause::Os(e)))?;
     // A bpf link: always multi-attach, so other programs on the root cgroup keep running.
     prog.attach(&dir, CgroupAttachMode::Single)
-        .map_err(|e| Error::Cgroup {
-            path: cgroup.to_owned(),
-            message: format!("attaching {name}: {e}"),
-        })
+        .map_err(|source| cgroup_error(Cause::Attach { program, source }))
 }
 
 /// The root of a visible cgroup v2 hierarchy, mounting one at [`PRIVATE_CGROUP2`] if none is.
 pub fn cgroup2_root() -> Result<PathBuf, Error> {
-    let err = |path: &Path, message: String| Error::Cgroup {
+    let err = |path: &Path, source: Cause| Error::Cgroup {
         path: path.to_owned(),
-        message,
+        source,
     };
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| err(Path::new("/proc/self/mountinfo"), e.to_string()))?;
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let mountinfo = fs::read_to_string(mountinfo).map_err(|e| err(mountinfo, e.into()))?;
     if let Some(p) = find_cgroup2(&mountinfo) {
         return Ok(p);
     }
     let path = Path::new(PRIVATE_CGROUP2);
-    fs::create_dir_all(path).map_err(|e| err(path, e.to_string()))?;
-    let target = std::ffi::CString::new(PRIVATE_CGROUP2).expect("no NUL in a constant");
-    // SAFETY: every pointer is a valid NUL-terminated string (or NULL data, allowed for
-    // cgroup2) that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            c"cgroup2".as_ptr(),
-            target.as_ptr(),
-            c"cgroup2".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(err(
-            path,
-            format!("mounting cgroup2: {}", std::io::Error::last_os_error()),
-        ));
-    }
+    fs::create_dir_all(path).map_err(|e| err(path, e.into()))?;
+    sys::mount(sys::FsType::Cgroup2, path)
+        .map_err(|e| err(path, Cause::io("mounting cgroup2")(e.into())))?;
     tracing::info!(path = PRIVATE_CGROUP2, "mounted cgroup2 (none was visible)");
     Ok(path.to_owned())
 }
@@ -244,25 +201,9 @@ fn unescape_mount_path(s: &str) -> String {
 
 /// The daemon's network namespace cookie, as `bpf_get_netns_cookie` reports it for its sockets.
 fn own_netns_cookie() -> Result<u64, Error> {
-    let io = |e: std::io::Error| Error::Load(format!("reading the network namespace cookie: {e}"));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: the fd is a valid socket owned by `sock`; `cookie` and `len` are valid for writes
-    // and `len` holds the buffer's size, as getsockopt requires.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io(std::io::Error::last_os_error()));
-    }
-    Ok(cookie)
+    let load = |e: std::io::Error| Error::from(LoadError::NetnsCookie(e));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(load)?;
+    sys::netns_cookie(&sock).map_err(|e| load(e.into()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use aya::programs::{
     SchedClassifier, TcAttachType, links::FdLink, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
 };
 
-use crate::error::Error;
+use crate::error::AttachError;
 
 /// How an attachment is held by the daemon.
 pub(super) enum Handle {
@@ -82,16 +82,16 @@ impl Attachments {
 pub(super) fn attach_tc(
     prog: &mut SchedClassifier,
     name: &str,
-) -> Result<SchedClassifierLinkId, Error> {
+) -> Result<SchedClassifierLinkId, AttachError> {
     match prog.attach(name, TcAttachType::Ingress) {
         Ok(link) => Ok(link),
         Err(first) => {
             // Legacy netlink attachment needs clsact; "already exists" is fine.
             let _ = tc::qdisc_add_clsact(name);
             prog.attach(name, TcAttachType::Ingress)
-                .map_err(|e| Error::Attach {
-                    interface: name.to_owned(),
-                    message: format!("{first}; after adding clsact: {e}"),
+                .map_err(|source| AttachError::Clsact {
+                    first: Box::new(first),
+                    source: Box::new(source),
                 })
         }
     }

@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use aya::{
     Ebpf, Pod,
     maps::{
-        DevMapHash, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues,
+        DevMapHash, HashMap, IterableMap, MapData, MapError, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
+        xdp::XdpMapError,
     },
     util::nr_cpus,
 };
@@ -25,7 +26,7 @@ use portfwd_common::{
 
 use super::count;
 use crate::{
-    error::Error,
+    error::{Error, LoadError, chain},
     publish::{AllowPrefix, Family, Forward, Listen, Protocol},
 };
 
@@ -96,27 +97,22 @@ impl MapAddr for Ipv6Words {
     }
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Error>
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| Error::Load(format!("map {name} missing from the object")))?;
-    T::try_from(map).map_err(|e| Error::Load(format!("map {name}: {e}")))
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| LoadError::Map(name, e))
 }
 
-fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
-    move |e| Error::Map {
-        what,
-        message: e.to_string(),
-    }
+fn map_err(what: &'static str) -> impl Fn(MapError) -> Error {
+    move |source| Error::Map { what, source }
 }
 
 /// A removal that found nothing to remove is not an error.
-fn gone(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+fn gone(r: Result<(), MapError>, what: &'static str) -> Result<(), Error> {
     match r {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
         Err(e) => Err(map_err(what)(e)),
     }
 }
@@ -188,7 +184,7 @@ fn flags_of(fwd: &Forward) -> u32 {
 }
 
 impl<A: MapAddr> FamilyMaps<A> {
-    fn take_from(ebpf: &mut Ebpf) -> Result<Self, Error> {
+    fn take_from(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         let [forwards, ranges, allow, flows, host_addrs] = A::MAPS;
         Ok(Self {
             forwards: take(ebpf, forwards)?,
@@ -355,7 +351,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             if let Some(slot) = slots[*i]
                 && let Err(e) = self.insert_allow(f, slot)
             {
-                tracing::error!("restoring the allowlist of {}: {e}", f.listen);
+                tracing::error!("restoring the allowlist of {}: {}", f.listen, chain(&e));
             }
         }
         removed
@@ -411,7 +407,7 @@ fn cap<K: Pod, V>(m: &impl IterableMap<K, V>, what: &'static str) -> Result<u64,
 }
 
 impl Maps {
-    pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, Error> {
+    pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         Ok(Self {
             v4: FamilyMaps::take_from(ebpf)?,
             v6: FamilyMaps::take_from(ebpf)?,
@@ -428,13 +424,15 @@ impl Maps {
     /// is one value repeated under each of its (at most 30) prefixes; on failure whatever was
     /// written is removed again. The forward goes to its family's maps.
     pub fn insert_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        let zero =
-            PerCpuValues::try_from(vec![ForwardStats::default(); nr_cpus_or_1()]).map_err(|e| {
-                Error::Map {
-                    what: "forward counters",
-                    message: e.to_string(),
-                }
-            })?;
+        let zero = PerCpuValues::try_from(vec![ForwardStats::default(); nr_cpus_or_1()]).map_err(
+            |io_error| {
+                // Only reading the number of CPUs can fail here.
+                map_err("forward counters")(MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error,
+                }))
+            },
+        )?;
         self.forward_stats
             .set(slot, zero, 0)
             .map_err(map_err("forward counters"))?;
@@ -519,34 +517,37 @@ impl Maps {
 
     /// Lets XDP finish translations whose next hop is `ifindex` (its driver takes XDP frames).
     pub fn set_xdp_egress(&mut self, ifindex: u32, enabled: bool) -> Result<(), Error> {
-        let res = if enabled {
-            self.xdp_egress
+        let what = "XDP egress";
+        if enabled {
+            return self
+                .xdp_egress
                 .insert(ifindex, ifindex, None, 0)
-                .map_err(|e| e.to_string())
-        } else if !self
+                .map_err(|e| match e {
+                    XdpMapError::MapError(e) => map_err(what)(e),
+                    // Only with a chained program, which is never passed.
+                    XdpMapError::ChainedProgramNotSupported => {
+                        unreachable!("no chained program is given")
+                    }
+                });
+        }
+        if !self
             .xdp_egress
             .keys()
             .any(|k| k.is_ok_and(|k| k == ifindex))
         {
-            // Not there: nothing to do (a devmap's delete reports ENOENT as a plain syscall
-            // error, not as KeyNotFound).
-            Ok(())
-        } else {
-            match self.xdp_egress.remove(ifindex) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                // A DEVMAP_HASH reports a missing key as a failed syscall (ENOENT).
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
+            // Not there: nothing to do.
+            return Ok(());
+        }
+        match self.xdp_egress.remove(ifindex) {
+            // A DEVMAP_HASH reports a missing key as a failed syscall (ENOENT), not as
+            // KeyNotFound.
+            Err(MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) =>
+            {
+                Ok(())
             }
-        };
-        res.map_err(|message| Error::Map {
-            what: "XDP egress",
-            message,
-        })
+            r => gone(r, what),
+        }
     }
 
     /// Records `addr` as one of the host's own addresses, in its family's map.
@@ -598,10 +599,7 @@ impl Maps {
 
     pub fn remove_iface(&mut self, index: u32) -> Result<(), Error> {
         let _ = self.bridge_ports.remove(&index);
-        match self.ifaces.remove(&index) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("interfaces")(e)),
-        }
+        gone(self.ifaces.remove(&index), "interfaces")
     }
 
     /// Takes over what a previous daemon left in the pinned maps: each of `wanted` that is

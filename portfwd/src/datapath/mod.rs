@@ -1,0 +1,416 @@
+//! The kernel side as userspace sees it: the embedded eBPF object, its programs (loaded here
+//! by [`Program`]), where they are attached, and its maps.
+//!
+//! - this module: loading the object (against pinned maps, for the daemon), attaching the tc
+//!   and XDP programs to an interface, test runs and verifier statistics;
+//! - `attach`: what is attached where, and how each attachment is held;
+//! - `pin`: the bpffs pins (maps and links) that let the datapath outlive the daemon;
+//! - `maps`: typed access to every map; the only place where addresses and ports are converted
+//!   to the network byte order the datapath uses;
+//! - `count`: counting a hash map's entries with one batch system call per 1,024;
+//! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root.
+mod attach;
+pub mod cgroup;
+mod count;
+pub mod maps;
+pub mod pin;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader, TestRunOptions,
+    programs::{
+        CgroupSockAddr, ProgramError, SchedClassifier, TestRun as _, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+
+pub use attach::Attachments;
+use attach::Handle;
+pub use maps::Maps;
+
+use portfwd_common::maps::Program;
+
+use crate::error::{AttachError, Error, LoadError, chain};
+
+/// The compiled `portfwd-ebpf` object, built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portfwd-ebpf"));
+
+/// Whether to put the XDP program in front of tc on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpPolicy {
+    /// tc only.
+    Off,
+    /// Native XDP when the driver supports it, tc only otherwise.
+    IfSupported,
+    /// Native XDP or an error. Never generic (skb) XDP: that would be slower than tc.
+    Required,
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    pub attachments: Attachments,
+    /// Where maps and links are pinned; `None` for a process-local datapath (tests).
+    pin_dir: Option<PathBuf>,
+}
+
+impl Datapath {
+    /// Loads the object and its programs into the kernel (not yet attached anywhere), with
+    /// fresh maps that live as long as this process holds them.
+    pub fn load() -> Result<Self, Error> {
+        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        Self::finish_load(ebpf, None)
+    }
+
+    /// Loads the object against the maps pinned in `dir` (creating and pinning them when
+    /// absent, replacing any whose layout changed), so that flows, forwards and counters of a
+    /// previous daemon carry over. Mounts bpffs if needed.
+    pub fn load_pinned(dir: &Path) -> Result<Self, Error> {
+        pin::prepare(dir)?;
+        // What this binary's maps look like, from a throwaway load (maps only, no programs).
+        let probe = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        let expected: Vec<(String, pin::MapLayout)> = probe
+            .maps()
+            .filter_map(|(name, map)| {
+                let info = map_data(map)?.info().ok()?;
+                Some((name.to_owned(), pin::MapLayout::of(&info)))
+            })
+            .collect();
+        drop(probe);
+        pin::replace_incompatible_maps(dir, &expected);
+
+        let maps_dir = pin::maps_dir(dir);
+        let paths: Vec<(String, PathBuf)> = expected
+            .iter()
+            .map(|(n, _)| (n.clone(), maps_dir.join(n)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        let ebpf = loader.load(EBPF_OBJECT).map_err(load_error)?;
+        Self::finish_load(ebpf, Some(dir.to_owned()))
+    }
+
+    fn finish_load(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> Result<Self, Error> {
+        let tc: &mut SchedClassifier = program_mut(&mut ebpf, Program::TcIngress)?;
+        tc.load()
+            .map_err(|e| LoadError::Verifier(Program::TcIngress, e))?;
+        let xdp: &mut Xdp = program_mut(&mut ebpf, Program::Xdp)?;
+        xdp.load()
+            .map_err(|e| LoadError::Verifier(Program::Xdp, e))?;
+        let maps = Maps::take_from(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            maps,
+            attachments: Attachments::default(),
+            pin_dir,
+        })
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Takes over the links a previous daemon pinned: each one gets this binary's program
+    /// swapped in atomically, so interfaces are never left without a program nor given two.
+    /// Links that cannot be taken over (interface gone, unknown file) are unpinned. Returns
+    /// the adopted (ifindex, name, kind).
+    pub fn adopt_pinned_links(&mut self) -> Vec<(u32, String, String)> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Vec::new();
+        };
+        let mut files = pin::pinned_links(&dir);
+        // tc first: an interface's record is created by its tc link.
+        files.sort_by_key(|f| (f.kind != "tc", f.ifindex));
+        let mut adopted = Vec::new();
+        for f in files {
+            match self.adopt_one(&f) {
+                Ok(()) => adopted.push((f.ifindex, f.ifname.clone(), f.kind.clone())),
+                Err(e) => {
+                    tracing::warn!(
+                        path = %f.path.display(),
+                        "not taking over pinned link: {}",
+                        chain(&e)
+                    );
+                    let _ = std::fs::remove_file(&f.path);
+                }
+            }
+        }
+        adopted
+    }
+
+    fn adopt_one(&mut self, f: &pin::PinnedLinkFile) -> Result<(), AttachError> {
+        let fd = FdLink::from(PinnedLink::from_pin(&f.path).map_err(AttachError::Pinned)?);
+        let handle = |link: FdLink| Handle::Pinned {
+            link,
+            path: f.path.clone(),
+        };
+        match f.kind.as_str() {
+            "tc" => {
+                let link = SchedClassifierLink::try_from(fd).map_err(AttachError::Pinned)?;
+                let prog = self.tc_program()?;
+                let id = prog.attach_to_link(link)?;
+                let link = FdLink::try_from(prog.take_link(id)?).map_err(AttachError::Pinned)?;
+                self.attachments.insert(f.ifindex, &f.ifname, handle(link));
+                Ok(())
+            }
+            "xdp" => {
+                if !self.attachments.is_attached(f.ifindex, &f.ifname) {
+                    return Err(AttachError::NoTcLink);
+                }
+                let link = XdpLink::try_from(fd).map_err(AttachError::Pinned)?;
+                let prog = self.xdp_program()?;
+                let id = prog.attach_to_link(link)?;
+                let link = FdLink::try_from(prog.take_link(id)?).map_err(AttachError::Pinned)?;
+                if let Some(a) = self.attachments.links.get_mut(&f.ifindex) {
+                    a.xdp = Some(handle(link));
+                }
+                Ok(())
+            }
+            other => Err(AttachError::UnknownKind(other.to_owned())),
+        }
+    }
+
+    /// Pins a freshly made link under the pin directory.
+    fn pin_link(
+        &self,
+        index: u32,
+        name: &str,
+        kind: &'static str,
+        fd: FdLink,
+    ) -> Result<Handle, AttachError> {
+        let dir = self.pin_dir.as_deref().ok_or(AttachError::NoPinDir)?;
+        let path = pin::link_path(dir, index, name, kind);
+        // A stale file (same ifindex and name, previous daemon) would make the pin fail.
+        let _ = std::fs::remove_file(&path);
+        let pinned = fd.pin(&path).map_err(|source| AttachError::Pin {
+            kind,
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Handle::Pinned {
+            link: FdLink::from(pinned),
+            path,
+        })
+    }
+
+    fn tc_program(&mut self) -> Result<&mut SchedClassifier, LoadError> {
+        program_mut(&mut self.ebpf, Program::TcIngress)
+    }
+
+    fn xdp_program(&mut self) -> Result<&mut Xdp, LoadError> {
+        program_mut(&mut self.ebpf, Program::Xdp)
+    }
+
+    /// Attaches tc ingress to `name` (ifindex `index`) unless already attached there, and XDP in
+    /// front of it as `xdp` says. Returns whether XDP is attached.
+    pub fn attach(&mut self, index: u32, name: &str, xdp: XdpPolicy) -> Result<bool, Error> {
+        let attach_error = |source| Error::Attach {
+            interface: name.to_owned(),
+            source: Box::new(source),
+        };
+        if !self.attachments.is_attached(index, name) {
+            // An interface that was replaced keeps its name but not its index (or the reverse):
+            // drop the stale record first.
+            self.detach(index);
+            let handle = self.attach_tc(index, name).map_err(attach_error)?;
+            self.attachments.insert(index, name, handle);
+        }
+        let has_xdp = self.attachments.has_xdp(index);
+        match xdp {
+            XdpPolicy::Off => {
+                let handle = self
+                    .attachments
+                    .links
+                    .get_mut(&index)
+                    .and_then(|a| a.xdp.take());
+                if let Some(h) = handle {
+                    self.release(h);
+                }
+                Ok(false)
+            }
+            _ if has_xdp => Ok(true),
+            XdpPolicy::IfSupported if self.attachments.xdp_unsupported(index) => Ok(false),
+            _ => match self.attach_xdp(index, name).map_err(attach_error)? {
+                Ok(handle) => {
+                    if let Some(a) = self.attachments.links.get_mut(&index) {
+                        a.xdp = Some(handle);
+                    }
+                    Ok(true)
+                }
+                Err(refusal) if xdp == XdpPolicy::Required => Err(Error::XdpUnsupported {
+                    interface: name.to_owned(),
+                    refusal: Box::new(refusal),
+                }),
+                Err(refusal) => {
+                    tracing::info!(interface = name, "no native XDP ({refusal}): tc only");
+                    self.attachments.mark_xdp_unsupported(index);
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// Attaches the tc program to `name`, pinning the link when there is a pin directory.
+    fn attach_tc(&mut self, index: u32, name: &str) -> Result<Handle, AttachError> {
+        let pinning = self.pin_dir.is_some();
+        let prog = self.tc_program()?;
+        let id = attach::attach_tc(prog, name)?;
+        if !pinning {
+            return Ok(Handle::Tc(id));
+        }
+        match FdLink::try_from(prog.take_link(id)?) {
+            Ok(fd) => self.pin_link(index, name, "tc", fd),
+            Err(e) => {
+                // A legacy (netlink) tc attachment is no bpf_link and cannot be pinned;
+                // converting consumed it, so attach again, process-local.
+                tracing::warn!(
+                    interface = name,
+                    "tc link cannot be pinned ({e}): a daemon crash will detach it"
+                );
+                let prog = self.tc_program()?;
+                Ok(Handle::Tc(attach::attach_tc(prog, name)?))
+            }
+        }
+    }
+
+    /// Attaches the XDP program to `name` in native mode, pinning the link when there is a pin
+    /// directory. The inner error is the driver's refusal.
+    fn attach_xdp(
+        &mut self,
+        index: u32,
+        name: &str,
+    ) -> Result<Result<Handle, ProgramError>, AttachError> {
+        let pinning = self.pin_dir.is_some();
+        let prog = self.xdp_program()?;
+        let id = match prog.attach(name, XdpMode::Driver) {
+            Ok(id) => id,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !pinning {
+            return Ok(Ok(Handle::Xdp(id)));
+        }
+        let fd = FdLink::try_from(prog.take_link(id)?)
+            .map_err(|e| AttachError::NotPinnable("XDP", e))?;
+        self.pin_link(index, name, "xdp", fd).map(Ok)
+    }
+
+    /// Detaches from interface `index` if attached. An interface that disappeared took its
+    /// attachments with it, so errors are only logged.
+    pub fn detach(&mut self, index: u32) {
+        if let Some(a) = self.attachments.links.remove(&index) {
+            if let Some(h) = a.xdp {
+                self.release(h);
+            }
+            self.release(a.tc);
+        }
+    }
+
+    /// Detaches one attachment: a pinned link loses its pin and its last fd.
+    fn release(&mut self, handle: Handle) {
+        match handle {
+            Handle::Pinned { link, path } => {
+                let _ = std::fs::remove_file(&path);
+                drop(link);
+            }
+            Handle::Tc(id) => {
+                if let Ok(prog) = self.tc_program()
+                    && let Err(e) = prog.detach(id)
+                {
+                    tracing::debug!("tc detach: {e}");
+                }
+            }
+            Handle::Xdp(id) => {
+                if let Ok(prog) = self.xdp_program()
+                    && let Err(e) = prog.detach(id)
+                {
+                    tracing::debug!("xdp detach: {e}");
+                }
+            }
+        }
+    }
+
+    /// Runs `program` (the tc or the XDP program) once on `frame` with BPF_PROG_TEST_RUN (the
+    /// same program that is attached; nothing is sent). `ctx` is an optional context: a
+    /// `struct __sk_buff` for tc (e.g. to set the ingress ifindex), a `struct xdp_md` for XDP.
+    /// Returns the program's return code and the frame as it left.
+    pub fn test_run_program(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<(i32, Vec<u8>), Error> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            ..Default::default()
+        };
+        let res = match program {
+            Program::Xdp => self.xdp_program()?.test_run(opts),
+            _ => self.tc_program()?.test_run(opts),
+        }
+        .map_err(LoadError::TestRun)?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value as i32, out))
+    }
+
+    /// Instructions the verifier processed for `program` (its complexity budget); a socket
+    /// hook is loaded, not attached, if it was not yet.
+    pub fn verified_insns_of(&mut self, program: Program) -> Result<Option<u32>, Error> {
+        let info = match program {
+            Program::Xdp => self.xdp_program()?.info(),
+            Program::TcIngress => self.tc_program()?.info(),
+            _ => self.socket_hook(program)?.info(),
+        }
+        .map_err(|e| LoadError::Program(program, e))?;
+        Ok(info.verified_instruction_count())
+    }
+
+    /// The socket hook `program`, loaded (verified) if it was not yet.
+    fn socket_hook(&mut self, program: Program) -> Result<&mut CgroupSockAddr, LoadError> {
+        let prog: &mut CgroupSockAddr = program_mut(&mut self.ebpf, program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| LoadError::Verifier(program, e))?;
+        }
+        Ok(prog)
+    }
+
+    /// Detaches everywhere.
+    pub fn detach_all(&mut self) {
+        for index in self.attachments.indexes() {
+            self.detach(index);
+        }
+    }
+}
+
+/// The `MapData` behind any map variant (for reading its layout).
+fn map_data(map: &aya::maps::Map) -> Option<&aya::maps::MapData> {
+    use aya::maps::Map;
+    Some(match map {
+        Map::HashMap(m) | Map::LruHashMap(m) | Map::PerCpuArray(m) | Map::DevMapHash(m) => m,
+        Map::Array(m) | Map::PerCpuHashMap(m) | Map::PerCpuLruHashMap(m) => m,
+        _ => return None,
+    })
+}
+
+/// The program `program` of `ebpf`, as its type.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, program: Program) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program.name())
+        .ok_or(LoadError::MissingProgram(program))?
+        .try_into()
+        .map_err(|e| LoadError::Program(program, e))
+}
+
+fn load_error(e: aya::EbpfError) -> Error {
+    LoadError::Object(e).into()
+}
