@@ -3,18 +3,19 @@
 
 mod exec;
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use exec::Children;
 pub use exec::{EXEC_TIMEOUT, parse_mac};
 
 use crate::ip::{add_addr6, ip, ipv6_defaults, set_sysctl, teardown_ns};
 use crate::names::{cleanup_stale, unique_prefix};
 use crate::ns::Ns;
-use crate::proc::{self, is_root};
+use crate::proc::is_root;
 
 /// A container made by [`Lab::add_container`]: a namespace whose `eth0` is a veth whose other end
 /// is attached to the host's `docker0` bridge.
@@ -48,7 +49,7 @@ pub struct Lab {
     containers: Vec<Container>,
     /// Namespaces created so far, in creation order (torn down in reverse).
     created: Vec<Ns>,
-    children: HashMap<u32, Child>,
+    children: Children,
 }
 
 impl Lab {
@@ -107,7 +108,7 @@ impl Lab {
             prefix,
             containers: Vec::new(),
             created: Vec::new(),
-            children: HashMap::new(),
+            children: Children::default(),
         };
         // On error, `lab` is dropped here and tears down whatever was built.
         lab.build()
@@ -336,11 +337,77 @@ impl Lab {
     }
 }
 
+/// Processes and commands in the lab's namespaces (see `exec`).
+impl Lab {
+    /// Spawns `cmd` inside `ns`, entering it the way `ip netns exec NS` does (network namespace,
+    /// then a private mount namespace with a fresh `/sys` showing `ns`'s interfaces), while keeping
+    /// everything set on `cmd` (arguments, environment, directory, stdio). The [`Child`] is kept and
+    /// killed at drop; returns its pid (the pid of `cmd` itself).
+    ///
+    /// Use [`Lab::kill`], [`Lab::stop`], [`Lab::take_child`] or [`Lab::child_mut`] to end it early or
+    /// get at it (e.g. to read piped output, or to kill -9 and restart a daemon).
+    ///
+    /// This adds a `pre_exec` hook to `cmd`: reuse `cmd` for another spawn only into the same
+    /// namespace.
+    pub fn spawn(&mut self, ns: &Ns, cmd: &mut Command) -> Result<u32> {
+        self.children.spawn(ns, cmd)
+    }
+
+    /// The pids of the processes started with [`Lab::spawn`] and still held by the lab.
+    pub fn children(&self) -> Vec<u32> {
+        self.children.pids()
+    }
+
+    /// The [`Child`] of a process started with [`Lab::spawn`], left in the lab's hands.
+    pub fn child_mut(&mut self, pid: u32) -> Option<&mut Child> {
+        self.children.get_mut(pid)
+    }
+
+    /// Takes the [`Child`] of a process started with [`Lab::spawn`] out of the lab: the lab no longer
+    /// kills it at drop (but still kills whatever is left in its namespaces when deleting them).
+    pub fn take_child(&mut self, pid: u32) -> Option<Child> {
+        self.children.take(pid)
+    }
+
+    /// Kills (SIGKILL) a process started with [`Lab::spawn`] and reaps it; returns its exit status.
+    pub fn kill(&mut self, pid: u32) -> Result<ExitStatus> {
+        self.children.kill(pid)
+    }
+
+    /// Stops a process started with [`Lab::spawn`] gracefully: SIGTERM, then SIGKILL if it has not
+    /// exited within `grace`. Returns its exit status.
+    pub fn stop(&mut self, pid: u32, grace: Duration) -> Result<ExitStatus> {
+        self.children.stop(pid, grace)
+    }
+
+    /// Runs `ip netns exec NS args…` (at most [`EXEC_TIMEOUT`]) and returns its output; fails,
+    /// quoting stderr, if it cannot start, exits non-zero or times out.
+    pub fn exec(&self, ns: &Ns, args: &[&str]) -> Result<Output> {
+        self.exec_timeout(ns, args, EXEC_TIMEOUT)
+    }
+
+    /// [`Lab::exec`] with an explicit time limit.
+    pub fn exec_timeout(&self, ns: &Ns, args: &[&str], timeout: Duration) -> Result<Output> {
+        exec::exec_timeout(ns, args, timeout)
+    }
+
+    /// Runs `ip netns exec NS sh -c SCRIPT` (at most [`EXEC_TIMEOUT`]) and returns its stdout; fails,
+    /// quoting stderr, if the script exits non-zero.
+    pub fn sh(&self, ns: &Ns, script: &str) -> Result<String> {
+        let out = self.exec(ns, &["sh", "-c", script])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The MAC address of interface `dev` in `ns`.
+    pub fn mac(&self, ns: &Ns, dev: &str) -> Result<[u8; 6]> {
+        let out = self.sh(ns, &format!("cat /sys/class/net/{dev}/address"))?;
+        parse_mac(out.trim()).with_context(|| format!("bad MAC address {out:?} of {dev} in {ns}"))
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
-        for (_, mut child) in self.children.drain() {
-            let _ = proc::kill_and_reap(&mut child);
-        }
+        self.children.kill_all();
         while let Some(ns) = self.created.pop() {
             teardown_ns(&ns);
         }

@@ -25,7 +25,8 @@
 //!
 //! Module map:
 //! - `lab`: the [`Lab`] (its namespaces, bridge, veths and [`Container`]s) and its teardown;
-//!   `lab/exec.rs`: commands and processes run inside the lab's namespaces;
+//!   `lab/exec.rs`: the processes a lab spawned and commands bounded by a time limit, below
+//!   the [`Lab`] methods that wrap them;
 //! - `ns`: a named namespace ([`Ns`]), and running code inside it from a thread;
 //! - `ip`: iproute2 and sysctl calls that build and delete namespaces;
 //! - `names`: unique namespace prefixes, and the cleanup of labs whose process is gone;

@@ -29,15 +29,58 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A TCP line-echo server running in a namespace (see [`tcp_server`]). Stops on drop.
+/// What a TCP and a UDP server share: the address and tag, the peers seen so far, and the
+/// thread that serves until the stop flag is set at drop.
 #[derive(Debug)]
-pub struct TcpServer {
+struct Server {
     local: SocketAddr,
     tag: String,
     stop: Arc<AtomicBool>,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     thread: Option<JoinHandle<()>>,
 }
+
+impl Server {
+    /// Runs `serve(tag, stop, peers)` on a thread named `name`; `serve` must return soon after
+    /// `stop` is set (it waits at most [`POLL`] at a time).
+    fn start<F>(local: SocketAddr, tag: &str, name: &str, serve: F) -> Result<Server>
+    where
+        F: FnOnce(&str, &AtomicBool, &Mutex<Vec<SocketAddr>>) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, peers, tag) = (stop.clone(), peers.clone(), tag.to_string());
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || serve(&tag, &stop, &peers))?
+        };
+        Ok(Server {
+            local,
+            tag: tag.to_string(),
+            stop,
+            peers,
+            thread: Some(thread),
+        })
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        lock(&self.peers).clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP line-echo server running in a namespace (see [`tcp_server`]). Stops on drop.
+#[derive(Debug)]
+pub struct TcpServer(Server);
 
 /// Starts a TCP server in `ns` listening on `bind` (SO_REUSEADDR; port 0 picks one, see
 /// [`TcpServer::local_addr`]). Each connection is served on its own thread: every line received gets
@@ -49,50 +92,30 @@ pub fn tcp_server(ns: &Ns, bind: SocketAddr, tag: &str) -> Result<TcpServer> {
         .with_context(|| format!("TCP listen on {bind} in namespace {ns}"))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let peers = Arc::new(Mutex::new(Vec::new()));
-    let thread = {
-        let (stop, peers, tag) = (stop.clone(), peers.clone(), tag.to_string());
-        std::thread::Builder::new()
-            .name("lab-tcp-accept".into())
-            .spawn(move || accept_loop(listener, &tag, &stop, &peers))?
-    };
-    Ok(TcpServer {
-        local,
-        tag: tag.to_string(),
-        stop,
-        peers,
-        thread: Some(thread),
-    })
+    let server = Server::start(local, tag, "lab-tcp-accept", move |tag, stop, peers| {
+        accept_loop(listener, tag, stop, peers)
+    })?;
+    Ok(TcpServer(server))
 }
 
 impl TcpServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.0.local
     }
 
     /// The tag naming this server in its replies.
     pub fn tag(&self) -> &str {
-        &self.tag
+        &self.0.tag
     }
 
     /// The peer address of every connection accepted so far, in order.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        lock(&self.peers).clone()
+        self.0.peers()
     }
 
     /// Stops the server: no more accepts, open connections are closed. Same as dropping it.
     pub fn stop(self) {}
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Waits up to `timeout` for `fd` to be readable (or to have an error/hang-up to report).
@@ -178,13 +201,7 @@ fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, tag: &str, stop: &AtomicBo
 
 /// A UDP line-echo server running in a namespace (see [`udp_server`]). Stops on drop.
 #[derive(Debug)]
-pub struct UdpServer {
-    local: SocketAddr,
-    tag: String,
-    stop: Arc<AtomicBool>,
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct UdpServer(Server);
 
 /// Starts a UDP server in `ns` bound to `bind` (port 0 picks one, see [`UdpServer::local_addr`]).
 /// Every datagram gets the reply `"{tag} from {peer_ip}:{peer_port}: {text}\n"`, sent back to its
@@ -196,64 +213,46 @@ pub fn udp_server(ns: &Ns, bind: SocketAddr, tag: &str) -> Result<UdpServer> {
     socket.set_read_timeout(Some(POLL))?;
     socket.set_write_timeout(Some(Duration::from_secs(1)))?;
     let local = socket.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let peers = Arc::new(Mutex::new(Vec::new()));
-    let thread = {
-        let (stop, peers, tag) = (stop.clone(), peers.clone(), tag.to_string());
-        std::thread::Builder::new()
-            .name("lab-udp".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop.load(Ordering::SeqCst) {
-                    match socket.recv_from(&mut buf) {
-                        Ok((n, peer)) => {
-                            lock(&peers).push(peer);
-                            let text = String::from_utf8_lossy(&buf[..n]);
-                            let text = text.strip_suffix('\n').unwrap_or(&text);
-                            let text = text.strip_suffix('\r').unwrap_or(text);
-                            let _ = socket.send_to(reply(&tag, peer, text).as_bytes(), peer);
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            })?
-    };
-    Ok(UdpServer {
-        local,
-        tag: tag.to_string(),
-        stop,
-        peers,
-        thread: Some(thread),
-    })
+    let server = Server::start(local, tag, "lab-udp", move |tag, stop, peers| {
+        udp_loop(&socket, tag, stop, peers)
+    })?;
+    Ok(UdpServer(server))
+}
+
+fn udp_loop(socket: &UdpSocket, tag: &str, stop: &AtomicBool, peers: &Mutex<Vec<SocketAddr>>) {
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        match socket.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                lock(peers).push(peer);
+                let text = String::from_utf8_lossy(&buf[..n]);
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                let _ = socket.send_to(reply(tag, peer, text).as_bytes(), peer);
+            }
+            Err(_) => continue,
+        }
+    }
 }
 
 impl UdpServer {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.0.local
     }
 
     /// The tag naming this server in its replies.
     pub fn tag(&self) -> &str {
-        &self.tag
+        &self.0.tag
     }
 
     /// The source address of every datagram received so far, in order.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        lock(&self.peers).clone()
+        self.0.peers()
     }
 
     /// Stops the server. Same as dropping it.
     pub fn stop(self) {}
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A TCP connection made from a namespace (see [`tcp_session`]): send lines and read the reply lines

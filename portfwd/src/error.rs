@@ -34,7 +34,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Spec(#[from] crate::publish::SpecError),
+    Publish(#[from] crate::publish::PublishError),
     #[error("port {listen} is already published to {to}")]
     AlreadyPublished { listen: String, to: String },
     #[error("{listen} overlaps {existing}, already published to {to}")]

@@ -1,6 +1,8 @@
-//! Commands and processes run inside the lab's namespaces: [`Lab::spawn`] (kept, and killed at
-//! drop), [`Lab::exec`] and [`Lab::sh`] (bounded by a timeout).
+//! Commands and processes run inside a namespace: [`Children`], the processes a lab spawned
+//! and still holds, and [`exec_timeout`], a command bounded by a time limit. The
+//! [`Lab`](super::Lab) methods (`spawn`, `kill`, `exec`, `sh`, ...) are thin wrappers over them.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output};
@@ -8,25 +10,22 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::Lab;
 use crate::ns::Ns;
 use crate::proc;
 
-/// How long [`Lab::exec`] and [`Lab::sh`] let a command run before killing it.
+/// How long [`Lab::exec`](super::Lab::exec) and [`Lab::sh`](super::Lab::sh) let a command run
+/// before killing it.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Lab {
-    /// Spawns `cmd` inside `ns`, entering it the way `ip netns exec NS` does (network namespace,
-    /// then a private mount namespace with a fresh `/sys` showing `ns`'s interfaces), while keeping
-    /// everything set on `cmd` (arguments, environment, directory, stdio). The [`Child`] is kept and
-    /// killed at drop; returns its pid (the pid of `cmd` itself).
-    ///
-    /// Use [`Lab::kill`], [`Lab::stop`], [`Lab::take_child`] or [`Lab::child_mut`] to end it early or
-    /// get at it (e.g. to read piped output, or to kill -9 and restart a daemon).
-    ///
-    /// This adds a `pre_exec` hook to `cmd`: reuse `cmd` for another spawn only into the same
-    /// namespace.
-    pub fn spawn(&mut self, ns: &Ns, cmd: &mut Command) -> Result<u32> {
+/// The processes spawned into a lab's namespaces, by pid. The owner kills what is left with
+/// [`Children::kill_all`] before it deletes the namespaces.
+#[derive(Debug, Default)]
+pub(crate) struct Children(HashMap<u32, Child>);
+
+impl Children {
+    /// Spawns `cmd` inside `ns` the way `ip netns exec NS` enters it, keeps its [`Child`], and
+    /// returns its pid (see [`Lab::spawn`](super::Lab::spawn)).
+    pub(crate) fn spawn(&mut self, ns: &Ns, cmd: &mut Command) -> Result<u32> {
         let path = CString::new(ns.path().into_os_string().into_encoded_bytes())
             .context("namespace path contains a NUL byte")?;
         let sysfs_name = CString::new(ns.name.clone()).context("namespace name with a NUL")?;
@@ -47,76 +46,61 @@ impl Lab {
             .spawn()
             .with_context(|| format!("spawning {:?} in namespace {}", cmd.get_program(), ns))?;
         let pid = child.id();
-        self.children.insert(pid, child);
+        self.0.insert(pid, child);
         Ok(pid)
     }
 
-    /// The pids of the processes started with [`Lab::spawn`] and still held by the lab.
-    pub fn children(&self) -> Vec<u32> {
-        self.children.keys().copied().collect()
+    /// The pids still held.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.0.keys().copied().collect()
     }
 
-    /// The [`Child`] of a process started with [`Lab::spawn`], left in the lab's hands.
-    pub fn child_mut(&mut self, pid: u32) -> Option<&mut Child> {
-        self.children.get_mut(&pid)
+    /// The [`Child`] of `pid`, left held.
+    pub(crate) fn get_mut(&mut self, pid: u32) -> Option<&mut Child> {
+        self.0.get_mut(&pid)
     }
 
-    /// Takes the [`Child`] of a process started with [`Lab::spawn`] out of the lab: the lab no longer
-    /// kills it at drop (but still kills whatever is left in its namespaces when deleting them).
-    pub fn take_child(&mut self, pid: u32) -> Option<Child> {
-        self.children.remove(&pid)
+    /// The [`Child`] of `pid`, no longer held (so no longer killed by [`Children::kill_all`]).
+    pub(crate) fn take(&mut self, pid: u32) -> Option<Child> {
+        self.0.remove(&pid)
     }
 
-    /// Kills (SIGKILL) a process started with [`Lab::spawn`] and reaps it; returns its exit status.
-    pub fn kill(&mut self, pid: u32) -> Result<ExitStatus> {
-        let mut child = self
-            .children
-            .remove(&pid)
-            .ok_or_else(|| anyhow!("pid {pid} was not spawned by this lab (or was taken)"))?;
-        proc::kill_and_reap(&mut child)
+    /// Kills (SIGKILL) `pid` and reaps it.
+    pub(crate) fn kill(&mut self, pid: u32) -> Result<ExitStatus> {
+        proc::kill_and_reap(&mut self.held(pid)?)
     }
 
-    /// Stops a process started with [`Lab::spawn`] gracefully: SIGTERM, then SIGKILL if it has not
-    /// exited within `grace`. Returns its exit status.
-    pub fn stop(&mut self, pid: u32, grace: Duration) -> Result<ExitStatus> {
-        let mut child = self
-            .children
-            .remove(&pid)
-            .ok_or_else(|| anyhow!("pid {pid} was not spawned by this lab (or was taken)"))?;
-        proc::terminate(&mut child, grace)
+    /// SIGTERM to `pid`, then SIGKILL if it has not exited within `grace`; reaps it.
+    pub(crate) fn stop(&mut self, pid: u32, grace: Duration) -> Result<ExitStatus> {
+        proc::terminate(&mut self.held(pid)?, grace)
     }
 
-    /// Runs `ip netns exec NS args…` (at most [`EXEC_TIMEOUT`]) and returns its output; fails,
-    /// quoting stderr, if it cannot start, exits non-zero or times out.
-    pub fn exec(&self, ns: &Ns, args: &[&str]) -> Result<Output> {
-        self.exec_timeout(ns, args, EXEC_TIMEOUT)
+    /// Kills and reaps every process still held, ignoring failures (for teardown).
+    pub(crate) fn kill_all(&mut self) {
+        for (_, mut child) in self.0.drain() {
+            let _ = proc::kill_and_reap(&mut child);
+        }
     }
 
-    /// [`Lab::exec`] with an explicit time limit.
-    pub fn exec_timeout(&self, ns: &Ns, args: &[&str], timeout: Duration) -> Result<Output> {
-        let Some(program) = args.first() else {
-            bail!("exec in namespace {ns}: no command given");
-        };
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).args(args);
-        let what = format!("`{}` in namespace {ns}", args.join(" "));
-        let out = proc::output_with_timeout(&mut cmd, timeout)
-            .with_context(|| format!("running {what} ({program})"))?;
-        proc::check_status(&what, out)
+    /// Takes out the [`Child`] of `pid`, which must be held.
+    fn held(&mut self, pid: u32) -> Result<Child> {
+        self.take(pid)
+            .ok_or_else(|| anyhow!("pid {pid} was not spawned by this lab (or was taken)"))
     }
+}
 
-    /// Runs `ip netns exec NS sh -c SCRIPT` (at most [`EXEC_TIMEOUT`]) and returns its stdout; fails,
-    /// quoting stderr, if the script exits non-zero.
-    pub fn sh(&self, ns: &Ns, script: &str) -> Result<String> {
-        let out = self.exec(ns, &["sh", "-c", script])?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The MAC address of interface `dev` in `ns`.
-    pub fn mac(&self, ns: &Ns, dev: &str) -> Result<[u8; 6]> {
-        let out = self.sh(ns, &format!("cat /sys/class/net/{dev}/address"))?;
-        parse_mac(out.trim()).with_context(|| format!("bad MAC address {out:?} of {dev} in {ns}"))
-    }
+/// Runs `ip netns exec NS args…` for at most `timeout` and returns its output; fails, quoting
+/// stderr, if it cannot start, exits non-zero or times out.
+pub(crate) fn exec_timeout(ns: &Ns, args: &[&str], timeout: Duration) -> Result<Output> {
+    let Some(program) = args.first() else {
+        bail!("exec in namespace {ns}: no command given");
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name]).args(args);
+    let what = format!("`{}` in namespace {ns}", args.join(" "));
+    let out = proc::output_with_timeout(&mut cmd, timeout)
+        .with_context(|| format!("running {what} ({program})"))?;
+    proc::check_status(&what, out)
 }
 
 /// `02:00:00:00:00:01` as six bytes; `None` if it is not a MAC address.

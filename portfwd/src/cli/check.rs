@@ -108,7 +108,7 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
     let mut forwards = Vec::new();
     for e in &entries {
         let listed =
-            |err: crate::publish::SpecError| format!("the daemon listed {}: {err}", e.listen);
+            |err: crate::publish::PublishError| format!("the daemon listed {}: {err}", e.listen);
         let allow = e
             .allow
             .iter()

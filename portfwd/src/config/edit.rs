@@ -37,7 +37,7 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::{
-    Config,
+    model::Config,
     schema::{Document, Node, parse_document, parse_str},
 };
 use crate::publish::Forward;

@@ -9,7 +9,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use super::{Config, ConfigError, edit::render_inner, schema::parse_str};
+use super::{
+    edit::render_inner,
+    model::{Config, ConfigError},
+    schema::parse_str,
+};
 
 /// Reads and validates the config file at `path`. An empty file (or one with only comments)
 /// is an empty config; a missing file is [`ConfigError::NotFound`].

@@ -29,11 +29,11 @@ use std::{
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter as _, Spanned};
 
-use super::{
+use super::model::{
     AttachMode, Config, ConfigError, check_interface_name, check_pin_dir, check_socket_group,
     conflict_message, one_of, parse_metrics,
 };
-use crate::publish::{AllowPrefix, Forward, Listen, Protocol, SpecError, Target, printable};
+use crate::publish::{AllowPrefix, Forward, Listen, Protocol, PublishError, Target, printable};
 
 /// A YAML node with spans everywhere; the input of the hand-written schema check.
 #[derive(Debug)]
@@ -440,7 +440,7 @@ impl Source<'_> {
         )?;
         let listen = Listen::parse_with_protocol(&text, protocol.map(|(_, p)| p)).map_err(|e| {
             match (&e, protocol) {
-                (SpecError::ProtocolMismatch { .. }, Some((node, _))) => {
+                (PublishError::ProtocolMismatch { .. }, Some((node, _))) => {
                     self.invalid(node, &protocol_field, e.to_string())
                 }
                 _ => self.invalid(listen_node, &listen_field, e.to_string()),
@@ -470,7 +470,7 @@ impl Source<'_> {
         let what = "source prefixes (e.g. [\"10.0.0.0/8\"])";
         let items = self.list(node, field, what, false)?;
         if items.is_empty() {
-            return Err(self.invalid(node, field, SpecError::EmptyAllowlist.to_string()));
+            return Err(self.invalid(node, field, PublishError::EmptyAllowlist.to_string()));
         }
         items
             .iter()

@@ -1,11 +1,11 @@
-//! Allowlists: the source prefixes a forward accepts clients from ([`AllowPrefix`]), and the
-//! [`Forward`] methods that set and apply them.
+//! Allowlists: a source prefix a forward accepts clients from ([`AllowPrefix`]). The
+//! [`Forward`](super::Forward) methods that set and apply a list of them are in `forward`.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-use super::{Family, Forward, SpecError};
+use super::{error::PublishError, family::Family};
 
 /// A source prefix a forward accepts clients from: `10.0.0.0/8`, `192.0.2.7` (= `/32`),
 /// `2001:db8::/32`, `2001:db8::7` (= `/128`). Bits past the length must be zero, so every
@@ -36,15 +36,15 @@ impl AllowPrefix {
 }
 
 impl FromStr for AllowPrefix {
-    type Err = SpecError;
+    type Err = PublishError;
 
     /// Parses `IP/LEN` or a bare `IP` (a single client, `/32`).
-    fn from_str(s: &str) -> Result<Self, SpecError> {
+    fn from_str(s: &str) -> Result<Self, PublishError> {
         let (addr, len) = match s.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
             None => (s, None),
         };
-        let not_a_prefix = || SpecError::NotAPrefix(s.to_owned());
+        let not_a_prefix = || PublishError::NotAPrefix(s.to_owned());
         let ip: IpAddr = addr.parse().map_err(|_| not_a_prefix())?;
         let len = match len {
             None => IpNet::from(ip).max_prefix_len(),
@@ -57,7 +57,7 @@ impl FromStr for AllowPrefix {
         };
         let net = IpNet::new(ip, len).map_err(|_| not_a_prefix())?;
         if net.network() != ip {
-            return Err(SpecError::PrefixHostBits {
+            return Err(PublishError::PrefixHostBits {
                 given: s.to_owned(),
                 network: net.trunc(),
             });
@@ -75,41 +75,10 @@ impl fmt::Display for AllowPrefix {
 
 serde_as_string!(AllowPrefix);
 
-impl Forward {
-    /// The same forward accepting only sources in `allow` (every source when `allow` is
-    /// empty). Duplicates are dropped; the order is kept. Prefixes of both families may be
-    /// mixed (those of the other family never match), but at least one must be of the
-    /// forward's family ([`SpecError::AllowlistWithoutFamily`]).
-    pub fn with_allow(mut self, allow: Vec<AllowPrefix>) -> Result<Forward, SpecError> {
-        let mut unique: Vec<AllowPrefix> = Vec::with_capacity(allow.len());
-        for p in allow {
-            if !unique.contains(&p) {
-                unique.push(p);
-            }
-        }
-        if !unique.is_empty() && !unique.iter().any(|p| p.family() == self.family()) {
-            return Err(SpecError::AllowlistWithoutFamily(self.family()));
-        }
-        self.allow = unique;
-        Ok(self)
-    }
-
-    /// The allowlist prefixes of the forward's family: those that can match a client.
-    pub fn allow_of_family(&self) -> impl Iterator<Item = &AllowPrefix> + '_ {
-        self.allow.iter().filter(|p| p.family() == self.family())
-    }
-
-    /// Whether a client at `source` may use this forward (a source of the other family never
-    /// reaches it).
-    pub fn allows(&self, source: IpAddr) -> bool {
-        Family::of(source) == self.family()
-            && (self.allow.is_empty() || self.allow_of_family().any(|p| p.contains(source)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::Forward;
 
     #[test]
     fn allow_prefixes() {

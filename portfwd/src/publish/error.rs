@@ -1,16 +1,16 @@
-//! [`SpecError`]: why a forward, or one of its sides, does not parse; and [`printable`],
+//! [`PublishError`]: why a forward, or one of its sides, does not parse; and [`printable`],
 //! which keeps the input a message quotes on one line.
 
 use std::{borrow::Cow, net::IpAddr};
 
 use ipnet::IpNet;
 
-use super::{Family, Protocol};
+use super::{family::Family, protocol::Protocol};
 
 /// Why a forward, or one of its sides, does not parse. Every message is one line and quotes
 /// the offending input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub enum PublishError {
     /// The whole value is empty.
     #[error("empty value (expected {expected})")]
     Empty {

@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::{
-    Family, Protocol, SpecError, parse_port_range, split_host_port, write_addr, write_ports,
+    error::PublishError,
+    family::Family,
+    protocol::Protocol,
+    syntax::{parse_port_range, split_host_port, write_addr, write_ports},
 };
 
 const LISTEN_FORM: &str = "[HOST_IP:]HOST_PORT[-END][/PROTO]";
@@ -34,16 +37,19 @@ impl Listen {
     /// Parses `s`, with `protocol` given separately (a config file's `protocol:` key, a
     /// command-line flag). `s`'s own `/proto` suffix and `protocol` must agree when both are
     /// given; with neither the protocol is tcp.
-    pub fn parse_with_protocol(s: &str, protocol: Option<Protocol>) -> Result<Listen, SpecError> {
+    pub fn parse_with_protocol(
+        s: &str,
+        protocol: Option<Protocol>,
+    ) -> Result<Listen, PublishError> {
         if s.is_empty() {
-            return Err(SpecError::Empty {
+            return Err(PublishError::Empty {
                 expected: LISTEN_FORM,
             });
         }
         let (rest, suffix) = split_protocol(s)?;
         let protocol = match (suffix, protocol) {
             (Some(suffix), Some(given)) if suffix != given => {
-                return Err(SpecError::ProtocolMismatch {
+                return Err(PublishError::ProtocolMismatch {
                     listen: s.to_owned(),
                     suffix,
                     given,
@@ -123,10 +129,10 @@ impl Listen {
 }
 
 impl FromStr for Listen {
-    type Err = SpecError;
+    type Err = PublishError;
 
     /// Parses `[HOST_IP:]HOST_PORT[/PROTO]`.
-    fn from_str(s: &str) -> Result<Self, SpecError> {
+    fn from_str(s: &str) -> Result<Self, PublishError> {
         Listen::parse_with_protocol(s, None)
     }
 }
@@ -187,7 +193,7 @@ impl fmt::Display for ListenKey {
 serde_as_string!(Listen);
 
 /// Splits off a `/proto` suffix. (More protocols: extend [`Protocol`].)
-fn split_protocol(s: &str) -> Result<(&str, Option<Protocol>), SpecError> {
+fn split_protocol(s: &str) -> Result<(&str, Option<Protocol>), PublishError> {
     match s.rsplit_once('/') {
         Some((rest, proto)) => Ok((rest, Some(proto.parse()?))),
         None => Ok((s, None)),
@@ -197,7 +203,7 @@ fn split_protocol(s: &str) -> Result<(&str, Option<Protocol>), SpecError> {
 /// A host address to listen on: unicast, global or unique-local scope (or loopback); `0.0.0.0`
 /// means every IPv4 address, `[::]` every IPv6 address (both kept as written; a forward keeps
 /// `0.0.0.0` as no address, see [`Listen::normalized`]).
-fn parse_listen_addr(addr: IpAddr) -> Result<Option<IpAddr>, SpecError> {
+fn parse_listen_addr(addr: IpAddr) -> Result<Option<IpAddr>, PublishError> {
     let reason = match addr {
         IpAddr::V4(a) if a.is_unspecified() => return Ok(Some(addr)),
         IpAddr::V4(a) if a.is_broadcast() => {
@@ -212,7 +218,7 @@ fn parse_listen_addr(addr: IpAddr) -> Result<Option<IpAddr>, SpecError> {
         IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "IPv4-mapped; write the IPv4 address",
         IpAddr::V6(_) => return Ok(Some(addr)),
     };
-    Err(SpecError::BadListenAddress { addr, reason })
+    Err(PublishError::BadListenAddress { addr, reason })
 }
 
 #[cfg(test)]

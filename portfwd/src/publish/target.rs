@@ -7,7 +7,10 @@ use std::{
 };
 
 use super::{
-    Family, Listen, SpecError, parse_port_range, split_host_port, write_addr, write_ports,
+    error::PublishError,
+    family::Family,
+    listen::Listen,
+    syntax::{parse_port_range, split_host_port, write_addr, write_ports},
 };
 
 const TARGET_FORM: &str = "IP:PORT[-END]";
@@ -42,27 +45,27 @@ impl Target {
 }
 
 impl FromStr for Target {
-    type Err = SpecError;
+    type Err = PublishError;
 
     /// Parses `IP:PORT`.
-    fn from_str(s: &str) -> Result<Self, SpecError> {
+    fn from_str(s: &str) -> Result<Self, PublishError> {
         if s.is_empty() {
-            return Err(SpecError::Empty {
+            return Err(PublishError::Empty {
                 expected: TARGET_FORM,
             });
         }
         if s.contains('/') {
-            return Err(SpecError::ProtocolOnTarget(s.to_owned()));
+            return Err(PublishError::ProtocolOnTarget(s.to_owned()));
         }
         let (addr, port) = match split_host_port(s)? {
             (Some(addr), port) => (addr, port),
             (None, bare) => {
                 return Err(if bare.parse::<Ipv4Addr>().is_ok() {
-                    SpecError::MissingPort(s.to_owned())
+                    PublishError::MissingPort(s.to_owned())
                 } else if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
-                    SpecError::MissingAddress(s.to_owned())
+                    PublishError::MissingAddress(s.to_owned())
                 } else {
-                    SpecError::NotATarget(s.to_owned())
+                    PublishError::NotATarget(s.to_owned())
                 });
             }
         };
@@ -84,7 +87,7 @@ impl fmt::Display for Target {
 serde_as_string!(Target);
 
 /// A container address: unicast, not unspecified (nor, for IPv6, link-local or IPv4-mapped).
-fn parse_target_addr(addr: IpAddr) -> Result<IpAddr, SpecError> {
+fn parse_target_addr(addr: IpAddr) -> Result<IpAddr, PublishError> {
     let reason = match addr {
         IpAddr::V4(a) if a.is_unspecified() => {
             "unspecified (0.0.0.0); give the container's address"
@@ -102,7 +105,7 @@ fn parse_target_addr(addr: IpAddr) -> Result<IpAddr, SpecError> {
         IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "IPv4-mapped; write the IPv4 address",
         IpAddr::V6(_) => return Ok(addr),
     };
-    Err(SpecError::BadTargetAddress { addr, reason })
+    Err(PublishError::BadTargetAddress { addr, reason })
 }
 
 #[cfg(test)]

@@ -551,9 +551,9 @@ impl Net {
             .collect()
     }
 
-    /// `p` in this family, as the daemon's spec has it.
+    /// `p` in this family, as the daemon's publish grammar has it.
     pub fn forward(&self, p: &Published) -> Forward {
-        // Every address: no address in IPv4, `::` in IPv6 (as the daemon's spec has them).
+        // Every address: no address in IPv4, `::` in IPv6 (as a `Forward` keeps them).
         let every = match self.family {
             Family::V4 => None,
             Family::V6 => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),

@@ -189,47 +189,35 @@ pub struct Metric {
     pub higher_is_better: bool,
 }
 
-pub const RATE_MPPS: Metric = Metric {
-    name: "rate",
-    unit: "Mpps",
-    higher_is_better: true,
-};
-pub const CPU: Metric = Metric {
-    name: "cpu",
-    unit: "ns/packet",
-    higher_is_better: false,
-};
+impl Metric {
+    /// A figure where more is better (a rate, a throughput).
+    pub const fn higher_is_better(name: &'static str, unit: &'static str) -> Metric {
+        Metric {
+            name,
+            unit,
+            higher_is_better: true,
+        }
+    }
+
+    /// A figure where less is better (a cost, a latency).
+    pub const fn lower_is_better(name: &'static str, unit: &'static str) -> Metric {
+        Metric {
+            name,
+            unit,
+            higher_is_better: false,
+        }
+    }
+}
+
+pub const RATE_MPPS: Metric = Metric::higher_is_better("rate", "Mpps");
+pub const CPU: Metric = Metric::lower_is_better("cpu", "ns/packet");
 /// portfwd's `forwarded` verdict counter at the end of the run (portfwd systems only).
-pub const FORWARDED: Metric = Metric {
-    name: "forwarded",
-    unit: "packets",
-    higher_is_better: true,
-};
-pub const THROUGHPUT: Metric = Metric {
-    name: "throughput",
-    unit: "Gbit/s",
-    higher_is_better: true,
-};
-pub const RATE_RR: Metric = Metric {
-    name: "rate",
-    unit: "transactions/s",
-    higher_is_better: true,
-};
-pub const RATE_CRR: Metric = Metric {
-    name: "rate",
-    unit: "connections/s",
-    higher_is_better: true,
-};
-pub const P50: Metric = Metric {
-    name: "p50",
-    unit: "µs",
-    higher_is_better: false,
-};
-pub const P99: Metric = Metric {
-    name: "p99",
-    unit: "µs",
-    higher_is_better: false,
-};
+pub const FORWARDED: Metric = Metric::higher_is_better("forwarded", "packets");
+pub const THROUGHPUT: Metric = Metric::higher_is_better("throughput", "Gbit/s");
+pub const RATE_RR: Metric = Metric::higher_is_better("rate", "transactions/s");
+pub const RATE_CRR: Metric = Metric::higher_is_better("rate", "connections/s");
+pub const P50: Metric = Metric::lower_is_better("p50", "µs");
+pub const P99: Metric = Metric::lower_is_better("p99", "µs");
 
 /// A transport protocol of a forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
