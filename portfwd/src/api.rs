@@ -17,7 +17,7 @@ pub const SOCKET_ENV: &str = "PORTFWD_SOCKET";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Publish `listen` ([HOST_IP:]PORT[-END][/PROTO]) to `to` (IP:PORT[-END]), for clients in
+    /// Publish `listen` (`[HOST_IP:]PORT[-END][/PROTO]`) to `to` (IP:PORT[-END]), for clients in
     /// `allow` (IP[/LEN] each; empty: every client).
     Add {
         listen: String,
