@@ -41,6 +41,7 @@ mod names;
 mod net;
 mod ns;
 mod proc;
+mod sys;
 
 pub use lab::{Container, EXEC_TIMEOUT, Lab, parse_mac};
 pub use names::cleanup_stale;

@@ -7,7 +7,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::ns::Ns;
+use crate::sys;
 
 /// How often server threads look at their stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -118,19 +118,6 @@ impl TcpServer {
     pub fn stop(self) {}
 }
 
-/// Waits up to `timeout` for `fd` to be readable (or to have an error/hang-up to report).
-fn wait_readable(fd: libc::c_int, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `pfd` is a valid pollfd array of length 1 for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    rc > 0
-}
-
 fn accept_loop(
     listener: TcpListener,
     tag: &str,
@@ -139,7 +126,7 @@ fn accept_loop(
 ) {
     std::thread::scope(|scope| {
         while !stop.load(Ordering::SeqCst) {
-            if !wait_readable(listener.as_raw_fd(), POLL) {
+            if !sys::wait_readable(&listener, POLL) {
                 continue;
             }
             match listener.accept() {

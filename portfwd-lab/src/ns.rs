@@ -2,10 +2,11 @@
 //! so that the sockets it creates live there.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+use crate::sys;
 
 /// Directory where iproute2 keeps its named network namespaces (bind mounts of `/proc/PID/ns/net`).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -52,13 +53,9 @@ impl Ns {
             let handle = std::thread::Builder::new()
                 .name("netns".into())
                 .spawn_scoped(scope, move || -> Result<T> {
-                    // SAFETY: `file` is an open descriptor of a namespace file that outlives the
-                    // call; setns only changes this (fresh, unshared) thread's network namespace.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    if rc != 0 {
-                        return Err(std::io::Error::last_os_error())
-                            .with_context(|| format!("setns into {}", path.display()));
-                    }
+                    // Only this fresh thread changes its network namespace.
+                    sys::enter_netns(&file)
+                        .with_context(|| format!("setns into {}", path.display()))?;
                     drop(file);
                     Ok(f())
                 })
@@ -83,26 +80,7 @@ impl std::fmt::Display for Ns {
     }
 }
 
-/// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>` (not in the libc crate).
-const SO_NETNS_COOKIE: libc::c_int = 71;
-
 fn netns_cookie_of_current_thread() -> Result<u64> {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for SO_NETNS_COOKIE")?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: the fd is a valid socket owned by `sock`; `cookie`/`len` are valid for writes and
-    // `len` holds the buffer's size, as getsockopt requires.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
-    }
-    Ok(cookie)
+    sys::netns_cookie(&sock).context("getsockopt(SO_NETNS_COOKIE)")
 }

@@ -1,7 +1,6 @@
 //! Processes of the lab: entering a namespace before exec, running commands with a time limit,
 //! killing what is left inside a namespace.
 
-use std::ffi::CStr;
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -9,73 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use nix::sys::signal::Signal;
+
 use crate::ns::Ns;
+use crate::sys;
 
-/// Whether the effective user is root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// What `ip netns exec` does before exec, for the forked child of [`crate::Lab::spawn`]: join the
-/// network namespace at `path`, then a private mount namespace (slave of the parent's, so later mounts
-/// in the root namespace still show) with a fresh sysfs on `/sys` named after the namespace.
-///
-/// Runs between fork and exec: only async-signal-safe system calls, no allocation.
-pub(crate) fn enter_netns_like_ip_netns_exec(
-    path: &CStr,
-    sysfs_name: &CStr,
-    sys_flags: libc::c_ulong,
-) -> std::io::Result<()> {
-    let last = std::io::Error::last_os_error;
-    // SAFETY: `path` is a valid NUL-terminated string; open has no other preconditions.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(last());
-    }
-    // SAFETY: `fd` is the namespace file we just opened.
-    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-    let err = last();
-    // SAFETY: `fd` is ours and not used after this.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return Err(err);
-    }
-    // SAFETY: unshare has no memory-safety preconditions.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(last());
-    }
-    // SAFETY: every pointer is a NUL-terminated literal or null where mount(2) accepts null.
-    let rc = unsafe {
-        libc::mount(
-            c"".as_ptr(),
-            c"/".as_ptr(),
-            c"none".as_ptr(),
-            libc::MS_SLAVE | libc::MS_REC,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(last());
-    }
-    // Like ip: a failing umount of /sys is not fatal (there may be none).
-    // SAFETY: NUL-terminated literal path.
-    unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
-    // SAFETY: NUL-terminated strings (`sysfs_name` is valid for the call); null data is allowed.
-    let rc = unsafe {
-        libc::mount(
-            sysfs_name.as_ptr(),
-            c"/sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            sys_flags,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(last());
-    }
-    Ok(())
-}
+pub use crate::sys::is_root;
 
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`; kills it
 /// when the time is up.
@@ -170,10 +108,8 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    // SAFETY: kill has no memory-safety preconditions; `pid` is our unreaped child, so it cannot
-    // have been reused by another process.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // `child` is not reaped yet, so its pid cannot have been reused by another process.
+    sys::signal(child.id(), Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -196,10 +132,7 @@ pub(crate) fn kill_processes_in(ns: &Ns) {
             return;
         }
         for &pid in &pids {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            sys::signal(pid, Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::ns::Ns;
-use crate::proc;
+use crate::{proc, sys};
 
 /// How long [`Lab::exec`](super::Lab::exec) and [`Lab::sh`](super::Lab::sh) let a command run
 /// before killing it.
@@ -29,17 +29,14 @@ impl Children {
         let path = CString::new(ns.path().into_os_string().into_encoded_bytes())
             .context("namespace path contains a NUL byte")?;
         let sysfs_name = CString::new(ns.name.clone()).context("namespace name with a NUL")?;
-        let sys_flags = if sys_is_read_only() {
-            libc::MS_RDONLY
-        } else {
-            0
-        };
-        // SAFETY: the hook runs in the forked child before exec and only makes raw system calls
+        let read_only = sys::sys_is_read_only();
+        // SAFETY: the hook runs in the forked child before exec and only makes system calls
         // (open, setns, close, unshare, mount, umount2) on data prepared before the fork; it does not
         // allocate, lock or touch the parent's state.
         unsafe {
             cmd.pre_exec(move || {
-                proc::enter_netns_like_ip_netns_exec(&path, &sysfs_name, sys_flags)
+                sys::enter_netns_like_ip_netns_exec(&path, &sysfs_name, read_only)
+                    .map_err(std::io::Error::from)
             });
         }
         let child = cmd
@@ -111,15 +108,6 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         .collect::<Result<_, _>>()
         .ok()?;
     bytes.try_into().ok()
-}
-
-/// Whether `/sys` is mounted read-only here (then `ip netns exec` mounts the new sysfs read-only too).
-fn sys_is_read_only() -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: the path is a NUL-terminated literal and `st` is valid for writes of a statvfs.
-    let rc = unsafe { libc::statvfs(c"/sys".as_ptr(), st.as_mut_ptr()) };
-    // SAFETY: statvfs succeeded (rc == 0), so it initialised `st`; otherwise we don't read it.
-    rc == 0 && unsafe { st.assume_init() }.f_flag & libc::ST_RDONLY != 0
 }
 
 #[cfg(test)]
