@@ -21,6 +21,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use nix::mount::{MntFlags, umount2};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
 use portfwd_lab::{Lab, Ns};
 
 /// Set by the signal handler.
@@ -129,12 +132,7 @@ impl Session {
         // SAFETY: runs in the forked child before exec and only calls prctl, which is
         // async-signal-safe and touches no memory of ours.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(|| Ok(set_pdeathsig(Signal::SIGTERM)?));
         }
         let ns = ns.clone();
         self.lab_mut().spawn(&ns, cmd)
@@ -210,17 +208,8 @@ fn remove_dir(dir: &Path) {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for m in &mounts {
         remove_contents(m);
-        let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        // SAFETY: `c` is a NUL-terminated path valid for the call; umount2 reads nothing else.
-        let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        if rc != 0 {
-            eprintln!(
-                "    could not unmount {}: {}",
-                m.display(),
-                std::io::Error::last_os_error()
-            );
+        if let Err(e) = umount2(m.as_path(), MntFlags::MNT_DETACH) {
+            eprintln!("    could not unmount {}: {}", m.display(), e);
         }
     }
     match fs::remove_dir_all(dir) {

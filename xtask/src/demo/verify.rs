@@ -17,6 +17,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use super::session::{demo_dir, mounts_under};
 
@@ -78,7 +80,7 @@ fn demo_leaves_nothing(ending: Ending) -> Result<()> {
                 if line.contains(PROGRAMS_LINE) {
                     programs = numbers_after_last_colon(&line);
                     if ending == Ending::Interrupted {
-                        signal(pid, libc::SIGINT);
+                        signal(pid, Signal::SIGINT);
                         interrupted = true;
                         println!("  (sent SIGINT to the demo, pid {pid})");
                     }
@@ -129,10 +131,10 @@ fn wait(child: &mut Child, deadline: Instant) -> Result<ExitStatus> {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory-safety preconditions; `pid` is our unreaped child.
-        unsafe { libc::kill(pid, sig) };
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // `pid` is our unreaped child, so it cannot have been reused.
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
