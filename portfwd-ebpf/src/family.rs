@@ -97,6 +97,32 @@ pub enum Ipv6 {}
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
+/// The five map accessors of a family, over its own maps (one set of maps per family).
+macro_rules! family_maps {
+    ($addr:ty, $forwards:ident, $ranges:ident, $allow:ident, $flows:ident, $hosts:ident) => {
+        #[inline(always)]
+        fn forwards() -> &'static HashMap<ForwardKeyOf<$addr>, ForwardValueOf<$addr>> {
+            &$forwards
+        }
+        #[inline(always)]
+        fn ranges() -> &'static LpmTrie<RangeKeyOf<$addr>, RangeValueOf<$addr>> {
+            &$ranges
+        }
+        #[inline(always)]
+        fn allow() -> &'static LpmTrie<AllowKeyOf<$addr>, u32> {
+            &$allow
+        }
+        #[inline(always)]
+        fn flows() -> &'static LruHashMap<FlowKeyOf<$addr>, FlowValueOf<$addr>> {
+            &$flows
+        }
+        #[inline(always)]
+        fn host_addrs() -> &'static HashMap<$addr, u32> {
+            &$hosts
+        }
+    };
+}
+
 impl Family for Ipv4 {
     type Addr = u32;
     const ICMP: u8 = 1;
@@ -104,26 +130,7 @@ impl Family for Ipv4 {
     const SADDR: usize = 12;
     const DADDR: usize = 16;
 
-    #[inline(always)]
-    fn forwards() -> &'static HashMap<ForwardKeyOf<u32>, ForwardValueOf<u32>> {
-        &FORWARDS
-    }
-    #[inline(always)]
-    fn ranges() -> &'static LpmTrie<RangeKeyOf<u32>, RangeValueOf<u32>> {
-        &RANGES
-    }
-    #[inline(always)]
-    fn allow() -> &'static LpmTrie<AllowKeyOf<u32>, u32> {
-        &ALLOW
-    }
-    #[inline(always)]
-    fn flows() -> &'static LruHashMap<FlowKeyOf<u32>, FlowValueOf<u32>> {
-        &FLOWS
-    }
-    #[inline(always)]
-    fn host_addrs() -> &'static HashMap<u32, u32> {
-        &HOST_ADDRS
-    }
+    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS);
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
@@ -257,26 +264,7 @@ impl Family for Ipv6 {
     const SADDR: usize = 8;
     const DADDR: usize = 24;
 
-    #[inline(always)]
-    fn forwards() -> &'static HashMap<ForwardKeyOf<Ipv6Words>, ForwardValueOf<Ipv6Words>> {
-        &FORWARDS6
-    }
-    #[inline(always)]
-    fn ranges() -> &'static LpmTrie<RangeKeyOf<Ipv6Words>, RangeValueOf<Ipv6Words>> {
-        &RANGES6
-    }
-    #[inline(always)]
-    fn allow() -> &'static LpmTrie<AllowKeyOf<Ipv6Words>, u32> {
-        &ALLOW6
-    }
-    #[inline(always)]
-    fn flows() -> &'static LruHashMap<FlowKeyOf<Ipv6Words>, FlowValueOf<Ipv6Words>> {
-        &FLOWS6
-    }
-    #[inline(always)]
-    fn host_addrs() -> &'static HashMap<Ipv6Words, u32> {
-        &HOST_ADDRS6
-    }
+    family_maps!(Ipv6Words, FORWARDS6, RANGES6, ALLOW6, FLOWS6, HOST_ADDRS6);
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
