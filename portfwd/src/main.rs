@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use portfwd::{
     api,
-    cli::{Cli, Command},
+    cli::{Cli, Command, Failure},
     daemon,
 };
 
@@ -47,8 +47,8 @@ fn main() -> ExitCode {
             }
         }
         command => match portfwd::cli::run_client(cli.socket, command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
+            Ok(()) | Err(Failure::StdoutClosed) => ExitCode::SUCCESS,
+            Err(Failure::Message(message)) => {
                 eprintln!("portfwd: {message}");
                 ExitCode::FAILURE
             }

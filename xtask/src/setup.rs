@@ -13,14 +13,21 @@
 //!   symlinks it loads through its rpath are gone, so those are restored first, and it is only
 //!   rebuilt if that is not enough;
 //! - Debian packages used by the tests, demo and bench: one command each, looked up in PATH,
-//!   `/usr/sbin` and `/sbin`; the missing ones are installed with apt-get (as root only).
+//!   `/usr/sbin` and `/sbin`; the missing ones are installed with apt-get (as root only). A fresh
+//!   cloud machine runs unattended-upgrades at boot, which holds apt's and dpkg's locks for
+//!   minutes: setup says who holds them and waits (up to [`APT_LOCK_TIMEOUT`]), and apt-get is
+//!   told to wait too (`DPkg::Lock::Timeout`) should the lock be taken again in between.
 
 use std::{
     env, fs,
     io::ErrorKind,
-    os::unix::fs::{PermissionsExt as _, symlink},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{PermissionsExt as _, symlink},
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -57,6 +64,17 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze"),
     // setpriv: tests run the CLI as another user and the daemon with the unit's capabilities.
     ("util-linux", "setpriv"),
+];
+
+/// How long to wait for apt's and dpkg's locks.
+const APT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The locks apt-get takes: the package lists' (`update`), dpkg's frontend lock and dpkg's own
+/// (`install`).
+const APT_LOCKS: &[&str] = &[
+    "/var/lib/apt/lists/lock",
+    "/var/lib/dpkg/lock-frontend",
+    "/var/lib/dpkg/lock",
 ];
 
 /// Directories searched for commands besides PATH: a non-root PATH often lacks the sbin ones.
@@ -304,13 +322,10 @@ fn debian_packages() -> Result<()> {
     for (package, command) in &missing {
         println!("setup: installing Debian package {package} (for `{command}`)");
     }
-    cmd::run(Command::new("apt-get").arg("update"))?;
-    cmd::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&packages),
-    )?;
+    wait_for_apt_locks()?;
+    cmd::run(&mut apt_get(&["update"]))?;
+    wait_for_apt_locks()?;
+    cmd::run(apt_get(&["install", "-y"]).args(&packages))?;
 
     let still_missing = DEBIAN_PACKAGES
         .iter()
@@ -323,6 +338,87 @@ fn debian_packages() -> Result<()> {
         still_missing.join(", ")
     );
     Ok(())
+}
+
+/// `apt-get ARGS`, non-interactive, waiting up to [`APT_LOCK_TIMEOUT`] for a lock another apt or
+/// dpkg holds instead of failing at once (apt 1.9.11 and later; older ones ignore the option).
+fn apt_get(args: &[&str]) -> Command {
+    let mut apt = Command::new("apt-get");
+    apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .arg("-o")
+        .arg(format!(
+            "DPkg::Lock::Timeout={}",
+            APT_LOCK_TIMEOUT.as_secs()
+        ))
+        .args(args);
+    apt
+}
+
+/// Waits until no other process holds one of [`APT_LOCKS`], saying who holds it; fails after
+/// [`APT_LOCK_TIMEOUT`]. apt-get's own wait covers dpkg's locks but not, in every version, the
+/// package lists' lock that `apt-get update` takes.
+fn wait_for_apt_locks() -> Result<()> {
+    let start = Instant::now();
+    for lock in APT_LOCKS.iter().map(Path::new) {
+        let mut said = false;
+        while let Some(holder) = lock_holder(lock) {
+            let who = describe_process(holder);
+            ensure!(
+                start.elapsed() < APT_LOCK_TIMEOUT,
+                "{} is still held by {who} after {} s: let it finish (or stop it) and run \
+                 `cargo xtask setup` again",
+                lock.display(),
+                APT_LOCK_TIMEOUT.as_secs()
+            );
+            if !said {
+                println!(
+                    "setup: waiting for {} held by {who} (a fresh machine runs \
+                     unattended-upgrades at boot); up to {} s",
+                    lock.display(),
+                    APT_LOCK_TIMEOUT.as_secs()
+                );
+                said = true;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if said {
+            println!(
+                "setup: {} released after {} s",
+                lock.display(),
+                start.elapsed().as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether another process holds a lock on `path` as apt and dpkg take it (fcntl): `None` when
+/// the lock is free or the file does not exist; `Some(pid)`, where the pid is `None` for an
+/// open-file-description lock, whose owner the kernel does not tell.
+fn lock_holder(path: &Path) -> Option<Option<u32>> {
+    let file = fs::File::open(path).ok()?;
+    // SAFETY: `flock` is plain old data, for which all zeroes is a valid value.
+    let mut query: libc::flock = unsafe { std::mem::zeroed() };
+    query.l_type = libc::F_WRLCK as libc::c_short;
+    query.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: the descriptor is open for the whole call and `query` is a valid `flock` that
+    // F_GETLK overwrites in place.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut query) };
+    if r != 0 || query.l_type == libc::F_UNLCK as libc::c_short {
+        return None;
+    }
+    Some(u32::try_from(query.l_pid).ok().filter(|&pid| pid > 0))
+}
+
+/// `process 1234 (unattended-upgr)`, or `another process` when the pid is not known.
+fn describe_process(pid: Option<u32>) -> String {
+    let Some(pid) = pid else {
+        return "another process".to_owned();
+    };
+    match fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => format!("process {pid} ({})", comm.trim()),
+        Err(_) => format!("process {pid}"),
+    }
 }
 
 /// Like `which`: the first executable file named `name` in PATH or [`EXTRA_COMMAND_DIRS`].
@@ -339,7 +435,57 @@ fn find_command(name: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{find_command, llvm_major, missing_components};
+    use super::*;
+
+    #[test]
+    fn apt_get_waits_for_the_dpkg_lock() {
+        let apt = apt_get(&["install", "-y", "socat"]);
+        assert_eq!(apt.get_program(), "apt-get");
+        assert_eq!(
+            apt.get_args().collect::<Vec<_>>(),
+            ["-o", "DPkg::Lock::Timeout=600", "install", "-y", "socat"]
+        );
+        assert_eq!(
+            cmd::display(&apt),
+            "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y socat"
+        );
+    }
+
+    #[test]
+    fn a_held_lock_names_its_holder() {
+        let dir = env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lock");
+        fs::write(&path, "").unwrap();
+        assert_eq!(lock_holder(&path), None, "free");
+        assert_eq!(lock_holder(&dir.join("missing")), None);
+        // Held by another process as apt holds it: an fcntl write lock (Python's lockf).
+        let mut holder = Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys, time; f = open(sys.argv[1], 'w'); \
+                 fcntl.lockf(f, fcntl.LOCK_EX); print(flush=True); time.sleep(30)",
+            ])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // One line once the lock is held.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let held = lock_holder(&path);
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert_eq!(held, Some(Some(holder.id())));
+        assert!(describe_process(Some(std::process::id())).starts_with("process "));
+        assert_eq!(describe_process(None), "another process");
+        assert_eq!(lock_holder(&path), None, "released with its holder");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn llvm_major_from_nightly_libllvm_names() {

@@ -105,12 +105,28 @@ impl Finding {
     }
 }
 
-/// The warning note for a forward published on every host address to every source.
-pub fn exposure_note(fwd: &Forward) -> String {
-    format!(
-        "warning: {} is published on every host address to every source, and the host firewall does not see its packets (they never pass netfilter INPUT/FORWARD); restrict it with `allow:` in the config (`portfwd add --allow CIDR`) or bind it to one host address",
-        fwd.listen
-    )
+/// How a note that is a warning starts; the report prints it as it is, other notes after
+/// `note: `.
+pub const WARNING: &str = "warning: ";
+
+/// The one warning note for the forwards published on every host address to every source, naming
+/// them all; `None` when there are none.
+pub fn exposure_note(open: &[&Forward]) -> Option<String> {
+    let names: Vec<String> = open.iter().map(|f| f.listen.to_string()).collect();
+    let (last, listed) = names.split_last()?;
+    let (names, is, its, it) = if listed.is_empty() {
+        (last.clone(), "is", "its", "it")
+    } else {
+        (
+            format!("{} and {last}", listed.join(", ")),
+            "are",
+            "their",
+            "them",
+        )
+    };
+    Some(format!(
+        "{WARNING}{names} {is} published on every host address to every source, and the host firewall does not see {its} packets (they never pass netfilter INPUT/FORWARD); restrict {it} with `allow:` in the config (`portfwd add --allow CIDR`) or bind {it} to one host address"
+    ))
 }
 
 /// The note when `count` namespaces hold the target address.

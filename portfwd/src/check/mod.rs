@@ -127,13 +127,13 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
     }
 }
 
-/// A warning for each forward published on every host address to every source.
+/// One warning naming the forwards published on every host address to every source, if any.
 pub fn exposure_notes(forwards: &[Forward]) -> Vec<String> {
-    forwards
+    let open: Vec<&Forward> = forwards
         .iter()
         .filter(|f| f.listen.addr.is_none_or(|a| a.is_unspecified()) && f.allow.is_empty())
-        .map(findings::exposure_note)
-        .collect()
+        .collect();
+    findings::exposure_note(&open).into_iter().collect()
 }
 
 /// Probes every target, [`PARALLEL_PROBES`] at a time.
@@ -424,9 +424,26 @@ mod tests {
             f("127.0.0.1:8082 -> 172.17.0.2:80"),
             f("10.0.0.1:8083 -> 172.17.0.2:80"),
         ]);
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].starts_with("warning: 8080/tcp is published on every host address"));
+        assert_eq!(notes.len(), 1, "one warning for all: {notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "warning: 8080/tcp and 8000-8010/udp are published on every host address"
+            ),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains("see their packets"));
         assert!(notes[0].contains("netfilter INPUT/FORWARD"));
-        assert!(notes[1].starts_with("warning: 8000-8010/udp"));
+
+        let notes = exposure_notes(&[f("8080 -> 172.17.0.2:80")]);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("warning: 8080/tcp is published"));
+        assert!(notes[0].ends_with("or bind it to one host address"));
+        let three = exposure_notes(&[
+            f("1 -> 10.0.0.1:1"),
+            f("2 -> 10.0.0.1:2"),
+            f("3 -> 10.0.0.1:3"),
+        ]);
+        assert!(three[0].starts_with("warning: 1/tcp, 2/tcp and 3/tcp are published"));
+        assert!(exposure_notes(&[f("8081 -> 172.17.0.2:80 allow 10.0.0.0/8")]).is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! The human form of a [`Report`]: one block per forward, a verdict word per finding, its
-//! facts, and the fix; a summary line; notes on what could not be looked at.
+//! facts, and the fix; a summary line; notes on what could not be looked at, and warnings.
 
-use super::{Report, Verdict};
+use super::{Report, Verdict, findings};
 
 /// Where reasons and facts start: after `  FAIL  `.
 const INDENT: usize = 8;
@@ -42,7 +42,13 @@ pub fn text(report: &Report) -> String {
     out.push_str(&summary(report));
     out.push('\n');
     for n in &report.notes {
-        push_line(&mut out, "note: ", n);
+        // A warning says so itself.
+        let lead = if n.starts_with(findings::WARNING) {
+            ""
+        } else {
+            "note: "
+        };
+        push_line(&mut out, lead, n);
     }
     out
 }
@@ -109,7 +115,7 @@ mod tests {
                     }],
                 },
             ],
-            notes: vec!["a note".into()],
+            notes: vec!["a note".into(), "warning: 8080/tcp is open".into()],
         };
         let t = text(&report);
         assert!(
@@ -125,7 +131,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("2 forwards checked: 1 OK, 1 FAIL\n"), "{t}");
-        assert!(t.ends_with("note: a note\n"), "{t}");
+        assert!(
+            t.ends_with("note: a note\nwarning: 8080/tcp is open\n"),
+            "a warning is not labelled a note: {t}"
+        );
         assert!(t.contains("\n        word word "), "{t}");
     }
 }

@@ -23,7 +23,7 @@ pub struct Args {
     pub allow: Vec<String>,
 }
 
-pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
     // Validate here too, so a typo is reported even when the daemon is not running.
     let listen: Listen = args.listen.parse().map_err(|e| format!("{e}"))?;
     let to: Target = args.to.parse().map_err(|e| format!("{e}"))?;
@@ -44,10 +44,7 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
         allow: fwd.allow.iter().map(|p| p.to_string()).collect(),
     };
     match super::call(socket, &req)? {
-        Response::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
+        Response::Done { message } => super::output::println(&message),
         r => Err(super::unexpected(&r)),
     }
 }

@@ -1,6 +1,7 @@
 //! `portfwd check`
 use std::{net::IpAddr, path::Path, time::Duration};
 
+use super::output;
 use crate::{
     api::{Request, Response},
     check::{self, Options, report},
@@ -99,7 +100,7 @@ impl Filter {
     }
 }
 
-pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
     let filter = Filter::parse(&args.which)?;
     let entries = match super::call(socket, &Request::List)? {
         Response::Forwards { forwards } => forwards,
@@ -130,7 +131,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
         return Err(format!(
             "no forward publishes host port {} (see `portfwd list`)",
             args.which
-        ));
+        )
+        .into());
     }
 
     let mut report = check::check(
@@ -144,14 +146,13 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
     }
 
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
+        output::json(&report)?;
     } else if entries.is_empty() {
-        println!("no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)");
+        output::println(
+            "no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)",
+        )?;
     } else {
-        print!("{}", report::text(&report));
+        output::print(&report::text(&report))?;
     }
     if report.healthy {
         Ok(())
@@ -161,7 +162,7 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             .iter()
             .filter(|f| f.verdict != check::Verdict::Ok)
             .count();
-        Err(format!(
+        Err(super::Failure::Message(format!(
             "{bad} of {} forward{} not OK",
             report.forwards.len(),
             if report.forwards.len() == 1 {
@@ -169,7 +170,7 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             } else {
                 "s are"
             }
-        ))
+        )))
     }
 }
 

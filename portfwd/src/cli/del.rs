@@ -12,16 +12,13 @@ pub struct Args {
     pub listen: String,
 }
 
-pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
     let listen: Listen = args.listen.parse().map_err(|e| format!("{e}"))?;
     let req = Request::Del {
         listen: listen.to_string(),
     };
     match super::call(socket, &req)? {
-        Response::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
+        Response::Done { message } => super::output::println(&message),
         r => Err(super::unexpected(&r)),
     }
 }

@@ -10,34 +10,34 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
     let forwards = match super::call(socket, &Request::List)? {
         Response::Forwards { forwards } => forwards,
         r => return Err(super::unexpected(&r)),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&forwards).map_err(|e| e.to_string())?
-        );
+        super::output::json(&forwards)
     } else {
-        print!("{}", table(&forwards));
+        super::output::print(&table(&forwards))
     }
-    Ok(())
 }
 
-/// The human table.
+/// The human table. The address columns are as wide as their longest entry (an IPv6 range is
+/// longer than an IPv4 port), so that the counters stay under their headings.
 pub fn table(forwards: &[ForwardEntry]) -> String {
     if forwards.is_empty() {
         return "no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)\n".into();
     }
+    let width =
+        |col: fn(&ForwardEntry) -> &str| forwards.iter().map(|f| col(f).len()).fold(22, usize::max);
+    let (l, t) = (width(|f| &f.listen), width(|f| &f.to));
     let mut out = format!(
-        "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
+        "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
         "LISTEN", "TO", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "FLOWS", "ALLOW"
     );
     for f in forwards {
         out.push_str(&format!(
-            "{:<22} {:<22} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
+            "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
             f.listen,
             f.to,
             f.packets_to_target,

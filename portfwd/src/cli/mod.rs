@@ -3,6 +3,7 @@ mod add;
 mod check;
 mod del;
 mod list;
+mod output;
 mod reload;
 mod status;
 
@@ -59,8 +60,24 @@ pub enum Command {
     Check(check::Args),
 }
 
-/// Runs a client subcommand; returns the process exit code.
-pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), String> {
+/// Why a client command did not succeed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// What went wrong, for stderr; the command exits 1.
+    Message(String),
+    /// The reader of stdout went away (`portfwd status | head -1`): the command stops quietly
+    /// and exits 0, as `head` asked for no more.
+    StdoutClosed,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Message(message)
+    }
+}
+
+/// Runs a client subcommand.
+pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), Failure> {
     let socket = api::socket_path(socket.as_deref());
     match command {
         Command::Daemon { .. } => unreachable!("the daemon is started by main"),
@@ -83,6 +100,6 @@ fn call(socket: &std::path::Path, req: &Request) -> Result<Response, String> {
     }
 }
 
-fn unexpected(r: &Response) -> String {
-    format!("unexpected answer from the daemon: {r:?}")
+fn unexpected(r: &Response) -> Failure {
+    Failure::Message(format!("unexpected answer from the daemon: {r:?}"))
 }

@@ -10,12 +10,9 @@ the same). An invalid file is rejected with its file, line and field, the runnin
 exactly as it was, and this command exits 1 with that message.")]
 pub struct Args {}
 
-pub fn run(socket: &Path, _args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, _args: Args) -> Result<(), super::Failure> {
     match super::call(socket, &Request::Reload)? {
-        Response::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
+        Response::Done { message } => super::output::println(&message),
         r => Err(super::unexpected(&r)),
     }
 }

@@ -1,7 +1,7 @@
 //! `portfwd status`
 use std::path::Path;
 
-use crate::api::{Request, Response};
+use crate::api::{Request, Response, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,49 +10,74 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(socket: &Path, args: Args) -> Result<(), String> {
+pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
     let status = match super::call(socket, &Request::Status)? {
         Response::Status(s) => s,
         r => return Err(super::unexpected(&r)),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        super::output::json(&status)
+    } else {
+        super::output::print(&text(&status))
     }
-    println!("version:    {}", status.version);
-    println!("config:     {}", status.config.display());
-    println!(
+}
+
+/// Narrowest name column of the counter and map tables.
+const MIN_NAME_WIDTH: usize = 22;
+/// Width of a number column.
+const NUMBER_WIDTH: usize = 12;
+
+/// The human form. Verdict, socket hook verdict and map names share one column, as wide as the
+/// longest of them (the datapath gains counters over time), so that every number stays under its
+/// heading.
+fn text(status: &Status) -> String {
+    let hl = &status.host_local;
+    let w = status
+        .verdicts
+        .iter()
+        .map(|v| v.reason.len())
+        .chain(status.maps.iter().map(|m| m.name.len()))
+        .chain(hl.verdicts.keys().map(String::len))
+        .fold(MIN_NAME_WIDTH, usize::max);
+    let n = NUMBER_WIDTH;
+    // A heading takes the place of an indented name: two spaces and the name column.
+    let h = w + 2;
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("version:    {}", status.version));
+    line(format!("config:     {}", status.config.display()));
+    line(format!(
         "metrics:    {}",
         status
             .metrics
             .as_deref()
             .map_or("off".to_owned(), |a| format!("http://{a}/metrics"))
-    );
-    println!("forwards:   {}", status.forwards);
-    println!("live flows: {}", status.flows);
-    println!("host addresses: {}", status.host_addresses.join(", "));
-    println!("interfaces:");
+    ));
+    line(format!("forwards:   {}", status.forwards));
+    line(format!("live flows: {}", status.flows));
+    line(format!(
+        "host addresses: {}",
+        status.host_addresses.join(", ")
+    ));
+    line("interfaces:".to_owned());
     for i in &status.interfaces {
-        println!(
+        line(format!(
             "  {:<16} ifindex {:<5} {:<4} {}",
             i.name,
             i.ifindex,
             i.attach,
             if i.exposed { "exposed" } else { "replies only" }
-        );
+        ));
     }
-    let hl = &status.host_local;
-    match (&hl.cgroup, &hl.error) {
-        (Some(cg), _) if hl.attached => {
-            println!("host-local: socket hooks on {}", cg.display())
-        }
-        (_, Some(e)) => println!("host-local: off ({e})"),
-        _ => println!("host-local: off"),
-    }
-    println!("verdicts:{:>26}{:>13}", "tc", "xdp");
+    line(match (&hl.cgroup, &hl.error) {
+        (Some(cg), _) if hl.attached => format!("host-local: socket hooks on {}", cg.display()),
+        (_, Some(e)) => format!("host-local: off ({e})"),
+        _ => "host-local: off".to_owned(),
+    });
+    line(format!("{:<h$} {:>n$} {:>n$}", "verdicts:", "tc", "xdp"));
     let by = |hook: &str, reason: &str| {
         status
             .verdicts_by_hook
@@ -62,36 +87,114 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             .unwrap_or(0)
     };
     for v in &status.verdicts {
-        println!(
-            "  {:<22} {:>12} {:>12}",
+        line(format!(
+            "  {:<w$} {:>n$} {:>n$}",
             v.reason,
             by("tc", &v.reason),
             by("xdp", &v.reason)
-        );
+        ));
     }
-    println!("maps:{:>31}{:>13}{:>8}", "entries", "capacity", "fill");
+    line(format!(
+        "{:<h$} {:>n$} {:>n$} {:>7}",
+        "maps:", "entries", "capacity", "fill"
+    ));
     for m in &status.maps {
         let pct = if m.max_entries == 0 {
             0.0
         } else {
             100.0 * m.entries as f64 / m.max_entries as f64
         };
-        println!(
-            "  {:<22} {:>12} {:>12} {:>6.1}%",
+        line(format!(
+            "  {:<w$} {:>n$} {:>n$} {:>6.1}%",
             m.name, m.entries, m.max_entries, pct
-        );
+        ));
     }
     if hl.attached {
-        println!("socket hook verdicts:");
-        for (name, n) in &hl.verdicts {
-            println!("  {name:<22} {n:>12}");
+        line(format!("{:<h$} {:>n$}", "socket hook verdicts:", "calls"));
+        for (name, calls) in &hl.verdicts {
+            line(format!("  {name:<w$} {calls:>n$}"));
         }
     }
     if !status.forward_counters.is_empty() {
-        println!("forwards:");
-        for line in super::list::table(&status.forward_counters).lines() {
-            println!("  {line}");
+        line("forwards:".to_owned());
+        for l in super::list::table(&status.forward_counters).lines() {
+            line(format!("  {l}"));
         }
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status with the counter name `long` in every table.
+    fn status(long: &str) -> Status {
+        serde_json::from_value(serde_json::json!({
+            "config": "/etc/portfwd/portfwd.yaml",
+            "interfaces": [],
+            "host_addresses": [],
+            "forwards": 0,
+            "flows": 0,
+            "verdicts": [
+                { "reason": "forwarded", "packets": 7 },
+                { "reason": "drop_source_not_allowed", "packets": 1234567 },
+                { "reason": long, "packets": 1 },
+            ],
+            "verdicts_by_hook": {
+                "tc": { "forwarded": 7, "drop_source_not_allowed": 1234567, long: 1 },
+                "xdp": { long: 123456789012u64 },
+            },
+            "maps": [
+                { "name": "PF_FLOWS", "entries": 3, "max_entries": 65536 },
+                { "name": long, "entries": 1, "max_entries": 10 },
+            ],
+            "host_local": {
+                "attached": true,
+                "cgroup": "/sys/fs/cgroup",
+                "verdicts": { "connect4_translated": 5, long: 99 },
+            },
+        }))
+        .unwrap()
+    }
+
+    /// The lines of the table headed `heading`, the heading first.
+    fn table<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(heading));
+        let head = lines
+            .next()
+            .unwrap_or_else(|| panic!("no {heading}\n{text}"));
+        std::iter::once(head)
+            .chain(lines.take_while(|l| l.starts_with("  ")))
+            .collect()
+    }
+
+    /// Whether a word ends at byte `i` of `line`.
+    fn ends_word(line: &str, i: usize) -> bool {
+        let b = line.as_bytes();
+        b.get(i).is_some_and(|c| *c != b' ') && b.get(i + 1).is_none_or(|c| *c == b' ')
+    }
+
+    #[test]
+    fn numbers_stay_under_their_headings_whatever_the_longest_name() {
+        for long in ["x", "drop_a_counter_named_longer_than_any_column_was"] {
+            let text = text(&status(long));
+            for heading in ["verdicts:", "maps:", "socket hook verdicts:"] {
+                let rows = table(&text, heading);
+                assert!(rows.len() >= 3, "{heading} table: {rows:#?}");
+                // Numbers are right-aligned under right-aligned headings: each ends in the
+                // column its heading ends in.
+                let head = rows[0];
+                let ends: Vec<usize> = (heading.len()..head.len())
+                    .filter(|&i| ends_word(head, i))
+                    .collect();
+                assert!(!ends.is_empty(), "{head}");
+                for row in &rows[1..] {
+                    for &i in &ends {
+                        assert!(ends_word(row, i), "{heading}\n{}", rows.join("\n"));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -3,9 +3,8 @@
 //!
 //! Rather than interpreting each notification, an event triggers a fresh dump of both families
 //! that is reconciled with what is applied (level-triggered), so a missed or reordered event
-//! cannot leave stale state behind. The daemon listens for link and IPv4 address events only:
-//! an IPv6 address change is applied at the next periodic resync (every 30 s), or with the next
-//! link or IPv4 event.
+//! cannot leave stale state behind. The daemon listens for link, IPv4 and IPv6 address events
+//! (the periodic resync, every 30 s, only catches what a lost event missed).
 use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
@@ -13,7 +12,7 @@ use rtnetlink::{
     Handle,
     packet_route::{
         AddressFamily,
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressHeaderFlags},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo},
     },
 };
@@ -51,7 +50,7 @@ impl Link {
 pub struct Snapshot {
     pub links: Vec<Link>,
     /// IPv4 addresses, and IPv6 addresses of global or unique-local scope (see
-    /// [`is_host_address`]).
+    /// [`is_host_address`]) that the host accepts packets for (see [`is_usable`]).
     pub addrs: Vec<IpAddr>,
 }
 
@@ -63,6 +62,16 @@ pub fn is_host_address(addr: IpAddr) -> bool {
         IpAddr::V4(_) => true,
         IpAddr::V6(a) => !a.is_unicast_link_local() && !a.is_multicast(),
     }
+}
+
+/// Whether an address with these flags receives packets: not an IPv6 address still in duplicate
+/// address detection (tentative, unless optimistic) nor one that failed it. The kernel accepts
+/// nothing for those and installs no local route, so netfilter's `--dst-type LOCAL` does not
+/// match them either. The kernel announces the address again when DAD completes.
+pub fn is_usable(flags: AddressHeaderFlags) -> bool {
+    let tentative = flags.contains(AddressHeaderFlags::Tentative)
+        && !flags.contains(AddressHeaderFlags::Optimistic);
+    !tentative && !flags.contains(AddressHeaderFlags::Dadfailed)
 }
 
 /// Dumps every interface and host address of the daemon's network namespace.
@@ -103,7 +112,8 @@ pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
         if !matches!(
             msg.header.family,
             AddressFamily::Inet | AddressFamily::Inet6
-        ) {
+        ) || !is_usable(msg.header.flags)
+        {
             continue;
         }
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
@@ -126,4 +136,21 @@ pub async fn snapshot(handle: &Handle) -> Result<Snapshot, Error> {
     addrs.sort();
     addrs.dedup();
     Ok(Snapshot { links, addrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_or_failing_dad_are_not_usable() {
+        use AddressHeaderFlags as F;
+        assert!(is_usable(F::empty()));
+        assert!(is_usable(F::Permanent));
+        assert!(!is_usable(F::Tentative));
+        assert!(!is_usable(F::Tentative | F::Dadfailed));
+        assert!(!is_usable(F::Dadfailed));
+        // Optimistic DAD: the kernel uses the address while checking it.
+        assert!(is_usable(F::Tentative | F::Optimistic));
+    }
 }

@@ -110,8 +110,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
-    let (mconn, _, mut events) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])?;
+    let (mconn, _, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])?;
     tokio::spawn(mconn);
 
     let state = Arc::new(Mutex::new(State::new(

@@ -552,3 +552,36 @@ fn udp_targets_that_cannot_be_looked_into_are_warnings() {
         assert_eq!(kinds(f), ["not_probed"], "{f:#}");
     }
 }
+
+#[test]
+fn a_warning_shared_by_several_forwards_is_said_once_naming_them() {
+    require_root!();
+    let s = Scenario::new("chkwarn")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .tcp_server("c1", 3001)
+        .forward("8080", "c1:3000")
+        .forward("8081", "c1:3001")
+        .forward_allow("8082", "c1:3000", &["10.0.0.0/8"])
+        .daemon();
+    let (code, out, err) = check_text(&s, &[]);
+    assert_eq!(code, 0, "every forward works: {out}{err}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("published on every host address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].starts_with("warning: 8080/tcp and 8081/tcp are published"),
+        "named together, labelled once: {out}"
+    );
+    assert!(!out.contains("note: warning"), "{out}");
+
+    let (_, v) = check_json(&s, &[]);
+    let notes = v["notes"].as_array().unwrap();
+    let open: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n.as_str().unwrap().contains("every host address"))
+        .collect();
+    assert_eq!(open.len(), 1, "{notes:?}");
+}

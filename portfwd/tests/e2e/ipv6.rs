@@ -1,11 +1,14 @@
 //! IPv6 forwarding: the dual-stack lab (client fd00:77::2, host fd00:77::1, containers
 //! fd00:17::N behind docker0), tc mode or the mode in `PORTFWD_E2E_MODE`.
 
-use std::net::{IpAddr, UdpSocket};
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
 
 use crate::{
     check::{forward_report, kinds},
-    support::{self, SHORT, Scenario, T, host_port, host6},
+    support::{self, SHORT, Scenario, T, at, eventually, host_port, host6},
 };
 use portfwd_lab::{self as lab, Lab};
 
@@ -339,4 +342,124 @@ fn ipv6_forwards_survive_a_daemon_restart_with_their_counters() {
     );
     let reply = s.client_tcp(host6(8080), "four").unwrap();
     assert!(reply.starts_with("c1:3000 from"), "{reply}");
+}
+
+/// How soon an address added to or removed from the host must be served or left: the daemon
+/// follows netlink address events of both families (the 30 s resync is only a fallback).
+const ADDRESS_EVENT_BOUND: Duration = Duration::from_secs(1);
+
+#[test]
+fn an_address_added_to_the_host_is_served_within_a_second_and_left_when_removed() {
+    require_root!();
+    let s = Scenario::new("v6addrev")
+        .containers(1)
+        .tcp_server_at("c1", "[::]:3000", "c1:3000")
+        .forward("8090", "c1:3000")
+        .forward("8090", "[c1]:3000")
+        .daemon();
+    let (host, eth) = (s.lab.host(), portfwd_lab::Lab::ETH);
+    for (new, prefix_len, listen, flags) in [
+        ("fd00:77::50", 64, "[::]:8090/tcp", " nodad"),
+        ("10.77.0.50", 24, "8090/tcp", ""),
+    ] {
+        let to = at(new.parse::<IpAddr>().unwrap(), 8090);
+        let (mut served, mut left) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            s.lab
+                .sh(
+                    host,
+                    &format!("ip addr add {new}/{prefix_len} dev {eth}{flags}"),
+                )
+                .unwrap();
+            served.push(
+                until_within(ADDRESS_EVENT_BOUND, || forwarded(&s, to))
+                    .unwrap_or_else(|| panic!("{to} not forwarded within 1 s of `ip addr add`")),
+            );
+            s.lab
+                .sh(host, &format!("ip addr del {new}/{prefix_len} dev {eth}"))
+                .unwrap();
+            left.push(
+                until_within(ADDRESS_EVENT_BOUND, || !forwarded(&s, to))
+                    .unwrap_or_else(|| panic!("{to} still forwarded 1 s after `ip addr del`")),
+            );
+            // Gone from the datapath, not merely unreachable for a moment: nothing more is
+            // counted for the forward.
+            let before = packets_to_target(&s, listen);
+            assert!(!forwarded(&s, to));
+            assert_eq!(packets_to_target(&s, listen), before, "{to} after removal");
+        }
+        eprintln!(
+            "{new}: served {} after `ip addr add` (median of {}, {served:?}), left {} after \
+             `ip addr del` ({left:?})",
+            ms(median(&mut served)),
+            served.len(),
+            ms(median(&mut left)),
+        );
+    }
+
+    // An IPv6 address in duplicate address detection receives nothing (neither does netfilter
+    // DNAT it): it becomes a host address once DAD completes, which the kernel announces. The lab
+    // turns DAD off; one probe, up to 1 s of random delay, then 1 s of waiting for an answer.
+    s.lab
+        .sh(
+            host,
+            &format!(
+                "sysctl -qw net.ipv6.conf.{eth}.accept_dad=1 net.ipv6.conf.{eth}.dad_transmits=1 && \
+                 ip addr add fd00:77::51/64 dev {eth}"
+            ),
+        )
+        .unwrap();
+    let host_addrs = || s.status_json()["host_addresses"].to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let listed = host_addrs();
+    let shown = s
+        .lab
+        .sh(host, &format!("ip -6 addr show dev {eth}"))
+        .unwrap();
+    assert!(
+        shown.contains("tentative"),
+        "DAD takes 1 s at least: {shown}"
+    );
+    assert!(!listed.contains("fd00:77::51"), "tentative: {listed}");
+    eventually(|| host_addrs().contains("fd00:77::51")).unwrap();
+    assert!(forwarded(
+        &s,
+        at("fd00:77::51".parse::<IpAddr>().unwrap(), 8090)
+    ));
+}
+
+/// Whether one request to `to` (port 8090) reaches c1 through the forward, within 200 ms.
+fn forwarded(s: &Scenario, to: SocketAddr) -> bool {
+    lab::tcp_request(s.lab.client(), to, "ping", Duration::from_millis(200))
+        .is_ok_and(|reply| reply.starts_with("c1:3000 from"))
+}
+
+fn packets_to_target(s: &Scenario, listen: &str) -> u64 {
+    s.list_json()
+        .iter()
+        .find(|f| f["listen"] == listen)
+        .unwrap_or_else(|| panic!("no forward {listen}"))["packets_to_target"]
+        .as_u64()
+        .unwrap()
+}
+
+/// How long `f` took to become true, polled every 5 ms for at most `bound`.
+fn until_within(bound: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() <= bound {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }

@@ -622,3 +622,57 @@ fn systemd_is_told_ready_reloading_and_stopping() {
     assert_eq!(recv().trim(), "STOPPING=1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn no_command_panics_when_its_reader_has_gone() {
+    require_root!();
+    // `portfwd status | head -1`: the reader closes the pipe after one line. Here it is closed
+    // before the command writes anything, so every write fails with EPIPE.
+    let s = Scenario::new("epipe")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["list"],
+        &["list", "--json"],
+        &["check"],
+        &["check", "--json", "--timeout", "500ms"],
+        &["reload"],
+        &["--help"],
+        &["--version"],
+        &["status", "--help"],
+        &["help", "check"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe(2) just opened both descriptors and nothing else owns them.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd as _;
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let out =
+            s.d.cli_command(args)
+                .stdout(write)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "portfwd {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.is_empty(),
+            "portfwd {args:?} stops quietly: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(0), "portfwd {args:?}: {out:?}");
+    }
+}
