@@ -1,7 +1,7 @@
 //! The system calls portfwd needs beyond `std`, made through `nix`: mounting bpffs and cgroup2,
 //! the file-creation mask, the effective user, entering a network namespace, interface names
-//! and addresses, and a socket's network namespace cookie. The one raw system call left is the
-//! batch map lookup in `datapath::count`, which neither aya nor nix offers.
+//! and addresses, and a socket's network namespace cookie. The raw system calls left are the
+//! `bpf(2)` commands neither aya nor nix offers, in `datapath::count` and `datapath::link`.
 use std::{fs::File, net::IpAddr, os::fd::AsFd, path::Path};
 
 use nix::{

@@ -374,6 +374,10 @@ impl State {
     /// and containers, so a failure is reported (log, `portfwd status`) rather than fatal.
     pub(super) fn attach_socket_hooks(&mut self) {
         self.socket_hooks = match SocketHooks::attach(&mut self.dp, None) {
+            Ok(h) if h.taken_over() > 0 => {
+                tracing::info!(cgroup = %h.cgroup().display(), netns_cookie = h.netns_cookie(), taken_over = h.taken_over(), "socket hooks taken over from their pinned links (programs swapped in place): host-local access on");
+                HostLocal::On(h)
+            }
             Ok(h) => {
                 tracing::info!(cgroup = %h.cgroup().display(), netns_cookie = h.netns_cookie(), "socket hooks attached: host-local access on");
                 HostLocal::On(h)

@@ -1,9 +1,12 @@
-//! Where the programs are attached, and how each attachment is held.
+//! Where the programs are attached, and how each attachment is held (interfaces here; the
+//! socket hooks' handles are kept by `super::cgroup`).
 use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::programs::{
-    SchedClassifier, TcAttachType, links::FdLink, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    SchedClassifier, TcAttachType, cgroup_sock_addr::CgroupSockAddrLinkId, links::FdLink, tc,
+    tc::SchedClassifierLinkId, xdp::XdpLinkId,
 };
+use portfwd_common::maps::Program;
 
 use crate::error::AttachError;
 
@@ -16,6 +19,9 @@ pub(super) enum Handle {
     Tc(SchedClassifierLinkId),
     /// An XDP attachment owned by this process only.
     Xdp(XdpLinkId),
+    /// A socket hook's attachment to the cgroup v2 root owned by this process only (no pin
+    /// directory, or a kernel without cgroup links).
+    Cgroup(Program, CgroupSockAddrLinkId),
 }
 
 /// What is attached to one interface.

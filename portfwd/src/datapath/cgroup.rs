@@ -2,29 +2,41 @@
 //!
 //! The eight cgroup `sock_addr` programs (connect, sendmsg, recvmsg and getpeername, for IPv4
 //! and IPv6; see `portfwd-ebpf/src/sock.rs`) are attached with bpf links to the root of the
-//! cgroup v2 hierarchy, so they run for every socket of the machine. Before attaching, the daemon's own
-//! network namespace cookie is written to `PF_SOCK_NETNS`: the programs act on sockets of that
-//! namespace only.
+//! cgroup v2 hierarchy, so they run for every socket of the machine. Before attaching, the
+//! daemon's own network namespace cookie is written to `PF_SOCK_NETNS` (a pinned map): the
+//! programs act on sockets of that namespace only.
+//!
+//! With a pin directory the links are pinned (`sock/PROGRAM`), so the hooks stay attached while
+//! no daemon runs (`kill -9`, a crash, an upgrade). A starting daemon takes each pinned link
+//! over: it checks that the link is a cgroup link at the same hook of the same cgroup and swaps
+//! its own program into it (`BPF_LINK_UPDATE`, see `super::link`), so a socket never finds
+//! the hook missing nor runs it twice. A pin that cannot be taken over is removed and the hook
+//! attached afresh.
 //!
 //! Finding cgroup v2: the first cgroup2 mount in `/proc/self/mountinfo` (`/sys/fs/cgroup` on a
 //! unified host, `/sys/fs/cgroup/unified` on a hybrid one). A daemon started with
 //! `ip netns exec` sees a fresh `/sys` without it; then cgroup2 is mounted at
-//! [`PRIVATE_CGROUP2`], which in such a private mount namespace is seen by nobody else.
+//! [`PRIVATE_CGROUP2`], which in such a private mount namespace is seen by nobody else. Either
+//! way it is the same hierarchy, whose root has the same id.
 use std::{
-    fs,
+    fs, io,
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
 use aya::{
     maps::{Array, MapData, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr,
+        links::{FdLink, PinnedLink},
+    },
 };
 use portfwd_common::{
     maps::Program,
     sock::{SOCK_NETNS, SOCK_VERDICTS, SockVerdict},
 };
 
-use super::Datapath;
+use super::{Datapath, Handle, link, pin};
 use crate::{
     error::{Cause, Error, LoadError},
     sys,
@@ -33,23 +45,55 @@ use crate::{
 /// Where cgroup2 is mounted when no cgroup2 mount is visible.
 pub const PRIVATE_CGROUP2: &str = "/run/portfwd/cgroup2";
 
-/// The attached socket hooks. Detached by [`SocketHooks::detach`], or when the daemon exits
-/// (the links are not pinned, so the kernel detaches them when their file descriptors close).
+/// The attached socket hooks. Detached by [`SocketHooks::detach`]; pinned ones stay attached
+/// when the daemon exits without detaching them, process-local ones do not.
 pub struct SocketHooks {
     cgroup: PathBuf,
     netns_cookie: u64,
-    links: Vec<(Program, CgroupSockAddrLinkId)>,
+    links: Vec<Handle>,
+    /// How many of the links were pinned by a previous daemon and taken over.
+    taken_over: usize,
     verdicts: PerCpuArray<MapData, u64>,
+}
+
+/// Why a pinned socket hook link could not be taken over (logged; the hook is then attached
+/// afresh).
+#[derive(Debug, thiserror::Error)]
+enum TakeOverError {
+    #[error("opening it")]
+    Open(#[source] io::Error),
+    #[error(
+        "it is not the link wanted (link type {}, attach type {}, cgroup {}; wanted {}, {}, {})",
+        have.0, have.1, have.2, want.0, want.1, want.2
+    )]
+    Elsewhere {
+        have: (u32, u32, u64),
+        want: (u32, u32, u64),
+    },
+    #[error("swapping the program in")]
+    Update(#[source] io::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("holding it")]
+    Hold(#[source] aya::programs::links::LinkError),
 }
 
 impl SocketHooks {
     /// Loads the socket programs, scopes them to the daemon's network namespace and attaches
-    /// them to the cgroup v2 root (`cgroup`, or the one found or mounted as described above).
+    /// them to the cgroup v2 root (`cgroup`, or the one found or mounted as described above),
+    /// taking over the links a previous daemon pinned.
     pub fn attach(dp: &mut Datapath, cgroup: Option<&Path>) -> Result<Self, Error> {
         let cgroup = match cgroup {
             Some(p) => p.to_owned(),
             None => cgroup2_root()?,
         };
+        let cgroup_error = |source| Error::Cgroup {
+            path: cgroup.clone(),
+            source,
+        };
+        let cgroup_id = fs::metadata(&cgroup)
+            .map_err(|e| cgroup_error(e.into()))?
+            .ino();
         let netns_cookie = own_netns_cookie()?;
         let mut netns: Array<&mut MapData, u64> = dp
             .ebpf
@@ -57,6 +101,8 @@ impl SocketHooks {
             .ok_or(LoadError::MissingMap(SOCK_NETNS))?
             .try_into()
             .map_err(|e| LoadError::Map(SOCK_NETNS, e))?;
+        // Before any program is swapped in: a replaced (upgraded) map starts at 0, which
+        // matches no namespace.
         netns.set(0, netns_cookie, 0).map_err(|source| Error::Map {
             what: "socket hooks' namespace",
             source,
@@ -68,15 +114,31 @@ impl SocketHooks {
             .try_into()
             .map_err(|e| LoadError::Map(SOCK_VERDICTS, e))?;
 
+        let pinned = match dp.pin_dir.clone() {
+            Some(dir) => unpin_unknown(&dir),
+            None => Vec::new(),
+        };
         let mut hooks = SocketHooks {
             cgroup,
             netns_cookie,
             links: Vec::new(),
+            taken_over: 0,
             verdicts,
         };
         for program in Program::SOCKET_HOOKS {
-            match attach_one(dp, program, &hooks.cgroup) {
-                Ok(link) => hooks.links.push((program, link)),
+            let taken = pinned
+                .iter()
+                .find(|(_, p)| *p == program)
+                .and_then(|(path, _)| take_over_or_unpin(dp, program, path, cgroup_id));
+            let handle = match taken {
+                Some(handle) => {
+                    hooks.taken_over += 1;
+                    Ok(handle)
+                }
+                None => attach_one(dp, program, &hooks.cgroup),
+            };
+            match handle {
+                Ok(handle) => hooks.links.push(handle),
                 Err(e) => {
                     // All or nothing: half the hooks would translate connect() but not show
                     // the published address back.
@@ -98,14 +160,17 @@ impl SocketHooks {
         self.netns_cookie
     }
 
-    /// Detaches every program. Errors are logged: the link may already be gone.
+    /// How many hooks were taken over from the links a previous daemon pinned (the others
+    /// were attached afresh).
+    pub fn taken_over(&self) -> usize {
+        self.taken_over
+    }
+
+    /// Detaches every program (a pinned link loses its pin). Errors are logged: the link may
+    /// already be gone.
     pub fn detach(&mut self, dp: &mut Datapath) {
-        for (program, link) in self.links.drain(..) {
-            if let Ok(prog) = super::program_mut::<CgroupSockAddr>(&mut dp.ebpf, program)
-                && let Err(e) = prog.detach(link)
-            {
-                tracing::debug!(%program, "socket hook detach: {e}");
-            }
+        for handle in self.links.drain(..) {
+            dp.release(handle);
         }
     }
 
@@ -127,20 +192,123 @@ impl SocketHooks {
     }
 }
 
-fn attach_one(
+/// The pinned hook links in `dir` for programs this binary has; pins of programs it does not
+/// have (an older or newer version's) are removed, which detaches them.
+fn unpin_unknown(dir: &Path) -> Vec<(PathBuf, Program)> {
+    let mut known = Vec::new();
+    for (path, program) in pin::pinned_hooks(dir) {
+        match program {
+            Some(program) => known.push((path, program)),
+            None => {
+                tracing::warn!(path = %path.display(), "removing a pinned socket hook this version does not have");
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    known
+}
+
+/// Takes over the pinned link at `path` for `program`; if that fails, says why and removes
+/// the pin (detaching whatever it held) so that the hook is attached afresh, never twice.
+fn take_over_or_unpin(
     dp: &mut Datapath,
     program: Program,
-    cgroup: &Path,
-) -> Result<CgroupSockAddrLinkId, Error> {
+    path: &Path,
+    cgroup_id: u64,
+) -> Option<Handle> {
+    match take_over(dp, program, path, cgroup_id) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(
+                %program,
+                path = %path.display(),
+                "not taking over the pinned socket hook: {}",
+                crate::error::chain(&e)
+            );
+            let _ = fs::remove_file(path);
+            None
+        }
+    }
+}
+
+/// Swaps this daemon's `program` into the link pinned at `path`, after checking that the link
+/// is `program`'s hook on the cgroup `cgroup_id`.
+fn take_over(
+    dp: &mut Datapath,
+    program: Program,
+    path: &Path,
+    cgroup_id: u64,
+) -> Result<Handle, TakeOverError> {
     let prog = dp.socket_hook(program)?;
+    let prog_fd = prog.fd().map_err(|e| LoadError::Program(program, e))?;
+    let link = link::open_pinned(path).map_err(TakeOverError::Open)?;
+    let info = link::info(link.as_fd()).map_err(TakeOverError::Open)?;
+    let have = (info.link_type, info.attach_type, info.cgroup_id);
+    let want = (link::LINK_TYPE_CGROUP, attach_type(program), cgroup_id);
+    if have != want {
+        return Err(TakeOverError::Elsewhere { have, want });
+    }
+    link::update(link.as_fd(), prog_fd.as_fd()).map_err(TakeOverError::Update)?;
+    // Held through aya like the interfaces' links, so that detaching is the same for both.
+    let held = PinnedLink::from_pin(path).map_err(TakeOverError::Hold)?;
+    Ok(Handle::Pinned {
+        link: FdLink::from(held),
+        path: path.to_owned(),
+    })
+}
+
+/// `enum bpf_attach_type` of each socket hook, as `portfwd-ebpf` declares it.
+fn attach_type(program: Program) -> u32 {
+    match program {
+        Program::Connect4 => 10,     // BPF_CGROUP_INET4_CONNECT
+        Program::Connect6 => 11,     // BPF_CGROUP_INET6_CONNECT
+        Program::Sendmsg4 => 14,     // BPF_CGROUP_UDP4_SENDMSG
+        Program::Sendmsg6 => 15,     // BPF_CGROUP_UDP6_SENDMSG
+        Program::Recvmsg4 => 19,     // BPF_CGROUP_UDP4_RECVMSG
+        Program::Recvmsg6 => 20,     // BPF_CGROUP_UDP6_RECVMSG
+        Program::Getpeername4 => 29, // BPF_CGROUP_INET4_GETPEERNAME
+        Program::Getpeername6 => 30, // BPF_CGROUP_INET6_GETPEERNAME
+        // Not a socket hook: matches no link.
+        Program::TcIngress | Program::Xdp => u32::MAX,
+    }
+}
+
+/// Attaches `program` to `cgroup` with a new link, pinned when there is a pin directory.
+fn attach_one(dp: &mut Datapath, program: Program, cgroup: &Path) -> Result<Handle, Error> {
+    let pin_path = dp.pin_dir.as_deref().map(|d| pin::hook_path(d, program));
     let cgroup_error = |source| Error::Cgroup {
         path: cgroup.to_owned(),
         source,
     };
     let dir = fs::File::open(cgroup).map_err(|e| cgroup_error(Cause::Os(e)))?;
+    let prog = dp.socket_hook(program)?;
     // A bpf link: always multi-attach, so other programs on the root cgroup keep running.
-    prog.attach(&dir, CgroupAttachMode::Single)
-        .map_err(|source| cgroup_error(Cause::Attach { program, source }))
+    let attach = |prog: &mut CgroupSockAddr| {
+        prog.attach(&dir, CgroupAttachMode::Single)
+            .map_err(|source| cgroup_error(Cause::Attach { program, source }))
+    };
+    let id = attach(prog)?;
+    let Some(path) = pin_path else {
+        return Ok(Handle::Cgroup(program, id));
+    };
+    let taken = prog
+        .take_link(id)
+        .map_err(|source| cgroup_error(Cause::Attach { program, source }))?;
+    match FdLink::try_from(taken) {
+        Ok(fd) => super::pin_link_at(path, "socket hook", fd).map_err(|e| Error::Pin {
+            path: dp.pin_dir.clone().unwrap_or_default(),
+            source: Cause::Io {
+                action: format!("pinning {program}'s link"),
+                source: io::Error::other(e),
+            },
+        }),
+        Err(e) => {
+            // Before Linux 5.7 a cgroup attachment is no bpf_link and cannot be pinned;
+            // converting consumed it, so attach again, process-local.
+            tracing::warn!(%program, "socket hook cannot be pinned ({e}): a daemon crash will detach it");
+            Ok(Handle::Cgroup(program, attach(prog)?))
+        }
+    }
 }
 
 /// The root of a visible cgroup v2 hierarchy, mounting one at [`PRIVATE_CGROUP2`] if none is.

@@ -1,6 +1,6 @@
 //! Counting the entries of a hash map with `BPF_MAP_LOOKUP_BATCH`: one system call per 1,024
 //! entries instead of one per entry, as walking the keys takes. aya 0.14 has no batch
-//! operations, so this is the one raw `bpf(2)` call in the daemon.
+//! operations, so this is a raw `bpf(2)` call (as are `link`'s, for taking over cgroup links).
 //!
 //! `portfwd status` and every metrics scrape count the flow tables. Full, they hold 131,072 and
 //! 65,536 flows, and a key walk took about a quarter of a CPU-second.

@@ -8,10 +8,13 @@
 //! - `maps`: typed access to every map; the only place where addresses and ports are converted
 //!   to the network byte order the datapath uses;
 //! - `count`: counting a hash map's entries with one batch system call per 1,024;
-//! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root.
+//! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root, or taking
+//!   over the ones a previous daemon pinned;
+//! - `link`: the raw `bpf(2)` calls that taking over a pinned cgroup link needs.
 mod attach;
 pub mod cgroup;
 mod count;
+mod link;
 pub mod maps;
 pub mod pin;
 
@@ -176,7 +179,7 @@ impl Datapath {
         }
     }
 
-    /// Pins a freshly made link under the pin directory.
+    /// Pins a freshly made link of an interface under the pin directory.
     fn pin_link(
         &self,
         index: u32,
@@ -185,18 +188,7 @@ impl Datapath {
         fd: FdLink,
     ) -> Result<Handle, AttachError> {
         let dir = self.pin_dir.as_deref().ok_or(AttachError::NoPinDir)?;
-        let path = pin::link_path(dir, index, name, kind);
-        // A stale file (same ifindex and name, previous daemon) would make the pin fail.
-        let _ = std::fs::remove_file(&path);
-        let pinned = fd.pin(&path).map_err(|source| AttachError::Pin {
-            kind,
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Handle::Pinned {
-            link: FdLink::from(pinned),
-            path,
-        })
+        pin_link_at(pin::link_path(dir, index, name, kind), kind, fd)
     }
 
     fn tc_program(&mut self) -> Result<&mut SchedClassifier, LoadError> {
@@ -332,6 +324,13 @@ impl Datapath {
                     tracing::debug!("xdp detach: {e}");
                 }
             }
+            Handle::Cgroup(program, id) => {
+                if let Ok(prog) = program_mut::<CgroupSockAddr>(&mut self.ebpf, program)
+                    && let Err(e) = prog.detach(id)
+                {
+                    tracing::debug!(%program, "socket hook detach: {e}");
+                }
+            }
         }
     }
 
@@ -388,6 +387,22 @@ impl Datapath {
             self.detach(index);
         }
     }
+}
+
+/// Pins a freshly made link at `path`.
+fn pin_link_at(path: PathBuf, kind: &'static str, fd: FdLink) -> Result<Handle, AttachError> {
+    // A stale file (a link of a previous daemon that was not taken over) would make the pin
+    // fail.
+    let _ = std::fs::remove_file(&path);
+    let pinned = fd.pin(&path).map_err(|source| AttachError::Pin {
+        kind,
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Handle::Pinned {
+        link: FdLink::from(pinned),
+        path,
+    })
 }
 
 /// The `MapData` behind any map variant (for reading its layout).

@@ -7,12 +7,15 @@
 //!   reserves dots in names): the attachments. A pinned link keeps its program
 //!   attached when the daemon dies (even `kill -9`); the next daemon swaps its own program into
 //!   the same link atomically (`attach_to_link`), so it never attaches twice.
+//! - `sock/PROGRAM` (e.g. `sock/portfwd_connect4`): the socket hooks' links to the cgroup v2
+//!   root, taken over the same way (`super::cgroup`), so host-local access survives the daemon.
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
 use aya::maps::MapData;
+use portfwd_common::maps::Program;
 
 use crate::{
     error::{Cause, Error},
@@ -39,6 +42,33 @@ pub fn maps_dir(dir: &Path) -> PathBuf {
 
 pub fn links_dir(dir: &Path) -> PathBuf {
     dir.join("links")
+}
+
+pub fn hooks_dir(dir: &Path) -> PathBuf {
+    dir.join("sock")
+}
+
+/// The pin path of the socket hook `program`'s cgroup link.
+pub fn hook_path(dir: &Path, program: Program) -> PathBuf {
+    hooks_dir(dir).join(program.name())
+}
+
+/// The socket hooks' pinned links in `dir`, as left by a previous daemon: each path with the
+/// program it was made for, `None` for a name this binary has no program for.
+pub fn pinned_hooks(dir: &Path) -> Vec<(PathBuf, Option<Program>)> {
+    let Ok(entries) = std::fs::read_dir(hooks_dir(dir)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let name = e.file_name();
+            let program = Program::SOCKET_HOOKS
+                .into_iter()
+                .find(|p| name.to_str() == Some(p.name()));
+            (e.path(), program)
+        })
+        .collect()
 }
 
 /// The pin path of an interface's link of `kind` ("tc" or "xdp").
@@ -96,7 +126,7 @@ fn mount_bpffs(at: &Path) -> Result<(), Error> {
 
 /// Makes sure `dir` is on bpffs, mounting it where needed: at /sys/fs/bpf when `dir` is below
 /// it (as on hosts whose boot did not mount it, or under `ip netns exec`, which remounts /sys),
-/// otherwise at `dir` itself. Then creates `maps/` and `links/`.
+/// otherwise at `dir` itself. Then creates `maps/`, `links/` and `sock/`.
 pub fn prepare(dir: &Path) -> Result<(), Error> {
     let mut probe = dir.to_path_buf();
     while !probe.exists() {
@@ -112,7 +142,7 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
             mount_bpffs(dir)?;
         }
     }
-    for sub in [maps_dir(dir), links_dir(dir)] {
+    for sub in [maps_dir(dir), links_dir(dir), hooks_dir(dir)] {
         std::fs::create_dir_all(&sub).map_err(io_err(&sub, "creating"))?;
     }
     if !is_bpffs(dir) {
@@ -186,7 +216,7 @@ impl MapLayout {
 /// Used by `portfwd daemon --cleanup` and by a daemon stopping on SIGTERM.
 pub fn cleanup(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
-    for sub in [links_dir(dir), maps_dir(dir)] {
+    for sub in [links_dir(dir), hooks_dir(dir), maps_dir(dir)] {
         let Ok(entries) = std::fs::read_dir(&sub) else {
             continue;
         };

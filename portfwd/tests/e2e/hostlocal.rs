@@ -3,13 +3,21 @@
 //! calling the host, and forwards bound to 127.0.0.1 that only the host reaches.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
-    time::Duration,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
 
 use crate::support::{self, Daemon, Scenario, Setup, T, at, sock_verdict, verdict};
+use portfwd_common::sock::SOCK_NETNS;
 use portfwd_lab::{self as lab, Container, Lab};
 
 /// How long a connection that must fail may take to fail.
@@ -549,4 +557,235 @@ fn an_ipv6_loopback_only_forward_is_reachable_from_the_host_only() {
     );
     let st = s.status_json();
     assert!(sock_verdict(&st, "connect_translated") >= 1, "{st}");
+}
+
+/// Issue #19: the socket hooks' links are pinned, so host-local access survives `kill -9` of the
+/// daemon. A host-local client loop runs while the daemon is killed and restarted five times: no
+/// request fails, a connect made while no daemon runs reaches the container, every restart takes
+/// the pinned links over (one program per hook on the root cgroup, never two), and after a clean
+/// stop and `--cleanup` nothing stays pinned or attached.
+#[test]
+fn host_local_access_survives_five_kill_9_and_restart_cycles() {
+    require_root!();
+    const CYCLES: usize = 5;
+    const PER_CYCLE: usize = 40;
+    let mut s = scenario("hlkill")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .forward("8080", "c1:3000")
+        .daemon();
+    let to = at(Ipv4Addr::LOCALHOST, 8080);
+    let first = our_hooks_on_the_root_cgroup(&s.d.pin_dir);
+    assert_hooks_attached_once(&first);
+
+    let host = s.lab.host().clone();
+    let (sent, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let failures = Mutex::new(Vec::new());
+    let mut adoption = Vec::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let n = sent.load(Ordering::Relaxed);
+                let line = format!("request {n}");
+                if let Err(e) = request(&host, to, &line) {
+                    failures.lock().unwrap().push(e);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        for cycle in 0..CYCLES {
+            let start = sent.load(Ordering::Relaxed);
+            s.d.kill9();
+            // No daemon runs: the pinned links keep the hooks attached.
+            let line = format!("while dead {cycle}");
+            if let Err(e) = request(&host, to, &line) {
+                failures.lock().unwrap().push(e);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let started = SystemTime::now();
+            s.d.restart();
+            adoption.push(hooks_taken_over_after(&s.d.log_text(), started));
+            // Requests after the restart too, and at least PER_CYCLE in the cycle.
+            let end = (sent.load(Ordering::Relaxed) + 10).max(start + PER_CYCLE);
+            while sent.load(Ordering::Relaxed) < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "host-local requests: {} and {CYCLES} while dead, failed: {}; daemon start to hooks \
+         taken over: {adoption:?}",
+        sent.into_inner(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    assert!(adoption.iter().all(Option::is_some), "{}", s.d.log_text());
+
+    // Taken over, not attached again: still one program per hook, and the restarted daemon's
+    // (swapped into the links: none of the first daemon's programs is left).
+    let after = our_hooks_on_the_root_cgroup(&s.d.pin_dir);
+    assert_hooks_attached_once(&after);
+    assert!(
+        after.iter().all(|hook| !first.contains(hook)),
+        "{first:?} -> {after:?}"
+    );
+
+    // A pin that is not the link its name says (here connect4's and connect6's, swapped) is
+    // not taken over: it is removed and the hook attached afresh, once.
+    s.d.kill9();
+    let sock = s.d.pin_dir.join("sock");
+    let (v4, v6) = (sock.join("portfwd_connect4"), sock.join("portfwd_connect6"));
+    std::fs::rename(&v4, sock.join("swap")).unwrap();
+    std::fs::rename(&v6, &v4).unwrap();
+    std::fs::rename(sock.join("swap"), &v6).unwrap();
+    s.d.restart();
+    assert_eq!(
+        s.d.log_text()
+            .matches("not taking over the pinned socket hook")
+            .count(),
+        2,
+        "{}",
+        s.d.log_text()
+    );
+    let swapped = our_hooks_on_the_root_cgroup(&s.d.pin_dir);
+    assert_hooks_attached_once(&swapped);
+    request(&host, to, "after the swap").unwrap();
+
+    // A clean stop detaches them; `--cleanup` leaves nothing pinned.
+    assert!(s.d.stop(&mut s.lab).success());
+    let err = lab::tcp_request(&host, to, "after stop", T).unwrap_err();
+    assert!(format!("{err:#}").contains("refused"), "{err:#}");
+    let out = s.d.cleanup();
+    assert!(out.status.success(), "{out:?}");
+    // (The pin directory is a bpffs of the test's own; the kernel's `*.debug` files stay.)
+    let left: Vec<_> = ["links", "sock", "maps"]
+        .iter()
+        .flat_map(|sub| walk(&s.d.pin_dir.join(sub)))
+        .collect();
+    assert!(left.is_empty(), "still pinned after --cleanup: {left:?}");
+    let ids: BTreeSet<u32> = [first, after, swapped]
+        .iter()
+        .flatten()
+        .map(|(id, _)| *id)
+        .collect();
+    let attached: Vec<_> = root_cgroup_programs()
+        .into_iter()
+        .filter(|(id, _)| ids.contains(id))
+        .collect();
+    assert!(attached.is_empty(), "still attached: {attached:?}");
+}
+
+/// One request from `ns` to `to`, within [`SHORT`], answered with `line`.
+fn request(ns: &lab::Ns, to: SocketAddr, line: &str) -> Result<(), String> {
+    match lab::tcp_request(ns, to, line, SHORT) {
+        Ok(reply) if reply.ends_with(line) => Ok(()),
+        Ok(reply) => Err(format!("{line}: wrong reply {reply}")),
+        Err(e) => Err(format!("{line}: {e:#}")),
+    }
+}
+
+/// Exactly one program per socket hook, each attached at its own hook.
+fn assert_hooks_attached_once(hooks: &[(u32, String)]) {
+    let mut types: Vec<&str> = hooks.iter().map(|(_, t)| t.as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "cgroup_inet4_connect",
+            "cgroup_inet4_getpeername",
+            "cgroup_inet6_connect",
+            "cgroup_inet6_getpeername",
+            "cgroup_udp4_recvmsg",
+            "cgroup_udp4_sendmsg",
+            "cgroup_udp6_recvmsg",
+            "cgroup_udp6_sendmsg",
+        ],
+        "{hooks:?}"
+    );
+}
+
+/// `bpftool -j ARGS`, parsed.
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+    // `cgroup show` of a cgroup with nothing attached prints nothing at all.
+    if out.stdout.trim_ascii().is_empty() {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The programs attached to the root of the cgroup v2 hierarchy, as (program id, attach type).
+fn root_cgroup_programs() -> Vec<(u32, String)> {
+    let root = portfwd::datapath::cgroup::cgroup2_root().unwrap();
+    let shown = bpftool(&["cgroup", "show", root.to_str().unwrap()]);
+    shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let id = p["id"].as_u64().unwrap() as u32;
+            (id, p["attach_type"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The programs attached to the root cgroup that belong to the daemon whose pin directory is
+/// `pin_dir` (they use its pinned namespace-cookie map; other tests' daemons run concurrently).
+fn our_hooks_on_the_root_cgroup(pin_dir: &Path) -> Vec<(u32, String)> {
+    let netns_map = pin_dir.join("maps").join(SOCK_NETNS);
+    let map = bpftool(&["map", "show", "pinned", netns_map.to_str().unwrap()]);
+    let map_id = map["id"].clone();
+    let ours: BTreeSet<u32> = bpftool(&["prog", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["map_ids"].as_array().is_some_and(|m| m.contains(&map_id)))
+        .map(|p| p["id"].as_u64().unwrap() as u32)
+        .collect();
+    root_cgroup_programs()
+        .into_iter()
+        .filter(|(id, _)| ours.contains(id))
+        .collect()
+}
+
+/// How long after `started` the daemon's log says it took the socket hooks over (from the
+/// log line's UTC timestamp, `2026-12-03T10:41:08.123456Z`).
+fn hooks_taken_over_after(log: &str, started: SystemTime) -> Option<Duration> {
+    let since_midnight = |t: SystemTime| {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        d.as_secs_f64() % 86_400.0
+    };
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("socket hooks taken over"))?;
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let time = time.trim_end_matches('Z');
+    let mut hms = time.split(':').map(|f| f.parse::<f64>());
+    let (h, m, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+    let at = h * 3600.0 + m * 60.0 + s;
+    let after = at - since_midnight(started);
+    (after >= 0.0).then(|| Duration::from_secs_f64(after))
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&e.path()),
+            _ => vec![e.path()],
+        })
+        .collect()
 }
