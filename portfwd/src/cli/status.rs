@@ -32,6 +32,15 @@ pub fn run(socket: &Path, args: Args) -> Result<(), String> {
             .map_or("off".to_owned(), |a| format!("http://{a}/metrics"))
     );
     println!("forwards:   {}", status.forwards);
+    // Published ports the kernel will not pick as a local port for an outgoing connection.
+    println!(
+        "reserved:   {}",
+        match status.reserved_ports.as_deref() {
+            None => "not reserved (see the daemon's log)",
+            Some("") => "none",
+            Some(ports) => ports,
+        }
+    );
     println!("live flows: {}", status.flows);
     println!("host addresses: {}", status.host_addresses.join(", "));
     println!("interfaces:");

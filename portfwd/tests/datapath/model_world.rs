@@ -6,13 +6,11 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use portfwd::datapath::maps::{MapAddr, ip_proto};
-use portfwd_common::{
-    maps::{
-        Allow6Key, AllowKey, AllowKeyOf, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowKeyOf,
-        FlowValue, FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
-        ForwardValueOf, Hook, IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey,
-        RangeKeyOf, RangeValue, RangeValueOf,
-    },
+use portfwd_common::maps::{
+    Allow6Key, AllowKey, AllowKeyOf, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowKeyOf,
+    FlowValue, FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
+    ForwardValueOf, Hook, IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf,
+    RangeValue, RangeValueOf,
 };
 use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
 

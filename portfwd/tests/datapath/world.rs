@@ -33,8 +33,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use portfwd::datapath::{Datapath, maps::MapAddr};
 use portfwd::publish::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::maps::{FlowKeyOf, FlowValueOf};
-use portfwd_model::FlowEntry;
 use portfwd_lab::Lab;
+use portfwd_model::FlowEntry;
 
 /// An address family of the world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,8 +3,8 @@
 
 use std::fs;
 
-use serde_json::Value;
 use portfwd_lab::{Lab, Ns};
+use serde_json::Value;
 
 /// The datapath's verdict counter `reason` (all hooks) in a `status --json` report.
 pub fn verdict(status: &Value, reason: &str) -> u64 {

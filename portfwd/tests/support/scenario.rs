@@ -15,8 +15,8 @@
 
 use std::{net::SocketAddr, process::Output};
 
-use serde_json::Value;
 use portfwd_lab::{self as lab, Container, Lab};
+use serde_json::Value;
 
 use super::{Daemon, T, assertions, e2e_mode, servers::Servers};
 
