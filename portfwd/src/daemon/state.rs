@@ -82,7 +82,7 @@ impl State {
 
     /// Reserves the published ports from the kernel's ephemeral port choice (see
     /// [`reserved_ports`]); a failure is logged, the forwards work regardless.
-    fn sync_reserved_ports(&mut self) {
+    pub(super) fn sync_reserved_ports(&mut self) {
         let published = PortSet::of_forwards(self.forwards.iter().map(|a| &a.fwd));
         if let Some(r) = &mut self.reserved_ports
             && let Err(e) = r.set(published)
