@@ -90,6 +90,10 @@ pub struct Status {
     /// The socket hooks that give processes on the host access to published ports.
     #[serde(default)]
     pub host_local: HostLocalStatus,
+    /// The published ports the daemon keeps out of the kernel's ephemeral port choice
+    /// (`net.ipv4.ip_local_reserved_ports` syntax, "" for none), or `None` when it cannot.
+    #[serde(default)]
+    pub reserved_ports: Option<String>,
 }
 
 /// The fill level of one eBPF map.

@@ -328,6 +328,7 @@ mod tests {
             version: "0.1.0".into(),
             metrics: None,
             host_local: api::HostLocalStatus::default(),
+            reserved_ports: None,
         }
     }
 

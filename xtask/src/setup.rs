@@ -21,10 +21,7 @@
 use std::{
     env, fs,
     io::ErrorKind,
-    os::{
-        fd::AsRawFd as _,
-        unix::fs::{PermissionsExt as _, symlink},
-    },
+    os::unix::fs::{PermissionsExt as _, symlink},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -396,15 +393,17 @@ fn wait_for_apt_locks() -> Result<()> {
 /// the lock is free or the file does not exist; `Some(pid)`, where the pid is `None` for an
 /// open-file-description lock, whose owner the kernel does not tell.
 fn lock_holder(path: &Path) -> Option<Option<u32>> {
+    use nix::{
+        fcntl::{FcntlArg, fcntl},
+        libc,
+    };
     let file = fs::File::open(path).ok()?;
     // SAFETY: `flock` is plain old data, for which all zeroes is a valid value.
     let mut query: libc::flock = unsafe { std::mem::zeroed() };
     query.l_type = libc::F_WRLCK as libc::c_short;
     query.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: the descriptor is open for the whole call and `query` is a valid `flock` that
-    // F_GETLK overwrites in place.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut query) };
-    if r != 0 || query.l_type == libc::F_UNLCK as libc::c_short {
+    fcntl(&file, FcntlArg::F_GETLK(&mut query)).ok()?;
+    if query.l_type == libc::F_UNLCK as libc::c_short {
         return None;
     }
     Some(u32::try_from(query.l_pid).ok().filter(|&pid| pid > 0))

@@ -57,6 +57,15 @@ fn text(status: &Status) -> String {
             .map_or("off".to_owned(), |a| format!("http://{a}/metrics"))
     ));
     line(format!("forwards:   {}", status.forwards));
+    // Published ports the kernel will not pick as a local port for an outgoing connection.
+    line(format!(
+        "reserved:   {}",
+        match status.reserved_ports.as_deref() {
+            None => "not reserved (see the daemon's log)",
+            Some("") => "none",
+            Some(ports) => ports,
+        }
+    ));
     line(format!("live flows: {}", status.flows));
     line(format!(
         "host addresses: {}",

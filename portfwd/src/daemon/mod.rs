@@ -7,11 +7,13 @@
 //! - `access`: who may use the control socket;
 //! - `control`: the control socket and the requests it carries;
 //! - `reload`: applying a changed config file, all or nothing;
+//! - `reserved_ports`: keeping published ports out of the kernel's ephemeral port choice;
 //! - this module: starting up, the event loop, and shutting down.
 mod access;
 mod control;
 mod host;
 mod reload;
+mod reserved_ports;
 mod slots;
 mod state;
 
@@ -137,6 +139,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
             // The mode cannot be honoured: stop rather than run half-attached.
             st.detach_socket_hooks();
+            st.release_reserved_ports();
             st.dp.detach_all();
             return Err(e.into());
         }

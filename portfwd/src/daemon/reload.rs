@@ -138,6 +138,8 @@ impl State {
         let result = config::load(&self.config_path)
             .map_err(Error::from)
             .and_then(|cfg| self.apply_reload(&cfg));
+        // The forwards changed (or were rolled back) without publish/unpublish.
+        self.sync_reserved_ports();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         match result {
             Ok(summary) => {

@@ -5,7 +5,12 @@ use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use portfwd_common::maps::Hook;
 
-use super::{access::Access, host, slots::Slots};
+use super::{
+    access::Access,
+    host,
+    reserved_ports::{self, PortSet, Reservation},
+    slots::Slots,
+};
 use crate::{
     api::{self, ForwardEntry, InterfaceStatus, MapFill, VerdictCount},
     config::{AttachMode, Config},
@@ -42,6 +47,9 @@ pub(super) struct State {
     pub(super) last_watch_error: Option<String>,
     /// Host-local access: the socket hooks, or why they could not be attached.
     pub(super) socket_hooks: HostLocal,
+    /// The published ports reserved from the kernel's ephemeral port choice, or `None` when the
+    /// sysctl could not be read (logged once).
+    pub(super) reserved_ports: Option<Reservation>,
 }
 
 impl State {
@@ -66,6 +74,29 @@ impl State {
             host: host::Snapshot::default(),
             host_addrs: BTreeSet::new(),
             socket_hooks: HostLocal::Off("not attached yet".into()),
+            reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
+                .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
+                .ok(),
+        }
+    }
+
+    /// Reserves the published ports from the kernel's ephemeral port choice (see
+    /// [`reserved_ports`]); a failure is logged, the forwards work regardless.
+    pub(super) fn sync_reserved_ports(&mut self) {
+        let published = PortSet::of_forwards(self.forwards.iter().map(|a| &a.fwd));
+        if let Some(r) = &mut self.reserved_ports
+            && let Err(e) = r.set(published)
+        {
+            tracing::warn!(error = %chain(&e), "could not update the reserved ports");
+        }
+    }
+
+    /// Gives back the ports the daemon reserved (on a clean stop).
+    pub(super) fn release_reserved_ports(&mut self) {
+        if let Some(r) = &mut self.reserved_ports
+            && let Err(e) = r.restore()
+        {
+            tracing::warn!(error = %chain(&e), "could not restore the reserved ports");
         }
     }
 
@@ -93,6 +124,7 @@ impl State {
             return Err(e);
         }
         self.forwards.push(Active { fwd, slot });
+        self.sync_reserved_ports();
         Ok(())
     }
 
@@ -106,6 +138,7 @@ impl State {
         self.dp.maps.remove_forward(&a.fwd, a.slot)?;
         let active = self.forwards.remove(pos);
         self.slots.free(active.slot);
+        self.sync_reserved_ports();
         Ok(active)
     }
 
@@ -367,6 +400,7 @@ impl State {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             host_local: self.host_local_status(),
+            reserved_ports: self.reserved_ports.as_ref().map(|r| r.added().to_string()),
         })
     }
 

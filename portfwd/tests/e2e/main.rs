@@ -17,4 +17,5 @@ mod hostlocal;
 mod ipv6;
 mod ops;
 mod ranges;
+mod replies;
 mod service;
