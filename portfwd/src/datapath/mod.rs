@@ -405,13 +405,21 @@ fn pin_link_at(path: PathBuf, kind: &'static str, fd: FdLink) -> Result<Handle, 
     })
 }
 
-/// The `MapData` behind any map variant (for reading its layout).
+/// The `MapData` behind any map variant (for reading its layout). Every kind is listed: a map
+/// left out here would be neither compared nor pinned, and would come back empty after a
+/// restart.
 fn map_data(map: &aya::maps::Map) -> Option<&aya::maps::MapData> {
     use aya::maps::Map;
     Some(match map {
-        Map::HashMap(m) | Map::LruHashMap(m) | Map::PerCpuArray(m) | Map::DevMapHash(m) => m,
-        Map::Array(m) | Map::PerCpuHashMap(m) | Map::PerCpuLruHashMap(m) => m,
-        _ => return None,
+        Map::Array(m) | Map::ArrayOfMaps(m) | Map::BloomFilter(m) | Map::CgroupArray(m) => m,
+        Map::CgroupStorage(m) | Map::CgrpStorage(m) | Map::CpuMap(m) | Map::DevMap(m) => m,
+        Map::DevMapHash(m) | Map::HashMap(m) | Map::HashOfMaps(m) | Map::InodeStorage(m) => m,
+        Map::LpmTrie(m) | Map::LruHashMap(m) | Map::PerCpuArray(m) => m,
+        Map::PerCpuCgroupStorage(m) | Map::PerCpuHashMap(m) | Map::PerCpuLruHashMap(m) => m,
+        Map::PerfEventArray(m) | Map::ProgramArray(m) | Map::Queue(m) => m,
+        Map::ReusePortSockArray(m) | Map::RingBuf(m) | Map::SockHash(m) | Map::SockMap(m) => m,
+        Map::SkStorage(m) | Map::Stack(m) | Map::StackTraceMap(m) | Map::XskMap(m) => m,
+        Map::Unsupported(_) => return None,
     })
 }
 

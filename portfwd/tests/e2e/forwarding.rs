@@ -393,6 +393,22 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
 
     for i in 0..20 {
         s.d.kill9();
+        if i == 0 {
+            // Every map is pinned, so that the next daemon's programs see the same state from
+            // their first packet: LPM tries (port ranges, allowlists) too, which were once left
+            // out and came back empty until the config was applied again.
+            let pinned: Vec<String> = std::fs::read_dir(s.d.pin_dir.join("maps"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            use portfwd_common::maps::{ALLOW, ALLOW6, FLOWS, FORWARDS, RANGES, RANGES6};
+            for map in [FORWARDS, FLOWS, RANGES, ALLOW, RANGES6, ALLOW6] {
+                assert!(
+                    pinned.iter().any(|p| p == map),
+                    "{map} not pinned: {pinned:?}"
+                );
+            }
+        }
         // Nobody is running: the pinned links keep the programs attached.
         exchange(&mut session, format!("while-dead-{i}"));
         s.d.restart();
