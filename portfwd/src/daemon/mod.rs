@@ -18,6 +18,7 @@ mod slots;
 mod state;
 
 use std::{
+    io::Write as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -219,12 +220,16 @@ fn cleanup(socket: &Path, pin_dir: &Path) -> anyhow::Result<()> {
             socket.display()
         );
     }
+    // What was done is said on stdout; a reader that has gone away (`| head -0`) changes
+    // nothing, so a failed write is not an error (and never a panic, as `println!` would make it).
+    let mut out = std::io::stdout();
     if !pin_dir.exists() {
-        println!("nothing pinned at {}", pin_dir.display());
+        let _ = writeln!(out, "nothing pinned at {}", pin_dir.display());
         return Ok(());
     }
     let removed = crate::datapath::pin::cleanup(pin_dir)?;
-    println!(
+    let _ = writeln!(
+        out,
         "removed {} pins under {} (programs detached, maps freed)",
         removed.len(),
         pin_dir.display()

@@ -645,18 +645,17 @@ fn no_command_panics_when_its_reader_has_gone() {
         &["--version"],
         &["status", "--help"],
         &["help", "check"],
+        // The daemon's one command that writes to stdout (no daemon answers on that socket).
+        &[
+            "--socket",
+            "/nonexistent/portfwd.sock",
+            "daemon",
+            "--cleanup",
+            "--pin-dir",
+            "/nonexistent/portfwd-pins",
+        ],
     ] {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: pipe(2) just opened both descriptors and nothing else owns them.
-        let (read, write) = unsafe {
-            use std::os::fd::FromRawFd as _;
-            (
-                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-            )
-        };
+        let (read, write) = nix::unistd::pipe().unwrap();
         drop(read);
         let out =
             s.d.cli_command(args)
