@@ -105,6 +105,7 @@ fn icmp_to_client<F: Fam>(
         reason: Reason::IcmpErrorTranslated,
         action,
         flow: None,
+        frag: None,
         count: Some(Count {
             slot: flow.stats_slot,
             direction: Direction::ToClient,
@@ -148,6 +149,7 @@ fn icmp_to_target<F: Fam>(
         reason: Reason::IcmpErrorTranslated,
         action,
         flow: None,
+        frag: None,
         count: Some(Count {
             slot: flow.stats_slot,
             direction: Direction::ToTarget,

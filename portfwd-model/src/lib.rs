@@ -71,6 +71,7 @@
 
 mod checksum;
 mod family;
+mod frag;
 mod icmp;
 mod outcome;
 mod parse;
@@ -84,7 +85,7 @@ use portfwd_common::{
 };
 
 pub use outcome::{Action, Count, Direction, Outcome};
-pub use world::{FlowEntry, Route, RouteQuery, World};
+pub use world::{FlowEntry, FragEntry, Route, RouteQuery, World};
 
 use family::{At, Fam, V4, V6};
 use parse::{Parsed, parse};
@@ -124,6 +125,7 @@ fn process_family<F: Fam>(
     };
     match parsed {
         Parsed::L4(pkt) => translate::l4::<F>(frame, at, world, exposed, &pkt),
+        Parsed::Fragment(pkt) => frag::later::<F>(frame, at, world, &pkt),
         Parsed::IcmpError(err) => icmp::icmp_error::<F>(frame, at, world, exposed, &err),
     }
 }

@@ -711,7 +711,7 @@ pub fn run(env: &Env, prog: &Program) {
         Reason::Forwarded,
         Reason::Replied,
         Reason::PassMalformed,
-        Reason::DropFragment,
+        Reason::PassFragmentBeforeFirst,
         Reason::PassNotForUs,
         Reason::DropSourceNotAllowed,
         Reason::Hairpinned,
