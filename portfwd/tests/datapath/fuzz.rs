@@ -712,6 +712,7 @@ pub fn run(env: &Env, prog: &Program) {
         Reason::Replied,
         Reason::PassMalformed,
         Reason::PassFragmentBeforeFirst,
+        Reason::FragmentTranslated,
         Reason::PassNotForUs,
         Reason::DropSourceNotAllowed,
         Reason::Hairpinned,

@@ -13,6 +13,7 @@ mod support;
 
 mod check;
 mod forwarding;
+mod fragments;
 mod hostlocal;
 mod ipv6;
 mod ops;
