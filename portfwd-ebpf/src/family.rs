@@ -6,6 +6,8 @@
 //! | address | `u32` | [`Ipv6Words`] (16 wire bytes as four `u32`) |
 //! | maps | `PF_FORWARDS`, ... | `PF_FORWARDS6`, ... |
 //! | header | IHL, options, total length, fragment bits | fixed 40 bytes, payload length, a fragment header at most |
+//! | fragment identification | 16 bits in the header | 32 bits in the fragment header |
+//! | later fragment's address rewrite | header checksum | no checksum (`skb->csum` kept, tc) |
 //! | address rewrite | IP header checksum + L4 pseudo-header | L4 pseudo-header only, word by word |
 //! | router's part | TTL - 1 with the header checksum | hop limit - 1, no checksum |
 //! | loopback | 127.0.0.0/8 | ::1 |
