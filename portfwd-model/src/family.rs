@@ -319,6 +319,14 @@ pub(crate) enum Fragment {
     Later,
 }
 
+/// The translated packet: new addresses (map form) and ports (host order).
+pub(crate) struct Next<A> {
+    pub(crate) saddr: A,
+    pub(crate) daddr: A,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IcmpError<A> {
     pub(crate) outer: Ip<A>,

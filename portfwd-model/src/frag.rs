@@ -1,65 +1,20 @@
-//! Fragmented datagrams (`portfwd-ebpf`'s `frag`): a first fragment's translation is written to
-//! `PF_FRAGS` / `PF_FRAGS6` under (source, destination, IP identification, protocol), as is a
-//! first fragment left to the host; a later fragment is translated as its first fragment was
-//! (addresses only, with the IPv4 header checksum; it has no L4 header), passed as it was, or
-//! passed as come before its first fragment when there is no entry.
+//! Later fragments (`portfwd-ebpf`'s `frag`): translated as their first fragment was (its entry
+//! in the fragment table, `frag_table`: addresses only, with the IPv4 header checksum; no L4
+//! header), passed as it was, or passed as come before their first fragment when there is no
+//! entry.
 
 use portfwd_common::{
-    maps::{FRAG_NOT_OURS, FRAG_TO_CLIENT, FragKeyOf, FragValueOf},
+    maps::{FRAG_NOT_OURS, FRAG_TO_CLIENT},
     reason::Reason,
 };
 
 use crate::checksum::l3_update;
-use crate::family::{At, Fam, Fragment, Ip, words};
+use crate::family::{At, Fam, Ip, Next, words};
+use crate::frag_table::key;
 use crate::outcome::{Count, Direction, Outcome};
-use crate::translate::{Next, check_and_route, router_hop};
-use crate::wire::{be16, put16, wire16};
-use crate::world::{FragEntry, World};
-
-fn key<F: Fam>(f: &[u8], pkt: &Ip<F::A>) -> FragKeyOf<F::A> {
-    FragKeyOf {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        id_be: F::frag_id(f, pkt),
-        proto: pkt.proto,
-        _pad: [0; 3],
-    }
-}
-
-/// The entry a first fragment sent carrying `next` writes (none for a whole datagram).
-pub(crate) fn remembered<F: Fam>(
-    f: &[u8],
-    pkt: &Ip<F::A>,
-    next: &Next<F::A>,
-    slot: u32,
-    direction: Direction,
-) -> Option<FragEntry> {
-    (pkt.fragment == Fragment::First).then(|| {
-        let value = FragValueOf {
-            saddr_be: next.saddr,
-            daddr_be: next.daddr,
-            sport_be: wire16(next.sport),
-            dport_be: wire16(next.dport),
-            stats_slot: slot,
-            flags: match direction {
-                Direction::ToTarget => 0,
-                Direction::ToClient => FRAG_TO_CLIENT,
-            },
-        };
-        F::frag_entry(key::<F>(f, pkt), value)
-    })
-}
-
-/// The entry a first fragment passed to the host writes (none for a whole datagram).
-pub(crate) fn not_ours<F: Fam>(f: &[u8], pkt: &Ip<F::A>) -> Option<FragEntry> {
-    (pkt.fragment == Fragment::First).then(|| {
-        let value = FragValueOf {
-            flags: FRAG_NOT_OURS,
-            ..FragValueOf::default()
-        };
-        F::frag_entry(key::<F>(f, pkt), value)
-    })
-}
+use crate::translate::{check_and_route, router_hop};
+use crate::wire::{be16, put16};
+use crate::world::World;
 
 /// A later fragment.
 pub(crate) fn later<F: Fam>(f: &mut [u8], at: At, world: &impl World, pkt: &Ip<F::A>) -> Outcome {

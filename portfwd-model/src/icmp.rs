@@ -8,9 +8,9 @@ use portfwd_common::{
 };
 
 use crate::checksum::{l3_update, l4_update, software_update};
-use crate::family::{At, Fam, IcmpError, words};
+use crate::family::{At, Fam, IcmpError, Next, words};
 use crate::outcome::{Count, Direction, Outcome};
-use crate::translate::{End, Next, check_and_route, forward_of, router_hop};
+use crate::translate::{End, check_and_route, forward_of, router_hop};
 use crate::wire::{be16, put16, wire16};
 use crate::world::World;
 

@@ -48,7 +48,7 @@
 //!    what a router does: TTL or hop limit - 1, and the next hop's MACs when the neighbour is
 //!    known (otherwise the kernel resolves it on redirect).
 //!
-//! **Fragments** (`frag`): a first fragment is translated like a whole datagram and its
+//! **Fragments** (`frag_table`, `frag`): a first fragment is translated like a whole datagram and its
 //! translation written to `PF_FRAGS` (`PF_FRAGS6`) under (source, destination, IP
 //! identification, protocol), [`Outcome::frag`]; a first fragment left untouched for not being
 //! ours (`pass_no_forward`, `pass_not_for_us`) is written as such. A later fragment gets the
@@ -73,13 +73,14 @@
 //! Bottom to top: `checksum` (the arithmetic of both hooks), `world` (the maps and
 //! the routing table the model reads), `outcome` (its verdict), `wire` (header constants and
 //! byte access), `family` (what differs between IPv4 and IPv6), `parse`, `translate` (service
-//! lookup, checks, rewrite and router hop of a TCP/UDP packet), `frag` (later fragments, and
-//! the fragment table entries), `icmp` (ICMP errors quoting a flow), and [`process`] here,
+//! lookup, checks, rewrite and router hop of a TCP/UDP packet, using `frag_table` for the entry
+//! a first fragment writes), `frag` (later fragments), `icmp` (ICMP errors quoting a flow), and [`process`] here,
 //! which dispatches.
 
 mod checksum;
 mod family;
 mod frag;
+mod frag_table;
 mod icmp;
 mod outcome;
 mod parse;

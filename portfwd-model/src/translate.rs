@@ -12,8 +12,8 @@ use portfwd_common::{
 };
 
 use crate::checksum::{l3_update, l4_update};
-use crate::family::{At, Fam, Ip, words};
-use crate::frag;
+use crate::family::{At, Fam, Ip, Next, words};
+use crate::frag_table;
 use crate::outcome::{Action, Count, Direction, Outcome};
 use crate::wire::{ETH_LEN, TC_MTU_SLACK, be16, put16, wire16};
 use crate::world::{Route, RouteQuery, World};
@@ -94,21 +94,13 @@ pub(crate) fn l4<F: Fam>(
         return to_client::<F>(f, at, world, pkt, &flow);
     }
     Outcome {
-        frag: frag::not_ours::<F>(f, pkt),
+        frag: frag_table::not_ours::<F>(f, pkt),
         ..Outcome::untouched(if for_host {
             Reason::PassNoForward
         } else {
             Reason::PassNotForUs
         })
     }
-}
-
-/// The translated packet: new addresses (map form) and ports (host order).
-pub(crate) struct Next<A> {
-    pub(crate) saddr: A,
-    pub(crate) daddr: A,
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
 }
 
 /// TTL and route checks, before anything is written.
@@ -186,7 +178,7 @@ fn to_target<F: Fam>(
         client_addr_be: if hairpin { pkt.saddr } else { F::A::default() },
     };
     let known = F::flow(world, &key) == Some(value);
-    let frag = frag::remembered::<F>(f, pkt, &next, fwd.stats_slot, Direction::ToTarget);
+    let frag = frag_table::remembered::<F>(f, pkt, &next, fwd.stats_slot, Direction::ToTarget);
     if hairpin {
         rewrite_l4::<F>(f, at.hook, pkt, End::Source, next.saddr, next.sport);
     }
@@ -233,7 +225,7 @@ fn to_client<F: Fam>(
         Ok(r) => r,
         Err(reason) => return Outcome::untouched(reason),
     };
-    let frag = frag::remembered::<F>(f, pkt, &next, flow.stats_slot, Direction::ToClient);
+    let frag = frag_table::remembered::<F>(f, pkt, &next, flow.stats_slot, Direction::ToClient);
     if hairpin {
         rewrite_l4::<F>(f, at.hook, pkt, End::Destination, next.daddr, next.dport);
     }
