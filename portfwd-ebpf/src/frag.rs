@@ -20,7 +20,9 @@
 //! NAT (`nf_defrag`), which costs it a copy and a queue per datagram; on the usual paths (one
 //! link, one sender) fragments arrive in order, and portfwd forwards them one by one.
 //!
-//! Unfragmented packets pay one test of the `fragment` field the parser set, per hook.
+//! An unfragmented packet pays the parser's one test of the IP header's fragment bits (as
+//! before) and the tests of the `fragment` field it set, in [`remember`] and [`not_ours`]: no
+//! map access.
 use portfwd_common::{
     maps::{FRAG_NOT_OURS, FRAG_TO_CLIENT, FragKeyOf, FragValueOf},
     reason::Reason,

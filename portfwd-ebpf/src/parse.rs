@@ -36,8 +36,8 @@ pub fn ethertype<C: Ctx>(ctx: &C) -> Result<u16, Reason> {
 }
 
 /// Parses IP (of family `F`, the ethertype already checked) + TCP/UDP, a later fragment of a
-/// TCP/UDP datagram (IP header only), or an ICMP error quoting TCP/UDP. Returns the reason to pass the packet untouched when it is neither, or cannot be
-/// parsed safely.
+/// TCP/UDP datagram (IP header only), or an ICMP error quoting TCP/UDP. Returns the reason to
+/// pass the packet untouched when it is neither, or cannot be parsed safely.
 #[inline(always)]
 pub fn parse<C: Ctx, F: Family>(ctx: &C) -> Result<Parsed<F::Addr>, Reason> {
     let outer = parse_ip::<C, F>(ctx, L3_OFF, ctx.frame_len(), true)?;
