@@ -389,6 +389,59 @@ pub struct FlowValueOf<A> {
 pub type FlowValue = FlowValueOf<u32>;
 pub type Flow6Value = FlowValueOf<Ipv6Words>;
 
+/// The fragmented datagrams portfwd has seen the first fragment of, keyed as their fragments
+/// arrive (source, destination, IP identification, protocol): how every later fragment is
+/// translated, since only the first fragment carries the ports (as Cilium's `IPV4_FRAG_DATAGRAMS`).
+/// A first fragment that was not translated is remembered too ([`FRAG_NOT_OURS`]), so that a
+/// later fragment without any entry is known to have arrived before its first one, and so that a
+/// stale translation is never applied to a new datagram reusing the identification.
+pub const FRAGS: &str = "PF_FRAGS";
+pub const FRAGS6: &str = "PF_FRAGS6";
+/// Datagrams in flight at once. A datagram's entry is needed only while its fragments arrive
+/// (milliseconds); the LRU map recycles the oldest.
+pub const MAX_FRAGS: u32 = 8_192;
+
+/// [`FragValueOf::flags`]: the datagram is a reply (target -> client), for the per-forward
+/// counters.
+pub const FRAG_TO_CLIENT: u32 = 1;
+/// [`FragValueOf::flags`]: the first fragment was not translated (not for a published port and
+/// not a reply): later fragments pass untouched, as it did.
+pub const FRAG_NOT_OURS: u32 = 2;
+
+/// Key of [`FRAGS`]: a datagram's fragments as they arrive. `id_be` is the IP identification as
+/// on the wire read as a native `u32` (IPv4: its 16 bits read as a native `u16`, zero-extended;
+/// IPv6: the fragment header's 32 bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKeyOf<A> {
+    pub saddr_be: A,
+    pub daddr_be: A,
+    pub id_be: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+pub type FragKey = FragKeyOf<u32>;
+pub type Frag6Key = FragKeyOf<Ipv6Words>;
+
+/// Value of [`FRAGS`]: the addresses and ports the first fragment was sent with (later
+/// fragments take its addresses; the ports are for their FIB lookup, which must route them as
+/// the first one), and its forward.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragValueOf<A> {
+    pub saddr_be: A,
+    pub daddr_be: A,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub stats_slot: u32,
+    /// [`FRAG_TO_CLIENT`], [`FRAG_NOT_OURS`] or 0.
+    pub flags: u32,
+}
+
+pub type FragValue = FragValueOf<u32>;
+pub type Frag6Value = FragValueOf<Ipv6Words>;
+
 /// Per-forward counters. `to_target` counts client -> target packets, `to_client` the replies.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -428,6 +481,10 @@ mod pod {
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for FlowValueOf<A> {}
     // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for FragKeyOf<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for FragValueOf<A> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ForwardStats {}
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for RangeKeyOf<A> {}
@@ -463,6 +520,10 @@ mod tests {
         assert_eq!(size_of::<Range6Key>(), 24);
         assert_eq!(size_of::<Range6Value>(), 28);
         assert_eq!(size_of::<Allow6Key>(), 20);
+        assert_eq!(size_of::<FragKey>(), 16);
+        assert_eq!(size_of::<FragValue>(), 20);
+        assert_eq!(size_of::<Frag6Key>(), 40);
+        assert_eq!(size_of::<Frag6Value>(), 44);
         assert_eq!(RangeKey::FIXED_BITS, 64);
         assert_eq!(Range6Key::FIXED_BITS, 160);
     }

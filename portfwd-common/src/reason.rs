@@ -114,11 +114,13 @@ crate::counters! {
         /// XDP only: the packet is ours, but its next hop cannot take XDP frames (a bridge, a veth,
         /// an unresolved neighbour); passed untouched to the tc program behind XDP, which finishes it.
         PassToTc = 8 => "pass_to_tc",
-        /// A non-first IPv4 or IPv6 fragment: it carries no ports, so it is passed untouched (its first
-        /// fragment, if published, was dropped, so the datagram is never reassembled).
+        /// A non-first IPv4 or IPv6 fragment of a datagram whose first fragment was not ours (not
+        /// for a published port, not a reply), or any fragment of something other than TCP/UDP:
+        /// passed untouched, as its first fragment was; the host's stack reassembles it.
         PassFragment = 9 => "pass_fragment",
-        /// The first fragment of a datagram for a published port. portfwd never translates part of
-        /// a datagram, so fragmented datagrams to published ports are dropped.
+        /// The first fragment of a datagram to translate, whose translation could not be
+        /// remembered for its later fragments (the fragment table refused the insert): dropped,
+        /// since the datagram could never be reassembled at the target.
         DropFragment = 10 => "drop_fragment",
         /// TTL (IPv4) or hop limit (IPv6) would reach 0 at this hop.
         DropTtlExceeded = 11 => "drop_ttl_exceeded",
@@ -145,6 +147,17 @@ crate::counters! {
         /// (hop-by-hop options, routing, destination options, ...): passed untouched. portfwd does
         /// not walk extension header chains.
         PassIpv6ExtHeader = 19 => "pass_ipv6_ext_header",
+        /// A later fragment of a datagram whose first fragment was translated (to a target, back to
+        /// a client, or a hairpin): its addresses translated as the first fragment's were (it
+        /// carries no ports; the first fragment's L4 checksum covers the whole datagram), sent on.
+        FragmentTranslated = 20 => "fragment_translated",
+        /// A later fragment of a datagram whose first fragment portfwd has not seen: it arrived
+        /// out of order, before its first fragment (or the first fragment was lost, or came before
+        /// the daemon). Passed untouched to the host's stack: portfwd does not hold fragments, and
+        /// not knowing the ports it cannot tell a published port's datagram from the host's own;
+        /// a published port's datagram is then lost (its first fragment goes to the target), as
+        /// any datagram with a lost fragment is.
+        PassFragmentBeforeFirst = 21 => "pass_fragment_before_first",
     }
 }
 

@@ -7,6 +7,8 @@
 //!   ([`nat::publish`]);
 //! - a reply of a remembered flow: translated back to what the client used ([`nat::reply`]);
 //! - an ICMP error about a translated flow: its quote translated ([`icmp::process`]);
+//! - a later fragment: translated as its datagram's first fragment was, if it was
+//!   ([`frag::later`]);
 //! - anything else: passed untouched.
 //!
 //! Both address families take this one path, generic over [`Family`]; the family is chosen
@@ -19,7 +21,7 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     family::{Family, Ipv4, Ipv6},
-    flow, icmp,
+    flow, frag, icmp,
     maps::{IFACES, Lookup as _},
     nat,
     parse::{self, ETH_P_IPV4_BE, ETH_P_IPV6_BE},
@@ -58,6 +60,7 @@ fn process_family<C: Ctx, F: Family>(ctx: &C, exposed: bool) -> Result<Outcome, 
             let for_host = exposed && service::is_host_addr::<F>(err.outer.daddr);
             return icmp::process::<C, F>(ctx, &err, for_host);
         }
+        Parsed::Fragment(pkt) => return frag::later::<C, F>(ctx, &pkt),
     };
 
     let for_host = exposed && service::is_host_addr::<F>(pkt.daddr);
@@ -72,6 +75,7 @@ fn process_family<C: Ctx, F: Family>(ctx: &C, exposed: bool) -> Result<Outcome, 
         return nat::reply::<C, F>(ctx, &pkt, &found);
     }
 
+    frag::not_ours::<C, F>(ctx, &pkt);
     Err(if for_host {
         Reason::PassNoForward
     } else {

@@ -6,6 +6,8 @@
 //! | address | `u32` | [`Ipv6Words`] (16 wire bytes as four `u32`) |
 //! | maps | `PF_FORWARDS`, ... | `PF_FORWARDS6`, ... |
 //! | header | IHL, options, total length, fragment bits | fixed 40 bytes, payload length, a fragment header at most |
+//! | fragment identification | 16 bits in the header | 32 bits in the fragment header |
+//! | later fragment's address rewrite | header checksum | no checksum (`skb->csum` kept, tc) |
 //! | address rewrite | IP header checksum + L4 pseudo-header | L4 pseudo-header only, word by word |
 //! | router's part | TTL - 1 with the header checksum | hop limit - 1, no checksum |
 //! | loopback | 127.0.0.0/8 | ::1 |
@@ -21,8 +23,8 @@ use network_types::ip::Ipv4Hdr;
 use portfwd_common::{
     checksum,
     maps::{
-        Addr, AllowKeyOf, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardValueOf, Ipv6Words,
-        RangeKeyOf, RangeValueOf,
+        Addr, AllowKeyOf, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardValueOf, FragKeyOf,
+        FragValueOf, Ipv6Words, RangeKeyOf, RangeValueOf,
     },
     reason::Reason,
 };
@@ -30,7 +32,8 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     maps::{
-        ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, HOST_ADDRS, HOST_ADDRS6, RANGES, RANGES6,
+        ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, FRAGS, FRAGS6, HOST_ADDRS, HOST_ADDRS6,
+        RANGES, RANGES6,
     },
     types::{Fragment, IpL4, Tuple},
 };
@@ -54,6 +57,7 @@ pub trait Family {
     fn allow() -> &'static LpmTrie<AllowKeyOf<Self::Addr>, u32>;
     fn flows() -> &'static LruHashMap<FlowKeyOf<Self::Addr>, FlowValueOf<Self::Addr>>;
     fn host_addrs() -> &'static HashMap<Self::Addr, u32>;
+    fn frags() -> &'static LruHashMap<FragKeyOf<Self::Addr>, FragValueOf<Self::Addr>>;
 
     /// ICMP types that quote the packet they are about (errors).
     fn is_icmp_error(icmp_type: u8) -> bool;
@@ -79,6 +83,20 @@ pub trait Family {
         csum: Option<(usize, u64)>,
     ) -> Result<(), i64>;
 
+    /// The IP identification of a fragment (`pkt.fragment` is not `No`), as [`FragKeyOf`] keeps
+    /// it. `None` only if it cannot be read, which parsing has already ruled out.
+    fn frag_id<C: Ctx>(ctx: &C, pkt: &IpL4<Self::Addr>) -> Option<u32>;
+
+    /// Replaces the address at `off` from `old` to `new` in a packet without an L4 header (a
+    /// later fragment): the IPv4 header checksum compensates it; over IPv6 nothing does.
+    fn set_addr_only<C: Ctx>(
+        ctx: &C,
+        l3_off: usize,
+        off: usize,
+        old: Self::Addr,
+        new: Self::Addr,
+    ) -> Result<(), i64>;
+
     /// The router's part on the IP header: TTL or hop limit - 1 (checked above 1 by the caller).
     fn hop<C: Ctx>(ctx: &C, pkt: &IpL4<Self::Addr>) -> Result<(), i64>;
 
@@ -97,9 +115,17 @@ pub enum Ipv6 {}
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
-/// The five map accessors of a family, over its own maps (one set of maps per family).
+/// The six map accessors of a family, over its own maps (one set of maps per family).
 macro_rules! family_maps {
-    ($addr:ty, $forwards:ident, $ranges:ident, $allow:ident, $flows:ident, $hosts:ident) => {
+    (
+        $addr:ty,
+        $forwards:ident,
+        $ranges:ident,
+        $allow:ident,
+        $flows:ident,
+        $hosts:ident,
+        $frags:ident
+    ) => {
         #[inline(always)]
         fn forwards() -> &'static HashMap<ForwardKeyOf<$addr>, ForwardValueOf<$addr>> {
             &$forwards
@@ -120,6 +146,10 @@ macro_rules! family_maps {
         fn host_addrs() -> &'static HashMap<$addr, u32> {
             &$hosts
         }
+        #[inline(always)]
+        fn frags() -> &'static LruHashMap<FragKeyOf<$addr>, FragValueOf<$addr>> {
+            &$frags
+        }
     };
 }
 
@@ -130,7 +160,7 @@ impl Family for Ipv4 {
     const SADDR: usize = 12;
     const DADDR: usize = 16;
 
-    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS);
+    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS, FRAGS);
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
@@ -161,13 +191,16 @@ impl Family for Ipv4 {
             return Err(Reason::DropLoopbackDst);
         }
         let frags = u16::from_be_bytes(ip.frags);
-        let fragment = if frags & IP_OFFSET_MASK != 0 {
-            // A later fragment carries no ports (nor does a quoted one).
-            return Err(Reason::PassFragment);
-        } else if frags & IP_MF != 0 {
-            Fragment::First
-        } else {
+        // One test for a whole datagram; which fragment it is only when it is one.
+        let fragment = if frags & (IP_MF | IP_OFFSET_MASK) == 0 {
             Fragment::No
+        } else if frags & IP_OFFSET_MASK == 0 {
+            Fragment::First
+        } else if whole {
+            Fragment::Later
+        } else {
+            // A quoted later fragment carries no ports.
+            return Err(Reason::PassFragment);
         };
         Ok(IpL4 {
             l3_off,
@@ -202,6 +235,23 @@ impl Family for Ipv4 {
     }
 
     #[inline(always)]
+    fn frag_id<C: Ctx>(ctx: &C, pkt: &IpL4<u32>) -> Option<u32> {
+        let id: u16 = ctx.read(pkt.l3_off + IPV4_ID)?;
+        Some(id as u32)
+    }
+
+    #[inline(always)]
+    fn set_addr_only<C: Ctx>(
+        ctx: &C,
+        l3_off: usize,
+        off: usize,
+        old: u32,
+        new: u32,
+    ) -> Result<(), i64> {
+        Self::set_addr(ctx, l3_off, off, old, new, None)
+    }
+
+    #[inline(always)]
     fn hop<C: Ctx>(ctx: &C, pkt: &IpL4<u32>) -> Result<(), i64> {
         let ttl = pkt.ttl - 1;
         let new_word = u16::from_ne_bytes([ttl, pkt.proto]);
@@ -232,6 +282,7 @@ impl Family for Ipv4 {
     }
 }
 
+const IPV4_ID: usize = 4;
 const IPV4_CSUM: usize = 10;
 const IPV4_TTL: usize = 8;
 const AF_INET: u8 = 2;
@@ -239,6 +290,8 @@ const AF_INET: u8 = 2;
 const IPV6_HDR_LEN: usize = 40;
 const IPV6_HOP_LIMIT: usize = 7;
 const IPV6_FRAG_HDR_LEN: usize = 8;
+/// Offset of the identification in the fragment header.
+const IPV6_FRAG_ID: usize = 4;
 const NEXTHDR_FRAGMENT: u8 = 44;
 /// Fragment header: offset (13 bits, 8-byte units) then 2 reserved bits and the M flag.
 const IPV6_FRAG_OFFSET: u16 = 0xfff8;
@@ -264,7 +317,15 @@ impl Family for Ipv6 {
     const SADDR: usize = 8;
     const DADDR: usize = 24;
 
-    family_maps!(Ipv6Words, FORWARDS6, RANGES6, ALLOW6, FLOWS6, HOST_ADDRS6);
+    family_maps!(
+        Ipv6Words,
+        FORWARDS6,
+        RANGES6,
+        ALLOW6,
+        FLOWS6,
+        HOST_ADDRS6,
+        FRAGS6
+    );
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
@@ -303,10 +364,12 @@ impl Family for Ipv6 {
             }
             let bits = u16::from_be_bytes([frag[2], frag[3]]);
             if bits & IPV6_FRAG_OFFSET != 0 {
-                // A later fragment carries no ports.
-                return Err(Reason::PassFragment);
-            }
-            if bits & IPV6_FRAG_MORE != 0 {
+                if !whole {
+                    // A quoted later fragment carries no ports.
+                    return Err(Reason::PassFragment);
+                }
+                fragment = Fragment::Later;
+            } else if bits & IPV6_FRAG_MORE != 0 {
                 fragment = Fragment::First;
             }
             // Offset 0 without M is an atomic fragment (RFC 6946): a whole datagram.
@@ -347,6 +410,26 @@ impl Family for Ipv6 {
             }
         }
         ctx.store(off, &new)
+    }
+
+    #[inline(always)]
+    fn frag_id<C: Ctx>(ctx: &C, pkt: &IpL4<Ipv6Words>) -> Option<u32> {
+        // The fragment header, when there is one, follows the fixed header (`header`).
+        let id: [u8; 4] = ctx.read(pkt.l3_off + IPV6_HDR_LEN + IPV6_FRAG_ID)?;
+        Some(u32::from_ne_bytes(id))
+    }
+
+    #[inline(always)]
+    fn set_addr_only<C: Ctx>(
+        ctx: &C,
+        _l3_off: usize,
+        off: usize,
+        _old: Ipv6Words,
+        new: Ipv6Words,
+    ) -> Result<(), i64> {
+        // No checksum in the packet covers it: tc also updates `skb->csum`, which reassembly
+        // sums up over the fragments.
+        ctx.store_unbalanced(off, &new)
     }
 
     #[inline(always)]

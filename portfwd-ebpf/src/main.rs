@@ -16,6 +16,8 @@
 //! - `flow`: connection tracking, and the flow keys;
 //! - `rewrite`: address/port/TTL/hop limit/MAC rewriting with incremental checksums;
 //! - `xmit`: FIB lookup, bridge shortcut, redirect, and the tail every translation ends with;
+//! - `frag`: fragmented datagrams: the first fragment's translation remembered, later fragments
+//!   translated the same way;
 //! - `nat`: publish (DNAT) and reply translation, hairpin included;
 //! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
 //! - `datapath`: the dispatcher;
@@ -27,6 +29,7 @@ mod ctx;
 mod datapath;
 mod family;
 mod flow;
+mod frag;
 mod icmp;
 mod maps;
 mod nat;

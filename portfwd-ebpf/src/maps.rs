@@ -10,9 +10,10 @@ use aya_ebpf::{
 use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
-        ForwardKey, ForwardStats, ForwardValue, Hook, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS,
-        MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES,
-        MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
+        ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey, FragValue, Hook,
+        Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS,
+        MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry,
+        Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
@@ -60,6 +61,15 @@ pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> =
 /// Key: IPv6 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS6")]
 pub static HOST_ADDRS6: HashMap<Ipv6Words, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
+
+/// One LRU list shared by all CPUs: entries are written only for fragmented datagrams, rarely
+/// enough that its lock is not contended, and the fragments of one datagram may be processed
+/// on another CPU than its first.
+#[map(name = "PF_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
+#[map(name = "PF_FRAGS6")]
+pub static FRAGS6: LruHashMap<Frag6Key, Frag6Value> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
 #[map(name = "PF_IFACES")]
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);

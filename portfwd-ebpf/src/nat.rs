@@ -10,7 +10,8 @@
 //! containers needs no source translation: the reply enters the host at the target's bridge port,
 //! where this program translates it like any other.
 //!
-//! Both return the reason to leave the packet untouched as an error.
+//! A first fragment's translation is also remembered for the datagram's later fragments
+//! (`frag`). Both return the reason to leave the packet untouched as an error.
 use portfwd_common::{
     maps::{FlowValueOf, ForwardValueOf},
     reason::Reason,
@@ -19,7 +20,7 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     family::Family,
-    flow, rewrite,
+    flow, frag, rewrite,
     stats::Tally,
     types::{Direction, End, IpL4, Outcome, Tuple},
     xmit,
@@ -41,6 +42,7 @@ pub fn publish<C: Ctx, F: Family>(
         dport: fwd.target_port_be,
     };
     let hop = xmit::route::<C, F>(ctx, pkt, &next)?;
+    frag::remember::<C, F>(ctx, pkt, &next, fwd.stats_slot, Direction::ToTarget)?;
 
     // Remember how to translate the replies: they come from the target to the (translated)
     // client.
@@ -91,6 +93,7 @@ pub fn reply<C: Ctx, F: Family>(
         dport: pkt.dport,
     };
     let hop = xmit::route::<C, F>(ctx, pkt, &next)?;
+    frag::remember::<C, F>(ctx, pkt, &next, flow.stats_slot, Direction::ToClient)?;
     let done = if hairpin {
         Reason::HairpinReplied
     } else {

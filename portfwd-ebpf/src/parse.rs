@@ -35,13 +35,16 @@ pub fn ethertype<C: Ctx>(ctx: &C) -> Result<u16, Reason> {
     ctx.read(EthHdr::LEN - 2).ok_or(Reason::PassMalformed)
 }
 
-/// Parses IP (of family `F`, the ethertype already checked) + TCP/UDP, or an ICMP error quoting
-/// TCP/UDP. Returns the reason to pass the packet untouched when it is neither, or cannot be
-/// parsed safely.
+/// Parses IP (of family `F`, the ethertype already checked) + TCP/UDP, a later fragment of a
+/// TCP/UDP datagram (IP header only), or an ICMP error quoting TCP/UDP. Returns the reason to
+/// pass the packet untouched when it is neither, or cannot be parsed safely.
 #[inline(always)]
 pub fn parse<C: Ctx, F: Family>(ctx: &C) -> Result<Parsed<F::Addr>, Reason> {
     let outer = parse_ip::<C, F>(ctx, L3_OFF, ctx.frame_len(), true)?;
     if outer.proto != F::ICMP {
+        if outer.fragment == Fragment::Later {
+            return Ok(Parsed::Fragment(outer));
+        }
         return Ok(Parsed::L4(outer));
     }
     if outer.fragment != Fragment::No {
@@ -85,6 +88,13 @@ fn parse_ip<C: Ctx, F: Family>(
     let common = F::header(ctx, l3_off, end, whole)?;
     let proto = common.proto;
     let l4_off = common.l4_off;
+    if common.fragment == Fragment::Later {
+        // No L4 header to read. Only TCP and UDP datagrams are ever translated (`frag`).
+        if proto != proto::TCP && proto != proto::UDP {
+            return Err(Reason::PassFragment);
+        }
+        return Ok(common);
+    }
     if whole && proto == F::ICMP {
         return Ok(common);
     }

@@ -47,6 +47,8 @@ pub enum Fragment {
     No,
     /// The first fragment: it has the L4 header but not the whole datagram.
     First,
+    /// A later fragment: data only, no L4 header (ports 0, `l4_off` is where its data starts).
+    Later,
 }
 
 /// An IP packet's headers: TCP or UDP (ports set), or the IP header carrying an ICMP error
@@ -138,6 +140,8 @@ pub enum Parsed<A> {
     L4(IpL4<A>),
     /// An ICMP(v6) error quoting the start of a TCP or UDP packet.
     IcmpError(IcmpError<A>),
+    /// A later fragment of a TCP or UDP datagram (`Fragment::Later`).
+    Fragment(IpL4<A>),
 }
 
 /// The addresses and ports of a packet (wire order): as it arrived, or as it will be sent.

@@ -31,7 +31,7 @@ use crate::{
     parse::L3_OFF,
     rewrite,
     stats::{self, Tally},
-    types::{Action, Fragment, IpL4, NextHop, Outcome, Tuple},
+    types::{Action, IpL4, NextHop, Outcome, Tuple},
 };
 
 /// Offset of the source MAC in the Ethernet header.
@@ -45,9 +45,6 @@ pub fn route<C: Ctx, F: Family>(
     pkt: &IpL4<F::Addr>,
     next: &Tuple<F::Addr>,
 ) -> Result<NextHop, Reason> {
-    if pkt.fragment == Fragment::First {
-        return Err(Reason::DropFragment);
-    }
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }

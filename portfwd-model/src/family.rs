@@ -7,8 +7,9 @@ use portfwd_common::{
     maps::{
         Addr, Allow6Key, AllowKey, AllowKeyOf, Flow6Key, Flow6Value, FlowKey, FlowKeyOf, FlowValue,
         FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
-        ForwardValueOf, Hook, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf, RangeValue,
-        RangeValueOf, ipv6_octets, ipv6_words,
+        ForwardValueOf, Frag6Key, Frag6Value, FragKey, FragKeyOf, FragValue, FragValueOf, Hook,
+        Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf, RangeValue, RangeValueOf,
+        ipv6_octets, ipv6_words,
     },
     proto,
     reason::Reason,
@@ -18,7 +19,7 @@ use crate::checksum::l3_update;
 use crate::wire::{
     IP_MF, IP_OFFSET, IPV4_MIN, IPV6_FRAG_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, be16, put16,
 };
-use crate::world::{FlowEntry, World};
+use crate::world::{FlowEntry, FragEntry, World};
 
 /// Where the program runs: the ingress interface and the hook.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +55,11 @@ pub(crate) trait Fam {
     fn allowed(w: &impl World, k: &AllowKeyOf<Self::A>) -> bool;
     fn flow(w: &impl World, k: &FlowKeyOf<Self::A>) -> Option<FlowValueOf<Self::A>>;
     fn entry(k: FlowKeyOf<Self::A>, v: FlowValueOf<Self::A>) -> FlowEntry;
+    fn frag(w: &impl World, k: &FragKeyOf<Self::A>) -> Option<FragValueOf<Self::A>>;
+    fn frag_entry(k: FragKeyOf<Self::A>, v: FragValueOf<Self::A>) -> FragEntry;
+    /// A fragment's IP identification as `PF_FRAGS` keys it: the wire bytes read as a native
+    /// integer (IPv4: 16 bits, zero-extended; IPv6: the fragment header's 32 bits).
+    fn frag_id(f: &[u8], pkt: &Ip<Self::A>) -> u32;
 }
 
 pub(crate) enum V4 {}
@@ -101,9 +107,16 @@ impl Fam for V4 {
             return Err(Reason::DropLoopbackDst);
         }
         let frag = be16(f, l3 + 6);
-        if frag & IP_OFFSET != 0 {
-            return Err(Reason::PassFragment);
-        }
+        let fragment = if frag & IP_OFFSET != 0 {
+            if !whole {
+                return Err(Reason::PassFragment);
+            }
+            Fragment::Later
+        } else if frag & IP_MF != 0 {
+            Fragment::First
+        } else {
+            Fragment::No
+        };
         Ok(Ip {
             l3,
             l4: l3 + ihl,
@@ -115,7 +128,7 @@ impl Fam for V4 {
             daddr: Self::from_wire(&f[l3 + 16..]),
             sport: 0,
             dport: 0,
-            first_fragment: frag & IP_MF != 0,
+            fragment,
         })
     }
 
@@ -146,6 +159,15 @@ impl Fam for V4 {
     }
     fn entry(k: FlowKey, v: FlowValue) -> FlowEntry {
         FlowEntry::V4(k, v)
+    }
+    fn frag(w: &impl World, k: &FragKey) -> Option<FragValue> {
+        w.frag(k)
+    }
+    fn frag_entry(k: FragKey, v: FragValue) -> FragEntry {
+        FragEntry::V4(k, v)
+    }
+    fn frag_id(f: &[u8], pkt: &Ip<u32>) -> u32 {
+        u32::from(u16::from_ne_bytes([f[pkt.l3 + 4], f[pkt.l3 + 5]]))
     }
 }
 
@@ -193,17 +215,21 @@ impl Fam for V6 {
         }
         let mut next = f[l3 + 6];
         let mut l4 = l3 + IPV6_LEN;
-        let mut first_fragment = false;
+        let mut fragment = Fragment::No;
         if next == NEXTHDR_FRAGMENT {
             if l4 + IPV6_FRAG_LEN > f.len() || l4 + IPV6_FRAG_LEN > l3_end {
                 return Err(Reason::PassMalformed);
             }
             let bits = be16(f, l4 + 2);
             if bits & 0xfff8 != 0 {
-                return Err(Reason::PassFragment);
+                if !whole {
+                    return Err(Reason::PassFragment);
+                }
+                fragment = Fragment::Later;
+            } else if bits & 1 != 0 {
+                fragment = Fragment::First;
             }
             // Offset 0 without M: an atomic fragment, a whole datagram.
-            first_fragment = bits & 1 != 0;
             next = f[l4];
             l4 += IPV6_FRAG_LEN;
         }
@@ -221,7 +247,7 @@ impl Fam for V6 {
             daddr: Self::from_wire(&f[l3 + 24..]),
             sport: 0,
             dport: 0,
-            first_fragment,
+            fragment,
         })
     }
 
@@ -248,6 +274,17 @@ impl Fam for V6 {
     fn entry(k: Flow6Key, v: Flow6Value) -> FlowEntry {
         FlowEntry::V6(k, v)
     }
+    fn frag(w: &impl World, k: &Frag6Key) -> Option<Frag6Value> {
+        w.frag6(k)
+    }
+    fn frag_entry(k: Frag6Key, v: Frag6Value) -> FragEntry {
+        FragEntry::V6(k, v)
+    }
+    fn frag_id(f: &[u8], pkt: &Ip<Ipv6Words>) -> u32 {
+        // The fragment header follows the fixed header.
+        let id = pkt.l3 + IPV6_LEN + 4;
+        u32::from_ne_bytes([f[id], f[id + 1], f[id + 2], f[id + 3]])
+    }
 }
 
 /// A parsed IP packet; addresses in map form (wire bytes as native words), ports in host order
@@ -268,7 +305,26 @@ pub(crate) struct Ip<A> {
     pub(crate) daddr: A,
     pub(crate) sport: u16,
     pub(crate) dport: u16,
-    pub(crate) first_fragment: bool,
+    pub(crate) fragment: Fragment,
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fragment {
+    /// A whole datagram (IPv6: also an atomic fragment).
+    No,
+    /// Offset 0, more fragments: the L4 header, not the whole datagram.
+    First,
+    /// Offset > 0: data only.
+    Later,
+}
+
+/// The translated packet: new addresses (map form) and ports (host order).
+pub(crate) struct Next<A> {
+    pub(crate) saddr: A,
+    pub(crate) daddr: A,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
 }
 
 #[derive(Clone, Copy, Debug)]

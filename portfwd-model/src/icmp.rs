@@ -8,9 +8,9 @@ use portfwd_common::{
 };
 
 use crate::checksum::{l3_update, l4_update, software_update};
-use crate::family::{At, Fam, IcmpError, words};
+use crate::family::{At, Fam, IcmpError, Next, words};
 use crate::outcome::{Count, Direction, Outcome};
-use crate::translate::{End, Next, check_and_route, forward_of, router_hop};
+use crate::translate::{End, check_and_route, forward_of, router_hop};
 use crate::wire::{be16, put16, wire16};
 use crate::world::World;
 
@@ -105,6 +105,7 @@ fn icmp_to_client<F: Fam>(
         reason: Reason::IcmpErrorTranslated,
         action,
         flow: None,
+        frag: None,
         count: Some(Count {
             slot: flow.stats_slot,
             direction: Direction::ToClient,
@@ -148,6 +149,7 @@ fn icmp_to_target<F: Fam>(
         reason: Reason::IcmpErrorTranslated,
         action,
         flow: None,
+        frag: None,
         count: Some(Count {
             slot: flow.stats_slot,
             direction: Direction::ToTarget,

@@ -12,10 +12,10 @@
 //!
 //! # What the datapath does
 //!
-//! 1. **Parse** Ethernet, IPv4 or IPv6, and TCP/UDP, or an ICMP/ICMPv6 error quoting TCP/UDP.
-//!    Anything else is passed untouched with a reason: not IP (ARP, a VLAN tag in the frame),
-//!    not TCP/UDP, a later fragment (no ports), an IPv6 extension header other than a fragment
-//!    header (`pass_ipv6_ext_header`), or malformed (truncated, IHL < 5, total or payload
+//! 1. **Parse** Ethernet, IPv4 or IPv6, and TCP/UDP, a later fragment of a TCP/UDP datagram, or
+//!    an ICMP/ICMPv6 error quoting TCP/UDP. Anything else is passed untouched with a reason: not
+//!    IP (ARP, a VLAN tag in the frame), not TCP/UDP (`pass_fragment` for a fragment of it), an
+//!    IPv6 extension header other than a fragment header (`pass_ipv6_ext_header`), or malformed (truncated, IHL < 5, total or payload
 //!    length beyond the frame, TCP data offset < 5, UDP length not the IP payload length, UDP
 //!    checksum 0 over IPv6). A destination in 127.0.0.0/8 or ::1 is dropped whatever the rest
 //!    is. IPv4 and IPv6 follow the same steps below, each with its own maps (`PF_FORWARDS6`,
@@ -35,11 +35,10 @@
 //!    caller ([`FlowValue::client_addr_be`]); the replies get both ends translated back
 //!    (`hairpin_replied`). ICMP errors quoting such a flow are not translated towards the
 //!    client. A call to another container's published port is forwarded like any other.
-//! 3. **Check** before touching anything: a first fragment is dropped (a datagram is never
-//!    translated in part), TTL <= 1 is dropped, and the new destination must be routable (and,
-//!    for tc, a frame to a known neighbour must fit the egress MTU + Ethernet header + one VLAN
-//!    tag, the kernel's `is_skb_forwardable`; for XDP the IP part of the frame must fit the
-//!    egress MTU, checked by the FIB lookup whatever the neighbour). XDP then hands the packet
+//! 3. **Check** before touching anything: TTL <= 1 is dropped, and the new destination must be
+//!    routable (and, for tc, a frame to a known neighbour must fit the egress MTU + Ethernet
+//!    header + one VLAN tag, the kernel's `is_skb_forwardable`; for XDP the IP part of the frame
+//!    must fit the egress MTU, checked by the FIB lookup whatever the neighbour). XDP then hands the packet
 //!    to tc untouched (`pass_to_tc`) unless the neighbour is known and the egress interface is
 //!    in `PF_XDP_EGRESS`.
 //! 4. **Translate**: destination (to the target) or source (to the client) address and port,
@@ -48,6 +47,14 @@
 //!    of 0 ("none", IPv4) stays 0 and an updated one that comes out 0 is sent as 0xffff. Then
 //!    what a router does: TTL or hop limit - 1, and the next hop's MACs when the neighbour is
 //!    known (otherwise the kernel resolves it on redirect).
+//!
+//! **Fragments** (`frag_table`, `frag`): a first fragment is translated like a whole datagram and its
+//! translation written to `PF_FRAGS` (`PF_FRAGS6`) under (source, destination, IP
+//! identification, protocol), [`Outcome::frag`]; a first fragment left untouched for not being
+//! ours (`pass_no_forward`, `pass_not_for_us`) is written as such. A later fragment gets the
+//! first fragment's addresses (IPv4 header checksum only; no L4 header) after the same checks
+//! and router hop (`fragment_translated`), passes like its first fragment (`pass_fragment`), or,
+//! with no entry, passes as come before its first one (`pass_fragment_before_first`).
 //!
 //! ICMP errors (destination unreachable, time exceeded, parameter problem) and ICMPv6 errors
 //! (destination unreachable, packet too big, time exceeded, parameter problem) quoting a packet
@@ -66,11 +73,14 @@
 //! Bottom to top: `checksum` (the arithmetic of both hooks), `world` (the maps and
 //! the routing table the model reads), `outcome` (its verdict), `wire` (header constants and
 //! byte access), `family` (what differs between IPv4 and IPv6), `parse`, `translate` (service
-//! lookup, checks, rewrite and router hop of a TCP/UDP packet), `icmp` (ICMP errors quoting a
-//! flow), and [`process`] here, which dispatches.
+//! lookup, checks, rewrite and router hop of a TCP/UDP packet, using `frag_table` for the entry
+//! a first fragment writes), `frag` (later fragments), `icmp` (ICMP errors quoting a flow), and [`process`] here,
+//! which dispatches.
 
 mod checksum;
 mod family;
+mod frag;
+mod frag_table;
 mod icmp;
 mod outcome;
 mod parse;
@@ -84,7 +94,7 @@ use portfwd_common::{
 };
 
 pub use outcome::{Action, Count, Direction, Outcome};
-pub use world::{FlowEntry, Route, RouteQuery, World};
+pub use world::{FlowEntry, FragEntry, Route, RouteQuery, World};
 
 use family::{At, Fam, V4, V6};
 use parse::{Parsed, parse};
@@ -124,6 +134,7 @@ fn process_family<F: Fam>(
     };
     match parsed {
         Parsed::L4(pkt) => translate::l4::<F>(frame, at, world, exposed, &pkt),
+        Parsed::Fragment(pkt) => frag::later::<F>(frame, at, world, &pkt),
         Parsed::IcmpError(err) => icmp::icmp_error::<F>(frame, at, world, exposed, &err),
     }
 }

@@ -2,7 +2,7 @@
 
 use portfwd_common::reason::Reason;
 
-use crate::world::FlowEntry;
+use crate::world::{FlowEntry, FragEntry};
 
 /// What happens to the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,9 @@ pub struct Outcome {
     pub action: Action,
     /// A flow entry written (inserted, or replacing a different value).
     pub flow: Option<FlowEntry>,
+    /// A fragment table entry written (a first fragment's translation, or its being left to
+    /// the host).
+    pub frag: Option<FragEntry>,
     pub count: Option<Count>,
 }
 
@@ -54,6 +57,7 @@ impl Outcome {
                 Action::Pass
             },
             flow: None,
+            frag: None,
             count: None,
         }
     }

@@ -3,21 +3,26 @@
 
 use portfwd_common::{proto, reason::Reason};
 
-use crate::family::{Fam, IcmpError, Ip};
+use crate::family::{Fam, Fragment, IcmpError, Ip};
 use crate::wire::{ETH_LEN, ICMP_LEN, TCP_MIN, UDP_LEN, be16};
 
 pub(crate) enum Parsed<A> {
     L4(Ip<A>),
     IcmpError(IcmpError<A>),
+    /// A later fragment of a TCP/UDP datagram: its IP header only.
+    Fragment(Ip<A>),
 }
 
 pub(crate) fn parse<F: Fam>(f: &[u8]) -> Result<Parsed<F::A>, Reason> {
     let outer = parse_ip::<F>(f, ETH_LEN, f.len(), true)?;
+    if outer.fragment == Fragment::Later {
+        return Ok(Parsed::Fragment(outer));
+    }
     if outer.proto != F::ICMP {
         return Ok(Parsed::L4(outer));
     }
-    if outer.first_fragment {
-        // parse_ip already passed later fragments; a fragmented ICMP error is not reassembled.
+    if outer.fragment == Fragment::First {
+        // A fragmented ICMP error is not reassembled.
         return Err(Reason::PassFragment);
     }
     // The ICMP header is read from the frame (not bounded by the IP datagram's length).
@@ -51,6 +56,13 @@ pub(crate) fn parse_ip<F: Fam>(
     whole: bool,
 ) -> Result<Ip<F::A>, Reason> {
     let mut ip = F::header(f, l3, end, whole)?;
+    if ip.fragment == Fragment::Later {
+        // No L4 header; only TCP and UDP datagrams are translated.
+        if ip.proto != proto::TCP && ip.proto != proto::UDP {
+            return Err(Reason::PassFragment);
+        }
+        return Ok(ip);
+    }
     if whole && ip.proto == F::ICMP {
         return Ok(ip);
     }
@@ -71,7 +83,7 @@ pub(crate) fn parse_ip<F: Fam>(
             return Err(Reason::PassMalformed);
         }
         let doff = usize::from(f[ip.l4 + 12] >> 4) * 4;
-        if doff < TCP_MIN || (!ip.first_fragment && l4_len < doff) {
+        if doff < TCP_MIN || (ip.fragment == Fragment::No && l4_len < doff) {
             return Err(Reason::PassMalformed);
         }
     } else {
@@ -80,7 +92,7 @@ pub(crate) fn parse_ip<F: Fam>(
         }
         let len = usize::from(be16(f, ip.l4 + 4));
         // A first fragment's UDP length is the whole datagram's.
-        if len < UDP_LEN || (!ip.first_fragment && len != l4_len) {
+        if len < UDP_LEN || (ip.fragment == Fragment::No && len != l4_len) {
             return Err(Reason::PassMalformed);
         }
         // RFC 8200 8.1: over IPv6 a UDP checksum of 0 is invalid.

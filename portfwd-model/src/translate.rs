@@ -12,7 +12,8 @@ use portfwd_common::{
 };
 
 use crate::checksum::{l3_update, l4_update};
-use crate::family::{At, Fam, Ip, words};
+use crate::family::{At, Fam, Ip, Next, words};
+use crate::frag_table;
 use crate::outcome::{Action, Count, Direction, Outcome};
 use crate::wire::{ETH_LEN, TC_MTU_SLACK, be16, put16, wire16};
 use crate::world::{Route, RouteQuery, World};
@@ -92,22 +93,17 @@ pub(crate) fn l4<F: Fam>(
     if let Some(flow) = F::flow(world, &key) {
         return to_client::<F>(f, at, world, pkt, &flow);
     }
-    Outcome::untouched(if for_host {
-        Reason::PassNoForward
-    } else {
-        Reason::PassNotForUs
-    })
+    Outcome {
+        frag: frag_table::not_ours::<F>(f, pkt),
+        ..Outcome::untouched(if for_host {
+            Reason::PassNoForward
+        } else {
+            Reason::PassNotForUs
+        })
+    }
 }
 
-/// The translated packet: new addresses (map form) and ports (host order).
-pub(crate) struct Next<A> {
-    pub(crate) saddr: A,
-    pub(crate) daddr: A,
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
-}
-
-/// Fragment, TTL and route checks, before anything is written.
+/// TTL and route checks, before anything is written.
 pub(crate) fn check_and_route<F: Fam>(
     f: &[u8],
     at: At,
@@ -115,9 +111,6 @@ pub(crate) fn check_and_route<F: Fam>(
     pkt: &Ip<F::A>,
     next: &Next<F::A>,
 ) -> Result<Route, Reason> {
-    if pkt.first_fragment {
-        return Err(Reason::DropFragment);
-    }
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
@@ -185,6 +178,7 @@ fn to_target<F: Fam>(
         client_addr_be: if hairpin { pkt.saddr } else { F::A::default() },
     };
     let known = F::flow(world, &key) == Some(value);
+    let frag = frag_table::remembered::<F>(f, pkt, &next, fwd.stats_slot, Direction::ToTarget);
     if hairpin {
         rewrite_l4::<F>(f, at.hook, pkt, End::Source, next.saddr, next.sport);
     }
@@ -198,6 +192,7 @@ fn to_target<F: Fam>(
         },
         action,
         flow: (!known).then_some(F::entry(key, value)),
+        frag,
         count: Some(Count {
             slot: fwd.stats_slot,
             direction: Direction::ToTarget,
@@ -230,6 +225,7 @@ fn to_client<F: Fam>(
         Ok(r) => r,
         Err(reason) => return Outcome::untouched(reason),
     };
+    let frag = frag_table::remembered::<F>(f, pkt, &next, flow.stats_slot, Direction::ToClient);
     if hairpin {
         rewrite_l4::<F>(f, at.hook, pkt, End::Destination, next.daddr, next.dport);
     }
@@ -243,6 +239,7 @@ fn to_client<F: Fam>(
         },
         action,
         flow: None,
+        frag,
         count: Some(Count {
             slot: flow.stats_slot,
             direction: Direction::ToClient,

@@ -5,7 +5,8 @@ use core::net::IpAddr;
 
 use portfwd_common::maps::{
     Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
-    ForwardKey, ForwardValue, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeValue,
+    ForwardKey, ForwardValue, Frag6Key, Frag6Value, FragKey, FragValue, Ipv6Words, Range6Key,
+    Range6Value, RangeKey, RangeValue,
 };
 
 /// The maps and the routing table, as the datapath sees them. Each IPv4 map has an IPv6 twin
@@ -34,6 +35,10 @@ pub trait World {
     fn allowed6(&self, key: &Allow6Key) -> bool;
     /// `PF_FLOWS6`.
     fn flow6(&self, key: &Flow6Key) -> Option<Flow6Value>;
+    /// `PF_FRAGS`.
+    fn frag(&self, key: &FragKey) -> Option<FragValue>;
+    /// `PF_FRAGS6`.
+    fn frag6(&self, key: &Frag6Key) -> Option<Frag6Value>;
     /// The FIB lookup (`bpf_fib_lookup`) the datapath makes before translating.
     fn route(&self, query: &RouteQuery) -> Route;
     /// `PF_XDP_EGRESS`: whether XDP may redirect to `ifindex` itself.
@@ -78,4 +83,13 @@ pub enum FlowEntry {
     V4(FlowKey, FlowValue),
     /// `PF_FLOWS6`.
     V6(Flow6Key, Flow6Value),
+}
+
+/// A fragment table entry, in the fragment map of its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragEntry {
+    /// `PF_FRAGS`.
+    V4(FragKey, FragValue),
+    /// `PF_FRAGS6`.
+    V6(Frag6Key, Frag6Value),
 }

@@ -279,6 +279,22 @@ impl Pkt {
         self
     }
 
+    /// The IP identification: IPv4's 16-bit field, or the 32 bits of the IPv6 fragment header
+    /// (added by [`Pkt::fragment`] first).
+    pub fn ident(mut self, id: u32) -> Pkt {
+        if self.is_v6() {
+            let (_, body) = self
+                .ext
+                .iter_mut()
+                .find(|(kind, _)| *kind == FRAGMENT)
+                .expect("an IPv6 fragment header");
+            body[3..7].copy_from_slice(&id.to_be_bytes());
+        } else {
+            self.id = u16::try_from(id).expect("a 16-bit IPv4 identification");
+        }
+        self
+    }
+
     pub fn options(mut self, opts: &[u8]) -> Pkt {
         self.options = opts.to_vec();
         self

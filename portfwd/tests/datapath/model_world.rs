@@ -9,10 +9,11 @@ use portfwd::datapath::maps::{MapAddr, ip_proto};
 use portfwd_common::maps::{
     Allow6Key, AllowKey, AllowKeyOf, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowKeyOf,
     FlowValue, FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
-    ForwardValueOf, Hook, IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf,
-    RangeValue, RangeValueOf,
+    ForwardValueOf, Frag6Key, Frag6Value, FragKey, FragKeyOf, FragValue, FragValueOf, Hook,
+    IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf, RangeValue,
+    RangeValueOf,
 };
-use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
+use portfwd_model::{self as model, FlowEntry, FragEntry, Route, RouteQuery};
 
 use super::program::Program;
 use super::world::{
@@ -32,6 +33,7 @@ pub struct ModelMaps<A: MapAddr + Hash> {
     /// Allowlists by stats slot, as networks matched directly (the kernel has a trie).
     pub allow: HashMap<u32, Vec<(IpAddr, u8)>>,
     pub flows: HashMap<FlowKeyOf<A>, FlowValueOf<A>>,
+    pub frags: HashMap<FragKeyOf<A>, FragValueOf<A>>,
 }
 
 impl<A: MapAddr + Hash> ModelMaps<A> {
@@ -155,6 +157,15 @@ impl ModelWorld {
         if let Some(entry) = out.flow {
             self.record(entry);
         }
+        match out.frag {
+            Some(FragEntry::V4(k, v)) => {
+                self.v4.frags.insert(k, v);
+            }
+            Some(FragEntry::V6(k, v)) => {
+                self.v6.frags.insert(k, v);
+            }
+            None => {}
+        }
         out
     }
 }
@@ -202,6 +213,14 @@ impl model::World for ModelWorld {
 
     fn flow6(&self, key: &Flow6Key) -> Option<Flow6Value> {
         self.v6.flows.get(key).copied()
+    }
+
+    fn frag(&self, key: &FragKey) -> Option<FragValue> {
+        self.v4.frags.get(key).copied()
+    }
+
+    fn frag6(&self, key: &Frag6Key) -> Option<Frag6Value> {
+        self.v6.frags.get(key).copied()
     }
 
     /// The lab host's routing table, in either family: the LAN on eth0, the bridge network on

@@ -4,7 +4,7 @@
 //!
 //! These need root. Under `CI=true` a test that cannot run fails; elsewhere it says it skipped.
 //! With `PORTFWD_E2E_MODE=xdp` the daemon runs in XDP mode: `cargo xtask test` runs `forwarding`,
-//! `ranges`, `hostlocal` and `ipv6` a second time so.
+//! `ranges`, `hostlocal`, `ipv6` and `fragments` a second time so.
 
 // Beside this directory, not in it: the datapath tests use its daemon too.
 #[macro_use]
@@ -13,6 +13,7 @@ mod support;
 
 mod check;
 mod forwarding;
+mod fragments;
 mod hostlocal;
 mod ipv6;
 mod ops;
