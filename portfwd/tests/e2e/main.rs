@@ -19,3 +19,4 @@ mod ops;
 mod ranges;
 mod replies;
 mod service;
+mod udp_follow;
