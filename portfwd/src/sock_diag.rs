@@ -52,7 +52,10 @@ pub struct ConnectedUdp {
 pub fn connected_udp() -> Result<Vec<ConnectedUdp>, SockDiagError> {
     let socket = open()?;
     let mut all = Vec::new();
-    for (family, id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
+    for (family, id) in [
+        (AF_INET, SocketId::new_v4()),
+        (AF_INET6, SocketId::new_v6()),
+    ] {
         let request = inet_request(family, id);
         send(&socket, request, NLM_F_REQUEST | NLM_F_DUMP)?;
         'dump: loop {
@@ -153,7 +156,14 @@ fn receive<T: NetlinkDeserializable>(
 
 /// The kernel reports a cookie as two 32-bit words in host order, low word first.
 fn cookie(raw: &[u8; 8]) -> u64 {
-    let word = |i: usize| u64::from(u32::from_ne_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]));
+    let word = |i: usize| {
+        u64::from(u32::from_ne_bytes([
+            raw[i],
+            raw[i + 1],
+            raw[i + 2],
+            raw[i + 3],
+        ]))
+    };
     word(0) | (word(4) << 32)
 }
 
@@ -213,13 +223,20 @@ mod tests {
             let local = s.local_addr().unwrap();
             let all = connected_udp().unwrap();
             assert_eq!(all.len(), 1, "{all:?}");
-            assert_eq!((all[0].local, all[0].peer), (local, "127.0.0.1:9".parse().unwrap()));
+            assert_eq!(
+                (all[0].local, all[0].peer),
+                (local, "127.0.0.1:9".parse().unwrap())
+            );
             assert_ne!(all[0].cookie, 0);
             destroy(&all[0]).unwrap();
             let err = s.recv(&mut [0u8; 8]).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
             let err = s.send(b"x").unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EDESTADDRREQ), "no longer connected: {err}");
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::EDESTADDRREQ),
+                "no longer connected: {err}"
+            );
             assert!(connected_udp().unwrap().is_empty());
             // Gone already: not an error.
             destroy(&all[0]).unwrap();

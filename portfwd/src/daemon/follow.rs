@@ -159,7 +159,11 @@ impl State {
 
 /// Whether a host socket connected to `peer` reaches `listen` through the socket hooks: a port
 /// of it, at its address, or (without one) at a loopback or host address of its family.
-fn publishes(listen: &Listen, peer: SocketAddr, host_addrs: &std::collections::BTreeSet<IpAddr>) -> bool {
+fn publishes(
+    listen: &Listen,
+    peer: SocketAddr,
+    host_addrs: &std::collections::BTreeSet<IpAddr>,
+) -> bool {
     if !listen.ports().contains(&peer.port()) || Family::of(peer.ip()) != listen.family() {
         return false;
     }
@@ -204,7 +208,12 @@ fn drop_flows_of<A: MapAddr>(maps: &mut Maps, old: &Forward) -> Result<usize, Er
             Ok(()) => dropped += 1,
             // Evicted or expired meanwhile.
             Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => return Err(Error::Map { what: "flows", source }),
+            Err(source) => {
+                return Err(Error::Map {
+                    what: "flows",
+                    source,
+                });
+            }
         }
     }
     Ok(dropped)
@@ -229,8 +238,14 @@ mod tests {
         assert!(publishes(&any, at("127.0.0.1:5353"), &host));
         assert!(publishes(&any, at("127.0.0.9:5353"), &host));
         assert!(publishes(&any, at("10.77.0.1:5353"), &host));
-        assert!(!publishes(&any, at("10.77.0.2:5353"), &host), "not a host address");
-        assert!(!publishes(&any, at("127.0.0.1:5354"), &host), "another port");
+        assert!(
+            !publishes(&any, at("10.77.0.2:5353"), &host),
+            "not a host address"
+        );
+        assert!(
+            !publishes(&any, at("127.0.0.1:5354"), &host),
+            "another port"
+        );
         assert!(!publishes(&any, at("[::1]:5353"), &host), "another family");
 
         let lo = fwd("127.0.0.1:5353/udp", "172.17.0.2:53").listen;

@@ -148,7 +148,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         st.prune_pinned_interfaces();
         // Host sockets connected to a published address while no daemon served it.
         let published = st.config().forwards;
-        st.follow(&published.iter().map(follow::Change::Added).collect::<Vec<_>>());
+        st.follow(
+            &published
+                .iter()
+                .map(follow::Change::Added)
+                .collect::<Vec<_>>(),
+        );
     }
     tracing::info!(
         config = %opts.config.display(),

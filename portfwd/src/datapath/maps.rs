@@ -664,9 +664,7 @@ impl Maps {
 
     /// The flow table of `A`'s family, for the walk that drops the flows a changed forward left
     /// behind (`daemon::follow`).
-    pub fn flows_mut<A: MapAddr>(
-        &mut self,
-    ) -> &mut HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>> {
+    pub fn flows_mut<A: MapAddr>(&mut self) -> &mut HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>> {
         &mut self.family_mut::<A>().flows
     }
 

@@ -12,7 +12,7 @@
 
 use std::{
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{Scenario, T, at, forward_yaml, host_port};
+use crate::support::{Scenario, T, at, forward_yaml, host_port, host6};
 use portfwd_lab::{self as lab, Lab, Ns};
 
 /// How often the senders send.
@@ -52,7 +52,9 @@ impl Log {
     /// How many answers came from `tag` at or after `since`.
     fn count_from(&self, tag: &str, since: Instant) -> usize {
         let log = self.0.lock().unwrap();
-        log.iter().filter(|(at, t)| *at >= since && t == tag).count()
+        log.iter()
+            .filter(|(at, t)| *at >= since && t == tag)
+            .count()
     }
 }
 
@@ -171,59 +173,171 @@ fn switch_overs(senders: &[&Sender], tag: &str, since: Instant) -> Vec<Option<Du
         .collect()
 }
 
-#[test]
-fn host_sockets_connected_the_old_way_reach_the_container_after_an_add_and_a_target_change() {
-    require_root!();
-    let s = Scenario::new("udpadd")
-        .containers(2)
-        .udp_server("c1", 53)
-        .udp_server("c2", 53)
-        .daemon();
+/// The addresses of one family a case uses.
+#[derive(Clone, Copy, Debug)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    /// Any address, any port: what a sender binds to.
+    fn any(self) -> SocketAddr {
+        match self {
+            Fam::V4 => at(Ipv4Addr::UNSPECIFIED, 0),
+            Fam::V6 => at(Ipv6Addr::UNSPECIFIED, 0),
+        }
+    }
+
+    fn loopback(self, port: u16) -> SocketAddr {
+        match self {
+            Fam::V4 => at(Ipv4Addr::LOCALHOST, port),
+            Fam::V6 => at(Ipv6Addr::LOCALHOST, port),
+        }
+    }
+
+    /// The host's address on the client's network.
+    fn host(self, port: u16) -> SocketAddr {
+        match self {
+            Fam::V4 => host_port(port),
+            Fam::V6 => host6(port),
+        }
+    }
+
+    fn client(self, port: u16) -> SocketAddr {
+        match self {
+            Fam::V4 => at(Lab::CLIENT_ADDR, port),
+            Fam::V6 => at(Lab::CLIENT_ADDR6, port),
+        }
+    }
+
+    /// Container `c`'s address and `port`, as a forward's target.
+    fn target(self, s: &Scenario, c: &str, port: u16) -> String {
+        let c = s.c(c);
+        match self {
+            Fam::V4 => at(c.addr, port).to_string(),
+            Fam::V6 => at(c.addr6, port).to_string(),
+        }
+    }
+
+    /// Two containers, each with a UDP server on port 53 of this family, and `forwards`.
+    fn scenario(self, tag: &str, forwards: &[(&str, &str)]) -> Scenario {
+        let mut setup = Scenario::new(tag).containers(2);
+        for c in ["c1", "c2"] {
+            setup = match self {
+                Fam::V4 => setup.udp_server(c, 53),
+                Fam::V6 => setup.udp_server6(c, 53),
+            };
+        }
+        for (listen, c) in forwards {
+            let to = match self {
+                Fam::V4 => format!("{c}:53"),
+                Fam::V6 => format!("[{c}]:53"),
+            };
+            setup = setup.forward(listen, &to);
+        }
+        setup.daemon()
+    }
+}
+
+/// Points the forward of 5353/udp to `c`:53 by a reload of the config (the real path for a
+/// changed target: one map update); returns when the reload was asked for.
+fn retarget(s: &Scenario, fam: Fam, c: &str) -> Instant {
+    let to = fam.target(s, c, 53);
+    std::fs::write(
+        &s.d.config,
+        format!("forwards:\n{}", forward_yaml("5353/udp", &to)),
+    )
+    .unwrap();
+    let changed = Instant::now();
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    changed
+}
+
+/// Host sockets connected to the loopback and the host address before the forward exists
+/// reach c1 once it is added, c2 once its target changes, and nothing once it is removed.
+fn host_sockets_follow(fam: Fam, tag: &str) {
+    let s = fam.scenario(tag, &[]);
     let host = s.lab.host();
     // Connected before the forward exists: nothing listens there, the datagrams are refused.
-    let any = at(Ipv4Addr::UNSPECIFIED, 0);
-    let loopback = sender(host, any, at(Ipv4Addr::LOCALHOST, 5353));
-    let host_addr = sender(host, any, host_port(5353));
+    let loopback = sender(host, fam.any(), fam.loopback(5353));
+    let host_addr = sender(host, fam.any(), fam.host(5353));
     let senders = [&loopback, &host_addr];
     std::thread::sleep(SETTLE);
     let never = Instant::now() - Duration::from_secs(60);
     assert_eq!(loopback.log.count_from("c1:53", never), 0);
 
     let added = Instant::now();
-    let c1 = format!("{}:53", s.c("c1").addr);
-    let out = s.cli(&["add", "5353/udp", &c1]);
+    let out = s.cli(&["add", "5353/udp", &fam.target(&s, "c1", 53)]);
     assert!(out.status.success(), "{out:?}");
     let took = switch_overs(&senders, "c1:53", added);
-    println!("host-local switch-over after `portfwd add` (127.0.0.1, host address): {took:?}");
+    println!(
+        "{fam:?} host-local switch-over after `portfwd add` (loopback, host address): {took:?}"
+    );
     assert!(
         took.iter().all(Option::is_some),
         "both reach c1 within {BOUND:?} of the add: {took:?}\n{}",
         s.d.log_text()
     );
 
-    // The sockets are now translated to c1; the target changes to c2 (a reload).
-    let c2 = format!("{}:53", s.c("c2").addr);
-    std::fs::write(&s.d.config, format!("forwards:\n{}", forward_yaml("5353/udp", &c2))).unwrap();
-    let changed = Instant::now();
-    let out = s.cli(&["reload"]);
-    assert!(out.status.success(), "{out:?}");
+    // The sockets are now translated to c1; the target changes to c2.
+    let changed = retarget(&s, fam, "c2");
     let took = switch_overs(&senders, "c2:53", changed);
-    println!("host-local switch-over after a target change (127.0.0.1, host address): {took:?}");
+    println!(
+        "{fam:?} host-local switch-over after a target change (loopback, host address): {took:?}"
+    );
     std::thread::sleep(SETTLE * 2);
-    let log = s.d.log_text();
     assert!(
         took.iter().all(Option::is_some),
-        "both reach c2 within {BOUND:?} of the change: {took:?}\n{log}"
+        "both reach c2 within {BOUND:?} of the change: {took:?}\n{}",
+        s.d.log_text()
     );
     for snd in senders {
-        assert_eq!(snd.log.count_from("c1:53", changed + SETTLE), 0, "c1 answers nothing more");
+        assert_eq!(
+            snd.log.count_from("c1:53", changed + SETTLE),
+            0,
+            "c1 answers nothing more"
+        );
     }
+
+    // Removed: the sockets translated to c2 are destroyed too, and reach nothing any more.
+    let removed = Instant::now();
+    let out = s.cli(&["del", "5353/udp"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(SETTLE * 2);
+    for snd in senders {
+        assert_eq!(
+            snd.log.count_from("c2:53", removed + SETTLE),
+            0,
+            "c2 answers nothing more"
+        );
+    }
+    let log = s.d.log_text();
     let opened = [loopback.finish(), host_addr.finish()];
-    assert_eq!(opened, [3, 3], "each socket was destroyed once per change");
-    assert!(
-        log.contains("destroyed UDP sockets") && log.contains("sockets=2"),
-        "the daemon says what it destroyed\n{log}"
+    assert_eq!(
+        opened,
+        [4, 4],
+        "each socket was destroyed once per change\n{log}"
     );
+    assert_eq!(
+        log.matches("destroyed UDP sockets").count(),
+        3,
+        "the daemon says what it destroyed, once per change\n{log}"
+    );
+    assert!(log.contains("sockets=2"), "{log}");
+}
+
+#[test]
+fn host_sockets_connected_the_old_way_follow_an_add_a_target_change_and_a_removal() {
+    require_root!();
+    host_sockets_follow(Fam::V4, "udphost");
+}
+
+#[test]
+fn host_ipv6_sockets_connected_the_old_way_follow_an_add_a_target_change_and_a_removal() {
+    require_root!();
+    host_sockets_follow(Fam::V6, "udphost6");
 }
 
 /// The iptables rules Docker writes to publish `port`/udp to `to` (nat table only: the lab's
@@ -239,9 +353,9 @@ fn docker_dnat(port: u16, to: SocketAddr) -> String {
     )
 }
 
-/// The client's steady stream: one socket, a fixed source port.
-fn client_stream(lab: &Lab) -> Sender {
-    sender(lab.client(), at(Lab::CLIENT_ADDR, 40053), host_port(5353))
+/// The client's steady stream to the published port 5353: one socket, a fixed source port.
+fn client_stream(lab: &Lab, fam: Fam) -> Sender {
+    sender(lab.client(), fam.client(40053), fam.host(5353))
 }
 
 /// What a stream did around a change made at `changed`.
@@ -269,15 +383,19 @@ fn a_steady_udp_stream_moves_when_the_target_changes_where_netfilter_keeps_it() 
     // The reference: iptables DNAT as Docker writes it, no portfwd. The conntrack entry keeps
     // the stream on c1 for as long as it flows (moby#8795).
     let mut nf = Lab::new("udpnf").unwrap();
-    let (c1, c2) = (nf.add_container("c1").unwrap(), nf.add_container("c2").unwrap());
-    let servers = [&c1, &c2].map(|c| {
-        lab::udp_server(&c.ns, at(c.addr, 53), &format!("{}:53", c.name)).unwrap()
-    });
-    nf.sh(nf.host(), &docker_dnat(5353, at(c1.addr, 53))).unwrap();
-    let stream = client_stream(&nf);
+    let (c1, c2) = (
+        nf.add_container("c1").unwrap(),
+        nf.add_container("c2").unwrap(),
+    );
+    let servers = [&c1, &c2]
+        .map(|c| lab::udp_server(&c.ns, at(c.addr, 53), &format!("{}:53", c.name)).unwrap());
+    nf.sh(nf.host(), &docker_dnat(5353, at(c1.addr, 53)))
+        .unwrap();
+    let stream = client_stream(&nf, Fam::V4);
     assert!(switch_over(&stream.log, "c1:53", Instant::now() - STEP).is_some());
     let changed = Instant::now();
-    nf.sh(nf.host(), &docker_dnat(5353, at(c2.addr, 53))).unwrap();
+    nf.sh(nf.host(), &docker_dnat(5353, at(c2.addr, 53)))
+        .unwrap();
     let netfilter = moved(&stream.log, "c1:53", "c2:53", changed);
     stream.finish();
     println!(
@@ -291,25 +409,22 @@ fn a_steady_udp_stream_moves_when_the_target_changes_where_netfilter_keeps_it() 
     drop(servers);
     drop(nf);
 
-    // portfwd: the target changes by a reload of the config, the real path for a changed
-    // forward (one map update).
-    let s = Scenario::new("udpmove")
-        .containers(2)
-        .udp_server("c1", 53)
-        .udp_server("c2", 53)
-        .forward("5353/udp", "c1:53")
-        .daemon();
-    let stream = client_stream(&s.lab);
+    stream_follows(Fam::V4, "udpmove");
+}
+
+#[test]
+fn a_steady_ipv6_udp_stream_moves_when_the_target_changes() {
+    require_root!();
+    stream_follows(Fam::V6, "udpmove6");
+}
+
+/// A steady stream from the client moves from c1 to c2 when the target changes; the flow of
+/// c1 is dropped.
+fn stream_follows(fam: Fam, tag: &str) {
+    let s = fam.scenario(tag, &[("5353/udp", "c1")]);
+    let stream = client_stream(&s.lab, fam);
     assert!(switch_over(&stream.log, "c1:53", Instant::now() - STEP).is_some());
-    let c2 = format!("{}:53", s.c("c2").addr);
-    std::fs::write(
-        &s.d.config,
-        format!("forwards:\n{}", forward_yaml("5353/udp", &c2)),
-    )
-    .unwrap();
-    let changed = Instant::now();
-    let out = s.cli(&["reload"]);
-    assert!(out.status.success(), "{out:?}");
+    let changed = retarget(&s, fam, "c2");
     let portfwd = moved(&stream.log, "c1:53", "c2:53", changed);
     // The old target's flow was dropped: the table holds the stream's flow to c2 only.
     let flows = s.status_json()["flows"].as_u64();
@@ -318,7 +433,7 @@ fn a_steady_udp_stream_moves_when_the_target_changes_where_netfilter_keeps_it() 
     let c1_later = s.servers.udp("c1:53").peers().len();
     stream.finish();
     println!(
-        "portfwd: switch-over {:?}, answers from the old target after the change: {}",
+        "{fam:?} portfwd: switch-over {:?}, answers from the old target after the change: {}",
         portfwd.took, portfwd.old_after
     );
     let log = s.d.log_text();
@@ -329,7 +444,10 @@ fn a_steady_udp_stream_moves_when_the_target_changes_where_netfilter_keeps_it() 
     assert_eq!(portfwd.old_after, 0, "c1 answers nothing after the change");
     assert_eq!(c1_seen, c1_later, "c1 receives nothing after the change");
     assert_eq!(flows, Some(1), "the flow of c1 is gone\n{log}");
-    assert!(log.contains("flows=1"), "the daemon counts what it dropped\n{log}");
+    assert!(
+        log.contains("flows=1"),
+        "the daemon counts what it dropped\n{log}"
+    );
 }
 
 #[test]
@@ -348,11 +466,18 @@ fn an_established_tcp_connection_stays_on_its_target_across_a_target_change() {
     let reply = session.request("before").unwrap();
     assert!(reply.starts_with("c1:3000"), "{reply}");
     let c2 = format!("{}:3000", s.c("c2").addr);
-    std::fs::write(&s.d.config, format!("forwards:\n{}", forward_yaml("8080", &c2))).unwrap();
+    std::fs::write(
+        &s.d.config,
+        format!("forwards:\n{}", forward_yaml("8080", &c2)),
+    )
+    .unwrap();
     let out = s.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}");
     let reply = s.client_tcp(host_port(8080), "new").unwrap();
-    assert!(reply.starts_with("c2:3000"), "a new connection goes to c2: {reply}");
+    assert!(
+        reply.starts_with("c2:3000"),
+        "a new connection goes to c2: {reply}"
+    );
     let reply = session.request("after");
     assert!(
         reply.as_ref().is_ok_and(|r| r.starts_with("c1:3000")),
