@@ -255,45 +255,48 @@ fn retarget(s: &Scenario, fam: Fam, c: &str) -> Instant {
     changed
 }
 
-/// Host sockets connected to the loopback and the host address before the forward exists
-/// reach c1 once it is added, c2 once its target changes, and nothing once it is removed.
+/// Host sockets connected to the loopback and the host address (for IPv4 also from a
+/// dual-stack IPv6 socket, through `::ffff:127.0.0.1`) before the forward exists reach c1 once
+/// it is added, c2 once its target changes, and nothing once it is removed.
 fn host_sockets_follow(fam: Fam, tag: &str) {
     let s = fam.scenario(tag, &[]);
     let host = s.lab.host();
     // Connected before the forward exists: nothing listens there, the datagrams are refused.
-    let loopback = sender(host, fam.any(), fam.loopback(5353));
-    let host_addr = sender(host, fam.any(), fam.host(5353));
-    let senders = [&loopback, &host_addr];
+    let mut ends = vec![(fam.any(), fam.loopback(5353)), (fam.any(), fam.host(5353))];
+    if let Fam::V4 = fam {
+        let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+        ends.push((Fam::V6.any(), at(mapped, 5353)));
+    }
+    let owned: Vec<Sender> = ends.iter().map(|(b, to)| sender(host, *b, *to)).collect();
+    let senders: Vec<&Sender> = owned.iter().collect();
     std::thread::sleep(SETTLE);
     let never = Instant::now() - Duration::from_secs(60);
-    assert_eq!(loopback.log.count_from("c1:53", never), 0);
+    for snd in &senders {
+        assert_eq!(snd.log.count_from("c1:53", never), 0);
+    }
 
     let added = Instant::now();
     let out = s.cli(&["add", "5353/udp", &fam.target(&s, "c1", 53)]);
     assert!(out.status.success(), "{out:?}");
     let took = switch_overs(&senders, "c1:53", added);
-    println!(
-        "{fam:?} host-local switch-over after `portfwd add` (loopback, host address): {took:?}"
-    );
+    println!("{fam:?} host-local switch-over after `portfwd add` {ends:?}: {took:?}");
     assert!(
         took.iter().all(Option::is_some),
-        "both reach c1 within {BOUND:?} of the add: {took:?}\n{}",
+        "all reach c1 within {BOUND:?} of the add: {took:?}\n{}",
         s.d.log_text()
     );
 
     // The sockets are now translated to c1; the target changes to c2.
     let changed = retarget(&s, fam, "c2");
     let took = switch_overs(&senders, "c2:53", changed);
-    println!(
-        "{fam:?} host-local switch-over after a target change (loopback, host address): {took:?}"
-    );
+    println!("{fam:?} host-local switch-over after a target change {ends:?}: {took:?}");
     std::thread::sleep(SETTLE * 2);
     assert!(
         took.iter().all(Option::is_some),
-        "both reach c2 within {BOUND:?} of the change: {took:?}\n{}",
+        "all reach c2 within {BOUND:?} of the change: {took:?}\n{}",
         s.d.log_text()
     );
-    for snd in senders {
+    for snd in &senders {
         assert_eq!(
             snd.log.count_from("c1:53", changed + SETTLE),
             0,
@@ -306,7 +309,7 @@ fn host_sockets_follow(fam: Fam, tag: &str) {
     let out = s.cli(&["del", "5353/udp"]);
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(SETTLE * 2);
-    for snd in senders {
+    for snd in &senders {
         assert_eq!(
             snd.log.count_from("c2:53", removed + SETTLE),
             0,
@@ -314,10 +317,11 @@ fn host_sockets_follow(fam: Fam, tag: &str) {
         );
     }
     let log = s.d.log_text();
-    let opened = [loopback.finish(), host_addr.finish()];
+    drop(senders);
+    let opened: Vec<usize> = owned.into_iter().map(Sender::finish).collect();
     assert_eq!(
         opened,
-        [4, 4],
+        vec![4; ends.len()],
         "each socket was destroyed once per change\n{log}"
     );
     assert_eq!(
@@ -325,7 +329,7 @@ fn host_sockets_follow(fam: Fam, tag: &str) {
         3,
         "the daemon says what it destroyed, once per change\n{log}"
     );
-    assert!(log.contains("sockets=2"), "{log}");
+    assert!(log.contains(&format!("sockets={}", ends.len())), "{log}");
 }
 
 #[test]
@@ -338,6 +342,29 @@ fn host_sockets_connected_the_old_way_follow_an_add_a_target_change_and_a_remova
 fn host_ipv6_sockets_connected_the_old_way_follow_an_add_a_target_change_and_a_removal() {
     require_root!();
     host_sockets_follow(Fam::V6, "udphost6");
+}
+
+#[test]
+fn a_host_socket_connected_while_no_daemon_ran_reaches_the_container_once_it_starts() {
+    require_root!();
+    let mut s = Fam::V4.scenario("udpstart", &[("5353/udp", "c1")]);
+    // SIGTERM detaches the socket hooks: a socket connected now is not translated.
+    assert!(s.d.stop(&mut s.lab).success());
+    let snd = sender(s.lab.host(), Fam::V4.any(), Fam::V4.loopback(5353));
+    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    s.d.restart();
+    // The daemon answers once the config is applied and the sockets were destroyed.
+    let ready = Instant::now();
+    let took = switch_over(&snd.log, "c1:53", ready);
+    let first = snd.log.first_from("c1:53", started).map(|t| t - started);
+    println!(
+        "host-local: daemon ready {:?} after its start, first answer from c1 {first:?} after it",
+        ready - started
+    );
+    let log = s.d.log_text();
+    assert!(took.is_some(), "it reaches c1 within {BOUND:?}\n{log}");
+    assert_eq!(snd.finish(), 2, "its socket was destroyed once\n{log}");
 }
 
 /// The iptables rules Docker writes to publish `port`/udp to `to` (nat table only: the lab's
