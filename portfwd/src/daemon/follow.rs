@@ -15,8 +15,10 @@
 //!   the old target's entries (keyed by its replies), which would translate a late answer of
 //!   the old target to the client. They are dropped.
 //!
-//! TCP sockets and TCP flows are never touched: as with netfilter's conntrack, an established
-//! connection belongs to the target it was opened to until it ends.
+//! TCP sockets and TCP flows are never touched here: an established connection belongs to the
+//! target it was opened to until it ends, as with netfilter's conntrack. (The datapath itself
+//! does not keep that yet: it sends the next segment to the new target; README, "Not supported
+//! yet".)
 //!
 //! Everything here is per network namespace: the daemon lists and destroys its own
 //! namespace's sockets only.
