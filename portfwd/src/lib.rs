@@ -9,6 +9,7 @@
 //! - `check`: `portfwd check`, the diagnosis of forwards;
 //! - `metrics`: the Prometheus endpoint;
 //! - `error`: the daemon's errors, rendered as one chain at the edge;
+//! - `sock_diag`: the kernel's socket diagnostics (list and destroy connected UDP sockets);
 //! - `sys`: the system calls beyond `std`, through `nix`.
 pub mod api;
 pub mod check;
@@ -19,4 +20,5 @@ pub mod datapath;
 pub mod error;
 pub mod metrics;
 pub mod publish;
+pub mod sock_diag;
 pub mod sys;

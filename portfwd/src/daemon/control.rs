@@ -15,7 +15,7 @@ use tokio::{
     sync::Mutex,
 };
 
-use super::{access::Access, reload::Trigger, state::State};
+use super::{access::Access, follow::Change, reload::Trigger, state::State};
 use crate::{
     api::{Request, Response},
     config,
@@ -146,6 +146,7 @@ impl State {
             return Err(e.into());
         }
         tracing::info!(forward = %fwd, "published");
+        self.follow(&[Change::Added(&fwd)]);
         Ok(format!("published {fwd}"))
     }
 
@@ -169,6 +170,7 @@ impl State {
             return Err(e.into());
         }
         tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
+        self.follow(&[Change::Removed(&active.fwd)]);
         Ok(format!(
             "unpublished {} (was -> {})",
             active.fwd.listen, active.fwd.to

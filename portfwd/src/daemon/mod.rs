@@ -8,9 +8,11 @@
 //! - `control`: the control socket and the requests it carries;
 //! - `reload`: applying a changed config file, all or nothing;
 //! - `reserved_ports`: keeping published ports out of the kernel's ephemeral port choice;
+//! - `follow`: existing UDP flows (host sockets, flow-table entries) following forward changes;
 //! - this module: starting up, the event loop, and shutting down.
 mod access;
 mod control;
+mod follow;
 mod host;
 mod reload;
 mod reserved_ports;
@@ -145,6 +147,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             return Err(e.into());
         }
         st.prune_pinned_interfaces();
+        // Host sockets connected to a published address while no daemon served it.
+        let published = st.config().forwards;
+        st.follow(
+            &published
+                .iter()
+                .map(follow::Change::Added)
+                .collect::<Vec<_>>(),
+        );
     }
     tracing::info!(
         config = %opts.config.display(),

@@ -157,7 +157,8 @@ impl State {
     /// Applies `cfg` (already validated by [`config::load`]) as described in the module docs.
     pub(super) fn apply_reload(&mut self, cfg: &Config) -> Result<String, Error> {
         // 1. Everything that can fail before a change.
-        let diff = Diff::between(&self.running_forwards(), &cfg.forwards);
+        let running = self.running_forwards();
+        let diff = Diff::between(&running, &cfg.forwards);
         let total = self.forwards.len() - diff.removed.len() + diff.added.len();
         if total > MAX_FORWARDS as usize {
             return Err(Error::TooManyForwards(MAX_FORWARDS));
@@ -211,6 +212,7 @@ impl State {
 
         // 3. Commit (nothing below can fail).
         self.commit(journal);
+        self.follow_reload(&running, &diff);
         self.access = access;
         match (cfg.metrics, new_listener) {
             (None, _) => self.metrics = None,

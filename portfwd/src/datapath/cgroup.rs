@@ -20,23 +20,28 @@
 //! way it is the same hierarchy, whose root has the same id.
 use std::{
     fs, io,
+    net::{IpAddr, SocketAddr},
     os::{fd::AsFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray},
+    Pod,
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr,
         links::{FdLink, PinnedLink},
     },
 };
 use portfwd_common::{
-    maps::Program,
-    sock::{SOCK_NETNS, SOCK_VERDICTS, SockVerdict},
+    maps::{Program, ipv6_words},
+    sock::{
+        SOCK_NETNS, SOCK_REVNAT, SOCK_REVNAT6, SOCK_VERDICTS, SockRev6Key, SockRev6Value,
+        SockRevKey, SockRevValue, SockVerdict,
+    },
 };
 
-use super::{Datapath, Handle, link, pin};
+use super::{Datapath, Handle, link, maps, pin};
 use crate::{
     error::{Cause, Error, LoadError},
     sys,
@@ -189,6 +194,48 @@ impl SocketHooks {
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()
+    }
+}
+
+impl Datapath {
+    /// Whether the socket hooks translated the socket `cookie` to `target` (`connect()` or
+    /// `sendmsg()` to a published address that led there): its entry in `PF_SOCK_REVNAT`
+    /// (`PF_SOCK_REVNAT6`). A socket that talks to `target` directly has none.
+    pub fn translated_by_hooks(&self, cookie: u64, target: SocketAddr, proto: u8) -> bool {
+        let port = target.port().to_be();
+        match target.ip() {
+            IpAddr::V4(a) => self.sock_revnat_has::<_, SockRevValue>(
+                SOCK_REVNAT,
+                SockRevKey {
+                    cookie,
+                    target_addr_be: maps::ipv4_be(a),
+                    target_port_be: port,
+                    proto,
+                    _pad: 0,
+                },
+            ),
+            IpAddr::V6(a) => self.sock_revnat_has::<_, SockRev6Value>(
+                SOCK_REVNAT6,
+                SockRev6Key {
+                    cookie,
+                    target_addr_be: ipv6_words(a.octets()),
+                    target_port_be: port,
+                    proto,
+                    _pad: 0,
+                    _pad2: 0,
+                },
+            ),
+        }
+    }
+
+    fn sock_revnat_has<K: Pod, V: Pod>(&self, name: &'static str, key: K) -> bool {
+        let Some(map) = self.ebpf.map(name) else {
+            return false;
+        };
+        let Ok(map) = HashMap::<&MapData, K, V>::try_from(map) else {
+            return false;
+        };
+        map.get(&key, 0).is_ok()
     }
 }
 

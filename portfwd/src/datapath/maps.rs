@@ -662,6 +662,12 @@ impl Maps {
         self.family::<A>().flows.get(key, 0).ok()
     }
 
+    /// The flow table of `A`'s family, for the walk that drops the flows a changed forward left
+    /// behind (`daemon::follow`).
+    pub fn flows_mut<A: MapAddr>(&mut self) -> &mut HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>> {
+        &mut self.family_mut::<A>().flows
+    }
+
     /// Whether `name` is one of the flow tables in [`Maps::fill`]'s rows: the flow count can be
     /// summed from those rows instead of walking the tables a second time.
     pub fn is_flow_map(name: &str) -> bool {

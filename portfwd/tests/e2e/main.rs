@@ -20,3 +20,4 @@ mod ops;
 mod ranges;
 mod replies;
 mod service;
+mod udp_follow;
