@@ -3,7 +3,8 @@
 //! and the redirect, with a shortcut past the bridge.
 //!
 //! Every translation ends the same way: [`route`] before anything is written, then the caller's
-//! address rewrite, then [`finish`] (the router's part, send, count).
+//! address rewrite, then [`finish`] (the router's part, send, count). A packet too big for its
+//! egress is `pmtu`'s, from [`route`].
 //!
 //! The bridge shortcut: a container hangs off a bridge (docker0) through a veth pair. After
 //! translation the FIB lookup names the bridge as egress; redirecting there makes the packet
@@ -29,7 +30,7 @@ use crate::{
     family::Family,
     maps::{BRIDGE_PORTS, Lookup as _, PORT_MACS},
     parse::L3_OFF,
-    rewrite,
+    pmtu, rewrite,
     stats::{self, Tally},
     types::{Action, IpL4, NextHop, Outcome, Tuple},
 };
@@ -48,7 +49,12 @@ pub fn route<C: Ctx, F: Family>(
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
-    let hop = fib_lookup::<C, F>(ctx, pkt, next)?;
+    let mut mtu = 0;
+    let hop = match fib_lookup::<C, F>(ctx, pkt, next, &mut mtu) {
+        Ok(hop) => hop,
+        Err(Reason::DropFragNeeded) => pmtu::too_big::<C, F>(ctx, pkt, next, mtu)?,
+        Err(reason) => return Err(reason),
+    };
     if !ctx.can_send(&hop) {
         return Err(Reason::PassToTc);
     }
@@ -71,7 +77,7 @@ pub fn finish<C: Ctx, F: Family>(
         return Outcome::untouched(Reason::DropRewriteFailed);
     }
     let outcome = send::<C, F>(ctx, pkt, hop, done);
-    if outcome.reason == done {
+    if outcome.reason == done || outcome.reason == Reason::ForwardedViaStack {
         stats::count_forward(tally, ctx.frame_len() as u64);
     }
     outcome
@@ -104,6 +110,13 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
             }
             ctx.redirect_resolving_neighbour(ifindex)
         }
+        // The kernel does the router's part.
+        NextHop::Stack => {
+            return Outcome {
+                action: Action::Pass,
+                reason: Reason::ForwardedViaStack,
+            };
+        }
     };
     match code {
         Some(code) => Outcome {
@@ -114,12 +127,14 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
     }
 }
 
-/// The FIB lookup towards `t`, the addresses and ports `pkt` will carry.
+/// The FIB lookup towards `t`, the addresses and ports `pkt` will carry. A packet that does not
+/// fit the egress MTU is `Err(DropFragNeeded)`, with that MTU in `too_big` (for `pmtu`).
 #[inline(always)]
 fn fib_lookup<C: Ctx, F: Family>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     t: &Tuple<F::Addr>,
+    too_big: &mut u32,
 ) -> Result<NextHop, Reason> {
     let mut storage = MaybeUninit::<bpf_fib_lookup>::uninit();
     let params = zeroed_in_place(&mut storage);
@@ -138,15 +153,41 @@ fn fib_lookup<C: Ctx, F: Family>(
     if rc < 0 {
         return Err(Reason::DropNoRoute);
     }
+    // SAFETY: both members of the union are a u16; the lookup leaves in it the egress MTU (tc:
+    // the device's, also on success; XDP: the route's, when the packet does not fit it).
+    let mtu = unsafe { params.__bindgen_anon_1.mtu_result } as u32;
+    *too_big = mtu;
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop::Resolved {
-            ifindex: params.ifindex,
-            smac: params.smac,
-            dmac: params.dmac,
-        }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(NextHop::Unresolved {
-            ifindex: params.ifindex,
-        }),
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let hop = NextHop::Resolved {
+                ifindex: params.ifindex,
+                smac: params.smac,
+                dmac: params.dmac,
+            };
+            // tc's lookup lets through frames a VLAN tag over the MTU, and GSO skbs, so the
+            // kernel is asked again: the one compare the path MTU costs a packet that fits
+            // (XDP's lookup compared the IP length exactly: nothing).
+            if ctx.fib_checks_packet_mtu()
+                && ctx.frame_len() - L3_OFF > mtu as usize
+                && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
+            {
+                *too_big = mtu;
+                return Err(Reason::DropFragNeeded);
+            }
+            Ok(hop)
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // tc's lookup checks no size without a neighbour (XDP's compared the IP length).
+            if ctx.fib_checks_packet_mtu()
+                && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
+            {
+                *too_big = mtu;
+                return Err(Reason::DropFragNeeded);
+            }
+            Ok(NextHop::Unresolved {
+                ifindex: params.ifindex,
+            })
+        }
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::DropFragNeeded),
         _ => Err(Reason::DropNoRoute),
     }

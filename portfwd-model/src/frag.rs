@@ -17,7 +17,12 @@ use crate::wire::{be16, put16};
 use crate::world::World;
 
 /// A later fragment.
-pub(crate) fn later<F: Fam>(f: &mut [u8], at: At, world: &impl World, pkt: &Ip<F::A>) -> Outcome {
+pub(crate) fn later<F: Fam>(
+    f: &mut Vec<u8>,
+    at: At,
+    world: &impl World,
+    pkt: &Ip<F::A>,
+) -> Outcome {
     let Some(v) = F::frag(world, &key::<F>(f, pkt)) else {
         return Outcome::untouched(Reason::PassFragmentBeforeFirst);
     };
@@ -42,7 +47,7 @@ pub(crate) fn later<F: Fam>(f: &mut [u8], at: At, world: &impl World, pkt: &Ip<F
     }
     let action = router_hop::<F>(f, at.hook, pkt, &route);
     Outcome {
-        reason: Reason::FragmentTranslated,
+        reason: route.reason(Reason::FragmentTranslated),
         action,
         flow: None,
         frag: None,

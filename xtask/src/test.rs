@@ -28,12 +28,13 @@ pub struct Args {
 }
 
 /// The modules of the `e2e` test binary run a second time in XDP mode, as test name filters.
-const XDP_MODULES: [&str; 5] = [
+const XDP_MODULES: [&str; 6] = [
     "forwarding::",
     "ranges::",
     "hostlocal::",
     "ipv6::",
     "fragments::",
+    "path_mtu::",
 ];
 
 pub fn run(args: Args) -> Result<()> {
