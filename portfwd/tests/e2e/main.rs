@@ -15,6 +15,7 @@ mod check;
 mod forwarding;
 mod hostlocal;
 mod ipv6;
+mod load;
 mod ops;
 mod ranges;
 mod replies;
