@@ -68,8 +68,10 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     pub host_addresses: Vec<String>,
     pub forwards: usize,
-    /// Flows in the flow tables (both families, new and established), derived from the
-    /// datapath's inserts, not walked (see [`FlowTableStatus`]).
+    /// Entries in the flow tables, both families, new and established, derived from the
+    /// datapath's inserts, not walked (see [`FlowTableStatus`]). A flow that became established
+    /// keeps its entry among the new flows until that table's LRU reuses it, so it may count
+    /// twice.
     pub flows: usize,
     /// Each flow table's fill level and evictions.
     #[serde(default)]

@@ -69,7 +69,21 @@ fn text(status: &Status) -> String {
     ));
     // Derived from the datapath's inserts per CPU, not a walk of the tables (see the table
     // "flow tables:" below and README "How it works").
-    line(format!("live flows: {}", status.flows));
+    let entries = |est: bool| -> u64 {
+        let est_table = |name: &str| name.ends_with("_EST");
+        status
+            .flow_tables
+            .iter()
+            .filter(|t| est_table(&t.name) == est)
+            .map(|t| t.entries)
+            .sum()
+    };
+    line(format!(
+        "live flows: {} ({} new, {} established)",
+        status.flows,
+        entries(false),
+        entries(true)
+    ));
     line(format!(
         "host addresses: {}",
         status.host_addresses.join(", ")

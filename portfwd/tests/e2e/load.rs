@@ -221,7 +221,7 @@ fn send_paced(fd: &OwnedFd, flows: std::ops::Range<u32>, port: u16) -> u64 {
         if rc > 0 {
             sent += 1;
         }
-        if sent % u64::from(BURST) == 0 {
+        if sent.is_multiple_of(u64::from(BURST)) {
             let due = FLOOD.mul_f64(sent as f64 / f64::from(total));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
