@@ -6,7 +6,7 @@
 //! - new flows (`PF_FLOWS`, `PF_FLOWS6`): every flow starts here, on its client's first packet;
 //! - established flows (`PF_FLOWS_EST`, `PF_FLOWS6_EST`): a flow moves here on the target's
 //!   first TCP segment after the handshake (ACK set, neither SYN nor RST), or on its second
-//!   answer for UDP ([`FLOW_REPLIED`] marks the first). A flood of new flows (spoofed sources,
+//!   answer for UDP ([`FLOW_REPLIED`] marks the first; tc counts answers, not XDP). A flood of new flows (spoofed sources,
 //!   SYNs, datagrams answered once or not at all) never gets that far, so however many new
 //!   flows it makes, it evicts only new flows: what conntrack's "assured" flows and early drop
 //!   give netfilter. The new table's entry is left to age out (nothing deletes flows, which is
@@ -22,7 +22,7 @@
 //! - [`reply_key`]: the key the replies to a packet sent with these addresses and ports carry.
 use aya_ebpf::maps::LruHashMap;
 use portfwd_common::{
-    maps::{FLOW_REPLIED, FlowKeyOf, FlowTable, FlowValueOf},
+    maps::{FLOW_REPLIED, FlowKeyOf, FlowTable, FlowValueOf, Hook},
     proto,
 };
 
@@ -86,28 +86,38 @@ pub fn reply<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> Option<FlowValu
     // SAFETY: the pointer comes from a successful lookup, and the entry stays allocated while
     // the program runs (RCU); copied out at once, a concurrent update can only make it stale.
     let found = unsafe { *slot };
-    let tcp = pkt.proto == proto::TCP;
-    if tcp || found.flags & FLOW_REPLIED != 0 {
-        if establishes(ctx, pkt, tcp) {
-            let est = FlowValueOf { flags: 0, ..found };
-            insert(F::flows_est(), F::FLOW_TABLES[1], key, est);
+    if pkt.proto == proto::TCP {
+        if establishes_tcp(ctx, pkt) {
+            insert(
+                F::flows_est(),
+                F::FLOW_TABLES[1],
+                key,
+                FlowValueOf { flags: 0, ..found },
+            );
         }
-    } else {
-        // SAFETY: as above; a racing writer can only lose the flag, which the flow's next
-        // answer sets again.
-        unsafe { (*slot).flags |= FLOW_REPLIED };
+    } else if C::HOOK as u32 == Hook::Tc as u32 {
+        // Answers are counted by tc only: XDP hands some replies on to tc, which would count
+        // them a second time. (A UDP flow whose answers XDP finishes itself stays new.)
+        if found.flags & FLOW_REPLIED != 0 {
+            insert(
+                F::flows_est(),
+                F::FLOW_TABLES[1],
+                key,
+                FlowValueOf { flags: 0, ..found },
+            );
+        } else {
+            // SAFETY: as above; a racing writer can only lose the flag, which the flow's next
+            // answer sets again.
+            unsafe { (*slot).flags |= FLOW_REPLIED };
+        }
     }
     Some(found)
 }
 
-/// Whether a reply of a flow that has answered before (UDP and others), or of a TCP flow, makes
-/// it established: any such reply but a TCP segment without ACK or with SYN or RST (a SYN-ACK,
-/// or the target refusing).
+/// Whether a TCP reply makes its flow established: any segment with ACK and without SYN or RST
+/// (not a SYN-ACK, nor the target refusing).
 #[inline(always)]
-fn establishes<C: Ctx, A>(ctx: &C, pkt: &IpL4<A>, tcp: bool) -> bool {
-    if !tcp {
-        return true;
-    }
+fn establishes_tcp<C: Ctx, A>(ctx: &C, pkt: &IpL4<A>) -> bool {
     match ctx.read::<u8>(pkt.l4_off + TCP_FLAGS) {
         Some(bits) => bits & TCP_ACK != 0 && bits & (TCP_SYN | TCP_RST) == 0,
         None => false,
