@@ -72,8 +72,9 @@ fn sequential_connections_while_cores_are_busy() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// How many unique sources the flood comes from: more than the flow table for new flows holds,
-/// so that each CPU's share of it is overrun, whatever CPU made the connection's flow.
+/// How many unique sources the flood comes from, at least: more than the flow table for new
+/// flows holds, so that each CPU's share of it is overrun, whatever CPU made the connection's
+/// flow.
 const FLOOD_FLOWS: u32 = MAX_FLOWS + 60_000;
 /// How long the flood lasts.
 const FLOOD: Duration = Duration::from_secs(12);
@@ -92,31 +93,9 @@ fn idle_connection_survives_a_flood_of_new_flows() {
         .udp_server("c1", 5353)
         .forward("5353/udp", "c1:5353")
         .daemon();
-    let c1 = s.c("c1");
-    let listener = c1
-        .ns
-        .run(move || TcpListener::bind((c1.addr, 3000)))
-        .unwrap();
-    let mut client = lab::tcp_session(s.lab.client(), host_port(8080), T).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    server.set_read_timeout(Some(T)).unwrap();
-    client.send("before").unwrap();
-    assert_eq!(read_line(&mut server), "before");
-    server.write_all(b"hello\n").unwrap();
-    assert_eq!(client.recv().unwrap(), "hello");
-
-    let sent = flood(&s.lab, 5353);
-    eprintln!("flood: {sent} datagrams from unique sources in {FLOOD:?}");
-    assert!(sent >= u64::from(FLOOD_FLOWS), "the flood was cut short");
-
-    // The server speaks first: its segment must be translated back to the published address.
-    server.write_all(b"after the flood\n").unwrap();
-    let pushed = client.recv();
+    idle_connection_through_a_flood(&s, FLOOD_FLOWS);
     let status = s.status_json();
     eprintln!("flow tables after the flood: {}", status["flow_tables"]);
-    assert_eq!(pushed.unwrap(), "after the flood", "the server's segment");
-    client.send("still here").unwrap();
-    assert_eq!(read_line(&mut server), "still here");
     let tables = status["flow_tables"].as_array().unwrap();
     let table = |name: &str| tables.iter().find(|t| t["name"] == name).unwrap();
     let new = table("PF_FLOWS");
@@ -131,6 +110,84 @@ fn idle_connection_survives_a_flood_of_new_flows() {
     );
 }
 
+/// The reference: the same case with iptables DNAT as Docker sets it (and the daemon publishing
+/// nothing), the flood larger than the conntrack table (`nf_conntrack_max`). Conntrack keeps
+/// the connection: when full, it drops entries that are not "assured" first.
+#[test]
+fn idle_connection_survives_a_flood_of_new_flows_with_iptables_dnat() {
+    require_root!();
+    let s = Scenario::new("floodnf")
+        .containers(1)
+        .udp_server("c1", 5353)
+        .daemon();
+    let c1 = s.c("c1").addr;
+    let rules = s
+        .lab
+        .exec(
+            s.lab.host(),
+            &[
+                "sh",
+                "-c",
+                &format!(
+                "iptables -t nat -N DOCKER && \
+                 iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER && \
+                 iptables -t nat -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination {c1}:3000 && \
+                 iptables -t nat -A DOCKER ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination {c1}:5353 && \
+                 iptables -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"
+                ),
+            ],
+        )
+        .unwrap();
+    assert!(rules.status.success(), "{rules:?}");
+    let conntrack_max: u32 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    idle_connection_through_a_flood(&s, FLOOD_FLOWS.max(conntrack_max + 20_000));
+    let count: u32 = s.lab.host().run(|| {
+        let text = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+        text.unwrap().trim().parse().unwrap()
+    });
+    eprintln!("conntrack entries after the flood: {count} of {conntrack_max}");
+    assert!(
+        count + 100 >= conntrack_max,
+        "the flood filled the conntrack table: {count} of {conntrack_max}"
+    );
+}
+
+/// An idle TCP connection from the client to the host's 8080 (c1:3000), then a flood of
+/// `flows` datagrams to the host's 5353/udp from unique sources; then the server speaks first,
+/// and the client answers.
+fn idle_connection_through_a_flood(s: &Scenario, flows: u32) {
+    let c1 = s.c("c1");
+    let listener = c1
+        .ns
+        .run(move || TcpListener::bind((c1.addr, 3000)))
+        .unwrap();
+    let mut client = lab::tcp_session(s.lab.client(), host_port(8080), T).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.set_read_timeout(Some(T)).unwrap();
+    client.send("before").unwrap();
+    assert_eq!(read_line(&mut server), "before");
+    server.write_all(b"hello\n").unwrap();
+    assert_eq!(client.recv().unwrap(), "hello");
+
+    let sent = flood(&s.lab, 5353, flows);
+    eprintln!("flood: {sent} datagrams from unique sources in {FLOOD:?}");
+    assert!(sent >= u64::from(flows), "the flood was cut short");
+
+    // The server speaks first: its segment must be translated back to the published address.
+    server.write_all(b"after the flood\n").unwrap();
+    assert_eq!(
+        client.recv().unwrap(),
+        "after the flood",
+        "the server's segment"
+    );
+    client.send("still here").unwrap();
+    assert_eq!(read_line(&mut server), "still here");
+}
+
 fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -140,13 +197,13 @@ fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
-/// Sends [`FLOOD_FLOWS`] UDP datagrams to the host's `port` from the client's namespace, each
-/// from a source address and port of its own, paced over [`FLOOD`] and split between two
+/// Sends `flows` UDP datagrams to the host's `port` from the client's namespace, each from a
+/// source address and port of its own, paced over [`FLOOD`] and split between two
 /// threads, each pinned to one core (the flow tables keep an LRU list per CPU). Returns how many
 /// were sent.
-fn flood(lab: &Lab, port: u16) -> u64 {
+fn flood(lab: &Lab, port: u16, flows: u32) -> u64 {
     let threads = 2u32;
-    let per_thread = FLOOD_FLOWS.div_ceil(threads);
+    let per_thread = flows.div_ceil(threads);
     let sockets: Vec<OwnedFd> = (0..threads).map(|_| raw_socket(lab)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|scope| {
