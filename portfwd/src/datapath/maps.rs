@@ -43,7 +43,8 @@ pub struct Maps {
 }
 
 /// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
-/// allowlists, flows (new and established) and host addresses. Counter slots are shared by both families.
+/// allowlists, flows (new and established) and host addresses. Counter slots are shared by both
+/// families.
 struct FamilyMaps<A: MapAddr> {
     forwards: HashMap<MapData, ForwardKeyOf<A>, ForwardValueOf<A>>,
     ranges: LpmTrie<MapData, RangeKeyOf<A>, RangeValueOf<A>>,
@@ -714,7 +715,8 @@ impl Maps {
 }
 
 impl Maps {
-    /// Each map's name, entries in use and capacity (from the kernel). `forward_slots` is how
+    /// Each map's name, entries in use and capacity (from the kernel; the flow tables' entries
+    /// derived from the datapath's inserts, see [`Maps::flow_tables`]). `forward_slots` is how
     /// many counter slots the daemon has handed out; the verdict array is always full.
     pub fn fill(&self, forward_slots: u64) -> Result<Vec<(&'static str, u64, u64)>, Error> {
         let count = |keys: aya::maps::MapKeys<'_, u32>| keys.filter(|k| k.is_ok()).count() as u64;
