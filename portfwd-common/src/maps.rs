@@ -13,8 +13,15 @@ pub const RANGES: &str = "PF_RANGES";
 /// Source allowlists: an LPM trie keyed by (forward's stats slot, source prefix). Consulted only
 /// for forwards whose value carries [`FWD_ALLOWLIST`].
 pub const ALLOW: &str = "PF_ALLOW";
-/// Reverse translations of live flows, keyed as the target's replies look on the wire.
+/// Reverse translations of live flows, keyed as the target's replies look on the wire. Every flow
+/// starts here; what a flood of new flows fills (and an LRU evicts from).
 pub const FLOWS: &str = "PF_FLOWS";
+/// The established flows, moved here from [`FLOWS`] once answered beyond a handshake (see
+/// [`FLOW_REPLIED`]): a flood of new flows, which never gets that far, cannot evict them.
+pub const FLOWS_EST: &str = "PF_FLOWS_EST";
+/// How many entries the datapath inserted into each flow table, per CPU, indexed by
+/// [`FlowTable`]: what the flow tables' fill level and evictions are derived from.
+pub const FLOW_INSERTS: &str = "PF_FLOW_INSERTS";
 /// The host's own IPv4 addresses; a packet is "for the host" when its destination is here.
 pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
 
@@ -25,6 +32,7 @@ pub const FORWARDS6: &str = "PF_FORWARDS6";
 pub const RANGES6: &str = "PF_RANGES6";
 pub const ALLOW6: &str = "PF_ALLOW6";
 pub const FLOWS6: &str = "PF_FLOWS6";
+pub const FLOWS6_EST: &str = "PF_FLOWS6_EST";
 /// The host's own IPv6 addresses (link-local ones excluded: they are scoped to a link).
 pub const HOST_ADDRS6: &str = "PF_HOST_ADDRS6";
 /// Interfaces on which published ports are exposed (ifindex -> [`IFACE_EXPOSE`] flags).
@@ -153,6 +161,9 @@ pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;
 /// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
 pub const MAX_FLOWS6: u32 = 65_536;
+/// Established flows ([`FLOWS_EST`], [`FLOWS6_EST`]): as many as new ones.
+pub const MAX_EST_FLOWS: u32 = MAX_FLOWS;
+pub const MAX_EST_FLOWS6: u32 = MAX_FLOWS6;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
 /// Port-range prefixes ([`RANGES`] entries). A range takes at most 30.
@@ -400,7 +411,8 @@ pub type Flow6Key = FlowKeyOf<Ipv6Words>;
 pub struct FlowValueOf<A> {
     pub orig_addr_be: A,
     pub orig_port_be: u16,
-    pub _pad: u16,
+    /// [`FLOW_REPLIED`], set by the datapath in [`FLOWS`]; 0 where userspace writes a flow.
+    pub flags: u16,
     pub stats_slot: u32,
     /// Hairpin to itself: the caller (the target itself) was translated to `orig_addr_be` on the
     /// way in, so replies also get their destination translated back to this address. 0 for
@@ -409,6 +421,39 @@ pub struct FlowValueOf<A> {
 }
 
 pub type FlowValue = FlowValueOf<u32>;
+
+impl<A: PartialEq> FlowValueOf<A> {
+    /// Whether both translate replies alike (their flags aside).
+    pub fn translates_as(&self, other: &Self) -> bool {
+        self.orig_addr_be == other.orig_addr_be
+            && self.orig_port_be == other.orig_port_be
+            && self.stats_slot == other.stats_slot
+            && self.client_addr_be == other.client_addr_be
+    }
+}
+
+/// [`FlowValueOf::flags`]: the target has answered this UDP (or other non-TCP) flow once; its
+/// next answer makes it established ([`FLOWS_EST`]). A TCP flow needs no flag: the target's first
+/// segment after the handshake (ACK set, neither SYN nor RST) makes it established.
+pub const FLOW_REPLIED: u16 = 1;
+
+crate::counters! {
+    /// The flow tables, each family's two, as [`FLOW_INSERTS`] indexes them. Each is an LRU
+    /// hash with a list per CPU (`BPF_F_NO_COMMON_LRU`): each CPU holds at most its share
+    /// (capacity / possible CPUs) of the entries it inserted, and evicts its own least recently
+    /// used entry only when its share is full. Nothing else removes flows, so a CPU's inserts,
+    /// capped at its share, are its entries, and what it inserted beyond its share was evicted.
+    pub enum FlowTable {
+        /// IPv4 flows not established yet ([`FLOWS`]).
+        New = 0 => "PF_FLOWS",
+        /// Established IPv4 flows ([`FLOWS_EST`]).
+        Est = 1 => "PF_FLOWS_EST",
+        /// IPv6 flows not established yet.
+        New6 = 2 => "PF_FLOWS6",
+        /// Established IPv6 flows.
+        Est6 = 3 => "PF_FLOWS6_EST",
+    }
+}
 pub type Flow6Value = FlowValueOf<Ipv6Words>;
 
 /// The fragmented datagrams portfwd has seen the first fragment of, keyed as their fragments

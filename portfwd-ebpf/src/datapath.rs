@@ -71,7 +71,7 @@ fn process_family<C: Ctx, F: Family>(ctx: &C, exposed: bool) -> Result<Outcome, 
         return nat::publish::<C, F>(ctx, &pkt, &fwd);
     }
 
-    if let Some(found) = flow::find::<F>(flow::key(&pkt.tuple(), pkt.proto)) {
+    if let Some(found) = flow::reply::<C, F>(ctx, &pkt) {
         return nat::reply::<C, F>(ctx, &pkt, &found);
     }
 

@@ -23,8 +23,7 @@ use network_types::ip::Ipv4Hdr;
 use portfwd_common::{
     checksum,
     maps::{
-        Addr, AllowKeyOf, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardValueOf, FragKeyOf,
-        FragValueOf, Ipv6Words, RangeKeyOf, RangeValueOf,
+        Addr, AllowKeyOf, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardValueOf, FragKeyOf, FragValueOf, Ipv6Words, RangeKeyOf, RangeValueOf, FlowTable,
     },
     reason::Reason,
 };
@@ -32,8 +31,7 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     maps::{
-        ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, FRAGS, FRAGS6, HOST_ADDRS, HOST_ADDRS6,
-        RANGES, RANGES6,
+        ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, FRAGS, FRAGS6, HOST_ADDRS, HOST_ADDRS6, RANGES, RANGES6, FLOWS_EST, FLOWS6_EST,
     },
     types::{Fragment, IpL4, Tuple},
 };
@@ -51,11 +49,14 @@ pub trait Family {
     /// Offsets of the source and destination addresses in the IP header.
     const SADDR: usize;
     const DADDR: usize;
+    /// Its two flow tables, as `PF_FLOW_INSERTS` counts them: new flows, established ones.
+    const FLOW_TABLES: [FlowTable; 2];
 
     fn forwards() -> &'static HashMap<ForwardKeyOf<Self::Addr>, ForwardValueOf<Self::Addr>>;
     fn ranges() -> &'static LpmTrie<RangeKeyOf<Self::Addr>, RangeValueOf<Self::Addr>>;
     fn allow() -> &'static LpmTrie<AllowKeyOf<Self::Addr>, u32>;
     fn flows() -> &'static LruHashMap<FlowKeyOf<Self::Addr>, FlowValueOf<Self::Addr>>;
+    fn flows_est() -> &'static LruHashMap<FlowKeyOf<Self::Addr>, FlowValueOf<Self::Addr>>;
     fn host_addrs() -> &'static HashMap<Self::Addr, u32>;
     fn frags() -> &'static LruHashMap<FragKeyOf<Self::Addr>, FragValueOf<Self::Addr>>;
 
@@ -115,16 +116,11 @@ pub enum Ipv6 {}
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
-/// The six map accessors of a family, over its own maps (one set of maps per family).
+/// The map accessors of a family, over its own maps (one set of maps per family).
 macro_rules! family_maps {
     (
-        $addr:ty,
-        $forwards:ident,
-        $ranges:ident,
-        $allow:ident,
-        $flows:ident,
-        $hosts:ident,
-        $frags:ident
+        $addr:ty, $forwards:ident, $ranges:ident, $allow:ident, $flows:ident, $flows_est:ident,
+        $hosts:ident, $frags:ident
     ) => {
         #[inline(always)]
         fn forwards() -> &'static HashMap<ForwardKeyOf<$addr>, ForwardValueOf<$addr>> {
@@ -143,6 +139,10 @@ macro_rules! family_maps {
             &$flows
         }
         #[inline(always)]
+        fn flows_est() -> &'static LruHashMap<FlowKeyOf<$addr>, FlowValueOf<$addr>> {
+            &$flows_est
+        }
+        #[inline(always)]
         fn host_addrs() -> &'static HashMap<$addr, u32> {
             &$hosts
         }
@@ -159,8 +159,9 @@ impl Family for Ipv4 {
     const IP_CSUM: bool = true;
     const SADDR: usize = 12;
     const DADDR: usize = 16;
+    const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New, FlowTable::Est];
 
-    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS, FRAGS);
+    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, FLOWS_EST, HOST_ADDRS, FRAGS);
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
@@ -316,6 +317,7 @@ impl Family for Ipv6 {
     const IP_CSUM: bool = false;
     const SADDR: usize = 8;
     const DADDR: usize = 24;
+    const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New6, FlowTable::Est6];
 
     family_maps!(
         Ipv6Words,
@@ -323,8 +325,7 @@ impl Family for Ipv6 {
         RANGES6,
         ALLOW6,
         FLOWS6,
-        HOST_ADDRS6,
-        FRAGS6
+        HOST_ADDRS6, FRAGS6, FLOWS6_EST,
     );
 
     #[inline(always)]

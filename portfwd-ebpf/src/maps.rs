@@ -9,11 +9,7 @@ use aya_ebpf::{
 };
 use portfwd_common::{
     maps::{
-        Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
-        ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey, FragValue, Hook,
-        IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS,
-        MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry,
-        Range6Key, Range6Value, RangeKey, RangeValue,
+        Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value, ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey, FragValue, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue, FlowTable, MAX_EST_FLOWS, MAX_EST_FLOWS6,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
@@ -37,6 +33,12 @@ pub static ALLOW: LpmTrie<AllowKey, u32> = LpmTrie::with_max_entries(MAX_ALLOW_P
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 
+/// The established flows (`flow`): per-CPU LRU lists, as [`FLOWS`], but only flows answered
+/// beyond a handshake enter, so a flood of new flows does not evict them.
+#[map(name = "PF_FLOWS_EST")]
+pub static FLOWS_EST: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_EST_FLOWS, BPF_F_NO_COMMON_LRU);
+
 /// Key: IPv4 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
@@ -57,6 +59,11 @@ pub static ALLOW6: LpmTrie<Allow6Key, u32> = LpmTrie::with_max_entries(MAX_ALLOW
 #[map(name = "PF_FLOWS6")]
 pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> =
     LruHashMap::with_max_entries(MAX_FLOWS6, BPF_F_NO_COMMON_LRU);
+
+/// As [`FLOWS_EST`].
+#[map(name = "PF_FLOWS6_EST")]
+pub static FLOWS6_EST: LruHashMap<Flow6Key, Flow6Value> =
+    LruHashMap::with_max_entries(MAX_EST_FLOWS6, BPF_F_NO_COMMON_LRU);
 
 /// Key: IPv6 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS6")]
@@ -92,6 +99,10 @@ pub static VERDICTS: PerCpuArray<u64> =
 /// The rate limit of the ICMP "too big" answers (`pmtu`): one token bucket per CPU.
 #[map(name = "PF_ICMP_BUDGET")]
 pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Entries the datapath inserted into each flow table, indexed by [`FlowTable`].
+#[map(name = "PF_FLOW_INSERTS")]
+pub static FLOW_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FlowTable::COUNT, 0);
 
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);

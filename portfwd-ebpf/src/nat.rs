@@ -49,7 +49,7 @@ pub fn publish<C: Ctx, F: Family>(
     let value = FlowValueOf {
         orig_addr_be: pkt.daddr,
         orig_port_be: pkt.dport,
-        _pad: 0,
+        flags: 0,
         stats_slot: fwd.stats_slot,
         client_addr_be: if hairpin {
             pkt.saddr

@@ -207,7 +207,7 @@ fn to_target<F: Fam>(
     let value = FlowValueOf {
         orig_addr_be: pkt.daddr,
         orig_port_be: wire16(pkt.dport),
-        _pad: 0,
+        flags: 0,
         stats_slot: fwd.stats_slot,
         client_addr_be: if hairpin { pkt.saddr } else { F::A::default() },
     };

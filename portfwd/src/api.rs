@@ -68,7 +68,14 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     pub host_addresses: Vec<String>,
     pub forwards: usize,
+    /// Entries in the flow tables, both families, new and established, derived from the
+    /// datapath's inserts, not walked (see [`FlowTableStatus`]). A flow that became established
+    /// keeps its entry among the new flows until that table's LRU reuses it, so it may count
+    /// twice.
     pub flows: usize,
+    /// Each flow table's fill level and evictions.
+    #[serde(default)]
+    pub flow_tables: Vec<FlowTableStatus>,
     /// Every verdict the datapath took since it was loaded, by reason (all hooks).
     pub verdicts: Vec<VerdictCount>,
     /// The same per hook (`tc`, `xdp`): reason -> packets. In XDP mode a packet XDP hands to tc
@@ -105,6 +112,21 @@ pub struct MapFill {
     pub entries: u64,
     /// The map's capacity as the kernel reports it.
     pub max_entries: u64,
+}
+
+/// One flow table: `PF_FLOWS`/`PF_FLOWS6` hold new flows (what a flood fills), `PF_FLOWS_EST`/
+/// `PF_FLOWS6_EST` the flows answered beyond a handshake. Counted from the datapath's inserts
+/// per CPU, each CPU holding at most its share of the capacity (an LRU list per CPU), so
+/// `entries` may be up to 3 per CPU more than the table holds after evictions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowTableStatus {
+    pub name: String,
+    pub entries: u64,
+    pub max_entries: u64,
+    /// Flows the datapath inserted since the table was created (pinned: across restarts).
+    pub inserted: u64,
+    /// Flows the table's LRU evicted to make room for newer ones.
+    pub evicted: u64,
 }
 
 /// Host-local access (the cgroup socket hooks).

@@ -10,7 +10,10 @@
 //!   packet without a flow yet);
 //! - `portfwd_drops_total{reason}` (drops only) and `portfwd_verdicts_total{hook, reason}` (every
 //!   verdict the datapath took);
-//! - `portfwd_map_entries{map}`, `portfwd_map_max_entries{map}`, `portfwd_map_fill_ratio{map}`;
+//! - `portfwd_map_entries{map}`, `portfwd_map_max_entries{map}`, `portfwd_map_fill_ratio{map}`
+//!   (the flow tables' entries derived from their inserts, see `datapath::flows`);
+//! - `portfwd_flow_inserts_total{table}`, `portfwd_flow_evictions_total{table}`: flows inserted
+//!   into and evicted from each flow table;
 //! - `portfwd_interface_attached{interface, mode, exposed}` (1 per attached interface; `mode` is
 //!   `tc` or `xdp+tc`);
 //! - `portfwd_build_info{version}`.
@@ -141,6 +144,24 @@ pub fn render(status: &api::Status) -> String {
         "map_fill_ratio",
         "Entries in use divided by capacity, per eBPF map",
         fill,
+    );
+
+    let inserts = Family::<Labels, Counter>::default();
+    let evictions = Family::<Labels, Counter>::default();
+    for t in &status.flow_tables {
+        let l = labels(&[("table", &t.name)]);
+        inserts.get_or_create(&l).inc_by(t.inserted);
+        evictions.get_or_create(&l).inc_by(t.evicted);
+    }
+    reg.register(
+        "flow_inserts",
+        "Flows the datapath inserted into a flow table (PF_FLOWS*: new, PF_FLOWS*_EST: established)",
+        inserts,
+    );
+    reg.register(
+        "flow_evictions",
+        "Flows a flow table's LRU evicted to make room for newer ones",
+        evictions,
     );
 
     let attached = Family::<Labels, Gauge>::default();
@@ -298,6 +319,13 @@ mod tests {
             host_addresses: vec!["10.0.0.1".into()],
             forwards: 1,
             flows: 1,
+            flow_tables: vec![api::FlowTableStatus {
+                name: "PF_FLOWS".into(),
+                entries: 4,
+                max_entries: 4,
+                inserted: 9,
+                evicted: 5,
+            }],
             verdicts: vec![
                 api::VerdictCount {
                     reason: "forwarded".into(),
@@ -344,6 +372,8 @@ mod tests {
             r#"portfwd_map_entries{map="PF_FLOWS"} 1"#,
             r#"portfwd_map_max_entries{map="PF_FLOWS"} 4"#,
             r#"portfwd_map_fill_ratio{map="PF_FLOWS"} 0.25"#,
+            r#"portfwd_flow_inserts_total{table="PF_FLOWS"} 9"#,
+            r#"portfwd_flow_evictions_total{table="PF_FLOWS"} 5"#,
             r#"portfwd_interface_attached{interface="eth0",mode="xdp+tc",exposed="true"} 1"#,
             r#"portfwd_build_info{version="0.1.0"} 1"#,
             "# EOF",

@@ -34,6 +34,8 @@
 //! - **Verifier budget**: the verified instruction count of each program, asserted under a
 //!   stated budget ([`VERIFIER_BUDGETS`]).
 //! - **Drop reasons**: `portfwd status` names every verdict counter (one end-to-end test).
+//! - **Flow tables** (`datapath/flow_tables.rs`): a flood of new flows evicts no established
+//!   flow, and the fill level derived from the datapath's inserts is exact.
 //!
 //! Run: `cargo test -p portfwd --test datapath -- --nocapture` (as root; without root these tests
 //! say SKIPPED, and under `CI=true` they fail). The model and builder checks run without root.
@@ -52,6 +54,8 @@ mod support;
 mod env;
 #[path = "datapath/fixtures/mod.rs"]
 mod fixtures;
+#[path = "datapath/flow_tables.rs"]
+mod flow_tables;
 #[path = "datapath/frame.rs"]
 mod frame;
 #[path = "datapath/fuzz.rs"]
@@ -345,70 +349,4 @@ fn status_shows_drop_reasons_by_name() {
         );
     }
     assert!(d.stop(&mut lab).success());
-}
-
-/// `portfwd status` (and every metrics scrape) counts the flow tables with batch lookups. The
-/// count must be the table's: empty, a few, and full (every bucket walked, LRU or not), in
-/// both families.
-#[test]
-fn flow_tables_are_counted_exactly() {
-    use portfwd::datapath::Datapath;
-    use portfwd_common::maps::{FlowKeyOf, FlowValueOf, Ipv6Words, MAX_FLOWS, MAX_FLOWS6};
-
-    if !support::require_root() {
-        return;
-    }
-    let mut dp = Datapath::load().expect("loading the datapath");
-    let flows = |dp: &Datapath, name: &str| -> u64 {
-        dp.maps
-            .fill(0)
-            .unwrap()
-            .into_iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, entries, _)| entries)
-            .unwrap()
-    };
-    assert_eq!(flows(&dp, "PF_FLOWS"), 0);
-    assert_eq!(flows(&dp, "PF_FLOWS6"), 0);
-    let key4 = |i: u32| FlowKeyOf::<u32> {
-        saddr_be: 0x0a4e_0000 + i,
-        daddr_be: 0xac11_0002,
-        sport_be: (i % 60_000) as u16 + 1024,
-        dport_be: 3000,
-        proto: 17,
-        _pad: [0; 3],
-    };
-    let key6 = |i: u32| FlowKeyOf::<Ipv6Words> {
-        saddr_be: [0xfd00, 0, 0, i],
-        daddr_be: [0xfd00, 0x17, 0, 2],
-        sport_be: 1024,
-        dport_be: 3000,
-        proto: 6,
-        _pad: [0; 3],
-    };
-    // The flow tables keep an LRU list per CPU, each with an equal share of the entries: this
-    // thread's inserts fill at most its CPU's share (more would evict its own older ones).
-    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| s.trim().rsplit(['-', ',']).next()?.parse::<u32>().ok())
-        .map_or(1, |last| last + 1);
-    for (n4, n6) in [(3, 5), (MAX_FLOWS / cpus, MAX_FLOWS6 / cpus)] {
-        for i in 0..n4 {
-            dp.maps
-                .insert_flow(key4(i), FlowValueOf::<u32>::default())
-                .unwrap();
-        }
-        for i in 0..n6 {
-            dp.maps
-                .insert_flow(key6(i), FlowValueOf::<Ipv6Words>::default())
-                .unwrap();
-        }
-        let started = std::time::Instant::now();
-        assert_eq!(flows(&dp, "PF_FLOWS"), u64::from(n4));
-        assert_eq!(flows(&dp, "PF_FLOWS6"), u64::from(n6));
-        eprintln!(
-            "counted {n4} + {n6} flows (and the other maps) in {:?}",
-            started.elapsed()
-        );
-    }
 }

@@ -27,7 +27,7 @@ const MIN_NAME_WIDTH: usize = 22;
 /// Width of a number column.
 const NUMBER_WIDTH: usize = 12;
 
-/// The human form. Verdict, socket hook verdict and map names share one column, as wide as the
+/// The human form. Verdict, socket hook verdict, map and flow table names share one column, as wide as the
 /// longest of them (the datapath gains counters over time), so that every number stays under its
 /// heading.
 fn text(status: &Status) -> String {
@@ -37,6 +37,7 @@ fn text(status: &Status) -> String {
         .iter()
         .map(|v| v.reason.len())
         .chain(status.maps.iter().map(|m| m.name.len()))
+        .chain(status.flow_tables.iter().map(|t| t.name.len()))
         .chain(hl.verdicts.keys().map(String::len))
         .fold(MIN_NAME_WIDTH, usize::max);
     let n = NUMBER_WIDTH;
@@ -66,7 +67,23 @@ fn text(status: &Status) -> String {
             Some(ports) => ports,
         }
     ));
-    line(format!("live flows: {}", status.flows));
+    // Derived from the datapath's inserts per CPU, not a walk of the tables (see the table
+    // "flow tables:" below and README "How it works").
+    let entries = |est: bool| -> u64 {
+        let est_table = |name: &str| name.ends_with("_EST");
+        status
+            .flow_tables
+            .iter()
+            .filter(|t| est_table(&t.name) == est)
+            .map(|t| t.entries)
+            .sum()
+    };
+    line(format!(
+        "live flows: {} ({} new, {} established)",
+        status.flows,
+        entries(false),
+        entries(true)
+    ));
     line(format!(
         "host addresses: {}",
         status.host_addresses.join(", ")
@@ -118,6 +135,16 @@ fn text(status: &Status) -> String {
             m.name, m.entries, m.max_entries, pct
         ));
     }
+    line(format!(
+        "{:<h$} {:>n$} {:>n$} {:>n$} {:>n$}",
+        "flow tables:", "entries", "capacity", "inserted", "evicted"
+    ));
+    for t in &status.flow_tables {
+        line(format!(
+            "  {:<w$} {:>n$} {:>n$} {:>n$} {:>n$}",
+            t.name, t.entries, t.max_entries, t.inserted, t.evicted
+        ));
+    }
     if hl.attached {
         line(format!("{:<h$} {:>n$}", "socket hook verdicts:", "calls"));
         for (name, calls) in &hl.verdicts {
@@ -145,6 +172,10 @@ mod tests {
             "host_addresses": [],
             "forwards": 0,
             "flows": 0,
+            "flow_tables": [
+                { "name": "PF_FLOWS", "entries": 65536, "max_entries": 65536, "inserted": 123456789, "evicted": 123391253 },
+                { "name": long, "entries": 1, "max_entries": 10, "inserted": 1, "evicted": 0 },
+            ],
             "verdicts": [
                 { "reason": "forwarded", "packets": 7 },
                 { "reason": "drop_source_not_allowed", "packets": 1234567 },
@@ -188,7 +219,12 @@ mod tests {
     fn numbers_stay_under_their_headings_whatever_the_longest_name() {
         for long in ["x", "drop_a_counter_named_longer_than_any_column_was"] {
             let text = text(&status(long));
-            for heading in ["verdicts:", "maps:", "socket hook verdicts:"] {
+            for heading in [
+                "verdicts:",
+                "maps:",
+                "flow tables:",
+                "socket hook verdicts:",
+            ] {
                 let rows = table(&text, heading);
                 assert!(rows.len() >= 3, "{heading} table: {rows:#?}");
                 // Numbers are right-aligned under right-aligned headings: each ends in the

@@ -191,34 +191,39 @@ fn drop_flows_of<A: MapAddr>(maps: &mut Maps, old: &Forward) -> Result<usize, Er
         .addr
         .filter(|a| !a.is_unspecified())
         .and_then(A::from_ip);
-    let flows = maps.flows_mut::<A>();
-    let stale: Vec<FlowKeyOf<A>> = flows
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, v)| {
-            k.proto == proto::UDP
-                && k.saddr_be == target
-                && (old.to.port..=old.to.end).contains(&u16::from_be(k.sport_be))
-                && old.listen.ports().contains(&u16::from_be(v.orig_port_be))
-                && listen_addr.is_none_or(|a| v.orig_addr_be == a)
-        })
-        .map(|(k, _)| k)
-        .collect();
-    let mut dropped = 0;
-    for key in &stale {
-        match flows.remove(key) {
-            Ok(()) => dropped += 1,
-            // Evicted or expired meanwhile.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => {
-                return Err(Error::Map {
-                    what: "flows",
-                    source,
-                });
+    // A flow can be in both tables (established, and not yet aged out of the new flows): it
+    // counts once.
+    let mut dropped = std::collections::HashSet::new();
+    for flows in maps.flows_mut::<A>() {
+        let stale: Vec<FlowKeyOf<A>> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| {
+                k.proto == proto::UDP
+                    && k.saddr_be == target
+                    && (old.to.port..=old.to.end).contains(&u16::from_be(k.sport_be))
+                    && old.listen.ports().contains(&u16::from_be(v.orig_port_be))
+                    && listen_addr.is_none_or(|a| v.orig_addr_be == a)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            match flows.remove(&key) {
+                Ok(()) => {
+                    dropped.insert(key);
+                }
+                // Evicted or expired meanwhile.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(Error::Map {
+                        what: "flows",
+                        source,
+                    });
+                }
             }
         }
     }
-    Ok(dropped)
+    Ok(dropped.len())
 }
 
 #[cfg(test)]

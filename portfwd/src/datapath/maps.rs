@@ -15,16 +15,12 @@ use aya::{
 };
 use portfwd_common::{
     maps::{
-        ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS,
-        FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats,
-        ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT,
-        IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf,
-        RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
+        ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS, FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes, FLOW_INSERTS, FLOWS_EST, FLOWS6_EST, FlowTable,
     },
     reason::Reason,
 };
 
-use super::count;
+use super::flows::FlowTableFill;
 use crate::{
     error::{Error, LoadError, chain},
     publish::{AllowPrefix, Family, Forward, Listen, Protocol},
@@ -38,18 +34,21 @@ pub struct Maps {
     bridge_ports: HashMap<MapData, u32, u32>,
     forward_stats: PerCpuArray<MapData, ForwardStats>,
     verdicts: PerCpuArray<MapData, u64>,
+    flow_inserts: PerCpuArray<MapData, u64>,
     xdp_egress: DevMapHash<MapData>,
     icmp_budget: PerCpuArray<MapData, IcmpBudget>,
 }
 
 /// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
-/// allowlists, flows and host addresses. Counter slots are shared by both families.
+/// allowlists, flows (new and established) and host addresses. Counter slots are shared by both
+/// families.
 struct FamilyMaps<A: MapAddr> {
     forwards: HashMap<MapData, ForwardKeyOf<A>, ForwardValueOf<A>>,
     ranges: LpmTrie<MapData, RangeKeyOf<A>, RangeValueOf<A>>,
     allow: LpmTrie<MapData, AllowKeyOf<A>, u32>,
     // An LRU hash in the kernel; aya reads it through HashMap.
     flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
+    flows_est: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     host_addrs: HashMap<MapData, A, u32>,
 }
 
@@ -58,8 +57,11 @@ struct FamilyMaps<A: MapAddr> {
 pub trait MapAddr: Addr + Pod {
     /// The family whose maps hold this type.
     const FAMILY: Family;
-    /// Map names of this family: forwards, ranges, allowlists, flows, host addresses.
-    const MAPS: [&'static str; 5];
+    /// Map names of this family: forwards, ranges, allowlists, new flows, established flows,
+    /// host addresses.
+    const MAPS: [&'static str; 6];
+    /// Its flow tables (new, established), as `PF_FLOW_INSERTS` counts them.
+    const FLOW_TABLES: [FlowTable; 2];
     /// The map form of `addr`; `None` if it is of the other family.
     fn from_ip(addr: IpAddr) -> Option<Self>;
     /// The address this map form stands for.
@@ -68,7 +70,8 @@ pub trait MapAddr: Addr + Pod {
 
 impl MapAddr for u32 {
     const FAMILY: Family = Family::V4;
-    const MAPS: [&'static str; 5] = [FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS];
+    const MAPS: [&'static str; 6] = [FORWARDS, RANGES, ALLOW, FLOWS, FLOWS_EST, HOST_ADDRS];
+    const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New, FlowTable::Est];
 
     fn from_ip(addr: IpAddr) -> Option<u32> {
         match addr {
@@ -84,7 +87,8 @@ impl MapAddr for u32 {
 
 impl MapAddr for Ipv6Words {
     const FAMILY: Family = Family::V6;
-    const MAPS: [&'static str; 5] = [FORWARDS6, RANGES6, ALLOW6, FLOWS6, HOST_ADDRS6];
+    const MAPS: [&'static str; 6] = [FORWARDS6, RANGES6, ALLOW6, FLOWS6, FLOWS6_EST, HOST_ADDRS6];
+    const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New6, FlowTable::Est6];
 
     fn from_ip(addr: IpAddr) -> Option<Ipv6Words> {
         match addr {
@@ -186,12 +190,13 @@ fn flags_of(fwd: &Forward) -> u32 {
 
 impl<A: MapAddr> FamilyMaps<A> {
     fn take_from(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
-        let [forwards, ranges, allow, flows, host_addrs] = A::MAPS;
+        let [forwards, ranges, allow, flows, flows_est, host_addrs] = A::MAPS;
         Ok(Self {
             forwards: take(ebpf, forwards)?,
             ranges: take(ebpf, ranges)?,
             allow: take(ebpf, allow)?,
             flows: take(ebpf, flows)?,
+            flows_est: take(ebpf, flows_est)?,
             host_addrs: take(ebpf, host_addrs)?,
         })
     }
@@ -358,20 +363,30 @@ impl<A: MapAddr> FamilyMaps<A> {
         removed
     }
 
-    /// Live flows: one system call per 1,024 (a key walk on a kernel without batch lookups).
-    fn flow_count(&self) -> usize {
-        match count::hash_entries(self.flows.map()) {
-            Ok(n) => n as usize,
-            Err(e) => {
-                tracing::debug!("counting flows with a batch lookup: {e}; walking the keys");
-                self.flows.keys().filter(|k| k.is_ok()).count()
-            }
-        }
+    /// The fill of this family's two flow tables (new, established), from `inserts`.
+    fn flow_tables(
+        &self,
+        inserts: &PerCpuArray<MapData, u64>,
+    ) -> Result<[FlowTableFill; 2], Error> {
+        let fill = |table: FlowTable,
+                    map: &HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>|
+         -> Result<FlowTableFill, Error> {
+            let per_cpu = inserts
+                .get(&(table as u32), 0)
+                .map_err(map_err("flow inserts"))?;
+            Ok(FlowTableFill::from_inserts(
+                table,
+                cap(map, "flows")?,
+                &per_cpu,
+            ))
+        };
+        let [new, est] = A::FLOW_TABLES;
+        Ok([fill(new, &self.flows)?, fill(est, &self.flows_est)?])
     }
 
     /// This family's rows of [`Maps::fill`].
-    fn fill(&self) -> Result<Vec<(&'static str, u64, u64)>, Error> {
-        let [forwards, ranges, allow, flows, host_addrs] = A::MAPS;
+    fn fill(&self, flows: [FlowTableFill; 2]) -> Result<Vec<(&'static str, u64, u64)>, Error> {
+        let [forwards, ranges, allow, new, est, host_addrs] = A::MAPS;
         let count = |n: usize| n as u64;
         Ok(vec![
             (
@@ -389,7 +404,8 @@ impl<A: MapAddr> FamilyMaps<A> {
                 count(self.allow.keys().filter(|k| k.is_ok()).count()),
                 cap(&self.allow, "allowlists")?,
             ),
-            (flows, count(self.flow_count()), cap(&self.flows, "flows")?),
+            (new, flows[0].entries, flows[0].max_entries),
+            (est, flows[1].entries, flows[1].max_entries),
             (
                 host_addrs,
                 count(self.host_addrs.keys().filter(|k| k.is_ok()).count()),
@@ -416,6 +432,7 @@ impl Maps {
             bridge_ports: take(ebpf, BRIDGE_PORTS)?,
             forward_stats: take(ebpf, FORWARD_STATS)?,
             verdicts: take(ebpf, VERDICTS)?,
+            flow_inserts: take(ebpf, FLOW_INSERTS)?,
             xdp_egress: take(ebpf, XDP_EGRESS)?,
             icmp_budget: take(ebpf, ICMP_BUDGET)?,
         })
@@ -660,21 +677,30 @@ impl Maps {
             .map_err(map_err("flows"))
     }
 
-    /// Looks up a flow (for tests and diagnostics).
+    /// Looks up a flow as the datapath does, established first (for tests and diagnostics).
     pub fn flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> Option<FlowValueOf<A>> {
-        self.family::<A>().flows.get(key, 0).ok()
+        let maps = self.family::<A>();
+        maps.flows_est
+            .get(key, 0)
+            .or_else(|_| maps.flows.get(key, 0))
+            .ok()
     }
 
-    /// The flow table of `A`'s family, for the walk that drops the flows a changed forward left
-    /// behind (`daemon::follow`).
-    pub fn flows_mut<A: MapAddr>(&mut self) -> &mut HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>> {
-        &mut self.family_mut::<A>().flows
+    /// The flow tables of `A`'s family (new, established), for the walk that drops the flows a
+    /// changed forward left behind (`daemon::follow`).
+    pub fn flows_mut<A: MapAddr>(
+        &mut self,
+    ) -> [&mut HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>; 2] {
+        let family = self.family_mut::<A>();
+        [&mut family.flows, &mut family.flows_est]
     }
 
-    /// Whether `name` is one of the flow tables in [`Maps::fill`]'s rows: the flow count can be
-    /// summed from those rows instead of walking the tables a second time.
-    pub fn is_flow_map(name: &str) -> bool {
-        name == <u32 as MapAddr>::MAPS[3] || name == <Ipv6Words as MapAddr>::MAPS[3]
+    /// Every flow table's fill level and evictions, both families (see [`super::flows`]): no
+    /// walk of the tables.
+    pub fn flow_tables(&self) -> Result<Vec<FlowTableFill>, Error> {
+        let mut all = self.v4.flow_tables(&self.flow_inserts)?.to_vec();
+        all.extend(self.v6.flow_tables(&self.flow_inserts)?);
+        Ok(all)
     }
 
     fn family<A: MapAddr>(&self) -> &FamilyMaps<A> {
@@ -697,13 +723,14 @@ impl Maps {
 }
 
 impl Maps {
-    /// Each map's name, entries in use and capacity (from the kernel). `forward_slots` is how
+    /// Each map's name, entries in use and capacity (from the kernel; the flow tables' entries
+    /// derived from the datapath's inserts, see [`Maps::flow_tables`]). `forward_slots` is how
     /// many counter slots the daemon has handed out; the verdict array is always full.
     pub fn fill(&self, forward_slots: u64) -> Result<Vec<(&'static str, u64, u64)>, Error> {
         let count = |keys: aya::maps::MapKeys<'_, u32>| keys.filter(|k| k.is_ok()).count() as u64;
         let verdicts = cap(&self.verdicts, "verdict counters")?;
-        let mut rows = self.v4.fill()?;
-        rows.extend(self.v6.fill()?);
+        let mut rows = self.v4.fill(self.v4.flow_tables(&self.flow_inserts)?)?;
+        rows.extend(self.v6.fill(self.v6.flow_tables(&self.flow_inserts)?)?);
         rows.extend([
             (
                 IFACES,
@@ -716,6 +743,11 @@ impl Maps {
                 cap(&self.forward_stats, "forward counters")?,
             ),
             (VERDICTS, verdicts, verdicts),
+            (
+                FLOW_INSERTS,
+                FlowTable::COUNT.into(),
+                FlowTable::COUNT.into(),
+            ),
             (
                 XDP_EGRESS,
                 count(self.xdp_egress.keys()),

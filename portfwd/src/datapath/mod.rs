@@ -7,13 +7,13 @@
 //! - `pin`: the bpffs pins (maps and links) that let the datapath outlive the daemon;
 //! - `maps`: typed access to every map; the only place where addresses and ports are converted
 //!   to the network byte order the datapath uses;
-//! - `count`: counting a hash map's entries with one batch system call per 1,024;
+//! - `flows`: the flow tables' fill level and evictions, from the datapath's insert counters;
 //! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root, or taking
 //!   over the ones a previous daemon pinned;
 //! - `link`: the raw `bpf(2)` calls that taking over a pinned cgroup link needs.
 mod attach;
 pub mod cgroup;
-mod count;
+pub mod flows;
 mod link;
 pub mod maps;
 pub mod pin;

@@ -2,7 +2,7 @@
 //! the BPF_PROG_TEST_RUN context of its hook, the return codes, the counters read around a run.
 use portfwd::datapath::Datapath;
 use portfwd_common::{
-    maps::{ForwardStats, Hook},
+    maps::{FlowValueOf, ForwardStats, Hook},
     reason::Reason,
 };
 use portfwd_model::{self as model, FlowEntry};
@@ -89,11 +89,18 @@ fn xdp_ctx(ifindex: u32, len: usize) -> Vec<u8> {
     ctx
 }
 
-/// The flow entry `entry`'s key holds in the kernel's maps.
+/// The flow entry `entry`'s key holds in the kernel's maps, as the datapath finds it. Its flags
+/// (the datapath's note that a flow answered once) are cleared: the model predicts translations.
 pub fn kernel_flow(dp: &Datapath, entry: &FlowEntry) -> Option<FlowEntry> {
     match entry {
-        FlowEntry::V4(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V4(*k, v)),
-        FlowEntry::V6(k, _) => dp.maps.flow(k).map(|v| FlowEntry::V6(*k, v)),
+        FlowEntry::V4(k, _) => dp
+            .maps
+            .flow(k)
+            .map(|v| FlowEntry::V4(*k, FlowValueOf { flags: 0, ..v })),
+        FlowEntry::V6(k, _) => dp
+            .maps
+            .flow(k)
+            .map(|v| FlowEntry::V6(*k, FlowValueOf { flags: 0, ..v })),
     }
 }
 

@@ -505,7 +505,7 @@ pub fn flow_of<A: MapAddr>(
     let value = FlowValueOf {
         orig_addr_be: a(published.0),
         orig_port_be: published.1.to_be(),
-        _pad: 0,
+        flags: 0,
         stats_slot: slot,
         client_addr_be: caller.map_or_else(A::default, a),
     };

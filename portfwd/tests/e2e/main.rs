@@ -16,6 +16,7 @@ mod forwarding;
 mod fragments;
 mod hostlocal;
 mod ipv6;
+mod load;
 mod ops;
 mod path_mtu;
 mod ranges;
