@@ -23,7 +23,8 @@ use network_types::ip::Ipv4Hdr;
 use portfwd_common::{
     checksum,
     maps::{
-        Addr, AllowKeyOf, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardValueOf, FragKeyOf, FragValueOf, Ipv6Words, RangeKeyOf, RangeValueOf, FlowTable,
+        Addr, AllowKeyOf, FlowKeyOf, FlowTable, FlowValueOf, ForwardKeyOf, ForwardValueOf,
+        FragKeyOf, FragValueOf, Ipv6Words, RangeKeyOf, RangeValueOf,
     },
     reason::Reason,
 };
@@ -31,7 +32,8 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     maps::{
-        ALLOW, ALLOW6, FLOWS, FLOWS6, FORWARDS, FORWARDS6, FRAGS, FRAGS6, HOST_ADDRS, HOST_ADDRS6, RANGES, RANGES6, FLOWS_EST, FLOWS6_EST,
+        ALLOW, ALLOW6, FLOWS, FLOWS_EST, FLOWS6, FLOWS6_EST, FORWARDS, FORWARDS6, FRAGS, FRAGS6,
+        HOST_ADDRS, HOST_ADDRS6, RANGES, RANGES6,
     },
     types::{Fragment, IpL4, Tuple},
 };
@@ -161,7 +163,9 @@ impl Family for Ipv4 {
     const DADDR: usize = 16;
     const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New, FlowTable::Est];
 
-    family_maps!(u32, FORWARDS, RANGES, ALLOW, FLOWS, FLOWS_EST, HOST_ADDRS, FRAGS);
+    family_maps!(
+        u32, FORWARDS, RANGES, ALLOW, FLOWS, FLOWS_EST, HOST_ADDRS, FRAGS
+    );
 
     #[inline(always)]
     fn is_icmp_error(icmp_type: u8) -> bool {
@@ -325,7 +329,9 @@ impl Family for Ipv6 {
         RANGES6,
         ALLOW6,
         FLOWS6,
-        HOST_ADDRS6, FRAGS6, FLOWS6_EST,
+        FLOWS6_EST,
+        HOST_ADDRS6,
+        FRAGS6
     );
 
     #[inline(always)]

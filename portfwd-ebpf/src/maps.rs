@@ -9,7 +9,11 @@ use aya_ebpf::{
 };
 use portfwd_common::{
     maps::{
-        Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value, ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey, FragValue, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue, FlowTable, MAX_EST_FLOWS, MAX_EST_FLOWS6,
+        Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowTable, FlowValue, Forward6Key,
+        Forward6Value, ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey,
+        FragValue, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_EST_FLOWS, MAX_EST_FLOWS6,
+        MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS,
+        MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},

@@ -15,7 +15,12 @@ use aya::{
 };
 use portfwd_common::{
     maps::{
-        ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS, FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes, FLOW_INSERTS, FLOWS_EST, FLOWS6_EST, FlowTable,
+        ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOW_INSERTS, FLOWS, FLOWS_EST, FLOWS6,
+        FLOWS6_EST, FORWARD_STATS, FORWARDS, FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowTable,
+        FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook,
+        ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS,
+        RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words,
+        port_prefixes,
     },
     reason::Reason,
 };
