@@ -3,7 +3,7 @@
 //! unsafe is in those. Names come from `portfwd_common::maps` so userspace finds them by the
 //! same constant.
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_NO_COMMON_LRU, bpf_fib_lookup},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -108,6 +108,11 @@ pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::with_max_entries(
 #[map(name = "PF_FLOW_INSERTS")]
 pub static FLOW_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FlowTable::COUNT, 0);
 
+/// Room for the FIB lookup's parameters (`xmit`), one per CPU: 64 bytes the programs' stack,
+/// within a few bytes of its 512-byte limit, does not have to hold.
+#[map(name = "PF_FIB_SCRATCH")]
+static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
@@ -162,6 +167,27 @@ pub fn update<T>(map: &PerCpuArray<T>, index: u32, f: impl FnOnce(&mut T)) {
         // the only reference to it while `f` runs.
         f(unsafe { &mut *slot });
     }
+}
+
+/// This CPU's FIB lookup parameters, zeroed. One packet program runs at a time on a CPU (the
+/// packet hooks run in softirq context, which does not nest), and it holds the reference only
+/// for the lookup.
+#[inline(always)]
+pub fn fib_scratch() -> Option<&'static mut bpf_fib_lookup> {
+    let slot = FIB_SCRATCH.get_ptr_mut(0)?;
+    const WORDS: usize = core::mem::size_of::<bpf_fib_lookup>() / 8;
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == WORDS * 8);
+    let words = slot as *mut u64;
+    for i in 0..WORDS {
+        // SAFETY: `i < WORDS` keeps each 8-byte store inside the slot, a map value of the
+        // struct's size, 8-aligned; volatile so that LLVM does not turn the stores into a call
+        // of the eBPF `memset` (a byte loop).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: a per-CPU slot, used by the one program running on this CPU (see above), so
+    // this is the only reference to it; all-zero bytes are a valid value of this plain C struct
+    // of integers and unions of integers.
+    Some(unsafe { &mut *slot })
 }
 
 /// Adds one to counter `index` of a per-CPU array.

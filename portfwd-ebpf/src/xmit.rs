@@ -14,11 +14,9 @@
 //! learned from the frames the containers send ([`learn`]), as the bridge itself learns them
 //! (and with the same trust: a container that sends with another's MAC takes its traffic, on the
 //! bridge as here). Only veth ports are listed in `PF_BRIDGE_PORTS` by userspace.
-use core::mem::{MaybeUninit, size_of};
 
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-    bpf_fib_lookup,
 };
 use portfwd_common::{
     maps::{MacKey, PortEntry},
@@ -28,7 +26,7 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     family::Family,
-    maps::{BRIDGE_PORTS, Lookup as _, PORT_MACS},
+    maps::{self, BRIDGE_PORTS, Lookup as _, PORT_MACS},
     parse::L3_OFF,
     pmtu, rewrite,
     stats::{self, Tally},
@@ -136,8 +134,7 @@ fn fib_lookup<C: Ctx, F: Family>(
     t: &Tuple<F::Addr>,
     too_big: &mut u32,
 ) -> Result<NextHop, Reason> {
-    let mut storage = MaybeUninit::<bpf_fib_lookup>::uninit();
-    let params = zeroed_in_place(&mut storage);
+    let params = maps::fib_scratch().ok_or(Reason::DropNoRoute)?;
     F::fib(params, pkt, t);
     params.l4_protocol = pkt.proto;
     params.sport = t.sport;
@@ -191,26 +188,6 @@ fn fib_lookup<C: Ctx, F: Family>(
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::DropFragNeeded),
         _ => Err(Reason::DropNoRoute),
     }
-}
-
-/// Zeroes `storage` in place, as eight 8-byte stores, and returns it initialised. Neither
-/// `core::mem::zeroed` nor building the value and returning it works here: both compile to a call
-/// of the eBPF `memset` (a byte loop) to fill or copy the 64 bytes, which cost more per packet
-/// than the rest of the FIB lookup's preparation.
-#[inline(always)]
-fn zeroed_in_place(storage: &mut MaybeUninit<bpf_fib_lookup>) -> &mut bpf_fib_lookup {
-    const WORDS: usize = size_of::<bpf_fib_lookup>() / 8;
-    const _: () = assert!(size_of::<bpf_fib_lookup>() == WORDS * 8);
-    let words = storage.as_mut_ptr() as *mut u64;
-    for i in 0..WORDS {
-        // SAFETY: `i < WORDS` keeps each 8-byte store inside the struct, which is 8-aligned (it
-        // holds u64-sized unions); volatile so that LLVM does not fold the stores back into a
-        // memset call.
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-    }
-    // SAFETY: every byte was written above, and all-zero bytes are a valid value of this plain C
-    // struct of integers and unions of integers.
-    unsafe { storage.assume_init_mut() }
 }
 
 /// Records the source MAC of a frame arriving on a veth bridge port (the caller checked the

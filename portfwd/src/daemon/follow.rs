@@ -193,7 +193,7 @@ fn drop_flows_of<A: MapAddr>(maps: &mut Maps, old: &Forward) -> Result<usize, Er
         .and_then(A::from_ip);
     // A flow can be in both tables (established, and not yet aged out of the new flows): it
     // counts once.
-    let mut dropped = std::collections::HashSet::new();
+    let mut dropped: Vec<FlowKeyOf<A>> = Vec::new();
     for flows in maps.flows_mut::<A>() {
         let stale: Vec<FlowKeyOf<A>> = flows
             .iter()
@@ -210,7 +210,9 @@ fn drop_flows_of<A: MapAddr>(maps: &mut Maps, old: &Forward) -> Result<usize, Er
         for key in stale {
             match flows.remove(&key) {
                 Ok(()) => {
-                    dropped.insert(key);
+                    if !dropped.contains(&key) {
+                        dropped.push(key);
+                    }
                 }
                 // Evicted or expired meanwhile.
                 Err(aya::maps::MapError::KeyNotFound) => {}
