@@ -17,5 +17,6 @@ mod hostlocal;
 mod ipv6;
 mod ops;
 mod ranges;
+mod reload;
 mod replies;
 mod service;
