@@ -142,12 +142,14 @@ impl State {
         Ok(active)
     }
 
-    /// Takes over the forwards a previous daemon left in the pinned maps, before `cfg` is
-    /// applied: an entry that `cfg` still wants keeps its counter slot (so its counters carry
-    /// on), any other entry is removed. The host addresses in the map are taken as applied, so
-    /// the first host sync only adds and removes the difference.
-    pub(super) fn adopt_pinned(&mut self, cfg: &Config) {
-        let (slots, removed) = self.dp.maps.adopt(&cfg.forwards);
+    /// Takes over the forwards a previous daemon left in the active generation of the pinned
+    /// maps, before `cfg` is applied: an entry that `cfg` still wants keeps its counter slot
+    /// (so its counters carry on). Nothing is removed here: the previous daemon's forwards go
+    /// on being served until [`State::apply_config`] replaces them in one step. The host
+    /// addresses in the map are taken as applied, so the first host sync only adds and removes
+    /// the difference.
+    pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
+        let (slots, stale) = self.dp.maps.adopt(&cfg.forwards)?;
         for (fwd, slot) in cfg.forwards.iter().zip(slots) {
             if let Some(slot) = slot {
                 tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
@@ -157,14 +159,15 @@ impl State {
                 });
             }
         }
-        if removed > 0 {
+        if stale > 0 {
             tracing::info!(
-                entries = removed,
-                "removed a pinned forward the config no longer has"
+                entries = stale,
+                "removed a pinned forward the config no longer has (as the config goes live)"
             );
         }
         self.slots.adopt(self.forwards.iter().map(|a| a.slot));
         self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
+        Ok(())
     }
 
     /// Removes interface entries a previous daemon left for interfaces this one does not serve.
@@ -200,24 +203,11 @@ impl State {
         self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| n == name)
     }
 
-    /// Applies a validated config: forwards that are gone or changed are removed first, then
-    /// new ones added, then interfaces re-evaluated. Returns the interfaces that failed to
-    /// attach as the mode requires.
+    /// Applies a validated config at start-up: its forwards replace whatever the pinned maps
+    /// held in one step (see [`super::staging`]), then interfaces are evaluated. Returns the
+    /// interfaces that failed to attach as the mode requires.
     pub(super) fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
-        let stale: Vec<Listen> = self
-            .forwards
-            .iter()
-            .filter(|a| !cfg.forwards.contains(&a.fwd))
-            .map(|a| a.fwd.listen)
-            .collect();
-        for listen in &stale {
-            self.unpublish(listen)?;
-        }
-        for fwd in &cfg.forwards {
-            if !self.forwards.iter().any(|a| &a.fwd == fwd) {
-                self.publish(fwd.clone())?;
-            }
-        }
+        self.replace_forwards(&cfg.forwards)?;
         self.cfg = Config {
             forwards: Vec::new(),
             ..cfg.clone()

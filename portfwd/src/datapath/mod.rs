@@ -7,6 +7,8 @@
 //! - `pin`: the bpffs pins (maps and links) that let the datapath outlive the daemon;
 //! - `maps`: typed access to every map; the only place where addresses and ports are converted
 //!   to the network byte order the datapath uses;
+//! - `generation`: the two generations of the forwarding tables, and switching between them in
+//!   one step (a reload is atomic for the datapath);
 //! - `count`: counting a hash map's entries with one batch system call per 1,024;
 //! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root, or taking
 //!   over the ones a previous daemon pinned;
@@ -14,6 +16,7 @@
 mod attach;
 pub mod cgroup;
 mod count;
+pub mod generation;
 mod link;
 pub mod maps;
 pub mod pin;

@@ -124,7 +124,11 @@ fn capture(ns: &Ns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u64, 
                 i32::from((libc::ETH_P_IP as u16).to_be()),
             )
         };
-        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
         fd
     });
     let set = |opt: libc::c_int, value: &[u8]| {
@@ -292,7 +296,11 @@ fn reloads_under_traffic_never_mix_two_configs() {
         took / reloads.len().max(1) as u32,
         t.sent
     );
-    assert_eq!(reloads.len(), RELOADS, "the reloads took longer than {RUN_LIMIT:?}");
+    assert_eq!(
+        reloads.len(),
+        RELOADS,
+        "the reloads took longer than {RUN_LIMIT:?}"
+    );
     assert!(
         t.by[0] > 0 && t.by[1] > 0,
         "both configs' targets got datagrams: {t:?}"
@@ -310,7 +318,11 @@ fn reloads_under_traffic_never_mix_two_configs() {
 /// Going through the datagrams in the order sent, the reload count they were translated at
 /// must never decrease: each datagram takes the smallest count its config and send time allow,
 /// and one that none allows is `mixed`.
-fn tally(sent: &Sent, arrived: &HashMap<u64, (usize, u16)>, reloads: &[(Instant, Instant)]) -> Tally {
+fn tally(
+    sent: &Sent,
+    arrived: &HashMap<u64, (usize, u16)>,
+    reloads: &[(Instant, Instant)],
+) -> Tally {
     let mut t = Tally {
         sent: sent.len(),
         ..Tally::default()
@@ -348,4 +360,61 @@ fn tally(sent: &Sent, arrived: &HashMap<u64, (usize, u16)>, reloads: &[(Instant,
         }
     }
     t
+}
+
+/// A daemon killed after a reload (the second generation active) and started again takes over
+/// the pinned generation: the forward both configs share keeps its counters, every forward
+/// answers while no daemon runs and after, and the restart switches generation without a
+/// packet going to the previous config's target.
+#[test]
+fn a_restarted_daemon_takes_over_the_pinned_generation() {
+    require_root!();
+    let mut s = Scenario::new("regen")
+        .containers(2)
+        .udp_server("c1", 5000)
+        .udp_server("c2", 5000)
+        .forward("8080/udp", "c1:5000")
+        .forward("8082/udp", "c1:5000")
+        .daemon();
+    let c2 = s.c("c2");
+    let ask = |s: &Scenario, port: u16, line: &str| -> String {
+        s.client_udp(crate::support::host_port(port), line)
+            .unwrap_or_else(|e| panic!("{port} {line}: {e:#}"))
+    };
+    assert!(ask(&s, 8080, "a").starts_with("c1:5000"));
+    // Config B moves 8080 to c2 and keeps 8082 as it is: a generation switch.
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    std::fs::write(
+        &s.d.config,
+        text.replacen(&s.c("c1").addr.to_string(), &c2.addr.to_string(), 1),
+    )
+    .unwrap();
+    assert!(reload(&s.d.socket).contains("\"done\""));
+    assert!(ask(&s, 8080, "b").starts_with("c2:5000"));
+    for i in 0..3 {
+        assert!(ask(&s, 8082, &format!("kept {i}")).starts_with("c1:5000"));
+    }
+    let counted = |s: &Scenario| -> u64 {
+        let list = s.list_json();
+        let kept = list.iter().find(|f| f["listen"] == "8082/udp").unwrap();
+        kept["packets_to_target"].as_u64().unwrap()
+    };
+    let before = counted(&s);
+    assert!(before >= 3, "{before}");
+
+    s.d.kill9();
+    assert!(ask(&s, 8080, "while dead").starts_with("c2:5000"));
+    s.d.restart();
+    assert!(ask(&s, 8080, "after").starts_with("c2:5000"));
+    assert!(ask(&s, 8082, "after").starts_with("c1:5000"));
+    assert!(
+        counted(&s) > before,
+        "the kept forward's counters carry on: {before} -> {}",
+        counted(&s)
+    );
+    assert!(
+        s.d.log_text().contains("kept pinned forward"),
+        "{}",
+        s.d.log_text()
+    );
 }
