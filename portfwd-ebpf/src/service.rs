@@ -18,10 +18,11 @@ use crate::{
     maps::{GENERATION, Lookup as _},
 };
 
-/// The active generation of the forwarding state (0 before any daemon set one).
+/// The active generation of the forwarding state (0 before any daemon set one). Only 0 and 1
+/// are written; the low bit is what counts.
 #[inline(always)]
 fn active_generation() -> u8 {
-    GENERATION.get(0).map_or(0, |g| *g as u8)
+    GENERATION.get(0).map_or(0, |g| (*g & 1) as u8)
 }
 
 /// Whether `addr` (wire order) is one of the host's addresses.

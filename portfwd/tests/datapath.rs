@@ -90,7 +90,7 @@ use program::PROGRAMS;
 ///   is four checksum updates, which XDP does in software inline; tc's direct writes each have
 ///   a helper fallback, which doubles the states the verifier walks), so the budgets are now
 ///   66000 and 70000. 47121 and 55004 before the generation of the forwarding tables (one
-///   array lookup per service lookup, its byte in every forwarding key), 48824 and 54991 after.
+///   array lookup per service lookup, its byte in every forwarding key), 48838 and 55005 after.
 /// - The socket programs (cgroup `sock_addr`, loaded here without being attached): 226, 221,
 ///   111, 111 when first measured (86 for the last two once the logic was shared with IPv6).
 ///   The IPv6 ones (which also take IPv4-mapped addresses, through the IPv4 maps): 792, 793,

@@ -8,7 +8,6 @@
 //! Once no packet that read the old generation can still be in the programs (an RCU grace
 //! period), the old generation's entries are removed.
 use aya::maps::{MapData, lpm_trie::LpmTrie};
-use portfwd_common::maps::GENERATIONS;
 
 use super::maps::{FamilyMaps, MapAddr, Maps, gone, map_err};
 use crate::error::Error;
@@ -25,9 +24,8 @@ impl Maps {
             .generation
             .get(&0, 0)
             .map_err(map_err("active generation"))?;
-        // Only 0 and 1 are ever written; anything else reads as the generation of its low bit,
-        // which is what the datapath's byte read of it sees.
-        Ok((g % GENERATIONS) as u8)
+        // Only 0 and 1 are ever written; the low bit is what counts, here as in the datapath.
+        Ok((g & 1) as u8)
     }
 
     /// Makes `generation` the one the datapath reads: one update of a one-element array, seen

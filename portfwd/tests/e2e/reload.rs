@@ -246,7 +246,10 @@ struct Tally {
 #[test]
 fn reloads_under_traffic_never_mix_two_configs() {
     require_root!();
-    let s = Scenario::new("reload").containers(2).daemon();
+    let s = Scenario::new("reload")
+        .containers(2)
+        .expose_containers_in_xdp()
+        .daemon();
     let containers = s.lab.containers().to_vec();
     // The settings the daemon started with (the mode's, under PORTFWD_E2E_MODE), kept.
     let top = s.config.replace("forwards: []\n", "");
@@ -375,6 +378,7 @@ fn a_restarted_daemon_takes_over_the_pinned_generation() {
         .udp_server("c2", 5000)
         .forward("8080/udp", "c1:5000")
         .forward("8082/udp", "c1:5000")
+        .expose_containers_in_xdp()
         .daemon();
     let c2 = s.c("c2");
     let ask = |s: &Scenario, port: u16, line: &str| -> String {
