@@ -104,6 +104,9 @@ impl State {
                 self.slots.free(a.slot);
             }
         }
+        for slot in std::mem::take(&mut self.orphan_slots) {
+            self.slots.free(slot);
+        }
         self.forwards = staged.forwards;
         Ok(())
     }

@@ -50,6 +50,9 @@ pub(super) struct State {
     /// The published ports reserved from the kernel's ephemeral port choice, or `None` when the
     /// sysctl could not be read (logged once).
     pub(super) reserved_ports: Option<Reservation>,
+    /// Counter slots of forwards a previous daemon left that the config does not have: held
+    /// until the config's forwards replace them (see [`super::staging`]).
+    pub(super) orphan_slots: Vec<u32>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl State {
             host: host::Snapshot::default(),
             host_addrs: BTreeSet::new(),
             socket_hooks: HostLocal::Off("not attached yet".into()),
+            orphan_slots: Vec::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
                 .ok(),
@@ -149,8 +153,8 @@ impl State {
     /// addresses in the map are taken as applied, so the first host sync only adds and removes
     /// the difference.
     pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
-        let (slots, stale) = self.dp.maps.adopt(&cfg.forwards)?;
-        for (fwd, slot) in cfg.forwards.iter().zip(slots) {
+        let adopted = self.dp.maps.adopt(&cfg.forwards)?;
+        for (fwd, slot) in cfg.forwards.iter().zip(adopted.slots) {
             if let Some(slot) = slot {
                 tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
                 self.forwards.push(Active {
@@ -159,13 +163,19 @@ impl State {
                 });
             }
         }
-        if stale > 0 {
+        if adopted.stale_entries > 0 {
             tracing::info!(
-                entries = stale,
+                entries = adopted.stale_entries,
                 "removed a pinned forward the config no longer has (as the config goes live)"
             );
         }
-        self.slots.adopt(self.forwards.iter().map(|a| a.slot));
+        self.slots.adopt(
+            self.forwards
+                .iter()
+                .map(|a| a.slot)
+                .chain(adopted.stale_slots.iter().copied()),
+        );
+        self.orphan_slots = adopted.stale_slots;
         self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
         Ok(())
     }

@@ -6,7 +6,10 @@
 //! The forwarding tables (forwards, ranges, allowlists) hold two generations (see
 //! [`super::generation`]); the writers here take the generation to write, and the ones without
 //! a generation argument write the active one.
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use aya::{
     Ebpf, Pod,
@@ -33,6 +36,17 @@ use crate::{
     error::{Error, LoadError},
     publish::{AllowPrefix, Family, Forward, Listen, Protocol},
 };
+
+/// What [`Maps::adopt`] found in the pinned active generation.
+pub struct Adopted {
+    /// The counter slot of each wanted forward stored there as it wants it, at its index.
+    pub slots: Vec<Option<u32>>,
+    /// Entries of forwards the config does not have (as it is).
+    pub stale_entries: usize,
+    /// The slots those forwards count into: not to be handed to a new forward while they are
+    /// still served.
+    pub stale_slots: Vec<u32>,
+}
 
 /// Owned handles to every map of the loaded object.
 pub struct Maps {
@@ -281,14 +295,15 @@ impl<A: MapAddr> FamilyMaps<A> {
     }
 
     /// [`Maps::adopt`] for this family's forwards (`wanted` holds only them, with their index
-    /// in the whole list) in `generation`; `used` collects the slots taken over, across
-    /// families. Returns how many entries of the generation are not taken over.
+    /// in the whole list) in `generation`; `used` collects the slots taken over and `seen` every
+    /// slot the generation counts into, across families. Returns how many entries of the
+    /// generation are not taken over.
     fn adopt(
         &self,
         wanted: &[(usize, &Forward)],
         generation: u8,
         slots: &mut [Option<u32>],
-        used: &mut std::collections::BTreeSet<u32>,
+        (used, seen): (&mut BTreeSet<u32>, &mut BTreeSet<u32>),
     ) -> usize {
         let mut stale = 0;
 
@@ -298,6 +313,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             .filter_map(Result::ok)
             .filter(|(k, _)| k.generation == generation);
         for (key, value) in singles {
+            seen.insert(value.stats_slot);
             let found = wanted.iter().find(|(i, f)| {
                 slots[*i].is_none()
                     && !f.listen.is_range()
@@ -325,6 +341,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             .filter_map(Result::ok)
             .filter(|(k, _)| k.data().generation == generation)
             .collect();
+        seen.extend(ranges.iter().map(|(_, v)| v.stats_slot));
         let mut kept = 0;
         for (i, f) in wanted {
             if !f.listen.is_range() {
@@ -600,13 +617,12 @@ impl Maps {
     /// Takes over what a previous daemon left in the active generation of the pinned maps:
     /// each of `wanted` that is stored exactly as [`Maps::write_forward`] would store it (single
     /// port or every prefix of a range, same target, same allowlist flag) keeps its counter
-    /// slot, which is returned at its index. Nothing is changed: the forwards go on being
-    /// served as they are until the daemon's first state replaces the generation. Returns the
-    /// slots and how many entries of the active generation are not taken over.
-    pub fn adopt(&self, wanted: &[Forward]) -> Result<(Vec<Option<u32>>, usize), Error> {
+    /// slot. Nothing is changed: the forwards go on being served as they are until the
+    /// daemon's first state replaces the generation.
+    pub fn adopt(&self, wanted: &[Forward]) -> Result<Adopted, Error> {
         let generation = self.active_generation()?;
         let mut slots: Vec<Option<u32>> = vec![None; wanted.len()];
-        let mut used = std::collections::BTreeSet::new();
+        let (mut used, mut seen) = (BTreeSet::new(), BTreeSet::new());
         let of = |family: Family| -> Vec<(usize, &Forward)> {
             wanted
                 .iter()
@@ -614,13 +630,27 @@ impl Maps {
                 .filter(|(_, f)| f.family() == family)
                 .collect()
         };
-        let stale = self
-            .v4
-            .adopt(&of(Family::V4), generation, &mut slots, &mut used)
-            + self
-                .v6
-                .adopt(&of(Family::V6), generation, &mut slots, &mut used);
-        Ok((slots, stale))
+        let stale_entries = self.v4.adopt(
+            &of(Family::V4),
+            generation,
+            &mut slots,
+            (&mut used, &mut seen),
+        ) + self.v6.adopt(
+            &of(Family::V6),
+            generation,
+            &mut slots,
+            (&mut used, &mut seen),
+        );
+        let stale_slots = seen
+            .difference(&used)
+            .copied()
+            .filter(|s| *s < MAX_FORWARDS)
+            .collect();
+        Ok(Adopted {
+            slots,
+            stale_entries,
+            stale_slots,
+        })
     }
 
     /// The host addresses in the maps of both families.
