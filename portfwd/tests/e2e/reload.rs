@@ -13,7 +13,8 @@
 //! The sender runs on one CPU, so the host's tc program sees the datagrams in the order they
 //! were sent. An atomic switch then makes the configs the packets were translated by a
 //! non-decreasing sequence of reloads; a packet that no such sequence explains (given when it
-//! was sent and when each reload was asked for and answered) was translated by a mix.
+//! was sent, when it was captured, and when each reload's file was written and its request
+//! answered) was translated by a mix.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,9 +38,6 @@ const RELOADS: usize = 1_000;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// One datagram every this long (4,000 a second).
 const SEND_INTERVAL: Duration = Duration::from_micros(250);
-/// How late after its send call returns a datagram may still be translated (softirq work
-/// deferred to ksoftirqd on a busy machine).
-const LATE: Duration = Duration::from_millis(5);
 
 /// The published ports the client sends to, in turn.
 const PORTS: [u16; 11] = [
@@ -112,9 +110,12 @@ impl Config {
     }
 }
 
-/// Every UDP datagram from the client arriving in a container: (sequence number, destination
-/// port), captured until `stop`.
-fn capture(ns: &Ns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u64, u16)>> {
+/// A datagram captured in a container: its sequence number, destination port, and when it was
+/// read (after it arrived, so after it was translated).
+type Captured = (u64, u16, Instant);
+
+/// Every UDP datagram from the client arriving in a container, captured until `stop`.
+fn capture(ns: &Ns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Captured>> {
     let fd = ns.run(|| {
         // SAFETY: plain socket creation; the result is checked.
         let fd = unsafe {
@@ -172,7 +173,7 @@ fn capture(ns: &Ns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u64, 
             }
             let dport = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
             let seq = u64::from_le_bytes(p[ihl + 8..ihl + 16].try_into().unwrap());
-            got.push((seq, dport));
+            got.push((seq, dport, Instant::now()));
         }
         // SAFETY: the descriptor is ours and not used after this.
         unsafe { libc::close(fd) };
@@ -275,7 +276,10 @@ fn reloads_under_traffic_never_mix_two_configs() {
             break;
         }
         let written = Instant::now();
-        std::fs::write(&s.d.config, &configs[k % 2]).unwrap();
+        // Renamed over the file, so that the daemon's file watcher never reads half of it.
+        let next = s.d.config.with_extension("next");
+        std::fs::write(&next, &configs[k % 2]).unwrap();
+        std::fs::rename(&next, &s.d.config).unwrap();
         let answer = reload(&s.d.socket);
         assert!(answer.contains("\"done\""), "reload {k}: {answer}");
         reloads.push((written, Instant::now()));
@@ -286,10 +290,10 @@ fn reloads_under_traffic_never_mix_two_configs() {
     let sent = sender.join().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let mut arrived: HashMap<u64, (usize, u16)> = HashMap::new();
+    let mut arrived: HashMap<u64, Arrived> = HashMap::new();
     for (i, c) in captures.into_iter().enumerate() {
-        for (seq, port) in c.join().unwrap() {
-            arrived.insert(seq, (i, port));
+        for (seq, port, at) in c.join().unwrap() {
+            arrived.insert(seq, ((i, port), at));
         }
     }
     let t = tally(&sent, &arrived, &reloads);
@@ -315,34 +319,45 @@ fn reloads_under_traffic_never_mix_two_configs() {
     );
 }
 
+/// Where a datagram arrived (container index, port) and when it was captured.
+type Arrived = ((usize, u16), Instant);
+
 /// Counts what the run showed (see [`Tally`]). A datagram's config is the one whose target it
 /// reached. The configs are numbered by reload: `k` reloads in, config [`Config::after`]`(k)`
 /// is in force, and reload `k` switches to it between its file being written and its answer.
-/// Going through the datagrams in the order sent, the reload count they were translated at
-/// must never decrease: each datagram takes the smallest count its config and send time allow,
-/// and one that none allows is `mixed`.
-fn tally(
-    sent: &Sent,
-    arrived: &HashMap<u64, (usize, u16)>,
-    reloads: &[(Instant, Instant)],
-) -> Tally {
+/// A datagram was translated at a count no lower than the reloads answered before it was sent,
+/// and no higher than the reloads whose file was written before it, or any datagram sent after
+/// it (translated after it), was captured. Going through the datagrams in the order sent, the
+/// count must never decrease: each datagram takes the smallest count its config and those
+/// bounds allow, and one that none allows is `mixed`.
+fn tally(sent: &Sent, arrived: &HashMap<u64, Arrived>, reloads: &[(Instant, Instant)]) -> Tally {
     let mut t = Tally {
         sent: sent.len(),
         ..Tally::default()
     };
+    // The earliest capture of this datagram or any sent after it.
+    let mut translated_by = vec![None; sent.len()];
+    let mut earliest: Option<Instant> = None;
+    for seq in (0..sent.len()).rev() {
+        if let Some((_, at)) = arrived.get(&(seq as u64)) {
+            earliest = Some(earliest.map_or(*at, |e| e.min(*at)));
+        }
+        translated_by[seq] = earliest;
+    }
     let mut at = 0;
-    for (seq, &(before, after)) in sent.iter().enumerate() {
+    for (seq, &(before, _)) in sent.iter().enumerate() {
         let port = PORTS[seq % PORTS.len()];
         let (a, b) = (Config::A.target(port), Config::B.target(port));
-        let config = match arrived.get(&(seq as u64)) {
+        let arrival = arrived.get(&(seq as u64));
+        let config = match arrival.map(|(got, _)| *got) {
             None if a.is_some() && b.is_some() => {
                 t.lost += 1;
                 t.ports.entry(port).or_default()[1] += 1;
                 continue;
             }
             None => continue,
-            Some(&got) if Some(got) == a => Config::A,
-            Some(&got) if Some(got) == b => Config::B,
+            Some(got) if Some(got) == a => Config::A,
+            Some(got) if Some(got) == b => Config::B,
             Some(_) => {
                 t.stray += 1;
                 t.ports.entry(port).or_default()[0] += 1;
@@ -350,10 +365,9 @@ fn tally(
             }
         };
         t.by[config as usize] += 1;
-        // Reloads answered before the datagram was sent were in force; reloads whose file
-        // was written by the time it was translated may have been.
+        let translated_by = translated_by[seq].expect("it arrived");
         let done = reloads.partition_point(|r| r.1 < before);
-        let possible = reloads.partition_point(|r| r.0 <= after + LATE);
+        let possible = reloads.partition_point(|r| r.0 <= translated_by);
         match (at.max(done)..=possible).find(|&k| Config::after(k) == config) {
             Some(k) => at = k,
             None => {
