@@ -10,9 +10,17 @@ pub const FORWARDS: &str = "PF_FORWARDS";
 /// only when [`FORWARDS`] has no entry. A range is stored as the few prefixes that cover it
 /// exactly ([`port_prefixes`], at most 30), each valued with where the range starts.
 pub const RANGES: &str = "PF_RANGES";
-/// Source allowlists: an LPM trie keyed by (forward's stats slot, source prefix). Consulted only
-/// for forwards whose value carries [`FWD_ALLOWLIST`].
+/// Source allowlists: an LPM trie keyed by (forward's stats slot, generation, source prefix).
+/// Consulted only for forwards whose value carries [`FWD_ALLOWLIST`].
 pub const ALLOW: &str = "PF_ALLOW";
+/// The active generation of the forwarding state: a one-element array holding 0 or 1.
+///
+/// Every key of [`FORWARDS`], [`RANGES`] and [`ALLOW`] (and their IPv6 twins) carries the
+/// generation it belongs to, and the datapath reads this array once per packet and looks up
+/// only that generation. A reload writes the complete new state under the other generation,
+/// then switches this one value, so every packet is translated by the old state or the new
+/// one, never a mix (see [`GENERATIONS`]).
+pub const GENERATION: &str = "PF_GEN";
 /// Reverse translations of live flows, keyed as the target's replies look on the wire. Every flow
 /// starts here; what a flood of new flows fills (and an LRU evicts from).
 pub const FLOWS: &str = "PF_FLOWS";
@@ -158,6 +166,9 @@ impl core::fmt::Display for Program {
 }
 
 pub const MAX_FORWARDS: u32 = 16_384;
+/// Generations of the forwarding state ([`GENERATION`]): the active one, and the one a reload
+/// writes before switching to it. The forwarding tables hold room for both.
+pub const GENERATIONS: u32 = 2;
 pub const MAX_FLOWS: u32 = 131_072;
 /// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
 pub const MAX_FLOWS6: u32 = 65_536;
@@ -166,9 +177,11 @@ pub const MAX_EST_FLOWS: u32 = MAX_FLOWS;
 pub const MAX_EST_FLOWS6: u32 = MAX_FLOWS6;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
-/// Port-range prefixes ([`RANGES`] entries). A range takes at most 30.
+/// Port-range prefixes of one generation ([`RANGES`] holds [`GENERATIONS`] times as many). A
+/// range takes at most 30.
 pub const MAX_RANGE_PREFIXES: u32 = 16_384;
-/// Allowlist prefixes over every forward ([`ALLOW`] entries).
+/// Allowlist prefixes over every forward of one generation ([`ALLOW`] holds [`GENERATIONS`]
+/// times as many).
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 
 /// [`ForwardValue::flags`] / [`RangeValue::flags`]: the forward has a source allowlist in
@@ -244,14 +257,16 @@ pub struct PortEntry {
 /// Key of the forwarding table.
 ///
 /// `addr_be == 0` means "any of the host's addresses" (Docker's `-p 8080:80`); a non-zero address
-/// is the host address the forward is bound to (`-p 192.0.2.1:8080:80`).
+/// is the host address the forward is bound to (`-p 192.0.2.1:8080:80`). `generation` is
+/// the generation the entry belongs to ([`GENERATION`]); it sits where older versions had a zero
+/// padding byte, so their pinned entries read as generation 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ForwardKeyOf<A> {
     pub addr_be: A,
     pub port_be: u16,
     pub proto: u8,
-    pub _pad: u8,
+    pub generation: u8,
 }
 
 pub type ForwardKey = ForwardKeyOf<u32>;
@@ -263,7 +278,9 @@ pub type Forward6Key = ForwardKeyOf<Ipv6Words>;
 pub struct ForwardValueOf<A> {
     pub target_addr_be: A,
     pub target_port_be: u16,
-    pub _pad: u16,
+    /// The generation the forward was found in: its allowlist is looked up in the same one.
+    pub generation: u8,
+    pub _pad: u8,
     /// Index into [`FORWARD_STATS`]; also the forward's identity in [`ALLOW`].
     pub stats_slot: u32,
     /// [`FWD_ALLOWLIST`] or 0.
@@ -274,14 +291,16 @@ pub type ForwardValue = ForwardValueOf<u32>;
 pub type Forward6Value = ForwardValueOf<Ipv6Words>;
 
 /// The data part of a [`RANGES`] key. The fields are in match order (an LPM trie matches bits
-/// from the first byte on): protocol, padding (always zero), host address (0 = every host
-/// address), then the port, big-endian so that its bits come most significant first. The
-/// prefix length is [`RangeKey::FIXED_BITS`] plus the number of port bits matched (0-16).
+/// from the first byte on): protocol, generation ([`GENERATION`]), padding (always zero), host
+/// address (0 = every host address), then the port, big-endian so that its bits come most
+/// significant first. The prefix length is [`RangeKey::FIXED_BITS`] plus the number of port
+/// bits matched (0-16).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct RangeKeyOf<A> {
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub generation: u8,
+    pub _pad: [u8; 2],
     pub addr_be: A,
     pub port_be: u16,
     pub _pad2: [u8; 2],
@@ -291,7 +310,7 @@ pub type RangeKey = RangeKeyOf<u32>;
 pub type Range6Key = RangeKeyOf<Ipv6Words>;
 
 impl<A: Addr> RangeKeyOf<A> {
-    /// Bits before the port: protocol, padding and address, always matched in full.
+    /// Bits before the port: protocol, generation, padding and address, always matched in full.
     pub const FIXED_BITS: u32 = 32 + A::BITS;
     /// A lookup key matches every bit of the port.
     pub const LOOKUP_BITS: u32 = Self::FIXED_BITS + 16;
@@ -315,17 +334,19 @@ pub type RangeValue = RangeValueOf<u32>;
 pub type Range6Value = RangeValueOf<Ipv6Words>;
 
 impl<A: Addr> RangeValueOf<A> {
-    /// The forward for host port `port_be` of this range: ports map one by one, so the target
-    /// port is `target_port + (port - start_port)`. The arithmetic needs host order; this is the
-    /// one place the datapath converts a port, and it converts back at once.
+    /// The forward for host port `port_be` of this range, found in generation `generation`: ports map
+    /// one by one, so the target port is `target_port + (port - start_port)`. The arithmetic
+    /// needs host order; this is the one place the datapath converts a port, and it converts
+    /// back at once.
     #[inline(always)]
-    pub fn forward_for(&self, port_be: u16) -> ForwardValueOf<A> {
+    pub fn forward_for(&self, port_be: u16, generation: u8) -> ForwardValueOf<A> {
         let offset = u16::from_be(port_be).wrapping_sub(u16::from_be(self.start_port_be));
         ForwardValueOf {
             target_addr_be: self.target_addr_be,
             target_port_be: u16::from_be(self.target_port_be)
                 .wrapping_add(offset)
                 .to_be(),
+            generation,
             _pad: 0,
             stats_slot: self.stats_slot,
             flags: self.flags,
@@ -333,15 +354,25 @@ impl<A: Addr> RangeValueOf<A> {
     }
 }
 
-/// The data part of an [`ALLOW`] key: the forward's stats slot (matched in full, so its byte
-/// order does not matter; native), then the source address in wire order. The prefix length is
-/// 32 plus the source prefix length.
+/// The data part of an [`ALLOW`] key: the forward's stats slot and the generation
+/// ([`GENERATION`]) its allowlist belongs to (matched in full, so their byte order does not
+/// matter; native), then the source address in wire order. The prefix length is 32 plus the
+/// source prefix length. The slot is 16 bits ([`MAX_FORWARDS`] fits) and the generation takes
+/// the byte after it, where older versions had the zero upper half of a 32-bit slot: their
+/// pinned entries read as generation 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct AllowKeyOf<A> {
-    pub slot: u32,
+    pub slot: u16,
+    pub generation: u8,
+    pub _pad: u8,
     pub saddr_be: A,
 }
+
+const _: () = assert!(
+    MAX_FORWARDS <= 1 << 16,
+    "a stats slot fits an allowlist key"
+);
 
 pub type AllowKey = AllowKeyOf<u32>;
 pub type Allow6Key = AllowKeyOf<Ipv6Words>;
@@ -658,18 +689,18 @@ mod tests {
             stats_slot: 7,
             flags: FWD_ALLOWLIST,
         };
-        let f = v.forward_for(8005u16.to_be());
+        let f = v.forward_for(8005u16.to_be(), 1);
         assert_eq!(u16::from_be(f.target_port_be), 9005);
         assert_eq!(
-            (f.target_addr_be, f.stats_slot, f.flags),
-            (1, 7, FWD_ALLOWLIST)
+            (f.target_addr_be, f.stats_slot, f.flags, f.generation),
+            (1, 7, FWD_ALLOWLIST, 1)
         );
         let down = RangeValue {
             target_port_be: 100u16.to_be(),
             ..v
         };
         assert_eq!(
-            u16::from_be(down.forward_for(8010u16.to_be()).target_port_be),
+            u16::from_be(down.forward_for(8010u16.to_be(), 0).target_port_be),
             110
         );
     }

@@ -11,23 +11,31 @@ use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowTable, FlowValue, Forward6Key,
         Forward6Value, ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey,
-        FragValue, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_EST_FLOWS, MAX_EST_FLOWS6,
-        MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS,
-        MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
+        FragValue, GENERATIONS, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_EST_FLOWS,
+        MAX_EST_FLOWS6, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES,
+        MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey,
+        RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
 };
 
+/// The active generation of the forwarding tables below (0 or 1), read once per packet.
+#[map(name = "PF_GEN")]
+pub static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "PF_FORWARDS")]
-pub static FORWARDS: HashMap<ForwardKey, ForwardValue> = HashMap::with_max_entries(MAX_FORWARDS, 0);
+pub static FORWARDS: HashMap<ForwardKey, ForwardValue> =
+    HashMap::with_max_entries(MAX_FORWARDS * GENERATIONS, 0);
 
 #[map(name = "PF_RANGES")]
-pub static RANGES: LpmTrie<RangeKey, RangeValue> = LpmTrie::with_max_entries(MAX_RANGE_PREFIXES, 0);
+pub static RANGES: LpmTrie<RangeKey, RangeValue> =
+    LpmTrie::with_max_entries(MAX_RANGE_PREFIXES * GENERATIONS, 0);
 
 /// Value: unused (1).
 #[map(name = "PF_ALLOW")]
-pub static ALLOW: LpmTrie<AllowKey, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
+pub static ALLOW: LpmTrie<AllowKey, u32> =
+    LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES * GENERATIONS, 0);
 
 /// Per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`): a new flow is inserted on every packet of a
 /// flood of new flows, and with one list shared by all CPUs each insert contends on its lock.
@@ -49,15 +57,16 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_AD
 
 #[map(name = "PF_FORWARDS6")]
 pub static FORWARDS6: HashMap<Forward6Key, Forward6Value> =
-    HashMap::with_max_entries(MAX_FORWARDS, 0);
+    HashMap::with_max_entries(MAX_FORWARDS * GENERATIONS, 0);
 
 #[map(name = "PF_RANGES6")]
 pub static RANGES6: LpmTrie<Range6Key, Range6Value> =
-    LpmTrie::with_max_entries(MAX_RANGE_PREFIXES, 0);
+    LpmTrie::with_max_entries(MAX_RANGE_PREFIXES * GENERATIONS, 0);
 
 /// Value: unused (1).
 #[map(name = "PF_ALLOW6")]
-pub static ALLOW6: LpmTrie<Allow6Key, u32> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);
+pub static ALLOW6: LpmTrie<Allow6Key, u32> =
+    LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES * GENERATIONS, 0);
 
 /// Per-CPU LRU lists, as [`FLOWS`].
 #[map(name = "PF_FLOWS6")]

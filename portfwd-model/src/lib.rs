@@ -23,7 +23,9 @@
 //! 2. **Decide**: a packet for a published port (destination is a host address, ingress
 //!    interface exposed, and a forward matches: looked up in `PF_FORWARDS` bound to that
 //!    address, then bound to every address, and only then in the port ranges of `PF_RANGES`,
-//!    bound to that address, then to every address) goes to the target; a packet matching a
+//!    bound to that address, then to every address; each of those tables and the allowlists
+//!    is looked up in the active generation of `PF_GEN` only, read once per packet) goes to
+//!    the target; a packet matching a
 //!    remembered flow is a reply and goes back to the client; everything else passes. A forward
 //!    with a source allowlist drops every packet for it from a source outside the list
 //!    (`drop_source_not_allowed`), before any other check; replies and ICMP errors are never

@@ -19,17 +19,19 @@ use crate::pmtu;
 use crate::wire::{ETH_LEN, be16, put16, wire16};
 use crate::world::{Route, RouteQuery, World};
 
+/// The forward published at `daddr:dport`, in the active generation only (read once).
 pub(crate) fn forward_of<F: Fam>(
     world: &impl World,
     daddr: F::A,
     dport: u16,
     proto: u8,
 ) -> Option<ForwardValueOf<F::A>> {
+    let generation = world.generation();
     let mut key = ForwardKeyOf {
         addr_be: daddr,
         port_be: wire16(dport),
         proto,
-        _pad: 0,
+        generation,
     };
     let single = F::forward(world, &key).or_else(|| {
         key.addr_be = F::A::default();
@@ -40,7 +42,8 @@ pub(crate) fn forward_of<F: Fam>(
     }
     let mut key = RangeKeyOf {
         proto,
-        _pad: [0; 3],
+        generation,
+        _pad: [0; 2],
         addr_be: daddr,
         port_be: wire16(dport),
         _pad2: [0; 2],
@@ -55,6 +58,7 @@ pub(crate) fn forward_of<F: Fam>(
     Some(ForwardValueOf {
         target_addr_be: range.target_addr_be,
         target_port_be: wire16(u16::from_be(range.target_port_be).wrapping_add(offset)),
+        generation,
         _pad: 0,
         stats_slot: range.stats_slot,
         flags: range.flags,
@@ -74,7 +78,9 @@ pub(crate) fn l4<F: Fam>(
             && !F::allowed(
                 world,
                 &AllowKeyOf {
-                    slot: fwd.stats_slot,
+                    slot: fwd.stats_slot as u16,
+                    generation: fwd.generation,
+                    _pad: 0,
                     saddr_be: pkt.saddr,
                 },
             )

@@ -16,6 +16,9 @@ pub trait World {
     fn iface_flags(&self, ifindex: u32) -> Option<u32>;
     /// `PF_HOST_ADDRS`: whether `addr_be` (wire order) is one of the host's addresses.
     fn is_host_addr(&self, addr_be: u32) -> bool;
+    /// `PF_GEN`: the active generation of the forwarding tables (0 or 1). Forward, range and
+    /// allowlist keys carry it; entries of the other generation are never found.
+    fn generation(&self) -> u8;
     /// `PF_FORWARDS`.
     fn forward(&self, key: &ForwardKey) -> Option<ForwardValue>;
     /// `PF_RANGES`, looked up with every bit of `key` (the entry with the longest matching

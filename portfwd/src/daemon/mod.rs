@@ -7,6 +7,7 @@
 //! - `access`: who may use the control socket;
 //! - `control`: the control socket and the requests it carries;
 //! - `reload`: applying a changed config file, all or nothing;
+//! - `staging`: replacing the set of forwards in one step for the datapath (two generations);
 //! - `reserved_ports`: keeping published ports out of the kernel's ephemeral port choice;
 //! - `follow`: existing UDP flows (host sockets, flow-table entries) following forward changes;
 //! - this module: starting up, the event loop, and shutting down.
@@ -17,6 +18,7 @@ mod host;
 mod reload;
 mod reserved_ports;
 mod slots;
+mod staging;
 mod state;
 
 use std::{
@@ -137,7 +139,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             st.metrics = Some(metrics::spawn(listener, source)?);
         }
         st.host = snap;
-        st.adopt_pinned(&cfg);
+        st.adopt_pinned(&cfg)?;
         st.attach_socket_hooks();
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
             // The mode cannot be honoured: stop rather than run half-attached.

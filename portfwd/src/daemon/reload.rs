@@ -5,13 +5,15 @@
 //!    line and field). Then everything else that can be known before touching the datapath is
 //!    checked: room for the forwards, `socket_group` exists, the new metrics address can be
 //!    bound (it is bound here). Any failure rejects the reload and nothing has changed.
-//! 2. The difference is applied under the state lock (so no control request sees a half
-//!    state): removed forwards, then changed ones (one map update each, so a forward whose
-//!    target changes never stops forwarding), then new ones; then interfaces and mode.
-//!    Forwards that stay are not touched and keep their counters.
-//! 3. If a map update or a required attachment fails part-way, every step already taken is
-//!    undone in reverse order: the forwards, their counter slots and the interfaces are as they
-//!    were before the reload.
+//! 2. Under the state lock (so no control request sees a half state), the new forwards are
+//!    staged: written complete beside the running ones, under the inactive generation of the
+//!    forwarding tables ([`super::staging`]); then interfaces and mode are applied. Forwards
+//!    that stay exactly as they were keep their counters.
+//! 3. The staged forwards go live in one step for the datapath: every packet is translated by
+//!    the old config or by the new one, never by part of each, and a forward present in both
+//!    never stops forwarding. If a map update or a required attachment fails before that, the
+//!    staged forwards are dropped and the interfaces set back: the forwards, their counter
+//!    slots and the interfaces are as they were before the reload.
 //!
 //! File changes are watched on the file's directory (so editors' and `config::save`'s
 //! write-and-rename are seen), debounced, and ignored when the file says what is already
@@ -26,10 +28,7 @@ use notify::Watcher as _;
 use portfwd_common::maps::MAX_FORWARDS;
 use tokio::sync::{Mutex, mpsc};
 
-use super::{
-    access::Access,
-    state::{Active, State},
-};
+use super::{access::Access, state::State};
 use crate::{
     config::{self, Config},
     error::{Error, chain},
@@ -87,16 +86,6 @@ impl Diff {
     pub fn is_empty(&self) -> bool {
         self.removed.is_empty() && self.changed.is_empty() && self.added.is_empty()
     }
-}
-
-/// One step taken, and how to take it back.
-enum Undo {
-    /// A forward was removed from `index` of the running list.
-    Removed { index: usize, active: Active },
-    /// The forward at `index` was switched to a new target in a new slot.
-    Changed { index: usize, old: Active },
-    /// A forward was added (at the end of the list).
-    Added { listen: Listen },
 }
 
 /// Whether two configs mean the same running state (forwards in any order).
@@ -183,14 +172,20 @@ impl State {
             access.apply_to(&self.socket)?;
         }
 
-        // 2. The forwards, each step recorded.
-        let mut journal = Vec::new();
-        if let Err(e) = self.apply_diff(&diff, &mut journal) {
-            self.undo(journal);
-            let _ = self.access.apply_to(&self.socket);
-            return Err(e);
-        }
-        // Interfaces and mode: on failure, back to the old settings and forwards.
+        // 2. The new forwards, staged beside the running ones (unless they are the same).
+        let staged = if diff.is_empty() {
+            None
+        } else {
+            match self.stage(&cfg.forwards) {
+                Ok(staged) => Some(staged),
+                Err(e) => {
+                    let _ = self.access.apply_to(&self.socket);
+                    return Err(e);
+                }
+            }
+        };
+        // Interfaces and mode: on failure, back to the old settings, the staged forwards
+        // dropped.
         let old_cfg = std::mem::replace(
             &mut self.cfg,
             Config {
@@ -199,19 +194,32 @@ impl State {
             },
         );
         let settings_changed = old_cfg.interfaces != cfg.interfaces || old_cfg.mode != cfg.mode;
-        if settings_changed {
-            let failures = self.apply_host(self.host.clone());
-            if let Some(e) = failures.into_iter().next() {
-                self.cfg = old_cfg;
-                let _ = self.apply_host(self.host.clone());
-                self.undo(journal);
-                let _ = self.access.apply_to(&self.socket);
-                return Err(e);
+        let failed = if settings_changed {
+            self.apply_host(self.host.clone()).into_iter().next()
+        } else {
+            None
+        };
+        // 3. The forwards go live in one step.
+        let failed = match (failed, staged) {
+            (Some(e), staged) => {
+                if let Some(staged) = staged {
+                    self.discard(staged);
+                }
+                Some(e)
             }
+            (None, Some(staged)) => self.go_live(staged).err(),
+            (None, None) => None,
+        };
+        if let Some(e) = failed {
+            self.cfg = old_cfg;
+            if settings_changed {
+                let _ = self.apply_host(self.host.clone());
+            }
+            let _ = self.access.apply_to(&self.socket);
+            return Err(e);
         }
 
-        // 3. Commit (nothing below can fail).
-        self.commit(journal);
+        // 4. Commit (nothing below can fail).
         self.follow_reload(&running, &diff);
         self.access = access;
         match (cfg.metrics, new_listener) {
@@ -252,93 +260,6 @@ impl State {
 
     fn running_forwards(&self) -> Vec<Forward> {
         self.forwards.iter().map(|a| a.fwd.clone()).collect()
-    }
-
-    /// Applies `diff`, recording each step in `journal`. Slots of removed and replaced forwards
-    /// are not reused within the same reload (so that undoing gives them back untouched); they
-    /// are freed by [`State::commit`].
-    fn apply_diff(&mut self, diff: &Diff, journal: &mut Vec<Undo>) -> Result<(), Error> {
-        for listen in &diff.removed {
-            let index = self
-                .forwards
-                .iter()
-                .position(|a| &a.fwd.listen == listen)
-                .ok_or_else(|| Error::NotPublished(listen.to_string()))?;
-            let slot = self.forwards[index].slot;
-            self.dp
-                .maps
-                .remove_forward(&self.forwards[index].fwd, slot)?;
-            let active = self.forwards.remove(index);
-            journal.push(Undo::Removed { index, active });
-        }
-        for (old, new) in &diff.changed {
-            let index = self
-                .forwards
-                .iter()
-                .position(|a| a.fwd == *old)
-                .ok_or_else(|| Error::NotPublished(old.listen.to_string()))?;
-            let slot = self.slots.alloc()?;
-            // One update of the key: the forward switches target without a gap.
-            if let Err(e) = self.dp.maps.insert_forward(new, slot) {
-                self.slots.free(slot);
-                return Err(e);
-            }
-            let old = std::mem::replace(
-                &mut self.forwards[index],
-                Active {
-                    fwd: new.clone(),
-                    slot,
-                },
-            );
-            journal.push(Undo::Changed { index, old });
-        }
-        for fwd in &diff.added {
-            self.publish(fwd.clone())?;
-            journal.push(Undo::Added { listen: fwd.listen });
-        }
-        Ok(())
-    }
-
-    /// Frees the slots the reload in `journal` no longer uses.
-    fn commit(&mut self, journal: Vec<Undo>) {
-        for step in journal {
-            match step {
-                Undo::Removed { active: old, .. } => self.slots.free(old.slot),
-                Undo::Changed { old, .. } => {
-                    // The key now holds the new forward; only the old allowlist goes.
-                    if let Err(e) = self.dp.maps.remove_allow(&old.fwd, old.slot) {
-                        tracing::error!("{}", chain(&e));
-                    }
-                    self.slots.free(old.slot);
-                }
-                Undo::Added { .. } => {}
-            }
-        }
-    }
-
-    /// Takes back the steps in `journal`, newest first. Old forwards get their old slots (whose
-    /// counters were never touched) back.
-    fn undo(&mut self, journal: Vec<Undo>) {
-        for step in journal.into_iter().rev() {
-            let result = match step {
-                Undo::Added { listen } => self.unpublish(&listen).map(|_| ()),
-                Undo::Changed { index, old } => {
-                    let res = self.dp.maps.restore_forward(&old.fwd, old.slot);
-                    let new = std::mem::replace(&mut self.forwards[index], old);
-                    let res = res.and(self.dp.maps.remove_allow(&new.fwd, new.slot));
-                    self.slots.free(new.slot);
-                    res
-                }
-                Undo::Removed { index, active } => {
-                    let res = self.dp.maps.restore_forward(&active.fwd, active.slot);
-                    self.forwards.insert(index.min(self.forwards.len()), active);
-                    res
-                }
-            };
-            if let Err(e) = result {
-                tracing::error!("rolling back a reload: {}", chain(&e));
-            }
-        }
     }
 }
 

@@ -50,6 +50,9 @@ pub(super) struct State {
     /// The published ports reserved from the kernel's ephemeral port choice, or `None` when the
     /// sysctl could not be read (logged once).
     pub(super) reserved_ports: Option<Reservation>,
+    /// Counter slots of forwards a previous daemon left that the config does not have: held
+    /// until the config's forwards replace them (see [`super::staging`]).
+    pub(super) orphan_slots: Vec<u32>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl State {
             host: host::Snapshot::default(),
             host_addrs: BTreeSet::new(),
             socket_hooks: HostLocal::Off("not attached yet".into()),
+            orphan_slots: Vec::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
                 .ok(),
@@ -142,13 +146,15 @@ impl State {
         Ok(active)
     }
 
-    /// Takes over the forwards a previous daemon left in the pinned maps, before `cfg` is
-    /// applied: an entry that `cfg` still wants keeps its counter slot (so its counters carry
-    /// on), any other entry is removed. The host addresses in the map are taken as applied, so
-    /// the first host sync only adds and removes the difference.
-    pub(super) fn adopt_pinned(&mut self, cfg: &Config) {
-        let (slots, removed) = self.dp.maps.adopt(&cfg.forwards);
-        for (fwd, slot) in cfg.forwards.iter().zip(slots) {
+    /// Takes over the forwards a previous daemon left in the active generation of the pinned
+    /// maps, before `cfg` is applied: an entry that `cfg` still wants keeps its counter slot
+    /// (so its counters carry on). Nothing is removed here: the previous daemon's forwards go
+    /// on being served until [`State::apply_config`] replaces them in one step. The host
+    /// addresses in the map are taken as applied, so the first host sync only adds and removes
+    /// the difference.
+    pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
+        let adopted = self.dp.maps.adopt(&cfg.forwards)?;
+        for (fwd, slot) in cfg.forwards.iter().zip(adopted.slots) {
             if let Some(slot) = slot {
                 tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
                 self.forwards.push(Active {
@@ -157,14 +163,21 @@ impl State {
                 });
             }
         }
-        if removed > 0 {
+        if adopted.stale_entries > 0 {
             tracing::info!(
-                entries = removed,
-                "removed a pinned forward the config no longer has"
+                entries = adopted.stale_entries,
+                "removed a pinned forward the config no longer has (as the config goes live)"
             );
         }
-        self.slots.adopt(self.forwards.iter().map(|a| a.slot));
+        self.slots.adopt(
+            self.forwards
+                .iter()
+                .map(|a| a.slot)
+                .chain(adopted.stale_slots.iter().copied()),
+        );
+        self.orphan_slots = adopted.stale_slots;
         self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
+        Ok(())
     }
 
     /// Removes interface entries a previous daemon left for interfaces this one does not serve.
@@ -200,24 +213,11 @@ impl State {
         self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| n == name)
     }
 
-    /// Applies a validated config: forwards that are gone or changed are removed first, then
-    /// new ones added, then interfaces re-evaluated. Returns the interfaces that failed to
-    /// attach as the mode requires.
+    /// Applies a validated config at start-up: its forwards replace whatever the pinned maps
+    /// held in one step (see [`super::staging`]), then interfaces are evaluated. Returns the
+    /// interfaces that failed to attach as the mode requires.
     pub(super) fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
-        let stale: Vec<Listen> = self
-            .forwards
-            .iter()
-            .filter(|a| !cfg.forwards.contains(&a.fwd))
-            .map(|a| a.fwd.listen)
-            .collect();
-        for listen in &stale {
-            self.unpublish(listen)?;
-        }
-        for fwd in &cfg.forwards {
-            if !self.forwards.iter().any(|a| &a.fwd == fwd) {
-                self.publish(fwd.clone())?;
-            }
-        }
+        self.replace_forwards(&cfg.forwards)?;
         self.cfg = Config {
             forwards: Vec::new(),
             ..cfg.clone()

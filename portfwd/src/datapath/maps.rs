@@ -2,12 +2,19 @@
 //!
 //! This is the byte-order boundary: the datapath keeps addresses and ports exactly as they are
 //! on the wire, so every key and value is converted to network byte order here and nowhere else.
-use std::net::{IpAddr, Ipv4Addr};
+//!
+//! The forwarding tables (forwards, ranges, allowlists) hold two generations (see
+//! [`super::generation`]); the writers here take the generation to write, and the ones without
+//! a generation argument write the active one.
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use aya::{
     Ebpf, Pod,
     maps::{
-        DevMapHash, HashMap, IterableMap, MapData, MapError, PerCpuArray, PerCpuValues,
+        Array, DevMapHash, HashMap, IterableMap, MapData, MapError, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
         xdp::XdpMapError,
     },
@@ -17,24 +24,37 @@ use portfwd_common::{
     maps::{
         ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOW_INSERTS, FLOWS, FLOWS_EST, FLOWS6,
         FLOWS6_EST, FORWARD_STATS, FORWARDS, FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowTable,
-        FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook,
-        ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS,
-        RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words,
-        port_prefixes,
+        FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, GENERATION, GENERATIONS,
+        HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES,
+        IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS,
+        XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
     },
     reason::Reason,
 };
 
 use super::flows::FlowTableFill;
 use crate::{
-    error::{Error, LoadError, chain},
+    error::{Error, LoadError},
     publish::{AllowPrefix, Family, Forward, Listen, Protocol},
 };
 
+/// What [`Maps::adopt`] found in the pinned active generation.
+pub struct Adopted {
+    /// The counter slot of each wanted forward stored there as it wants it, at its index.
+    pub slots: Vec<Option<u32>>,
+    /// Entries of forwards the config does not have (as it is).
+    pub stale_entries: usize,
+    /// The slots those forwards count into: not to be handed to a new forward while they are
+    /// still served.
+    pub stale_slots: Vec<u32>,
+}
+
 /// Owned handles to every map of the loaded object.
 pub struct Maps {
-    v4: FamilyMaps<u32>,
-    v6: FamilyMaps<Ipv6Words>,
+    pub(super) v4: FamilyMaps<u32>,
+    pub(super) v6: FamilyMaps<Ipv6Words>,
+    /// The active generation of the forwarding tables (one element).
+    pub(super) generation: Array<MapData, u32>,
     ifaces: HashMap<MapData, u32, u32>,
     bridge_ports: HashMap<MapData, u32, u32>,
     forward_stats: PerCpuArray<MapData, ForwardStats>,
@@ -47,10 +67,10 @@ pub struct Maps {
 /// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
 /// allowlists, flows (new and established) and host addresses. Counter slots are shared by both
 /// families.
-struct FamilyMaps<A: MapAddr> {
-    forwards: HashMap<MapData, ForwardKeyOf<A>, ForwardValueOf<A>>,
-    ranges: LpmTrie<MapData, RangeKeyOf<A>, RangeValueOf<A>>,
-    allow: LpmTrie<MapData, AllowKeyOf<A>, u32>,
+pub(super) struct FamilyMaps<A: MapAddr> {
+    pub(super) forwards: HashMap<MapData, ForwardKeyOf<A>, ForwardValueOf<A>>,
+    pub(super) ranges: LpmTrie<MapData, RangeKeyOf<A>, RangeValueOf<A>>,
+    pub(super) allow: LpmTrie<MapData, AllowKeyOf<A>, u32>,
     // An LRU hash in the kernel; aya reads it through HashMap.
     flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     flows_est: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
@@ -115,12 +135,12 @@ where
     T::try_from(map).map_err(|e| LoadError::Map(name, e))
 }
 
-fn map_err(what: &'static str) -> impl Fn(MapError) -> Error {
+pub(super) fn map_err(what: &'static str) -> impl Fn(MapError) -> Error {
     move |source| Error::Map { what, source }
 }
 
 /// A removal that found nothing to remove is not an error.
-fn gone(r: Result<(), MapError>, what: &'static str) -> Result<(), Error> {
+pub(super) fn gone(r: Result<(), MapError>, what: &'static str) -> Result<(), Error> {
     match r {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
         Err(e) => Err(map_err(what)(e)),
@@ -133,25 +153,30 @@ fn addr_of<A: MapAddr>(addr: IpAddr) -> A {
     A::from_ip(addr).unwrap_or_default()
 }
 
-/// The key a forward is stored under. Every host address (a bare port, `[::]`) is the zero
-/// address.
-pub fn forward_key<A: MapAddr>(listen: &Listen) -> ForwardKeyOf<A> {
+/// The key a forward is stored under in `generation`. Every host address (a bare port, `[::]`)
+/// is the zero address.
+pub fn forward_key<A: MapAddr>(listen: &Listen, generation: u8) -> ForwardKeyOf<A> {
     ForwardKeyOf {
         addr_be: listen.addr.map_or(A::default(), addr_of),
         port_be: listen.port.to_be(),
         proto: ip_proto(listen.protocol),
-        _pad: 0,
+        generation,
     }
 }
 
-/// The trie keys a port range is stored under: one per prefix of [`port_prefixes`].
-pub fn range_keys<A: MapAddr>(listen: &Listen) -> impl Iterator<Item = Key<RangeKeyOf<A>>> + '_ {
-    port_prefixes(listen.port, listen.end).map(|(port, bits)| {
+/// The trie keys a port range is stored under in `generation`: one per prefix of
+/// [`port_prefixes`].
+pub fn range_keys<A: MapAddr>(
+    listen: &Listen,
+    generation: u8,
+) -> impl Iterator<Item = Key<RangeKeyOf<A>>> + '_ {
+    port_prefixes(listen.port, listen.end).map(move |(port, bits)| {
         Key::new(
             RangeKeyOf::<A>::FIXED_BITS + u32::from(bits),
             RangeKeyOf {
                 proto: ip_proto(listen.protocol),
-                _pad: [0; 3],
+                generation,
+                _pad: [0; 2],
                 addr_be: listen.addr.map_or(A::default(), addr_of),
                 port_be: port.to_be(),
                 _pad2: [0; 2],
@@ -160,13 +185,20 @@ pub fn range_keys<A: MapAddr>(listen: &Listen) -> impl Iterator<Item = Key<Range
     })
 }
 
-/// The trie key of one allowlist prefix of the forward counting into `slot`; `None` for a
-/// prefix of the other family (it never matches, so it is not stored).
-pub fn allow_key<A: MapAddr>(slot: u32, prefix: &AllowPrefix) -> Option<Key<AllowKeyOf<A>>> {
+/// The trie key of one allowlist prefix of the forward counting into `slot`, in `generation`;
+/// `None` for a prefix of the other family (it never matches, so it is not stored).
+pub fn allow_key<A: MapAddr>(
+    slot: u32,
+    generation: u8,
+    prefix: &AllowPrefix,
+) -> Option<Key<AllowKeyOf<A>>> {
     Some(Key::new(
         AllowKeyOf::<A>::FIXED_BITS + u32::from(prefix.prefix_len()),
         AllowKeyOf {
-            slot,
+            // Below MAX_FORWARDS, which fits 16 bits (checked where the key is defined).
+            slot: slot as u16,
+            generation,
+            _pad: 0,
             saddr_be: A::from_ip(prefix.addr())?,
         },
     ))
@@ -206,11 +238,11 @@ impl<A: MapAddr> FamilyMaps<A> {
         })
     }
 
-    /// See [`Maps::restore_forward`].
-    fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+    /// See [`Maps::write_forward`].
+    fn write_forward(&mut self, fwd: &Forward, slot: u32, generation: u8) -> Result<(), Error> {
         let flags = flags_of(fwd);
         let target_addr_be = addr_of::<A>(fwd.to.addr);
-        let written = self.insert_allow(fwd, slot).and_then(|()| {
+        let written = self.insert_allow(fwd, slot, generation).and_then(|()| {
             if fwd.listen.is_range() {
                 let value = RangeValueOf {
                     target_addr_be,
@@ -219,7 +251,7 @@ impl<A: MapAddr> FamilyMaps<A> {
                     stats_slot: slot,
                     flags,
                 };
-                range_keys::<A>(&fwd.listen).try_for_each(|key| {
+                range_keys::<A>(&fwd.listen, generation).try_for_each(|key| {
                     self.ranges
                         .insert(&key, value, 0)
                         .map_err(map_err("port ranges"))
@@ -228,69 +260,75 @@ impl<A: MapAddr> FamilyMaps<A> {
                 let value = ForwardValueOf {
                     target_addr_be,
                     target_port_be: fwd.to.port.to_be(),
+                    generation,
                     _pad: 0,
                     stats_slot: slot,
                     flags,
                 };
                 self.forwards
-                    .insert(forward_key::<A>(&fwd.listen), value, 0)
+                    .insert(forward_key::<A>(&fwd.listen, generation), value, 0)
                     .map_err(map_err("forwarding table"))
             }
         });
         if written.is_err() {
-            let _ = self.remove_forward(fwd, slot);
+            let _ = self.remove_forward(fwd, slot, generation);
         }
         written
     }
 
-    fn insert_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+    fn insert_allow(&mut self, fwd: &Forward, slot: u32, generation: u8) -> Result<(), Error> {
         fwd.allow
             .iter()
-            .filter_map(|p| allow_key::<A>(slot, p))
+            .filter_map(|p| allow_key::<A>(slot, generation, p))
             .try_for_each(|key| self.allow.insert(&key, 1, 0).map_err(map_err("allowlists")))
     }
 
     /// See [`Maps::remove_forward`].
-    fn remove_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+    fn remove_forward(&mut self, fwd: &Forward, slot: u32, generation: u8) -> Result<(), Error> {
         let result = if fwd.listen.is_range() {
-            range_keys::<A>(&fwd.listen)
+            range_keys::<A>(&fwd.listen, generation)
                 .map(|key| gone(self.ranges.remove(&key), "port ranges"))
                 .fold(Ok(()), Result::and)
         } else {
             gone(
-                self.forwards.remove(&forward_key::<A>(&fwd.listen)),
+                self.forwards
+                    .remove(&forward_key::<A>(&fwd.listen, generation)),
                 "forwarding table",
             )
         };
-        result.and(self.remove_allow(fwd, slot))
-    }
-
-    /// See [`Maps::remove_allow`].
-    fn remove_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        fwd.allow
-            .iter()
-            .filter_map(|p| allow_key::<A>(slot, p))
-            .map(|key| gone(self.allow.remove(&key), "allowlists"))
-            .fold(Ok(()), Result::and)
+        result.and(
+            fwd.allow
+                .iter()
+                .filter_map(|p| allow_key::<A>(slot, generation, p))
+                .map(|key| gone(self.allow.remove(&key), "allowlists"))
+                .fold(Ok(()), Result::and),
+        )
     }
 
     /// [`Maps::adopt`] for this family's forwards (`wanted` holds only them, with their index
-    /// in the whole list); `used` collects the slots taken over, across families.
+    /// in the whole list) in `generation`; `used` collects the slots taken over and `seen` every
+    /// slot the generation counts into, across families. Returns how many entries of the
+    /// generation are not taken over.
     fn adopt(
-        &mut self,
+        &self,
         wanted: &[(usize, &Forward)],
+        generation: u8,
         slots: &mut [Option<u32>],
-        used: &mut std::collections::BTreeSet<u32>,
+        (used, seen): (&mut BTreeSet<u32>, &mut BTreeSet<u32>),
     ) -> usize {
-        let mut removed = 0;
+        let mut stale = 0;
 
-        let singles: Vec<(ForwardKeyOf<A>, ForwardValueOf<A>)> =
-            self.forwards.iter().filter_map(Result::ok).collect();
+        let singles = self
+            .forwards
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.generation == generation);
         for (key, value) in singles {
+            seen.insert(value.stats_slot);
             let found = wanted.iter().find(|(i, f)| {
                 slots[*i].is_none()
                     && !f.listen.is_range()
-                    && key == forward_key::<A>(&f.listen)
+                    && key == forward_key::<A>(&f.listen, generation)
                     && value.target_addr_be == addr_of::<A>(f.to.addr)
                     && value.target_port_be == f.to.port.to_be()
                     && value.flags == flags_of(f)
@@ -301,24 +339,26 @@ impl<A: MapAddr> FamilyMaps<A> {
                 {
                     slots[*i] = Some(value.stats_slot);
                 }
-                _ => {
-                    let _ = self.forwards.remove(&key);
-                    removed += 1;
-                }
+                _ => stale += 1,
             }
         }
 
         let same = |a: &Key<RangeKeyOf<A>>, b: &Key<RangeKeyOf<A>>| {
             a.prefix_len() == b.prefix_len() && a.data() == b.data()
         };
-        let ranges: Vec<(Key<RangeKeyOf<A>>, RangeValueOf<A>)> =
-            self.ranges.iter().filter_map(Result::ok).collect();
-        let mut keep_ranges: Vec<Key<RangeKeyOf<A>>> = Vec::new();
+        let ranges: Vec<(Key<RangeKeyOf<A>>, RangeValueOf<A>)> = self
+            .ranges
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.data().generation == generation)
+            .collect();
+        seen.extend(ranges.iter().map(|(_, v)| v.stats_slot));
+        let mut kept = 0;
         for (i, f) in wanted {
             if !f.listen.is_range() {
                 continue;
             }
-            let keys: Vec<Key<RangeKeyOf<A>>> = range_keys::<A>(&f.listen).collect();
+            let keys: Vec<Key<RangeKeyOf<A>>> = range_keys::<A>(&f.listen, generation).collect();
             let values: Option<Vec<RangeValueOf<A>>> = keys
                 .iter()
                 .map(|k| ranges.iter().find(|(e, _)| same(e, k)).map(|(_, v)| *v))
@@ -332,40 +372,10 @@ impl<A: MapAddr> FamilyMaps<A> {
                 && first.flags == flags_of(f);
             if intact && first.stats_slot < MAX_FORWARDS && used.insert(first.stats_slot) {
                 slots[*i] = Some(first.stats_slot);
-                keep_ranges.extend(keys);
+                kept += keys.len();
             }
         }
-        for (key, _) in &ranges {
-            if !keep_ranges.iter().any(|k| same(k, key)) {
-                let _ = self.ranges.remove(key);
-                removed += 1;
-            }
-        }
-
-        let mut keep_allow: Vec<Key<AllowKeyOf<A>>> = Vec::new();
-        for (i, f) in wanted {
-            if let Some(slot) = slots[*i] {
-                keep_allow.extend(f.allow.iter().filter_map(|p| allow_key::<A>(slot, p)));
-            }
-        }
-        let allow: Vec<Key<AllowKeyOf<A>>> = self.allow.keys().filter_map(Result::ok).collect();
-        for key in &allow {
-            let kept = keep_allow
-                .iter()
-                .any(|k| k.prefix_len() == key.prefix_len() && k.data() == key.data());
-            if !kept {
-                let _ = self.allow.remove(key);
-                removed += 1;
-            }
-        }
-        for (i, f) in wanted {
-            if let Some(slot) = slots[*i]
-                && let Err(e) = self.insert_allow(f, slot)
-            {
-                tracing::error!("restoring the allowlist of {}: {}", f.listen, chain(&e));
-            }
-        }
-        removed
+        stale + ranges.len() - kept
     }
 
     /// The fill of this family's two flow tables (new, established), from `inserts`.
@@ -390,24 +400,27 @@ impl<A: MapAddr> FamilyMaps<A> {
     }
 
     /// This family's rows of [`Maps::fill`].
+    /// The forwarding tables hold room for two generations, and one config can use one: their
+    /// capacity is given per generation (between reloads, only the active one has entries).
     fn fill(&self, flows: [FlowTableFill; 2]) -> Result<Vec<(&'static str, u64, u64)>, Error> {
         let [forwards, ranges, allow, new, est, host_addrs] = A::MAPS;
         let count = |n: usize| n as u64;
+        let per_generation = |n: u64| n / u64::from(GENERATIONS);
         Ok(vec![
             (
                 forwards,
                 count(self.forwards.keys().filter(|k| k.is_ok()).count()),
-                cap(&self.forwards, "forwarding table")?,
+                per_generation(cap(&self.forwards, "forwarding table")?),
             ),
             (
                 ranges,
                 count(self.ranges.keys().filter(|k| k.is_ok()).count()),
-                cap(&self.ranges, "port ranges")?,
+                per_generation(cap(&self.ranges, "port ranges")?),
             ),
             (
                 allow,
                 count(self.allow.keys().filter(|k| k.is_ok()).count()),
-                cap(&self.allow, "allowlists")?,
+                per_generation(cap(&self.allow, "allowlists")?),
             ),
             (new, flows[0].entries, flows[0].max_entries),
             (est, flows[1].entries, flows[1].max_entries),
@@ -433,6 +446,7 @@ impl Maps {
         Ok(Self {
             v4: FamilyMaps::take_from(ebpf)?,
             v6: FamilyMaps::take_from(ebpf)?,
+            generation: take(ebpf, GENERATION)?,
             ifaces: take(ebpf, IFACES)?,
             bridge_ports: take(ebpf, BRIDGE_PORTS)?,
             forward_stats: take(ebpf, FORWARD_STATS)?,
@@ -443,16 +457,19 @@ impl Maps {
         })
     }
 
-    /// Publishes `fwd`, counting into `slot` (whose counters are reset first). Its allowlist is
-    /// written before the forward, so no packet ever sees the forward without it. A port range
-    /// is one value repeated under each of its (at most 30) prefixes; on failure whatever was
-    /// written is removed again. The forward goes to its family's maps.
+    /// Publishes `fwd` in the active generation, counting into `slot` (whose counters are reset
+    /// first). See [`Maps::write_forward`].
     pub fn insert_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        self.reset_counters(slot)?;
+        self.write_forward(fwd, slot, self.active_generation()?)
+    }
+
+    /// Zeroes the counters of `slot` (before a new forward counts into it).
+    pub fn reset_counters(&mut self, slot: u32) -> Result<(), Error> {
         let zero = per_cpu(ForwardStats::default(), "forward counters")?;
         self.forward_stats
             .set(slot, zero, 0)
-            .map_err(map_err("forward counters"))?;
-        self.restore_forward(fwd, slot)
+            .map_err(map_err("forward counters"))
     }
 
     /// Sets every CPU's token bucket of the ICMP "too big" answers ([`IcmpBudget`]). The
@@ -464,30 +481,25 @@ impl Maps {
         self.icmp_budget.set(0, values, 0).map_err(map_err(what))
     }
 
-    /// Writes `fwd` counting into `slot` without resetting the slot's counters (undoing a
-    /// removal, or publishing for the first time after [`Maps::insert_forward`] reset them).
-    /// Allowlist prefixes of the other family are not stored: they never match.
-    pub fn restore_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+    /// Writes `fwd` in `generation`, counting into `slot`, without touching the slot's
+    /// counters. Its allowlist is written before the forward, so no packet ever sees the
+    /// forward without it. A port range is one value repeated under each of its (at most 30)
+    /// prefixes; on failure whatever was written is removed again. The forward goes to its
+    /// family's maps; allowlist prefixes of the other family are not stored (they never match).
+    pub fn write_forward(&mut self, fwd: &Forward, slot: u32, generation: u8) -> Result<(), Error> {
         match fwd.family() {
-            Family::V4 => self.v4.restore_forward(fwd, slot),
-            Family::V6 => self.v6.restore_forward(fwd, slot),
+            Family::V4 => self.v4.write_forward(fwd, slot, generation),
+            Family::V6 => self.v6.write_forward(fwd, slot, generation),
         }
     }
 
-    /// Stops publishing `fwd` (published with `slot`): the forward first, then its allowlist.
+    /// Stops publishing `fwd` (published with `slot`) in the active generation: the forward
+    /// first, then its allowlist.
     pub fn remove_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
+        let generation = self.active_generation()?;
         match fwd.family() {
-            Family::V4 => self.v4.remove_forward(fwd, slot),
-            Family::V6 => self.v6.remove_forward(fwd, slot),
-        }
-    }
-
-    /// Removes the allowlist entries of `fwd` published with `slot` (after its key was taken
-    /// over by a changed forward in another slot).
-    pub fn remove_allow(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        match fwd.family() {
-            Family::V4 => self.v4.remove_allow(fwd, slot),
-            Family::V6 => self.v6.remove_allow(fwd, slot),
+            Family::V4 => self.v4.remove_forward(fwd, slot, generation),
+            Family::V6 => self.v6.remove_forward(fwd, slot, generation),
         }
     }
 
@@ -627,15 +639,15 @@ impl Maps {
         gone(self.ifaces.remove(&index), "interfaces")
     }
 
-    /// Takes over what a previous daemon left in the pinned maps: each of `wanted` that is
-    /// stored exactly as [`Maps::insert_forward`] would store it (single port or every prefix
-    /// of a range, same target, same allowlist flag) keeps its counter slot, which is returned
-    /// at its index; its allowlist entries are rewritten. Everything else in the forwarding
-    /// tables, the range tries and the allowlist tries of both families is removed. Returns the
-    /// slots and how many stale entries were removed.
-    pub fn adopt(&mut self, wanted: &[Forward]) -> (Vec<Option<u32>>, usize) {
+    /// Takes over what a previous daemon left in the active generation of the pinned maps:
+    /// each of `wanted` that is stored exactly as [`Maps::write_forward`] would store it (single
+    /// port or every prefix of a range, same target, same allowlist flag) keeps its counter
+    /// slot. Nothing is changed: the forwards go on being served as they are until the
+    /// daemon's first state replaces the generation.
+    pub fn adopt(&self, wanted: &[Forward]) -> Result<Adopted, Error> {
+        let generation = self.active_generation()?;
         let mut slots: Vec<Option<u32>> = vec![None; wanted.len()];
-        let mut used = std::collections::BTreeSet::new();
+        let (mut used, mut seen) = (BTreeSet::new(), BTreeSet::new());
         let of = |family: Family| -> Vec<(usize, &Forward)> {
             wanted
                 .iter()
@@ -643,9 +655,27 @@ impl Maps {
                 .filter(|(_, f)| f.family() == family)
                 .collect()
         };
-        let removed = self.v4.adopt(&of(Family::V4), &mut slots, &mut used)
-            + self.v6.adopt(&of(Family::V6), &mut slots, &mut used);
-        (slots, removed)
+        let stale_entries = self.v4.adopt(
+            &of(Family::V4),
+            generation,
+            &mut slots,
+            (&mut used, &mut seen),
+        ) + self.v6.adopt(
+            &of(Family::V6),
+            generation,
+            &mut slots,
+            (&mut used, &mut seen),
+        );
+        let stale_slots = seen
+            .difference(&used)
+            .copied()
+            .filter(|s| *s < MAX_FORWARDS)
+            .collect();
+        Ok(Adopted {
+            slots,
+            stale_entries,
+            stale_slots,
+        })
     }
 
     /// The host addresses in the maps of both families.

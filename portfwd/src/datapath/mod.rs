@@ -8,12 +8,15 @@
 //! - `maps`: typed access to every map; the only place where addresses and ports are converted
 //!   to the network byte order the datapath uses;
 //! - `flows`: the flow tables' fill level and evictions, from the datapath's insert counters;
+//! - `generation`: the two generations of the forwarding tables, and switching between them in
+//!   one step (a reload is atomic for the datapath);
 //! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root, or taking
 //!   over the ones a previous daemon pinned;
 //! - `link`: the raw `bpf(2)` calls that taking over a pinned cgroup link needs.
 mod attach;
 pub mod cgroup;
 pub mod flows;
+pub mod generation;
 mod link;
 pub mod maps;
 pub mod pin;

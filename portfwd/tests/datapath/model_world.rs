@@ -1,6 +1,7 @@
 //! The test world as the reference model sees it: the maps' content of each family (one
-//! generic [`ModelMaps`], built from the same description as the kernel's maps, `world.rs`),
-//! and the lab host's routing table.
+//! generic [`ModelMaps`], built from the same description as the kernel's maps, `world.rs`,
+//! both generations of the forwarding tables included), the active generation, and the lab
+//! host's routing table.
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -17,8 +18,8 @@ use portfwd_model::{self as model, FlowEntry, FragEntry, Route, RouteQuery};
 
 use super::program::Program;
 use super::world::{
-    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, MTU, NETS, Net, V4, V6,
-    ifindex_of, in_net,
+    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, MTU, NETS, Net, Published,
+    STAGED, V4, V6, ifindex_of, in_net,
 };
 
 /// One family's maps, for the model.
@@ -26,29 +27,40 @@ use super::world::{
 pub struct ModelMaps<A: MapAddr + Hash> {
     pub host_addrs: Vec<A>,
     pub forwards: HashMap<ForwardKeyOf<A>, ForwardValueOf<A>>,
-    /// Port ranges as ranges: `(protocol, address or 0, first port, last port, value)`. The
-    /// kernel's trie holds them as prefixes (`port_prefixes`); the model world matches the
-    /// ports directly, so a wrong prefix cover shows up as a difference.
-    pub ranges: Vec<(u8, A, u16, u16, RangeValueOf<A>)>,
-    /// Allowlists by stats slot, as networks matched directly (the kernel has a trie).
-    pub allow: HashMap<u32, Vec<(IpAddr, u8)>>,
+    /// Port ranges as ranges: `(protocol, generation, address or 0, first port, last port,
+    /// value)`. The kernel's trie holds them as prefixes (`port_prefixes`); the model world
+    /// matches the ports directly, so a wrong prefix cover shows up as a difference.
+    pub ranges: Vec<(u8, u8, A, u16, u16, RangeValueOf<A>)>,
+    /// Allowlists by (generation, stats slot), as networks matched directly (the kernel has a
+    /// trie).
+    pub allow: HashMap<(u8, u16), Vec<(IpAddr, u8)>>,
     pub flows: HashMap<FlowKeyOf<A>, FlowValueOf<A>>,
     pub frags: HashMap<FragKeyOf<A>, FragValueOf<A>>,
 }
 
 impl<A: MapAddr + Hash> ModelMaps<A> {
-    /// The maps of `net`'s family, as `Env::load` fills the kernel's.
+    /// The maps of `net`'s family, as `Env::load` fills the kernel's: [`FORWARDS`] in
+    /// generation 0, [`STAGED`] in generation 1.
     fn new(net: &Net) -> ModelMaps<A> {
         let a = |ip: IpAddr| A::from_ip(ip).expect("an address of the family");
         let mut m = ModelMaps {
             host_addrs: net.host_addrs().into_iter().map(a).collect(),
             ..ModelMaps::default()
         };
-        for p in FORWARDS {
+        m.publish(net, FORWARDS, 0);
+        m.publish(net, STAGED, 1);
+        m
+    }
+
+    /// Writes `forwards` in `generation`.
+    fn publish(&mut self, net: &Net, forwards: &[Published], generation: u8) {
+        let a = |ip: IpAddr| A::from_ip(ip).expect("an address of the family");
+        for p in forwards {
             let slot = net.slot(p.id);
             let flags = if p.allow.is_empty() { 0 } else { FWD_ALLOWLIST };
             if !p.allow.is_empty() {
-                m.allow.insert(slot, net.allowlist(p));
+                self.allow
+                    .insert((generation, slot as u16), net.allowlist(p));
             }
             let proto = ip_proto(p.protocol);
             let addr_be = p.addr.map_or_else(A::default, |s| a(net.at(s)));
@@ -61,41 +73,45 @@ impl<A: MapAddr + Hash> ModelMaps<A> {
                     stats_slot: slot,
                     flags,
                 };
-                m.ranges.push((proto, addr_be, p.port, p.end, value));
+                self.ranges
+                    .push((proto, generation, addr_be, p.port, p.end, value));
                 continue;
             }
             let key = ForwardKeyOf {
                 addr_be,
                 port_be: p.port.to_be(),
                 proto,
-                _pad: 0,
+                generation,
             };
             let value = ForwardValueOf {
                 target_addr_be,
                 target_port_be: p.to_port.to_be(),
+                generation,
                 _pad: 0,
                 stats_slot: slot,
                 flags,
             };
-            m.forwards.insert(key, value);
+            self.forwards.insert(key, value);
         }
-        m
     }
 
     fn range(&self, key: &RangeKeyOf<A>) -> Option<RangeValueOf<A>> {
         let port = u16::from_be(key.port_be);
         self.ranges
             .iter()
-            .find(|(proto, addr, start, end, _)| {
-                *proto == key.proto && *addr == key.addr_be && (*start..=*end).contains(&port)
+            .find(|(proto, generation, addr, start, end, _)| {
+                *proto == key.proto
+                    && *generation == key.generation
+                    && *addr == key.addr_be
+                    && (*start..=*end).contains(&port)
             })
-            .map(|r| r.4)
+            .map(|r| r.5)
     }
 
     fn allowed(&self, key: &AllowKeyOf<A>) -> bool {
         let source = key.saddr_be.to_ip();
         self.allow
-            .get(&key.slot)
+            .get(&(key.generation, key.slot))
             .is_some_and(|nets| nets.iter().any(|&net| in_net(source, net)))
     }
 }
@@ -103,6 +119,8 @@ impl<A: MapAddr + Hash> ModelMaps<A> {
 /// The maps' content and the routing table, for the reference model.
 #[derive(Clone)]
 pub struct ModelWorld {
+    /// `PF_GEN`: the active generation (0, as in fresh maps).
+    pub generation: u8,
     pub ifaces: HashMap<u32, u32>,
     pub v4: ModelMaps<u32>,
     pub v6: ModelMaps<Ipv6Words>,
@@ -115,6 +133,7 @@ impl ModelWorld {
     /// The world as the model sees it for `prog`, with the given interface indexes.
     pub fn new(eth0: u32, docker0: u32, port: u32, prog: &Program) -> ModelWorld {
         let mut w = ModelWorld {
+            generation: 0,
             ifaces: HashMap::from([(eth0, IFACE_EXPOSE), (docker0, 0), (port, IFACE_EXPOSE)]),
             v4: ModelMaps::new(&V4),
             v6: ModelMaps::new(&V6),
@@ -177,6 +196,10 @@ impl model::World for ModelWorld {
 
     fn is_host_addr(&self, addr_be: u32) -> bool {
         self.v4.host_addrs.contains(&addr_be)
+    }
+
+    fn generation(&self) -> u8 {
+        self.generation
     }
 
     fn is_host_addr6(&self, addr: Ipv6Words) -> bool {

@@ -211,8 +211,19 @@ pub fn check_model(
 /// Runs the whole table through `prog` and the model, in order, in the lab's host namespace.
 /// Returns the failures (empty when all pass) and prints a summary by category and family.
 pub fn run_table(env: &Env, prog: &Program, fixtures: &[Fixture]) -> Vec<String> {
+    run_table_with(env, prog, fixtures, |_, _| {})
+}
+
+/// [`run_table`], with `prepare` changing the loaded maps and the model's copy alike first.
+pub fn run_table_with(
+    env: &Env,
+    prog: &Program,
+    fixtures: &[Fixture],
+    prepare: impl FnOnce(&mut Datapath, &mut ModelWorld) + Send,
+) -> Vec<String> {
     env.run(|| {
         let (mut dp, mut w) = env.load(prog);
+        prepare(&mut dp, &mut w);
         let mut failures = Vec::new();
         let mut by_category: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();

@@ -26,11 +26,16 @@
 //! the same in both families; the IPv6 forwards count into slots of their own
 //! ([`Net::slot`]), as the stats slots are shared by both families.
 //!
+//! The forwarding tables hold two generations: [`FORWARDS`] are written in the active one (0),
+//! [`STAGED`] in the other one, as a reload stages its config before switching to it. Every
+//! fixture thus also shows that a staged config is not seen; the `generation` table's
+//! switched rows run with generation 1 active.
+//!
 //! BPF_PROG_TEST_RUN makes its FIB lookups in the network namespace of the calling thread, so
 //! everything that runs a program happens inside `Env::run` (the lab's host namespace).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use portfwd::datapath::{Datapath, maps::MapAddr};
+use portfwd::datapath::{Datapath, generation, maps::MapAddr};
 use portfwd::publish::{AllowPrefix, Forward, Listen, Protocol, Target};
 use portfwd_common::maps::{FlowKeyOf, FlowValueOf};
 use portfwd_lab::Lab;
@@ -300,6 +305,27 @@ pub const FORWARDS: &[Published] = &[
     )
     .range(5099)
     .allow(ALLOW_5000),
+];
+
+/// `*:6060/udp -> c1:6060`: published in the staged generation only.
+pub const UDP_6060_STAGED: u32 = 13;
+
+/// The staged allowlist of [`TCP_8090_ALLOW`]: remote's network only (the client is out).
+const ALLOW_8090_STAGED: &[Prefix] = &[Prefix {
+    at: Sym::Remote,
+    v4: 24,
+    v6: 48,
+}];
+
+/// The config staged in the inactive generation beside [`FORWARDS`]: the same forward ids (and
+/// so the same stats slots) with other targets, another allowlist on the same slot, no single
+/// port inside the range (host:9001 is a range port there), and a port of its own.
+pub const STAGED: &[Published] = &[
+    Published::new(TCP_8080, None, 8080, Protocol::Tcp, Sym::C1, 4000),
+    Published::new(TCP_9000_RANGE, None, 9000, Protocol::Tcp, Sym::C1, 7500).range(9010),
+    Published::new(TCP_8090_ALLOW, None, 8090, Protocol::Tcp, Sym::C1, 3005)
+        .allow(ALLOW_8090_STAGED),
+    Published::new(UDP_6060_STAGED, None, 6060, Protocol::Udp, Sym::C1, 6060),
 ];
 
 impl Prefix {
@@ -620,7 +646,8 @@ impl Net {
         plain.chain(HAIRPIN_FLOWS.iter().map(|r| self.flow(r, true)))
     }
 
-    /// Fills `dp`'s maps of this family, through the daemon's own map writers.
+    /// Fills `dp`'s maps of this family, through the daemon's own map writers: [`FORWARDS`] in
+    /// the active generation, [`STAGED`] in the other.
     pub fn fill(&self, dp: &mut Datapath) {
         for a in self.host_addrs() {
             dp.maps.set_host_addr(a).unwrap();
@@ -628,6 +655,12 @@ impl Net {
         for p in FORWARDS {
             dp.maps
                 .insert_forward(&self.forward(p), self.slot(p.id))
+                .unwrap();
+        }
+        let staged = generation::other(dp.maps.active_generation().unwrap());
+        for p in STAGED {
+            dp.maps
+                .write_forward(&self.forward(p), self.slot(p.id), staged)
                 .unwrap();
         }
         for entry in self.initial_flows() {

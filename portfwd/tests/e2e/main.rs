@@ -20,6 +20,7 @@ mod load;
 mod ops;
 mod path_mtu;
 mod ranges;
+mod reload;
 mod replies;
 mod service;
 mod udp_follow;
