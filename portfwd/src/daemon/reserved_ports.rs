@@ -184,11 +184,21 @@ impl Reservation {
     }
 }
 
+/// The list, in one `read(2)`: this sysctl answers only a read at offset 0 (any later read gets
+/// end-of-file), so `read_to_string`, which starts with a small buffer, would cut it short. The
+/// longest list (every other port of 65,536) takes under 200 KiB.
 fn read(path: &PathBuf) -> Result<String, ReservedPortsError> {
-    fs::read_to_string(path).map_err(|source| ReservedPortsError::Io {
+    use std::io::Read as _;
+    let io = |source| ReservedPortsError::Io {
         path: path.clone(),
         source,
-    })
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(io)?;
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 fn write(path: &PathBuf, set: &PortSet) -> Result<(), ReservedPortsError> {
