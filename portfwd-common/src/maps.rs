@@ -17,6 +17,11 @@ pub const ALLOW: &str = "PF_ALLOW";
 pub const FLOWS: &str = "PF_FLOWS";
 /// The host's own IPv4 addresses; a packet is "for the host" when its destination is here.
 pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
+/// Flows that left the host from a published port (its own connections, and containers'
+/// connections masqueraded onto such a port), keyed as their replies look on the wire
+/// ([`FlowKeyOf`]), value unused (1). Written by the tc egress program; a packet to a
+/// published port found here is a reply, passed to the stack rather than forwarded.
+pub const LOCAL_FLOWS: &str = "PF_LOCAL_FLOWS";
 
 /// The IPv6 twins of the maps above. Each address family has its own maps, with the same key
 /// and value types instantiated at [`Ipv6Words`] instead of `u32` (see [`Addr`]); the stats
@@ -25,6 +30,7 @@ pub const FORWARDS6: &str = "PF_FORWARDS6";
 pub const RANGES6: &str = "PF_RANGES6";
 pub const ALLOW6: &str = "PF_ALLOW6";
 pub const FLOWS6: &str = "PF_FLOWS6";
+pub const LOCAL_FLOWS6: &str = "PF_LOCAL_FLOWS6";
 /// The host's own IPv6 addresses (link-local ones excluded: they are scoped to a link).
 pub const HOST_ADDRS6: &str = "PF_HOST_ADDRS6";
 /// Interfaces on which published ports are exposed (ifindex -> [`IFACE_EXPOSE`] flags).
@@ -66,6 +72,9 @@ pub enum Program {
     TcIngress,
     /// The datapath at XDP, in front of tc where the driver supports it natively.
     Xdp,
+    /// tc egress, on every interface served: remembers the flows leaving the host from a
+    /// published port ([`LOCAL_FLOWS`]).
+    TcEgress,
     // The socket hooks (cgroup `sock_addr`): host-local access to published ports.
     Connect4,
     Sendmsg4,
@@ -79,9 +88,10 @@ pub enum Program {
 
 impl Program {
     /// Every program in the object.
-    pub const ALL: [Program; 10] = [
+    pub const ALL: [Program; 11] = [
         Program::TcIngress,
         Program::Xdp,
+        Program::TcEgress,
         Program::Connect4,
         Program::Sendmsg4,
         Program::Recvmsg4,
@@ -109,6 +119,7 @@ impl Program {
         match self {
             Program::TcIngress => "portfwd_tc_ingress",
             Program::Xdp => "portfwd_xdp",
+            Program::TcEgress => "portfwd_tc_egress",
             Program::Connect4 => "portfwd_connect4",
             Program::Sendmsg4 => "portfwd_sendmsg4",
             Program::Recvmsg4 => "portfwd_recvmsg4",
@@ -131,6 +142,10 @@ pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;
 /// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
 pub const MAX_FLOWS6: u32 = 65_536;
+/// Entries of [`LOCAL_FLOWS`] (and of [`LOCAL_FLOWS6`]): the host's own flows from published
+/// ports at once, and containers' flows masqueraded onto one. An LRU map: the least recently
+/// seen is forgotten first.
+pub const MAX_LOCAL_FLOWS: u32 = 16_384;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
 /// Port-range prefixes ([`RANGES`] entries). A range takes at most 30.

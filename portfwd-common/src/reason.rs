@@ -145,6 +145,14 @@ crate::counters! {
         /// (hop-by-hop options, routing, destination options, ...): passed untouched. portfwd does
         /// not walk extension header chains.
         PassIpv6ExtHeader = 19 => "pass_ipv6_ext_header",
+        /// For a published port, but a reply to a connection of the host's own: a local socket
+        /// owns its exact addresses and ports (a TCP socket not listening, a connected UDP
+        /// socket). Passed to the stack, as netfilter's conntrack would, never forwarded.
+        PassLocalSocket = 20 => "pass_local_socket",
+        /// For a published port, but a reply to a flow that left the host from that port (the
+        /// host's own, or a container's masqueraded onto it), seen by the tc egress program.
+        /// Passed to the stack, where netfilter un-masquerades it.
+        PassLocalFlow = 21 => "pass_local_flow",
     }
 }
 

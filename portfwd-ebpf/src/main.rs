@@ -18,6 +18,8 @@
 //! - `xmit`: FIB lookup, bridge shortcut, redirect, and the tail every translation ends with;
 //! - `nat`: publish (DNAT) and reply translation, hairpin included;
 //! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
+//! - `local`: replies to the host's own flows on published ports (socket lookup, and the flows
+//!   tc egress saw leaving from a published port);
 //! - `datapath`: the dispatcher;
 //! - `sock`: the socket hooks (cgroup `sock_addr`) for host-local access to published ports.
 #![no_std]
@@ -28,6 +30,7 @@ mod datapath;
 mod family;
 mod flow;
 mod icmp;
+mod local;
 mod maps;
 mod nat;
 mod parse;
@@ -64,6 +67,14 @@ pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Redirect(code) => code as i32,
     }
+}
+
+/// tc egress on every interface portfwd manages: remembers flows leaving from a published port
+/// (`local`), so that their replies are not taken for new connections. Never changes a packet.
+#[classifier]
+pub fn portfwd_tc_egress(ctx: TcContext) -> i32 {
+    local::record(&ctx);
+    TC_ACT_UNSPEC
 }
 
 /// XDP on interfaces with native XDP support, in front of the tc program. It finishes a

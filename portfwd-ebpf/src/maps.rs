@@ -3,7 +3,7 @@
 //! unsafe is in those. Names come from `portfwd_common::maps` so userspace finds them by the
 //! same constant.
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_NO_COMMON_LRU, bpf_sock_tuple},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -11,8 +11,8 @@ use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
         ForwardKey, ForwardStats, ForwardValue, Hook, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS,
-        MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES,
-        MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
+        MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_LOCAL_FLOWS, MAX_PORT_MACS,
+        MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
@@ -60,6 +60,20 @@ pub static FLOWS6: LruHashMap<Flow6Key, Flow6Value> =
 /// Key: IPv6 address as on the wire. Value: unused (1).
 #[map(name = "PF_HOST_ADDRS6")]
 pub static HOST_ADDRS6: HashMap<Ipv6Words, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
+
+/// Written at tc egress for every packet leaving from a published port; the common LRU list
+/// is enough, as an entry is rewritten only when it is missing.
+#[map(name = "PF_LOCAL_FLOWS")]
+pub static LOCAL_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MAX_LOCAL_FLOWS, 0);
+
+#[map(name = "PF_LOCAL_FLOWS6")]
+pub static LOCAL_FLOWS6: LruHashMap<Flow6Key, u32> =
+    LruHashMap::with_max_entries(MAX_LOCAL_FLOWS, 0);
+
+/// One `bpf_sock_tuple` per CPU: the socket lookup's argument, kept off the stack (the programs
+/// are near the 512-byte stack limit).
+#[map(name = "PF_SOCK_TUPLE")]
+pub static SOCK_TUPLE: PerCpuArray<bpf_sock_tuple> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "PF_IFACES")]
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);

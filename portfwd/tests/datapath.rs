@@ -96,6 +96,7 @@ use program::PROGRAMS;
 const VERIFIER_BUDGETS: &[(Program, u32)] = &[
     (Program::TcIngress, 66_000),
     (Program::Xdp, 70_000),
+    (Program::TcEgress, 2_000),
     (Program::Connect4, 290),
     (Program::Sendmsg4, 280),
     (Program::Recvmsg4, 140),

@@ -18,8 +18,8 @@ use portfwd_common::{
         ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS,
         FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats,
         ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES,
-        Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS,
-        ipv6_octets, ipv6_words, port_prefixes,
+        Ipv6Words, LOCAL_FLOWS, LOCAL_FLOWS6, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf,
+        RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
     },
     reason::Reason,
 };
@@ -50,6 +50,8 @@ struct FamilyMaps<A: MapAddr> {
     // An LRU hash in the kernel; aya reads it through HashMap.
     flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     host_addrs: HashMap<MapData, A, u32>,
+    /// An LRU hash in the kernel, value unused (1).
+    local_flows: HashMap<MapData, FlowKeyOf<A>, u32>,
 }
 
 /// An address as the maps of one family hold it (`u32` for IPv4, [`Ipv6Words`] for IPv6),
@@ -59,6 +61,8 @@ pub trait MapAddr: Addr + Pod {
     const FAMILY: Family;
     /// Map names of this family: forwards, ranges, allowlists, flows, host addresses.
     const MAPS: [&'static str; 5];
+    /// The name of this family's local flow map.
+    const LOCAL_FLOWS: &'static str;
     /// The map form of `addr`; `None` if it is of the other family.
     fn from_ip(addr: IpAddr) -> Option<Self>;
     /// The address this map form stands for.
@@ -68,6 +72,7 @@ pub trait MapAddr: Addr + Pod {
 impl MapAddr for u32 {
     const FAMILY: Family = Family::V4;
     const MAPS: [&'static str; 5] = [FORWARDS, RANGES, ALLOW, FLOWS, HOST_ADDRS];
+    const LOCAL_FLOWS: &'static str = LOCAL_FLOWS;
 
     fn from_ip(addr: IpAddr) -> Option<u32> {
         match addr {
@@ -84,6 +89,7 @@ impl MapAddr for u32 {
 impl MapAddr for Ipv6Words {
     const FAMILY: Family = Family::V6;
     const MAPS: [&'static str; 5] = [FORWARDS6, RANGES6, ALLOW6, FLOWS6, HOST_ADDRS6];
+    const LOCAL_FLOWS: &'static str = LOCAL_FLOWS6;
 
     fn from_ip(addr: IpAddr) -> Option<Ipv6Words> {
         match addr {
@@ -192,6 +198,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             allow: take(ebpf, allow)?,
             flows: take(ebpf, flows)?,
             host_addrs: take(ebpf, host_addrs)?,
+            local_flows: take(ebpf, A::LOCAL_FLOWS)?,
         })
     }
 
@@ -393,6 +400,11 @@ impl<A: MapAddr> FamilyMaps<A> {
                 host_addrs,
                 count(self.host_addrs.keys().filter(|k| k.is_ok()).count()),
                 cap(&self.host_addrs, "host addresses")?,
+            ),
+            (
+                A::LOCAL_FLOWS,
+                count(self.local_flows.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.local_flows, "local flows")?,
             ),
         ])
     }
@@ -655,6 +667,20 @@ impl Maps {
             .flows
             .insert(key, value, 0)
             .map_err(map_err("flows"))
+    }
+
+    /// Records a flow as having left the host from a published port, as the tc egress program
+    /// does (for tests): its replies, keyed by `key`, are passed to the stack.
+    pub fn insert_local_flow<A: MapAddr>(&mut self, key: FlowKeyOf<A>) -> Result<(), Error> {
+        self.family_mut::<A>()
+            .local_flows
+            .insert(key, 1, 0)
+            .map_err(map_err("local flows"))
+    }
+
+    /// Whether a flow's replies (keyed by `key`) are known to belong to the host.
+    pub fn is_local_flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> bool {
+        self.family::<A>().local_flows.get(key, 0).is_ok()
     }
 
     /// Looks up a flow (for tests and diagnostics).
