@@ -1,9 +1,28 @@
 //! Replies on published ports are never taken for new connections (issue #19, item 1).
 //!
-//! Today: the daemon keeps the published ports out of the kernel's ephemeral port choice, so the
-//! host does not connect out from one of them by itself.
+//! The daemon keeps the published ports out of the kernel's ephemeral port choice, so the host
+//! does not connect out from one of them by itself; and when a flow leaves from one anyway (an
+//! explicit `bind()`, or a container's connection masqueraded onto it), its replies reach the
+//! host, as they do with netfilter's DNAT, which only translates new connections. Each case runs
+//! once with iptables DNAT + MASQUERADE as Docker writes them, once with portfwd (and Docker's
+//! MASQUERADE, which portfwd does not replace), and expects the same outcome.
 
-use crate::support::Scenario;
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::fd::OwnedFd,
+};
+
+use anyhow::{Context as _, bail};
+use nix::sys::{
+    socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    },
+    time::TimeVal,
+};
+use portfwd_lab::{self as lab, Lab, Ns};
+
+use crate::support::{Scenario, T, at};
 
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
@@ -41,4 +60,215 @@ fn published_ports_are_reserved_and_given_back() {
     let out = s.cli(&["del", "8080"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(read(), "", "what the namespace had before the daemon");
+}
+
+/// Who publishes 20000-20099 (TCP and UDP) to c2:3000-3099.
+#[derive(Clone, Copy, Debug)]
+enum Nat {
+    Iptables,
+    Portfwd,
+}
+
+/// The published range, and the port a flow leaves from inside it.
+const RANGE: &str = "20000-20099";
+const PORT: u16 = 20042;
+/// The server on the client's side that the host and the containers connect to.
+const SERVER_PORT: u16 = 7000;
+
+/// A lab publishing [`RANGE`] to c2 one way or the other, with Docker's MASQUERADE for the
+/// containers' subnet, and echo servers (TCP and UDP) in the client.
+struct Published {
+    /// With portfwd: the scenario (which owns the lab).
+    s: Option<Scenario>,
+    /// With iptables: the lab alone.
+    lab: Option<Lab>,
+    _servers: (lab::TcpServer, lab::UdpServer),
+}
+
+impl Published {
+    fn new(nat: Nat, tag: &str) -> Published {
+        let (s, lab) = match nat {
+            Nat::Iptables => {
+                let mut lab = Lab::new(tag).unwrap();
+                lab.add_container("c1").unwrap();
+                lab.add_container("c2").unwrap();
+                (None, Some(lab))
+            }
+            Nat::Portfwd => {
+                let s = Scenario::new(tag)
+                    .containers(2)
+                    .forward(RANGE, "c2:3000-3099")
+                    .forward(&format!("{RANGE}/udp"), "c2:3000-3099")
+                    .daemon();
+                (Some(s), None)
+            }
+        };
+        let l = s.as_ref().map_or_else(|| lab.as_ref().unwrap(), |s| &s.lab);
+        let c2 = l.containers()[1].addr;
+        let (lo, hi) = RANGE.split_once('-').unwrap();
+        let mut rules = String::from(
+            "iptables -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+        );
+        if let Nat::Iptables = nat {
+            rules += "iptables -t nat -N DOCKER\n\
+                 iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+                 iptables -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
+                 iptables -t nat -A DOCKER -i docker0 -j RETURN\n";
+            for p in ["tcp", "udp"] {
+                rules += &format!(
+                    "iptables -t nat -A DOCKER ! -i docker0 -p {p} -m {p} --dport {lo}:{hi} \
+                     -j DNAT --to-destination {c2}:3000-3099\n"
+                );
+            }
+        }
+        l.sh(l.host(), &rules).unwrap();
+        let server = at(Lab::CLIENT_ADDR, SERVER_PORT);
+        let servers = (
+            lab::tcp_server(l.client(), server, "server").unwrap(),
+            lab::udp_server(l.client(), server, "server").unwrap(),
+        );
+        Published {
+            s,
+            lab,
+            _servers: servers,
+        }
+    }
+
+    fn lab(&self) -> &Lab {
+        self.s
+            .as_ref()
+            .map_or_else(|| self.lab.as_ref().unwrap(), |s| &s.lab)
+    }
+
+    /// Sends a line from `ns`, from `from` (an explicit bind), to the client's server; the
+    /// reply, which must reach `from`'s socket.
+    fn request(&self, ns: &Ns, udp: bool, from: SocketAddr) -> anyhow::Result<String> {
+        request_from(ns, udp, from, at(Lab::CLIENT_ADDR, SERVER_PORT), "hello")
+    }
+
+    /// With portfwd, how many replies were passed to the stack as the host's own.
+    fn passed_as_local(&self) -> Option<u64> {
+        let s = self.s.as_ref()?;
+        Some(s.verdict("pass_local_flow") + s.verdict("pass_local_socket"))
+    }
+}
+
+/// A socket of `ns` bound to `from` (SO_REUSEADDR, so a test may rerun at once), sends `line` to
+/// `to` (TCP: connects first) and returns the first line of the reply, within [`T`].
+fn request_from(
+    ns: &Ns,
+    udp: bool,
+    from: SocketAddr,
+    to: SocketAddr,
+    line: &str,
+) -> anyhow::Result<String> {
+    let SocketAddr::V4(from4) = from else {
+        bail!("IPv4 only: {from}");
+    };
+    let fd: OwnedFd = ns.try_run(move || -> anyhow::Result<OwnedFd> {
+        let ty = if udp {
+            SockType::Datagram
+        } else {
+            SockType::Stream
+        };
+        let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        // Bounds connect() too.
+        setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(T.as_secs() as i64, 0))?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(from4))?;
+        Ok(fd)
+    })??;
+    let msg = format!("{line}\n");
+    if udp {
+        let sock = UdpSocket::from(fd);
+        sock.set_read_timeout(Some(T))?;
+        sock.send_to(msg.as_bytes(), to)?;
+        let mut buf = [0u8; 2048];
+        let (n, peer) = sock
+            .recv_from(&mut buf)
+            .with_context(|| format!("no UDP reply from {to} to {from}"))?;
+        if peer != to {
+            bail!("UDP reply from {peer}, not {to}");
+        }
+        return Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
+    }
+    let SocketAddr::V4(to4) = to else {
+        bail!("IPv4 only: {to}");
+    };
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(to4),
+    )
+    .with_context(|| format!("TCP connect from {from} to {to}"))?;
+    let mut stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(T))?;
+    stream.write_all(msg.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .with_context(|| format!("no TCP reply from {to} to {from}"))?;
+    Ok(reply.trim_end().to_owned())
+}
+
+/// (a): the host connects out from a published port, bound explicitly.
+fn host_connects_from_published_port(udp: bool) {
+    for nat in [Nat::Iptables, Nat::Portfwd] {
+        let p = Published::new(nat, if udp { "rplhu" } else { "rplht" });
+        let from = at(Lab::HOST_ADDR, PORT);
+        let reply = p.request(p.lab().host(), udp, from);
+        assert_eq!(
+            reply.as_deref().map_err(|e| format!("{e:#}")),
+            Ok(format!("server from {from}: hello").as_str()),
+            "{nat:?}: the reply reaches the host's socket"
+        );
+        if let Some(n) = p.passed_as_local() {
+            assert!(n > 0, "the replies were passed as the host's own");
+        }
+    }
+}
+
+#[test]
+fn host_connecting_from_a_published_tcp_port_gets_its_replies() {
+    require_root!();
+    host_connects_from_published_port(false);
+}
+
+#[test]
+fn host_sending_from_a_published_udp_port_gets_its_replies() {
+    require_root!();
+    host_connects_from_published_port(true);
+}
+
+/// (b): a container connects out through MASQUERADE from a port that is published on the host
+/// (MASQUERADE keeps the source port when it is free): the replies reach the container, not the
+/// forward's target.
+fn masqueraded_flow_on_published_port(udp: bool) {
+    for nat in [Nat::Iptables, Nat::Portfwd] {
+        let p = Published::new(nat, if udp { "rplmu" } else { "rplmt" });
+        let c1 = &p.lab().containers()[0];
+        let from = at(c1.addr, PORT);
+        let reply = p.request(&c1.ns, udp, from);
+        // The server sees the masqueraded source: the host's address, the same port.
+        let seen = at(Lab::HOST_ADDR, PORT);
+        assert_eq!(
+            reply.as_deref().map_err(|e| format!("{e:#}")),
+            Ok(format!("server from {seen}: hello").as_str()),
+            "{nat:?}: the reply reaches the container that connected"
+        );
+        if let Some(n) = p.passed_as_local() {
+            assert!(n > 0, "the replies were passed to the stack to be un-masqueraded");
+        }
+    }
+}
+
+#[test]
+fn masqueraded_tcp_flow_on_a_published_port_gets_its_replies() {
+    require_root!();
+    masqueraded_flow_on_published_port(false);
+}
+
+#[test]
+fn masqueraded_udp_flow_on_a_published_port_gets_its_replies() {
+    require_root!();
+    masqueraded_flow_on_published_port(true);
 }
