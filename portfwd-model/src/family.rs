@@ -53,6 +53,7 @@ pub(crate) trait Fam {
     fn range(w: &impl World, k: &RangeKeyOf<Self::A>) -> Option<RangeValueOf<Self::A>>;
     fn allowed(w: &impl World, k: &AllowKeyOf<Self::A>) -> bool;
     fn flow(w: &impl World, k: &FlowKeyOf<Self::A>) -> Option<FlowValueOf<Self::A>>;
+    fn local_flow(w: &impl World, k: &FlowKeyOf<Self::A>) -> bool;
     fn entry(k: FlowKeyOf<Self::A>, v: FlowValueOf<Self::A>) -> FlowEntry;
 }
 
@@ -143,6 +144,9 @@ impl Fam for V4 {
     }
     fn flow(w: &impl World, k: &FlowKey) -> Option<FlowValue> {
         w.flow(k)
+    }
+    fn local_flow(w: &impl World, k: &FlowKey) -> bool {
+        w.local_flow(k)
     }
     fn entry(k: FlowKey, v: FlowValue) -> FlowEntry {
         FlowEntry::V4(k, v)
@@ -244,6 +248,9 @@ impl Fam for V6 {
     }
     fn flow(w: &impl World, k: &Flow6Key) -> Option<Flow6Value> {
         w.flow6(k)
+    }
+    fn local_flow(w: &impl World, k: &Flow6Key) -> bool {
+        w.local_flow6(k)
     }
     fn entry(k: Flow6Key, v: Flow6Value) -> FlowEntry {
         FlowEntry::V6(k, v)

@@ -72,6 +72,7 @@
 mod checksum;
 mod family;
 mod icmp;
+mod local;
 mod outcome;
 mod parse;
 mod translate;

@@ -13,6 +13,7 @@ use portfwd_common::{
 
 use crate::checksum::{l3_update, l4_update};
 use crate::family::{At, Fam, Ip, words};
+use crate::local;
 use crate::outcome::{Action, Count, Direction, Outcome};
 use crate::wire::{ETH_LEN, TC_MTU_SLACK, be16, put16, wire16};
 use crate::world::{Route, RouteQuery, World};
@@ -68,6 +69,9 @@ pub(crate) fn l4<F: Fam>(
 ) -> Outcome {
     let for_host = exposed && F::host(world, pkt.daddr);
     if for_host && let Some(fwd) = forward_of::<F>(world, pkt.daddr, pkt.dport, pkt.proto) {
+        if let Some(reason) = local::owner::<F>(f, world, pkt, &fwd) {
+            return Outcome::untouched(reason);
+        }
         if fwd.flags & FWD_ALLOWLIST != 0
             && !F::allowed(
                 world,

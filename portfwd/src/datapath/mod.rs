@@ -419,6 +419,32 @@ impl Datapath {
         Ok((res.return_value as i32, out))
     }
 
+    /// Runs `program` `repeat` times on `frame` in the kernel (BPF_PROG_TEST_RUN's own loop, so
+    /// each run sees the frame as the previous one left it): the mean time per run, as the
+    /// kernel measured it. For per-packet costs of verdicts that leave the frame unchanged.
+    pub fn time_program(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<std::time::Duration, Error> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            repeat,
+            ..Default::default()
+        };
+        let res = match program {
+            Program::Xdp => self.xdp_program()?.test_run(opts),
+            _ => self.tc_program()?.test_run(opts),
+        }
+        .map_err(LoadError::TestRun)?;
+        Ok(res.duration)
+    }
+
     /// Instructions the verifier processed for `program` (its complexity budget); a socket
     /// hook is loaded, not attached, if it was not yet.
     pub fn verified_insns_of(&mut self, program: Program) -> Result<Option<u32>, Error> {

@@ -1,7 +1,7 @@
 //! The test world as the reference model sees it: the maps' content of each family (one
 //! generic [`ModelMaps`], built from the same description as the kernel's maps, `world.rs`),
 //! and the lab host's routing table.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -16,8 +16,8 @@ use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
 
 use super::program::Program;
 use super::world::{
-    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, MTU, NETS, Net, V4, V6,
-    ifindex_of, in_net,
+    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, LOCAL_FLOWS, MTU, NETS, Net, V4,
+    V6, ifindex_of, in_net,
 };
 
 /// One family's maps, for the model.
@@ -32,6 +32,8 @@ pub struct ModelMaps<A: MapAddr + Hash> {
     /// Allowlists by stats slot, as networks matched directly (the kernel has a trie).
     pub allow: HashMap<u32, Vec<(IpAddr, u8)>>,
     pub flows: HashMap<FlowKeyOf<A>, FlowValueOf<A>>,
+    /// What tc egress recorded (`PF_LOCAL_FLOWS`).
+    pub local_flows: HashSet<FlowKeyOf<A>>,
 }
 
 impl<A: MapAddr + Hash> ModelMaps<A> {
@@ -40,6 +42,7 @@ impl<A: MapAddr + Hash> ModelMaps<A> {
         let a = |ip: IpAddr| A::from_ip(ip).expect("an address of the family");
         let mut m = ModelMaps {
             host_addrs: net.host_addrs().into_iter().map(a).collect(),
+            local_flows: LOCAL_FLOWS.iter().map(|r| net.local_flow_key(r)).collect(),
             ..ModelMaps::default()
         };
         for p in FORWARDS {
@@ -202,6 +205,14 @@ impl model::World for ModelWorld {
 
     fn flow6(&self, key: &Flow6Key) -> Option<Flow6Value> {
         self.v6.flows.get(key).copied()
+    }
+
+    fn local_flow(&self, key: &FlowKey) -> bool {
+        self.v4.local_flows.contains(key)
+    }
+
+    fn local_flow6(&self, key: &Flow6Key) -> bool {
+        self.v6.local_flows.contains(key)
     }
 
     /// The lab host's routing table, in either family: the LAN on eth0, the bridge network on

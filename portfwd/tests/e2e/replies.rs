@@ -174,8 +174,15 @@ fn request_from(
         let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
         // Bounds connect() too.
-        setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(T.as_secs() as i64, 0))?;
-        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(from4))?;
+        setsockopt(
+            &fd,
+            sockopt::SendTimeout,
+            &TimeVal::new(T.as_secs() as i64, 0),
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(from4),
+        )?;
         Ok(fd)
     })??;
     let msg = format!("{line}\n");
@@ -195,11 +202,8 @@ fn request_from(
     let SocketAddr::V4(to4) = to else {
         bail!("IPv4 only: {to}");
     };
-    connect(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(to4),
-    )
-    .with_context(|| format!("TCP connect from {from} to {to}"))?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to4))
+        .with_context(|| format!("TCP connect from {from} to {to}"))?;
     let mut stream = TcpStream::from(fd);
     stream.set_read_timeout(Some(T))?;
     stream.write_all(msg.as_bytes())?;
@@ -256,7 +260,10 @@ fn masqueraded_flow_on_published_port(udp: bool) {
             "{nat:?}: the reply reaches the container that connected"
         );
         if let Some(n) = p.passed_as_local() {
-            assert!(n > 0, "the replies were passed to the stack to be un-masqueraded");
+            assert!(
+                n > 0,
+                "the replies were passed to the stack to be un-masqueraded"
+            );
         }
     }
 }
