@@ -9,8 +9,8 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream, UdpSocket},
-    os::fd::OwnedFd,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
 
 use anyhow::{Context as _, bail};
@@ -162,29 +162,17 @@ fn request_from(
     to: SocketAddr,
     line: &str,
 ) -> anyhow::Result<String> {
-    let SocketAddr::V4(from4) = from else {
-        bail!("IPv4 only: {from}");
-    };
-    let fd: OwnedFd = ns.try_run(move || -> anyhow::Result<OwnedFd> {
-        let ty = if udp {
-            SockType::Datagram
-        } else {
-            SockType::Stream
-        };
-        let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
-        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let fd: OwnedFd = ns.try_run(move || {
+        let fd = bound(udp, from);
         // Bounds connect() too.
         setsockopt(
             &fd,
             sockopt::SendTimeout,
             &TimeVal::new(T.as_secs() as i64, 0),
-        )?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrIn::from(from4),
-        )?;
-        Ok(fd)
-    })??;
+        )
+        .unwrap();
+        fd
+    })?;
     let msg = format!("{line}\n");
     if udp {
         let sock = UdpSocket::from(fd);
@@ -199,10 +187,7 @@ fn request_from(
         }
         return Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
     }
-    let SocketAddr::V4(to4) = to else {
-        bail!("IPv4 only: {to}");
-    };
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to4))
+    connect(fd.as_raw_fd(), &sockaddr(to))
         .with_context(|| format!("TCP connect from {from} to {to}"))?;
     let mut stream = TcpStream::from(fd);
     stream.set_read_timeout(Some(T))?;
@@ -278,4 +263,107 @@ fn masqueraded_tcp_flow_on_a_published_port_gets_its_replies() {
 fn masqueraded_udp_flow_on_a_published_port_gets_its_replies() {
     require_root!();
     masqueraded_flow_on_published_port(true);
+}
+
+/// A port published after the host's connections from it exist: nothing leaves from it once
+/// published before the peer speaks, so only the socket lookup knows the replies are the host's
+/// (with iptables: the connections' conntrack entries, made before the DNAT rule).
+#[test]
+fn port_published_after_the_hosts_sockets_exist() {
+    require_root!();
+    for nat in [Nat::Iptables, Nat::Portfwd] {
+        let p = Published::new(nat, "rpllate");
+        let l = p.lab();
+        let (tcp_port, udp_port) = (21000, 21001);
+        let host_tcp = at(Lab::HOST_ADDR, tcp_port);
+        let host_udp = at(Lab::HOST_ADDR, udp_port);
+        let (peer_tcp, peer_udp) = (at(Lab::CLIENT_ADDR, 7100), at(Lab::CLIENT_ADDR, 7101));
+        let listener = l.client().run(move || TcpListener::bind(peer_tcp).unwrap());
+        let peer_sock = l.client().run(move || UdpSocket::bind(peer_udp).unwrap());
+        let (mut host_stream, host_dgram) = l.host().run(move || {
+            let stream = bound(false, host_tcp);
+            connect(stream.as_raw_fd(), &sockaddr(peer_tcp)).unwrap();
+            let dgram = UdpSocket::from(bound(true, host_udp));
+            dgram.connect(peer_udp).unwrap();
+            // The host speaks first, as a client does: with iptables, this makes the conntrack
+            // entry the reply later matches.
+            dgram.send(b"hi\n").unwrap();
+            (TcpStream::from(stream), dgram)
+        });
+        let (mut peer_stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        peer_sock.set_read_timeout(Some(T)).unwrap();
+        peer_sock.recv_from(&mut buf).unwrap();
+
+        let c2 = l.containers()[1].addr;
+        match nat {
+            Nat::Iptables => {
+                let rule = |p: &str, port: u16| {
+                    format!(
+                        "iptables -t nat -A DOCKER ! -i docker0 -p {p} -m {p} --dport {port} \
+                         -j DNAT --to-destination {c2}:3000"
+                    )
+                };
+                let rules = format!("{} && {}", rule("tcp", tcp_port), rule("udp", udp_port));
+                l.sh(l.host(), &rules).unwrap();
+            }
+            Nat::Portfwd => {
+                let s = p.s.as_ref().unwrap();
+                for (listen, to) in [
+                    (format!("{tcp_port}"), format!("{c2}:3000")),
+                    (format!("{udp_port}/udp"), format!("{c2}:3000")),
+                ] {
+                    let out = s.cli(&["add", &listen, &to]);
+                    assert!(out.status.success(), "{out:?}");
+                }
+            }
+        }
+
+        peer_stream.write_all(b"late\n").unwrap();
+        peer_sock.send_to(b"late\n", host_udp).unwrap();
+        host_stream.set_read_timeout(Some(T)).unwrap();
+        let mut line = String::new();
+        let tcp = BufReader::new(&host_stream)
+            .read_line(&mut line)
+            .map(|_| line);
+        host_dgram.set_read_timeout(Some(T)).unwrap();
+        let udp = host_dgram
+            .recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+        assert_eq!(
+            (
+                tcp.map_err(|e| e.to_string()),
+                udp.map_err(|e| e.to_string())
+            ),
+            (Ok("late\n".to_owned()), Ok("late\n".to_owned())),
+            "{nat:?}: the peer's data reaches the host's sockets"
+        );
+        if let Some(s) = &p.s {
+            assert!(
+                s.verdict("pass_local_socket") >= 2,
+                "the socket lookup recognised both"
+            );
+        }
+        let _ = host_stream.flush();
+    }
+}
+
+/// A socket of the calling thread's namespace, SO_REUSEADDR, bound to `at` (IPv4).
+fn bound(udp: bool, at: SocketAddr) -> OwnedFd {
+    let ty = if udp {
+        SockType::Datagram
+    } else {
+        SockType::Stream
+    };
+    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    bind(fd.as_raw_fd(), &sockaddr(at)).unwrap();
+    fd
+}
+
+fn sockaddr(a: SocketAddr) -> SockaddrIn {
+    match a {
+        SocketAddr::V4(a) => SockaddrIn::from(a),
+        SocketAddr::V6(_) => panic!("IPv4 only: {a}"),
+    }
 }
