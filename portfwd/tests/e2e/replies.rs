@@ -367,3 +367,45 @@ fn sockaddr(a: SocketAddr) -> SockaddrIn {
         SocketAddr::V6(_) => panic!("IPv4 only: {a}"),
     }
 }
+
+/// The egress recorder is pinned and taken over like the ingress programs: after kill -9 and a
+/// restart there is still exactly one on each interface, and masqueraded replies still reach
+/// their container.
+#[test]
+fn egress_recorder_survives_restarts_once() {
+    require_root!();
+    let mut p = Published::new(Nat::Portfwd, "rplrst");
+    for _ in 0..2 {
+        let s = p.s.as_mut().unwrap();
+        s.d.kill9();
+        s.d.restart();
+    }
+    let s = p.s.as_ref().unwrap();
+    let tcx = s.lab.host().run(|| {
+        aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Egress)
+    });
+    let names: Vec<String> = tcx
+        .unwrap()
+        .1
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect();
+    // (The kernel keeps the first 15 bytes of the name: portfwd_tc_egre.)
+    assert!(
+        names.len() == 1 && names[0].starts_with("portfwd_tc_egr"),
+        "tcx egress programs on eth0: {names:?}"
+    );
+    let pins: Vec<String> = std::fs::read_dir(s.d.pin_dir.join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |kind: &str| pins.iter().filter(|p| p.starts_with(kind)).count();
+    assert_eq!(count("egress-"), count("tc-"), "{pins:?}");
+
+    let c1 = &s.lab.containers()[0];
+    let reply = p.request(&c1.ns, false, at(c1.addr, PORT));
+    assert_eq!(
+        reply.as_deref().map_err(|e| format!("{e:#}")),
+        Ok(format!("server from {}: hello", at(Lab::HOST_ADDR, PORT)).as_str()),
+    );
+}
