@@ -439,6 +439,7 @@ impl Datapath {
         };
         let res = match program {
             Program::Xdp => self.xdp_program()?.test_run(opts),
+            Program::TcEgress => self.egress_program()?.test_run(opts),
             _ => self.tc_program()?.test_run(opts),
         }
         .map_err(LoadError::TestRun)?;

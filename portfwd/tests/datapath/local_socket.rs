@@ -212,3 +212,94 @@ fn print_costs(env: &Env, w: &Net) {
         }
     }
 }
+
+/// The tc egress program records a flow leaving eth0 from a host address and a published port
+/// (its replies' key), but not a reply portfwd translated (host:8080 -> client_no_neigh:40002
+/// is a forwarded flow's), nor a flow from a port that is not published. Prints its cost.
+#[test]
+fn egress_records_flows_from_published_ports() {
+    if !crate::support::require_root() {
+        return;
+    }
+    use portfwd::datapath::maps::MapAddr;
+    use portfwd_common::maps::{FlowKeyOf, Ipv6Words, Program as Prog};
+
+    fn recorded<A: MapAddr>(dp: &Datapath, from: (IpAddr, u16), to: (IpAddr, u16)) -> bool {
+        let a = |ip| A::from_ip(ip).unwrap();
+        dp.maps.is_local_flow(&FlowKeyOf::<A> {
+            saddr_be: a(to.0),
+            daddr_be: a(from.0),
+            sport_be: to.1.to_be(),
+            dport_be: from.1.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        })
+    }
+    let env = Env::new("dpegress");
+    let mut failures = Vec::new();
+    env.run(|| {
+        for w in NETS {
+            let (mut dp, _) = env.load(&program::TC);
+            let out = |from: (IpAddr, u16), to: (IpAddr, u16)| {
+                Pkt::tcp(from, to, ACK).macs(ETH0_MAC, CLIENT_MAC).bytes()
+            };
+            let cases = [
+                (
+                    "from published host:8080",
+                    (w.host, 8080),
+                    (w.remote, 443),
+                    true,
+                ),
+                (
+                    "from unpublished host:22",
+                    (w.host, 22),
+                    (w.remote, 443),
+                    false,
+                ),
+                (
+                    "portfwd's translated reply to a forwarded flow",
+                    (w.host, 8080),
+                    (w.client_no_neigh, 40002),
+                    false,
+                ),
+            ];
+            // For scale: the cheapest way out, an interface where nothing is exposed.
+            let frame = out((w.host, 8080), (w.remote, 443));
+            let ctx = (program::TC.ctx)(env.docker0, frame.len());
+            let t = dp
+                .time_program(Prog::TcEgress, &frame, Some(&ctx), 200_000)
+                .expect("timed test run");
+            println!(
+                "cost tc egress {}: on docker0 (nothing exposed): {} ns/packet",
+                w.family.name(),
+                t.as_nanos()
+            );
+            for (name, from, to, want) in cases {
+                let frame = out(from, to);
+                let ctx = (program::TC.ctx)(env.eth0, frame.len());
+                let (code, _) = dp
+                    .test_run_program(Prog::TcEgress, &frame, Some(&ctx))
+                    .expect("test run");
+                let got = match w.family {
+                    super::world::Family::V4 => recorded::<u32>(&dp, from, to),
+                    super::world::Family::V6 => recorded::<Ipv6Words>(&dp, from, to),
+                };
+                if code != program::TC.pass || got != want {
+                    failures.push(format!(
+                        "{} {name}: returned {code}, recorded {got}",
+                        w.family.name()
+                    ));
+                }
+                let t = dp
+                    .time_program(Prog::TcEgress, &frame, Some(&ctx), 200_000)
+                    .expect("timed test run");
+                println!(
+                    "cost tc egress {}: {name}: {} ns/packet",
+                    w.family.name(),
+                    t.as_nanos()
+                );
+            }
+        }
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}
