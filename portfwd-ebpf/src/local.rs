@@ -183,10 +183,12 @@ fn record_family<C: Ctx, F: Local>(ctx: &C) {
         return;
     };
     // A reply portfwd translated leaves as host:port -> client; before translation it was
-    // target -> client, the key of its flow.
+    // target -> client, the key of its flow (for a hairpin to itself, the client is the target
+    // and its flow was keyed target -> published address).
+    let hairpin = pkt.daddr == fwd.target_addr_be;
     let translated = Tuple {
         saddr: fwd.target_addr_be,
-        daddr: pkt.daddr,
+        daddr: if hairpin { pkt.saddr } else { pkt.daddr },
         sport: fwd.target_port_be,
         dport: pkt.dport,
     };

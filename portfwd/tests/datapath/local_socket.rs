@@ -215,7 +215,8 @@ fn print_costs(env: &Env, w: &Net) {
 
 /// The tc egress program records a flow leaving eth0 from a host address and a published port
 /// (its replies' key), but not a reply portfwd translated (host:8080 -> client_no_neigh:40002
-/// is a forwarded flow's), nor a flow from a port that is not published. Prints its cost.
+/// is a forwarded flow's, host:8080 -> c1:45001 a hairpin's), nor a flow from a port that is
+/// not published. Prints its cost.
 #[test]
 fn egress_records_flows_from_published_ports() {
     if !crate::support::require_root() {
@@ -246,20 +247,30 @@ fn egress_records_flows_from_published_ports() {
             let cases = [
                 (
                     "from published host:8080",
+                    env.eth0,
                     (w.host, 8080),
                     (w.remote, 443),
                     true,
                 ),
                 (
                     "from unpublished host:22",
+                    env.eth0,
                     (w.host, 22),
                     (w.remote, 443),
                     false,
                 ),
                 (
                     "portfwd's translated reply to a forwarded flow",
+                    env.eth0,
                     (w.host, 8080),
                     (w.client_no_neigh, 40002),
+                    false,
+                ),
+                (
+                    "portfwd's translated reply to c1's hairpin call, out of an exposed bridge port",
+                    env.port,
+                    (w.host, 8080),
+                    (w.c1, 45001),
                     false,
                 ),
             ];
@@ -274,9 +285,9 @@ fn egress_records_flows_from_published_ports() {
                 w.family.name(),
                 t.as_nanos()
             );
-            for (name, from, to, want) in cases {
+            for (name, ifindex, from, to, want) in cases {
                 let frame = out(from, to);
-                let ctx = (program::TC.ctx)(env.eth0, frame.len());
+                let ctx = (program::TC.ctx)(ifindex, frame.len());
                 let (code, _) = dp
                     .test_run_program(Prog::TcEgress, &frame, Some(&ctx))
                     .expect("test run");
