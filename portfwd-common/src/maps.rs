@@ -19,8 +19,9 @@ pub const FLOWS: &str = "PF_FLOWS";
 pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
 /// Flows that left the host from a published port (its own connections, and containers'
 /// connections masqueraded onto such a port), keyed as their replies look on the wire
-/// ([`FlowKeyOf`]), value unused (1). Written by the tc egress program; a packet to a
-/// published port found here is a reply, passed to the stack rather than forwarded.
+/// ([`FlowKeyOf`]), valued with when the flow was last seen leaving (monotonic seconds, see
+/// [`local_flow_timeout`]). Written by the tc egress program; a packet to a published port found
+/// here (and not expired) is a reply, passed to the stack rather than forwarded.
 pub const LOCAL_FLOWS: &str = "PF_LOCAL_FLOWS";
 
 /// The IPv6 twins of the maps above. Each address family has its own maps, with the same key
@@ -142,6 +143,20 @@ pub const MAX_FORWARDS: u32 = 16_384;
 pub const MAX_FLOWS: u32 = 131_072;
 /// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
 pub const MAX_FLOWS6: u32 = 65_536;
+/// How long, in seconds, an entry of [`LOCAL_FLOWS`] counts after its flow was last seen
+/// leaving: netfilter's conntrack timeouts for an established flow (`nf_conntrack_udp_timeout_stream`,
+/// `nf_conntrack_tcp_timeout_established`), so that a reply is the host's exactly as long as
+/// conntrack would still know its flow. (A new TCP connection is never taken for a reply: a SYN
+/// skips the check.) The values are the monotonic clock in seconds (`bpf_ktime_get_ns`,
+/// `CLOCK_MONOTONIC`).
+pub const fn local_flow_timeout(proto: u8) -> u32 {
+    if proto == crate::proto::TCP {
+        432_000
+    } else {
+        120
+    }
+}
+
 /// Entries of [`LOCAL_FLOWS`] (and of [`LOCAL_FLOWS6`]): the host's own flows from published
 /// ports at once, and containers' flows masqueraded onto one. An LRU map: the least recently
 /// seen is forgotten first.

@@ -9,9 +9,12 @@
 //! - [`LOCAL_FLOWS`]: the flows the tc egress program ([`record`]) saw leaving an exposed
 //!   interface from a host address and a published port, after netfilter's SNAT/MASQUERADE
 //!   (tc egress sees the packet as it goes on the wire). This is what covers masqueraded flows
-//!   (no local socket owns them) and unconnected UDP sockets. An LRU map: a flow silent for
-//!   long enough to be evicted is recorded again by its next packet out; a reply arriving in
-//!   between falls back to the socket lookup, and a masqueraded one is forwarded.
+//!   (no local socket owns them) and unconnected UDP sockets. Each entry holds when the flow was
+//!   last seen leaving, and counts only within conntrack's timeouts from then
+//!   ([`portfwd_common::maps::local_flow_timeout`]), so that a stale entry does not hold a
+//!   published port's traffic for ever. An LRU map: a flow silent for long enough to be evicted
+//!   is recorded again by its next packet out; a reply arriving in between falls back to the
+//!   socket lookup, and a masqueraded one is forwarded.
 //! - the kernel's sockets (`bpf_skc_lookup_tcp`, `bpf_sk_lookup_udp`): a TCP socket that owns
 //!   the exact addresses and ports and is not listening, or a connected UDP socket. A listener
 //!   on the published port never counts: it would disable the forward.
@@ -23,11 +26,11 @@ use aya_ebpf::{
     bindings::{
         BPF_F_CURRENT_NETNS, BPF_TCP_ESTABLISHED, BPF_TCP_LISTEN, bpf_sock, bpf_sock_tuple,
     },
-    helpers::generated::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::generated::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     maps::LruHashMap,
 };
 use portfwd_common::{
-    maps::{FlowKeyOf, ForwardValueOf, IFACE_EXPOSE, Ipv6Words},
+    maps::{FlowKeyOf, ForwardValueOf, IFACE_EXPOSE, Ipv6Words, local_flow_timeout},
     proto,
     reason::Reason,
 };
@@ -42,6 +45,13 @@ use crate::{
     service,
     types::{IpL4, Parsed, Tuple},
 };
+
+/// The monotonic clock in seconds, as the local flows' values hold it.
+#[inline(always)]
+fn now_secs() -> u32 {
+    // SAFETY: plain helper call without arguments.
+    (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32
+}
 
 /// TCP flags (byte 13 of the header).
 const TCP_FLAGS: usize = 13;
@@ -110,9 +120,8 @@ pub fn owner<C: Ctx, F: Local>(
     if flow::find::<F>(flow::reply_key(&next, pkt.proto)).is_some() {
         return None;
     }
-    if F::local_flows()
-        .copied(flow::key(&pkt.tuple(), pkt.proto))
-        .is_some()
+    if let Some(seen) = F::local_flows().copied(flow::key(&pkt.tuple(), pkt.proto))
+        && now_secs().wrapping_sub(seen) <= local_flow_timeout(pkt.proto)
     {
         return Some(Reason::PassLocalFlow);
     }
@@ -196,8 +205,18 @@ fn record_family<C: Ctx, F: Local>(ctx: &C) {
         return;
     }
     let key = flow::reply_key(&pkt.tuple(), pkt.proto);
-    if F::local_flows().copied(key).is_none() {
+    let now = now_secs();
+    match F::local_flows().get_ptr_mut(key) {
+        // SAFETY: a value of this map, a plain `u32`; a concurrent writer can only store
+        // another recent time.
+        Some(seen) => unsafe {
+            if *seen != now {
+                *seen = now;
+            }
+        },
         // LRU: makes room by forgetting the least recently seen flow.
-        let _ = F::local_flows().insert(key, 1, 0);
+        None => {
+            let _ = F::local_flows().insert(key, now, 0);
+        }
     }
 }

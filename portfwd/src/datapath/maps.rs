@@ -2,7 +2,10 @@
 //!
 //! This is the byte-order boundary: the datapath keeps addresses and ports exactly as they are
 //! on the wire, so every key and value is converted to network byte order here and nowhere else.
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use aya::{
     Ebpf, Pod,
@@ -50,7 +53,7 @@ struct FamilyMaps<A: MapAddr> {
     // An LRU hash in the kernel; aya reads it through HashMap.
     flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     host_addrs: HashMap<MapData, A, u32>,
-    /// An LRU hash in the kernel, value unused (1).
+    /// An LRU hash in the kernel, valued with when the flow was last seen (monotonic seconds).
     local_flows: HashMap<MapData, FlowKeyOf<A>, u32>,
 }
 
@@ -669,16 +672,23 @@ impl Maps {
             .map_err(map_err("flows"))
     }
 
-    /// Records a flow as having left the host from a published port, as the tc egress program
-    /// does (for tests): its replies, keyed by `key`, are passed to the stack.
-    pub fn insert_local_flow<A: MapAddr>(&mut self, key: FlowKeyOf<A>) -> Result<(), Error> {
+    /// Records a flow as having left the host from a published port `age` ago, as the tc
+    /// egress program does (for tests): its replies, keyed by `key`, are passed to the stack
+    /// while the entry is younger than
+    /// [`local_flow_timeout`](portfwd_common::maps::local_flow_timeout).
+    pub fn insert_local_flow<A: MapAddr>(
+        &mut self,
+        key: FlowKeyOf<A>,
+        age: Duration,
+    ) -> Result<(), Error> {
+        let seen = monotonic_secs().saturating_sub(age.as_secs()) as u32;
         self.family_mut::<A>()
             .local_flows
-            .insert(key, 1, 0)
+            .insert(key, seen, 0)
             .map_err(map_err("local flows"))
     }
 
-    /// Whether a flow's replies (keyed by `key`) are known to belong to the host.
+    /// Whether a flow's replies (keyed by `key`) are recorded as the host's (expired or not).
     pub fn is_local_flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> bool {
         self.family::<A>().local_flows.get(key, 0).is_ok()
     }
@@ -741,6 +751,17 @@ impl Maps {
         ]);
         Ok(rows)
     }
+}
+
+/// `CLOCK_MONOTONIC` in seconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64
 }
 
 fn nr_cpus_or_1() -> usize {

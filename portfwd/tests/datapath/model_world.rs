@@ -10,7 +10,7 @@ use portfwd_common::maps::{
     Allow6Key, AllowKey, AllowKeyOf, FWD_ALLOWLIST, Flow6Key, Flow6Value, FlowKey, FlowKeyOf,
     FlowValue, FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
     ForwardValueOf, Hook, IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf,
-    RangeValue, RangeValueOf,
+    RangeValue, RangeValueOf, local_flow_timeout,
 };
 use portfwd_model::{self as model, FlowEntry, Route, RouteQuery};
 
@@ -32,7 +32,8 @@ pub struct ModelMaps<A: MapAddr + Hash> {
     /// Allowlists by stats slot, as networks matched directly (the kernel has a trie).
     pub allow: HashMap<u32, Vec<(IpAddr, u8)>>,
     pub flows: HashMap<FlowKeyOf<A>, FlowValueOf<A>>,
-    /// What tc egress recorded (`PF_LOCAL_FLOWS`).
+    /// What tc egress recorded (`PF_LOCAL_FLOWS`) and has not expired: the model has no clock,
+    /// so expiry is decided here, from the rows' ages.
     pub local_flows: HashSet<FlowKeyOf<A>>,
 }
 
@@ -42,7 +43,11 @@ impl<A: MapAddr + Hash> ModelMaps<A> {
         let a = |ip: IpAddr| A::from_ip(ip).expect("an address of the family");
         let mut m = ModelMaps {
             host_addrs: net.host_addrs().into_iter().map(a).collect(),
-            local_flows: LOCAL_FLOWS.iter().map(|r| net.local_flow_key(r)).collect(),
+            local_flows: LOCAL_FLOWS
+                .iter()
+                .filter(|r| r.5 <= u64::from(local_flow_timeout(r.2)))
+                .map(|r| net.local_flow_key(r))
+                .collect(),
             ..ModelMaps::default()
         };
         for p in FORWARDS {
