@@ -10,6 +10,7 @@ use portfwd_common::{
 };
 
 use crate::family::{Fam, Ip};
+use crate::translate::own_key;
 use crate::wire::wire16;
 use crate::world::World;
 
@@ -40,13 +41,5 @@ pub(crate) fn owner<F: Fam>(
     if F::flow(world, &forwarded).is_some() {
         return None;
     }
-    let own = FlowKeyOf {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        sport_be: wire16(pkt.sport),
-        dport_be: wire16(pkt.dport),
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    F::local_flow(world, &own).then_some(Reason::PassLocalFlow)
+    F::local_flow(world, &own_key::<F>(pkt)).then_some(Reason::PassLocalFlow)
 }

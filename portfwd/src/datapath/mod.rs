@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader, TestRunOptions,
     programs::{
-        CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, TestRun as _, Xdp, XdpMode,
+        CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunResult,
+        Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
         xdp::XdpLink,
@@ -158,23 +159,23 @@ impl Datapath {
             path: f.path.clone(),
         };
         match f.kind.as_str() {
-            "tc" => {
-                let link = SchedClassifierLink::try_from(fd).map_err(AttachError::Pinned)?;
-                let prog = self.tc_program()?;
-                let id = prog.attach_to_link(link)?;
-                let link = FdLink::try_from(prog.take_link(id)?).map_err(AttachError::Pinned)?;
-                self.attachments.insert(f.ifindex, &f.ifname, handle(link));
-                Ok(())
-            }
-            "egress" => {
-                if !self.attachments.is_attached(f.ifindex, &f.ifname) {
+            kind @ ("tc" | "egress") => {
+                let egress = kind == "egress";
+                if egress && !self.attachments.is_attached(f.ifindex, &f.ifname) {
                     return Err(AttachError::NoTcLink);
                 }
+                let at = if egress {
+                    TcAttachType::Egress
+                } else {
+                    TcAttachType::Ingress
+                };
                 let link = SchedClassifierLink::try_from(fd).map_err(AttachError::Pinned)?;
-                let prog = self.egress_program()?;
+                let prog = self.tc_program_at(at)?;
                 let id = prog.attach_to_link(link)?;
                 let link = FdLink::try_from(prog.take_link(id)?).map_err(AttachError::Pinned)?;
-                if let Some(a) = self.attachments.links.get_mut(&f.ifindex) {
+                if !egress {
+                    self.attachments.insert(f.ifindex, &f.ifname, handle(link));
+                } else if let Some(a) = self.attachments.links.get_mut(&f.ifindex) {
                     a.egress = Some(handle(link));
                 }
                 Ok(())
@@ -402,19 +403,7 @@ impl Datapath {
         frame: &[u8],
         ctx: Option<&[u8]>,
     ) -> Result<(i32, Vec<u8>), Error> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: ctx,
-            ..Default::default()
-        };
-        let res = match program {
-            Program::Xdp => self.xdp_program()?.test_run(opts),
-            Program::TcEgress => self.egress_program()?.test_run(opts),
-            _ => self.tc_program()?.test_run(opts),
-        }
-        .map_err(LoadError::TestRun)?;
+        let (res, mut out) = self.test_run_repeated(program, frame, ctx, 1)?;
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value as i32, out))
     }
@@ -429,6 +418,21 @@ impl Datapath {
         ctx: Option<&[u8]>,
         repeat: u32,
     ) -> Result<std::time::Duration, Error> {
+        Ok(self
+            .test_run_repeated(program, frame, ctx, repeat)?
+            .0
+            .duration)
+    }
+
+    /// BPF_PROG_TEST_RUN of `program`, `repeat` times: the kernel's answer and the output
+    /// buffer (as long as the kernel may write).
+    fn test_run_repeated(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<(TestRunResult, Vec<u8>), Error> {
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -443,7 +447,7 @@ impl Datapath {
             _ => self.tc_program()?.test_run(opts),
         }
         .map_err(LoadError::TestRun)?;
-        Ok(res.duration)
+        Ok((res, out))
     }
 
     /// Instructions the verifier processed for `program` (its complexity budget); a socket
