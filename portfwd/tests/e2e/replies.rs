@@ -4,23 +4,25 @@
 //! does not connect out from one of them by itself; and when a flow leaves from one anyway (an
 //! explicit `bind()`, or a container's connection masqueraded onto it), its replies reach the
 //! host, as they do with netfilter's DNAT, which only translates new connections. Each case runs
-//! once with iptables DNAT + MASQUERADE as Docker writes them, once with portfwd (and Docker's
-//! MASQUERADE, which portfwd does not replace), and expects the same outcome.
+//! once with iptables (ip6tables) DNAT + MASQUERADE as Docker writes them, once with portfwd (and
+//! Docker's MASQUERADE, which portfwd does not replace), and expects the same outcome; the
+//! host's and the masqueraded cases in both families.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd as _, OwnedFd},
 };
 
 use anyhow::{Context as _, bail};
 use nix::sys::{
     socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket,
+        sockopt,
     },
     time::TimeVal,
 };
-use portfwd_lab::{self as lab, Lab, Ns};
+use portfwd_lab::{self as lab, Container, Lab, Ns};
 
 use crate::support::{Scenario, T, at};
 
@@ -69,15 +71,54 @@ enum Nat {
     Portfwd,
 }
 
+/// The address family a case runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn host(self) -> IpAddr {
+        match self {
+            Fam::V4 => Lab::HOST_ADDR.into(),
+            Fam::V6 => Lab::HOST_ADDR6.into(),
+        }
+    }
+
+    fn client(self) -> IpAddr {
+        match self {
+            Fam::V4 => Lab::CLIENT_ADDR.into(),
+            Fam::V6 => Lab::CLIENT_ADDR6.into(),
+        }
+    }
+
+    fn of(self, c: &Container) -> IpAddr {
+        match self {
+            Fam::V4 => c.addr.into(),
+            Fam::V6 => c.addr6.into(),
+        }
+    }
+
+    /// iptables or ip6tables, the containers' subnet, loopback.
+    fn netfilter(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Fam::V4 => ("iptables", "172.17.0.0/16", "127.0.0.0/8"),
+            Fam::V6 => ("ip6tables", "fd00:17::/64", "::1/128"),
+        }
+    }
+}
+
 /// The published range, and the port a flow leaves from inside it.
 const RANGE: &str = "20000-20099";
 const PORT: u16 = 20042;
 /// The server on the client's side that the host and the containers connect to.
 const SERVER_PORT: u16 = 7000;
 
-/// A lab publishing [`RANGE`] to c2 one way or the other, with Docker's MASQUERADE for the
-/// containers' subnet, and echo servers (TCP and UDP) in the client.
+/// A lab publishing [`RANGE`] of one family to c2 one way or the other, with Docker's
+/// MASQUERADE for the containers' subnet, and echo servers (TCP and UDP) in the client.
 struct Published {
+    fam: Fam,
     /// With portfwd: the scenario (which owns the lab).
     s: Option<Scenario>,
     /// With iptables: the lab alone.
@@ -87,6 +128,10 @@ struct Published {
 
 impl Published {
     fn new(nat: Nat, tag: &str) -> Published {
+        Published::of(nat, Fam::V4, tag)
+    }
+
+    fn of(nat: Nat, fam: Fam, tag: &str) -> Published {
         let (s, lab) = match nat {
             Nat::Iptables => {
                 let mut lab = Lab::new(tag).unwrap();
@@ -95,39 +140,47 @@ impl Published {
                 (None, Some(lab))
             }
             Nat::Portfwd => {
+                let (listen, to) = match fam {
+                    Fam::V4 => (RANGE.to_owned(), "c2:3000-3099"),
+                    Fam::V6 => (format!("[::]:{RANGE}"), "[c2]:3000-3099"),
+                };
                 let s = Scenario::new(tag)
                     .containers(2)
-                    .forward(RANGE, "c2:3000-3099")
-                    .forward(&format!("{RANGE}/udp"), "c2:3000-3099")
+                    .forward(&listen, to)
+                    .forward(&format!("{listen}/udp"), to)
                     .daemon();
                 (Some(s), None)
             }
         };
         let l = s.as_ref().map_or_else(|| lab.as_ref().unwrap(), |s| &s.lab);
-        let c2 = l.containers()[1].addr;
+        let c2 = at(fam.of(&l.containers()[1]), 3000);
+        let c2_range = format!("{c2}-3099");
         let (lo, hi) = RANGE.split_once('-').unwrap();
-        let mut rules = String::from(
-            "iptables -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
-        );
+        let (ipt, subnet, lo_net) = fam.netfilter();
+        let mut rules =
+            format!("{ipt} -t nat -A POSTROUTING -s {subnet} ! -o docker0 -j MASQUERADE\n");
         if let Nat::Iptables = nat {
-            rules += "iptables -t nat -N DOCKER\n\
-                 iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
-                 iptables -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
-                 iptables -t nat -A DOCKER -i docker0 -j RETURN\n";
+            rules += &format!(
+                "{ipt} -t nat -N DOCKER\n\
+                 {ipt} -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+                 {ipt} -t nat -A OUTPUT ! -d {lo_net} -m addrtype --dst-type LOCAL -j DOCKER\n\
+                 {ipt} -t nat -A DOCKER -i docker0 -j RETURN\n"
+            );
             for p in ["tcp", "udp"] {
                 rules += &format!(
-                    "iptables -t nat -A DOCKER ! -i docker0 -p {p} -m {p} --dport {lo}:{hi} \
-                     -j DNAT --to-destination {c2}:3000-3099\n"
+                    "{ipt} -t nat -A DOCKER ! -i docker0 -p {p} -m {p} --dport {lo}:{hi} \
+                     -j DNAT --to-destination {c2_range}\n"
                 );
             }
         }
         l.sh(l.host(), &rules).unwrap();
-        let server = at(Lab::CLIENT_ADDR, SERVER_PORT);
+        let server = at(fam.client(), SERVER_PORT);
         let servers = (
             lab::tcp_server(l.client(), server, "server").unwrap(),
             lab::udp_server(l.client(), server, "server").unwrap(),
         );
         Published {
+            fam,
             s,
             lab,
             _servers: servers,
@@ -143,7 +196,7 @@ impl Published {
     /// Sends a line from `ns`, from `from` (an explicit bind), to the client's server; the
     /// reply, which must reach `from`'s socket.
     fn request(&self, ns: &Ns, udp: bool, from: SocketAddr) -> anyhow::Result<String> {
-        request_from(ns, udp, from, at(Lab::CLIENT_ADDR, SERVER_PORT), "hello")
+        request_from(ns, udp, from, at(self.fam.client(), SERVER_PORT), "hello")
     }
 
     /// With portfwd, how many replies were passed to the stack as the host's own.
@@ -200,10 +253,10 @@ fn request_from(
 }
 
 /// (a): the host connects out from a published port, bound explicitly.
-fn host_connects_from_published_port(udp: bool) {
+fn host_connects_from_published_port(fam: Fam, udp: bool) {
     for nat in [Nat::Iptables, Nat::Portfwd] {
-        let p = Published::new(nat, if udp { "rplhu" } else { "rplht" });
-        let from = at(Lab::HOST_ADDR, PORT);
+        let p = Published::of(nat, fam, if udp { "rplhu" } else { "rplht" });
+        let from = at(fam.host(), PORT);
         let reply = p.request(p.lab().host(), udp, from);
         assert_eq!(
             reply.as_deref().map_err(|e| format!("{e:#}")),
@@ -219,26 +272,38 @@ fn host_connects_from_published_port(udp: bool) {
 #[test]
 fn host_connecting_from_a_published_tcp_port_gets_its_replies() {
     require_root!();
-    host_connects_from_published_port(false);
+    host_connects_from_published_port(Fam::V4, false);
 }
 
 #[test]
 fn host_sending_from_a_published_udp_port_gets_its_replies() {
     require_root!();
-    host_connects_from_published_port(true);
+    host_connects_from_published_port(Fam::V4, true);
+}
+
+#[test]
+fn host_connecting_from_a_published_tcp_port_gets_its_replies_ipv6() {
+    require_root!();
+    host_connects_from_published_port(Fam::V6, false);
+}
+
+#[test]
+fn host_sending_from_a_published_udp_port_gets_its_replies_ipv6() {
+    require_root!();
+    host_connects_from_published_port(Fam::V6, true);
 }
 
 /// (b): a container connects out through MASQUERADE from a port that is published on the host
 /// (MASQUERADE keeps the source port when it is free): the replies reach the container, not the
 /// forward's target.
-fn masqueraded_flow_on_published_port(udp: bool) {
+fn masqueraded_flow_on_published_port(fam: Fam, udp: bool) {
     for nat in [Nat::Iptables, Nat::Portfwd] {
-        let p = Published::new(nat, if udp { "rplmu" } else { "rplmt" });
+        let p = Published::of(nat, fam, if udp { "rplmu" } else { "rplmt" });
         let c1 = &p.lab().containers()[0];
-        let from = at(c1.addr, PORT);
+        let from = at(fam.of(c1), PORT);
         let reply = p.request(&c1.ns, udp, from);
         // The server sees the masqueraded source: the host's address, the same port.
-        let seen = at(Lab::HOST_ADDR, PORT);
+        let seen = at(fam.host(), PORT);
         assert_eq!(
             reply.as_deref().map_err(|e| format!("{e:#}")),
             Ok(format!("server from {seen}: hello").as_str()),
@@ -256,13 +321,25 @@ fn masqueraded_flow_on_published_port(udp: bool) {
 #[test]
 fn masqueraded_tcp_flow_on_a_published_port_gets_its_replies() {
     require_root!();
-    masqueraded_flow_on_published_port(false);
+    masqueraded_flow_on_published_port(Fam::V4, false);
 }
 
 #[test]
 fn masqueraded_udp_flow_on_a_published_port_gets_its_replies() {
     require_root!();
-    masqueraded_flow_on_published_port(true);
+    masqueraded_flow_on_published_port(Fam::V4, true);
+}
+
+#[test]
+fn masqueraded_tcp_flow_on_a_published_port_gets_its_replies_ipv6() {
+    require_root!();
+    masqueraded_flow_on_published_port(Fam::V6, false);
+}
+
+#[test]
+fn masqueraded_udp_flow_on_a_published_port_gets_its_replies_ipv6() {
+    require_root!();
+    masqueraded_flow_on_published_port(Fam::V6, true);
 }
 
 /// A port published after the host's connections from it exist: nothing leaves from it once
@@ -348,24 +425,26 @@ fn port_published_after_the_hosts_sockets_exist() {
     }
 }
 
-/// A socket of the calling thread's namespace, SO_REUSEADDR, bound to `at` (IPv4).
+/// A socket of the calling thread's namespace, SO_REUSEADDR, bound to `at`.
 fn bound(udp: bool, at: SocketAddr) -> OwnedFd {
     let ty = if udp {
         SockType::Datagram
     } else {
         SockType::Stream
     };
-    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let family = if at.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None).unwrap();
     setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
     bind(fd.as_raw_fd(), &sockaddr(at)).unwrap();
     fd
 }
 
-fn sockaddr(a: SocketAddr) -> SockaddrIn {
-    match a {
-        SocketAddr::V4(a) => SockaddrIn::from(a),
-        SocketAddr::V6(_) => panic!("IPv4 only: {a}"),
-    }
+fn sockaddr(a: SocketAddr) -> SockaddrStorage {
+    SockaddrStorage::from(a)
 }
 
 /// The egress recorder is pinned and taken over like the ingress programs: after kill -9 and a
