@@ -16,7 +16,7 @@ use portfwd_common::{
 
 use crate::checksum::l3_update;
 use crate::wire::{
-    IP_MF, IP_OFFSET, IPV4_MIN, IPV6_FRAG_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, be16, put16,
+    IP_MF, IP_OFFSET, IPV4_MIN, IPV6_FRAG_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, be16, put16, wire16,
 };
 use crate::world::{FlowEntry, World};
 
@@ -276,6 +276,20 @@ pub(crate) struct Ip<A> {
     pub(crate) sport: u16,
     pub(crate) dport: u16,
     pub(crate) first_fragment: bool,
+}
+
+impl<A: Copy> Ip<A> {
+    /// The flow key of the packet's own addresses and ports.
+    pub(crate) fn key(&self) -> FlowKeyOf<A> {
+        FlowKeyOf {
+            saddr_be: self.saddr,
+            daddr_be: self.daddr,
+            sport_be: wire16(self.sport),
+            dport_be: wire16(self.dport),
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,6 @@ use portfwd_common::{
 };
 
 use crate::family::{Fam, Ip};
-use crate::translate::own_key;
 use crate::wire::wire16;
 use crate::world::World;
 
@@ -41,5 +40,5 @@ pub(crate) fn owner<F: Fam>(
     if F::flow(world, &forwarded).is_some() {
         return None;
     }
-    F::local_flow(world, &own_key::<F>(pkt)).then_some(Reason::PassLocalFlow)
+    F::local_flow(world, &pkt.key()).then_some(Reason::PassLocalFlow)
 }

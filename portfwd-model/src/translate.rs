@@ -85,7 +85,7 @@ pub(crate) fn l4<F: Fam>(
         }
         return to_target::<F>(f, at, world, pkt, &fwd);
     }
-    if let Some(flow) = F::flow(world, &own_key::<F>(pkt)) {
+    if let Some(flow) = F::flow(world, &pkt.key()) {
         return to_client::<F>(f, at, world, pkt, &flow);
     }
     Outcome::untouched(if for_host {
@@ -93,18 +93,6 @@ pub(crate) fn l4<F: Fam>(
     } else {
         Reason::PassNotForUs
     })
-}
-
-/// The flow key of `pkt`'s own addresses and ports.
-pub(crate) fn own_key<F: Fam>(pkt: &Ip<F::A>) -> FlowKeyOf<F::A> {
-    FlowKeyOf {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        sport_be: wire16(pkt.sport),
-        dport_be: wire16(pkt.dport),
-        proto: pkt.proto,
-        _pad: [0; 3],
-    }
 }
 
 /// The translated packet: new addresses (map form) and ports (host order).
