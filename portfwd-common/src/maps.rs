@@ -32,6 +32,12 @@ pub const FLOWS_EST: &str = "PF_FLOWS_EST";
 pub const FLOW_INSERTS: &str = "PF_FLOW_INSERTS";
 /// The host's own IPv4 addresses; a packet is "for the host" when its destination is here.
 pub const HOST_ADDRS: &str = "PF_HOST_ADDRS";
+/// Flows that left the host from a published port (its own connections, and containers'
+/// connections masqueraded onto such a port), keyed as their replies look on the wire
+/// ([`FlowKeyOf`]), valued with when the flow was last seen leaving (monotonic seconds, see
+/// [`local_flow_timeout`]). Written by the tc egress program; a packet to a published port found
+/// here (and not expired) is a reply, passed to the stack rather than forwarded.
+pub const LOCAL_FLOWS: &str = "PF_LOCAL_FLOWS";
 
 /// The IPv6 twins of the maps above. Each address family has its own maps, with the same key
 /// and value types instantiated at [`Ipv6Words`] instead of `u32` (see [`Addr`]); the stats
@@ -41,6 +47,7 @@ pub const RANGES6: &str = "PF_RANGES6";
 pub const ALLOW6: &str = "PF_ALLOW6";
 pub const FLOWS6: &str = "PF_FLOWS6";
 pub const FLOWS6_EST: &str = "PF_FLOWS6_EST";
+pub const LOCAL_FLOWS6: &str = "PF_LOCAL_FLOWS6";
 /// The host's own IPv6 addresses (link-local ones excluded: they are scoped to a link).
 pub const HOST_ADDRS6: &str = "PF_HOST_ADDRS6";
 /// Interfaces on which published ports are exposed (ifindex -> [`IFACE_EXPOSE`] flags).
@@ -104,6 +111,9 @@ pub enum Program {
     TcIngress,
     /// The datapath at XDP, in front of tc where the driver supports it natively.
     Xdp,
+    /// tc egress, on every interface served: remembers the flows leaving the host from a
+    /// published port ([`LOCAL_FLOWS`]).
+    TcEgress,
     // The socket hooks (cgroup `sock_addr`): host-local access to published ports.
     Connect4,
     Sendmsg4,
@@ -117,9 +127,10 @@ pub enum Program {
 
 impl Program {
     /// Every program in the object.
-    pub const ALL: [Program; 10] = [
+    pub const ALL: [Program; 11] = [
         Program::TcIngress,
         Program::Xdp,
+        Program::TcEgress,
         Program::Connect4,
         Program::Sendmsg4,
         Program::Recvmsg4,
@@ -147,6 +158,7 @@ impl Program {
         match self {
             Program::TcIngress => "portfwd_tc_ingress",
             Program::Xdp => "portfwd_xdp",
+            Program::TcEgress => "portfwd_tc_egress",
             Program::Connect4 => "portfwd_connect4",
             Program::Sendmsg4 => "portfwd_sendmsg4",
             Program::Recvmsg4 => "portfwd_recvmsg4",
@@ -175,6 +187,25 @@ pub const MAX_FLOWS6: u32 = 65_536;
 /// Established flows ([`FLOWS_EST`], [`FLOWS6_EST`]): as many as new ones.
 pub const MAX_EST_FLOWS: u32 = MAX_FLOWS;
 pub const MAX_EST_FLOWS6: u32 = MAX_FLOWS6;
+
+/// How long, in seconds, an entry of [`LOCAL_FLOWS`] counts after its flow was last seen
+/// leaving: netfilter's conntrack timeouts for an established flow (`nf_conntrack_udp_timeout_stream`,
+/// `nf_conntrack_tcp_timeout_established`), so that a reply is the host's exactly as long as
+/// conntrack would still know its flow. (A new TCP connection is never taken for a reply: a SYN
+/// skips the check.) The values are the monotonic clock in seconds (`bpf_ktime_get_ns`,
+/// `CLOCK_MONOTONIC`).
+pub const fn local_flow_timeout(proto: u8) -> u32 {
+    if proto == crate::proto::TCP {
+        432_000
+    } else {
+        120
+    }
+}
+
+/// Entries of [`LOCAL_FLOWS`] (and of [`LOCAL_FLOWS6`]): the host's own flows from published
+/// ports at once, and containers' flows masqueraded onto one. An LRU map: the least recently
+/// seen is forgotten first.
+pub const MAX_LOCAL_FLOWS: u32 = 16_384;
 pub const MAX_HOST_ADDRS: u32 = 1_024;
 pub const MAX_IFACES: u32 = 1_024;
 /// Port-range prefixes of one generation ([`RANGES`] holds [`GENERATIONS`] times as many). A

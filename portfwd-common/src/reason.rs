@@ -172,6 +172,14 @@ crate::counters! {
         /// IPv4 with DF clear, too big for the MTU towards its destination: translated and handed
         /// to the kernel, which forwards it in fragments, as it does after iptables DNAT.
         ForwardedViaStack = 24 => "forwarded_via_stack",
+        /// For a published port, but a reply to a connection of the host's own: a local socket
+        /// owns its exact addresses and ports (a TCP socket not listening, a connected UDP
+        /// socket). Passed to the stack, as netfilter's conntrack would, never forwarded.
+        PassLocalSocket = 25 => "pass_local_socket",
+        /// For a published port, but a reply to a flow that left the host from that port (the
+        /// host's own, or a container's masqueraded onto it), seen by the tc egress program.
+        /// Passed to the stack, where netfilter un-masquerades it.
+        PassLocalFlow = 26 => "pass_local_flow",
     }
 }
 

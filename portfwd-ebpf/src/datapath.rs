@@ -1,6 +1,8 @@
 //! The dispatcher, shared by every hook: what a packet is, and which translation it gets.
 //!
 //! A packet is one of:
+//! - for a published port, but a reply to a flow of the host's own (a local socket owns it, or
+//!   it left the host from that port): passed to the stack ([`local::owner`]);
 //! - for a published port (destination is one of the host's addresses, arriving on an exposed
 //!   interface, and a forward or port range matches): dropped if the forward has a source
 //!   allowlist and the source is outside it; otherwise translated to the target
@@ -11,7 +13,7 @@
 //!   ([`frag::later`]);
 //! - anything else: passed untouched.
 //!
-//! Both address families take this one path, generic over [`Family`]; the family is chosen
+//! Both address families take this one path, generic over [`Family`](crate::family::Family); the family is chosen
 //! once, on the ethertype.
 use portfwd_common::{
     maps::{IFACE_BRIDGE_PORT, IFACE_EXPOSE},
@@ -20,8 +22,9 @@ use portfwd_common::{
 
 use crate::{
     ctx::Ctx,
-    family::{Family, Ipv4, Ipv6},
+    family::{Ipv4, Ipv6},
     flow, frag, icmp,
+    local::{self, Local},
     maps::{IFACES, Lookup as _},
     nat,
     parse::{self, ETH_P_IPV4_BE, ETH_P_IPV6_BE},
@@ -53,7 +56,7 @@ pub fn process<C: Ctx>(ctx: &C) -> Outcome {
 
 /// A packet of family `F`: the outcome of its translation, or the reason to leave it untouched.
 #[inline(always)]
-fn process_family<C: Ctx, F: Family>(ctx: &C, exposed: bool) -> Result<Outcome, Reason> {
+fn process_family<C: Ctx, F: Local>(ctx: &C, exposed: bool) -> Result<Outcome, Reason> {
     let pkt = match parse::parse::<C, F>(ctx)? {
         Parsed::L4(pkt) => pkt,
         Parsed::IcmpError(err) => {
@@ -65,6 +68,9 @@ fn process_family<C: Ctx, F: Family>(ctx: &C, exposed: bool) -> Result<Outcome, 
 
     let for_host = exposed && service::is_host_addr::<F>(pkt.daddr);
     if for_host && let Some(fwd) = service::lookup::<F>(pkt.daddr, pkt.dport, pkt.proto) {
+        if let Some(reason) = local::owner::<C, F>(ctx, &pkt, &fwd) {
+            return Err(reason);
+        }
         if !service::admits::<F>(&fwd, pkt.saddr) {
             return Err(Reason::DropSourceNotAllowed);
         }

@@ -22,6 +22,8 @@
 //!   translated the same way;
 //! - `nat`: publish (DNAT) and reply translation, hairpin included;
 //! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
+//! - `local`: replies to the host's own flows on published ports (socket lookup, and the flows
+//!   tc egress saw leaving from a published port);
 //! - `datapath`: the dispatcher;
 //! - `sock`: the socket hooks (cgroup `sock_addr`) for host-local access to published ports.
 #![no_std]
@@ -33,6 +35,7 @@ mod family;
 mod flow;
 mod frag;
 mod icmp;
+mod local;
 mod maps;
 mod nat;
 mod parse;
@@ -72,6 +75,14 @@ pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
         // `Ctx::bounce` asked for the redirect to the ingress interface.
         Action::Bounce => TC_ACT_REDIRECT,
     }
+}
+
+/// tc egress on every interface portfwd manages: remembers flows leaving from a published port
+/// (`local`), so that their replies are not taken for new connections. Never changes a packet.
+#[classifier]
+pub fn portfwd_tc_egress(ctx: TcContext) -> i32 {
+    local::record(&ctx);
+    TC_ACT_UNSPEC
 }
 
 /// XDP on interfaces with native XDP support, in front of the tc program. It finishes a

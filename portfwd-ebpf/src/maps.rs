@@ -3,7 +3,7 @@
 //! unsafe is in those. Names come from `portfwd_common::maps` so userspace finds them by the
 //! same constant.
 use aya_ebpf::{
-    bindings::{BPF_F_NO_COMMON_LRU, bpf_fib_lookup},
+    bindings::{BPF_F_NO_COMMON_LRU, bpf_fib_lookup, bpf_sock_tuple},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -13,8 +13,8 @@ use portfwd_common::{
         Forward6Value, ForwardKey, ForwardStats, ForwardValue, Frag6Key, Frag6Value, FragKey,
         FragValue, GENERATIONS, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_EST_FLOWS,
         MAX_EST_FLOWS6, MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_FRAGS, MAX_HOST_ADDRS, MAX_IFACES,
-        MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey,
-        RangeValue,
+        MAX_LOCAL_FLOWS, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key,
+        Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
@@ -90,6 +90,20 @@ pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(
 
 #[map(name = "PF_FRAGS6")]
 pub static FRAGS6: LruHashMap<Frag6Key, Frag6Value> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
+/// Written at tc egress for every packet leaving from a published port; the common LRU list
+/// is enough, as an entry is rewritten only when it is missing.
+#[map(name = "PF_LOCAL_FLOWS")]
+pub static LOCAL_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MAX_LOCAL_FLOWS, 0);
+
+#[map(name = "PF_LOCAL_FLOWS6")]
+pub static LOCAL_FLOWS6: LruHashMap<Flow6Key, u32> =
+    LruHashMap::with_max_entries(MAX_LOCAL_FLOWS, 0);
+
+/// One `bpf_sock_tuple` per CPU: the socket lookup's argument, kept off the stack (the programs
+/// are near the 512-byte stack limit).
+#[map(name = "PF_SOCK_TUPLE")]
+pub static SOCK_TUPLE: PerCpuArray<bpf_sock_tuple> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "PF_IFACES")]
 pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);

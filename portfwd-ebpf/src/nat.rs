@@ -34,13 +34,7 @@ pub fn publish<C: Ctx, F: Family>(
     pkt: &IpL4<F::Addr>,
     fwd: &ForwardValueOf<F::Addr>,
 ) -> Result<Outcome, Reason> {
-    let hairpin = pkt.saddr == fwd.target_addr_be;
-    let next = Tuple {
-        saddr: if hairpin { pkt.daddr } else { pkt.saddr },
-        daddr: fwd.target_addr_be,
-        sport: pkt.sport,
-        dport: fwd.target_port_be,
-    };
+    let (next, hairpin) = target_tuple::<F>(pkt, fwd);
     let hop = xmit::route::<C, F>(ctx, pkt, &next)?;
     frag::remember::<C, F>(ctx, pkt, &next, fwd.stats_slot, Direction::ToTarget)?;
 
@@ -71,6 +65,23 @@ pub fn publish<C: Ctx, F: Family>(
     };
     let rewritten = rewrite_ends::<C, F>(ctx, pkt, &next, End::Destination, hairpin);
     Ok(xmit::finish::<C, F>(ctx, pkt, hop, rewritten, done, tally))
+}
+
+/// What `pkt` carries once published to `fwd`'s target, and whether that is a hairpin to
+/// itself.
+#[inline(always)]
+pub fn target_tuple<F: Family>(
+    pkt: &IpL4<F::Addr>,
+    fwd: &ForwardValueOf<F::Addr>,
+) -> (Tuple<F::Addr>, bool) {
+    let hairpin = pkt.saddr == fwd.target_addr_be;
+    let next = Tuple {
+        saddr: if hairpin { pkt.daddr } else { pkt.saddr },
+        daddr: fwd.target_addr_be,
+        sport: pkt.sport,
+        dport: fwd.target_port_be,
+    };
+    (next, hairpin)
 }
 
 /// Target -> client becomes host:port -> client (and, for a hairpin to itself, the destination

@@ -17,7 +17,7 @@ use portfwd_common::{
 
 use crate::checksum::l3_update;
 use crate::wire::{
-    IP_MF, IP_OFFSET, IPV4_MIN, IPV6_FRAG_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, be16, put16,
+    IP_MF, IP_OFFSET, IPV4_MIN, IPV6_FRAG_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, be16, put16, wire16,
 };
 use crate::world::{FlowEntry, FragEntry, World};
 
@@ -54,6 +54,7 @@ pub(crate) trait Fam {
     fn range(w: &impl World, k: &RangeKeyOf<Self::A>) -> Option<RangeValueOf<Self::A>>;
     fn allowed(w: &impl World, k: &AllowKeyOf<Self::A>) -> bool;
     fn flow(w: &impl World, k: &FlowKeyOf<Self::A>) -> Option<FlowValueOf<Self::A>>;
+    fn local_flow(w: &impl World, k: &FlowKeyOf<Self::A>) -> bool;
     fn entry(k: FlowKeyOf<Self::A>, v: FlowValueOf<Self::A>) -> FlowEntry;
     fn frag(w: &impl World, k: &FragKeyOf<Self::A>) -> Option<FragValueOf<Self::A>>;
     fn frag_entry(k: FragKeyOf<Self::A>, v: FragValueOf<Self::A>) -> FragEntry;
@@ -156,6 +157,9 @@ impl Fam for V4 {
     }
     fn flow(w: &impl World, k: &FlowKey) -> Option<FlowValue> {
         w.flow(k)
+    }
+    fn local_flow(w: &impl World, k: &FlowKey) -> bool {
+        w.local_flow(k)
     }
     fn entry(k: FlowKey, v: FlowValue) -> FlowEntry {
         FlowEntry::V4(k, v)
@@ -271,6 +275,9 @@ impl Fam for V6 {
     fn flow(w: &impl World, k: &Flow6Key) -> Option<Flow6Value> {
         w.flow6(k)
     }
+    fn local_flow(w: &impl World, k: &Flow6Key) -> bool {
+        w.local_flow6(k)
+    }
     fn entry(k: Flow6Key, v: Flow6Value) -> FlowEntry {
         FlowEntry::V6(k, v)
     }
@@ -325,6 +332,20 @@ pub(crate) struct Next<A> {
     pub(crate) daddr: A,
     pub(crate) sport: u16,
     pub(crate) dport: u16,
+}
+
+impl<A: Copy> Ip<A> {
+    /// The flow key of the packet's own addresses and ports.
+    pub(crate) fn key(&self) -> FlowKeyOf<A> {
+        FlowKeyOf {
+            saddr_be: self.saddr,
+            daddr_be: self.daddr,
+            sport_be: wire16(self.sport),
+            dport_be: wire16(self.dport),
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -83,6 +83,7 @@ mod family;
 mod frag;
 mod frag_table;
 mod icmp;
+mod local;
 mod outcome;
 mod parse;
 mod pmtu;

@@ -14,6 +14,7 @@ use portfwd_common::{
 use crate::checksum::{l3_update, l4_update};
 use crate::family::{At, Fam, Ip, Next, words};
 use crate::frag_table;
+use crate::local;
 use crate::outcome::{Action, Count, Direction, Outcome};
 use crate::pmtu;
 use crate::wire::{ETH_LEN, be16, put16, wire16};
@@ -74,6 +75,9 @@ pub(crate) fn l4<F: Fam>(
 ) -> Outcome {
     let for_host = exposed && F::host(world, pkt.daddr);
     if for_host && let Some(fwd) = forward_of::<F>(world, pkt.daddr, pkt.dport, pkt.proto) {
+        if let Some(reason) = local::owner::<F>(f, world, pkt, &fwd) {
+            return Outcome::untouched(reason);
+        }
         if fwd.flags & FWD_ALLOWLIST != 0
             && !F::allowed(
                 world,
@@ -89,15 +93,7 @@ pub(crate) fn l4<F: Fam>(
         }
         return to_target::<F>(f, at, world, pkt, &fwd);
     }
-    let key = FlowKeyOf {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        sport_be: wire16(pkt.sport),
-        dport_be: wire16(pkt.dport),
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    if let Some(flow) = F::flow(world, &key) {
+    if let Some(flow) = F::flow(world, &pkt.key()) {
         return to_client::<F>(f, at, world, pkt, &flow);
     }
     Outcome {

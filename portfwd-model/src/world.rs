@@ -28,6 +28,9 @@ pub trait World {
     fn allowed(&self, key: &AllowKey) -> bool;
     /// `PF_FLOWS`.
     fn flow(&self, key: &FlowKey) -> Option<FlowValue>;
+    /// `PF_LOCAL_FLOWS`: whether a flow that left the host from a published port has replies
+    /// keyed `key`.
+    fn local_flow(&self, key: &FlowKey) -> bool;
     /// `PF_HOST_ADDRS6`.
     fn is_host_addr6(&self, addr: Ipv6Words) -> bool;
     /// `PF_FORWARDS6`.
@@ -42,6 +45,8 @@ pub trait World {
     fn frag(&self, key: &FragKey) -> Option<FragValue>;
     /// `PF_FRAGS6`.
     fn frag6(&self, key: &Frag6Key) -> Option<Frag6Value>;
+    /// `PF_LOCAL_FLOWS6`.
+    fn local_flow6(&self, key: &Flow6Key) -> bool;
     /// The FIB lookup (`bpf_fib_lookup`) the datapath makes before translating.
     fn route(&self, query: &RouteQuery) -> Route;
     /// `PF_XDP_EGRESS`: whether XDP may redirect to `ifindex` itself.

@@ -17,6 +17,8 @@ pub(super) enum Handle {
     Pinned { link: FdLink, path: PathBuf },
     /// A tc attachment owned by this process only (no pin directory, or a kernel without tcx).
     Tc(SchedClassifierLinkId),
+    /// The same, at tc egress.
+    TcEgress(SchedClassifierLinkId),
     /// An XDP attachment owned by this process only.
     Xdp(XdpLinkId),
     /// A socket hook's attachment to the cgroup v2 root owned by this process only (no pin
@@ -28,6 +30,8 @@ pub(super) enum Handle {
 pub(super) struct Attachment {
     pub(super) name: String,
     pub(super) tc: Handle,
+    /// tc egress (`local`: flows leaving from published ports).
+    pub(super) egress: Option<Handle>,
     pub(super) xdp: Option<Handle>,
     /// Native XDP was tried and refused by the driver: do not retry on every resync.
     pub(super) xdp_unsupported: bool,
@@ -50,10 +54,15 @@ impl Attachments {
             Attachment {
                 name: name.to_owned(),
                 tc,
+                egress: None,
                 xdp: None,
                 xdp_unsupported: false,
             },
         );
+    }
+
+    pub(super) fn has_egress(&self, index: u32) -> bool {
+        self.links.get(&index).is_some_and(|a| a.egress.is_some())
     }
 
     pub(super) fn has_xdp(&self, index: u32) -> bool {
@@ -83,22 +92,22 @@ impl Attachments {
     }
 }
 
-/// Attaches at tc ingress. On kernels with tcx (>= 6.6) aya uses a tcx link; older kernels need
-/// the clsact qdisc, which is added if missing.
+/// Attaches at tc ingress or egress (`at`). On kernels with tcx (>= 6.6) aya uses a tcx link;
+/// older kernels need the clsact qdisc, which is added if missing.
 pub(super) fn attach_tc(
     prog: &mut SchedClassifier,
     name: &str,
+    at: TcAttachType,
 ) -> Result<SchedClassifierLinkId, AttachError> {
-    match prog.attach(name, TcAttachType::Ingress) {
+    match prog.attach(name, at) {
         Ok(link) => Ok(link),
         Err(first) => {
             // Legacy netlink attachment needs clsact; "already exists" is fine.
             let _ = tc::qdisc_add_clsact(name);
-            prog.attach(name, TcAttachType::Ingress)
-                .map_err(|source| AttachError::Clsact {
-                    first: Box::new(first),
-                    source: Box::new(source),
-                })
+            prog.attach(name, at).map_err(|source| AttachError::Clsact {
+                first: Box::new(first),
+                source: Box::new(source),
+            })
         }
     }
 }

@@ -316,7 +316,7 @@ fn attach_type(program: Program) -> u32 {
         Program::Getpeername4 => 29, // BPF_CGROUP_INET4_GETPEERNAME
         Program::Getpeername6 => 30, // BPF_CGROUP_INET6_GETPEERNAME
         // Not a socket hook: matches no link.
-        Program::TcIngress | Program::Xdp => u32::MAX,
+        Program::TcIngress | Program::TcEgress | Program::Xdp => u32::MAX,
     }
 }
 

@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr},
+    time::Duration,
 };
 
 use aya::{
@@ -26,8 +27,8 @@ use portfwd_common::{
         FLOWS6_EST, FORWARD_STATS, FORWARDS, FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowTable,
         FlowValueOf, ForwardKeyOf, ForwardStats, ForwardValueOf, GENERATION, GENERATIONS,
         HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES,
-        IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS,
-        XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
+        IcmpBudget, Ipv6Words, LOCAL_FLOWS, LOCAL_FLOWS6, MAX_FORWARDS, RANGES, RANGES6,
+        RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
     },
     reason::Reason,
 };
@@ -75,6 +76,8 @@ pub(super) struct FamilyMaps<A: MapAddr> {
     flows: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     flows_est: HashMap<MapData, FlowKeyOf<A>, FlowValueOf<A>>,
     host_addrs: HashMap<MapData, A, u32>,
+    /// An LRU hash in the kernel, valued with when the flow was last seen (monotonic seconds).
+    local_flows: HashMap<MapData, FlowKeyOf<A>, u32>,
 }
 
 /// An address as the maps of one family hold it (`u32` for IPv4, [`Ipv6Words`] for IPv6),
@@ -87,6 +90,8 @@ pub trait MapAddr: Addr + Pod {
     const MAPS: [&'static str; 6];
     /// Its flow tables (new, established), as `PF_FLOW_INSERTS` counts them.
     const FLOW_TABLES: [FlowTable; 2];
+    /// The name of this family's local flow map.
+    const LOCAL_FLOWS: &'static str;
     /// The map form of `addr`; `None` if it is of the other family.
     fn from_ip(addr: IpAddr) -> Option<Self>;
     /// The address this map form stands for.
@@ -97,6 +102,7 @@ impl MapAddr for u32 {
     const FAMILY: Family = Family::V4;
     const MAPS: [&'static str; 6] = [FORWARDS, RANGES, ALLOW, FLOWS, FLOWS_EST, HOST_ADDRS];
     const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New, FlowTable::Est];
+    const LOCAL_FLOWS: &'static str = LOCAL_FLOWS;
 
     fn from_ip(addr: IpAddr) -> Option<u32> {
         match addr {
@@ -114,6 +120,7 @@ impl MapAddr for Ipv6Words {
     const FAMILY: Family = Family::V6;
     const MAPS: [&'static str; 6] = [FORWARDS6, RANGES6, ALLOW6, FLOWS6, FLOWS6_EST, HOST_ADDRS6];
     const FLOW_TABLES: [FlowTable; 2] = [FlowTable::New6, FlowTable::Est6];
+    const LOCAL_FLOWS: &'static str = LOCAL_FLOWS6;
 
     fn from_ip(addr: IpAddr) -> Option<Ipv6Words> {
         match addr {
@@ -235,6 +242,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             flows: take(ebpf, flows)?,
             flows_est: take(ebpf, flows_est)?,
             host_addrs: take(ebpf, host_addrs)?,
+            local_flows: take(ebpf, A::LOCAL_FLOWS)?,
         })
     }
 
@@ -428,6 +436,11 @@ impl<A: MapAddr> FamilyMaps<A> {
                 host_addrs,
                 count(self.host_addrs.keys().filter(|k| k.is_ok()).count()),
                 cap(&self.host_addrs, "host addresses")?,
+            ),
+            (
+                A::LOCAL_FLOWS,
+                count(self.local_flows.keys().filter(|k| k.is_ok()).count()),
+                cap(&self.local_flows, "local flows")?,
             ),
         ])
     }
@@ -712,6 +725,27 @@ impl Maps {
             .map_err(map_err("flows"))
     }
 
+    /// Records a flow as having left the host from a published port `age` ago, as the tc
+    /// egress program does (for tests): its replies, keyed by `key`, are passed to the stack
+    /// while the entry is younger than
+    /// [`local_flow_timeout`](portfwd_common::maps::local_flow_timeout).
+    pub fn insert_local_flow<A: MapAddr>(
+        &mut self,
+        key: FlowKeyOf<A>,
+        age: Duration,
+    ) -> Result<(), Error> {
+        let seen = monotonic_secs().saturating_sub(age.as_secs()) as u32;
+        self.family_mut::<A>()
+            .local_flows
+            .insert(key, seen, 0)
+            .map_err(map_err("local flows"))
+    }
+
+    /// Whether a flow's replies (keyed by `key`) are recorded as the host's (expired or not).
+    pub fn is_local_flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> bool {
+        self.family::<A>().local_flows.get(key, 0).is_ok()
+    }
+
     /// Looks up a flow as the datapath does, established first (for tests and diagnostics).
     pub fn flow<A: MapAddr>(&self, key: &FlowKeyOf<A>) -> Option<FlowValueOf<A>> {
         let maps = self.family::<A>();
@@ -802,6 +836,12 @@ fn per_cpu<T: Pod>(value: T, what: &'static str) -> Result<PerCpuValues<T>, Erro
             io_error,
         }))
     })
+}
+
+/// `CLOCK_MONOTONIC` in seconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_secs() -> u64 {
+    // CLOCK_MONOTONIC always exists; 0 only if the call could fail.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64)
 }
 
 fn nr_cpus_or_1() -> usize {

@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader, TestRunOptions,
     programs::{
-        CgroupSockAddr, ProgramError, SchedClassifier, TestRun as _, Xdp, XdpMode,
+        CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunResult,
+        Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
         xdp::XdpLink,
@@ -106,6 +107,10 @@ impl Datapath {
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, Program::TcIngress)?;
         tc.load()
             .map_err(|e| LoadError::Verifier(Program::TcIngress, e))?;
+        let egress: &mut SchedClassifier = program_mut(&mut ebpf, Program::TcEgress)?;
+        egress
+            .load()
+            .map_err(|e| LoadError::Verifier(Program::TcEgress, e))?;
         let xdp: &mut Xdp = program_mut(&mut ebpf, Program::Xdp)?;
         xdp.load()
             .map_err(|e| LoadError::Verifier(Program::Xdp, e))?;
@@ -157,12 +162,25 @@ impl Datapath {
             path: f.path.clone(),
         };
         match f.kind.as_str() {
-            "tc" => {
+            kind @ ("tc" | "egress") => {
+                let egress = kind == "egress";
+                if egress && !self.attachments.is_attached(f.ifindex, &f.ifname) {
+                    return Err(AttachError::NoTcLink);
+                }
+                let at = if egress {
+                    TcAttachType::Egress
+                } else {
+                    TcAttachType::Ingress
+                };
                 let link = SchedClassifierLink::try_from(fd).map_err(AttachError::Pinned)?;
-                let prog = self.tc_program()?;
+                let prog = self.tc_program_at(at)?;
                 let id = prog.attach_to_link(link)?;
                 let link = FdLink::try_from(prog.take_link(id)?).map_err(AttachError::Pinned)?;
-                self.attachments.insert(f.ifindex, &f.ifname, handle(link));
+                if !egress {
+                    self.attachments.insert(f.ifindex, &f.ifname, handle(link));
+                } else if let Some(a) = self.attachments.links.get_mut(&f.ifindex) {
+                    a.egress = Some(handle(link));
+                }
                 Ok(())
             }
             "xdp" => {
@@ -198,12 +216,23 @@ impl Datapath {
         program_mut(&mut self.ebpf, Program::TcIngress)
     }
 
+    fn tc_program_at(&mut self, at: TcAttachType) -> Result<&mut SchedClassifier, LoadError> {
+        match at {
+            TcAttachType::Egress => self.egress_program(),
+            _ => self.tc_program(),
+        }
+    }
+
+    fn egress_program(&mut self) -> Result<&mut SchedClassifier, LoadError> {
+        program_mut(&mut self.ebpf, Program::TcEgress)
+    }
+
     fn xdp_program(&mut self) -> Result<&mut Xdp, LoadError> {
         program_mut(&mut self.ebpf, Program::Xdp)
     }
 
-    /// Attaches tc ingress to `name` (ifindex `index`) unless already attached there, and XDP in
-    /// front of it as `xdp` says. Returns whether XDP is attached.
+    /// Attaches tc ingress and egress to `name` (ifindex `index`) unless already attached there,
+    /// and XDP in front of tc ingress as `xdp` says. Returns whether XDP is attached.
     pub fn attach(&mut self, index: u32, name: &str, xdp: XdpPolicy) -> Result<bool, Error> {
         let attach_error = |source| Error::Attach {
             interface: name.to_owned(),
@@ -213,8 +242,18 @@ impl Datapath {
             // An interface that was replaced keeps its name but not its index (or the reverse):
             // drop the stale record first.
             self.detach(index);
-            let handle = self.attach_tc(index, name).map_err(attach_error)?;
+            let handle = self
+                .attach_tc(index, name, TcAttachType::Ingress)
+                .map_err(attach_error)?;
             self.attachments.insert(index, name, handle);
+        }
+        if !self.attachments.has_egress(index) {
+            let handle = self
+                .attach_tc(index, name, TcAttachType::Egress)
+                .map_err(attach_error)?;
+            if let Some(a) = self.attachments.links.get_mut(&index) {
+                a.egress = Some(handle);
+            }
         }
         let has_xdp = self.attachments.has_xdp(index);
         match xdp {
@@ -251,16 +290,26 @@ impl Datapath {
         }
     }
 
-    /// Attaches the tc program to `name`, pinning the link when there is a pin directory.
-    fn attach_tc(&mut self, index: u32, name: &str) -> Result<Handle, AttachError> {
+    /// Attaches the tc program of `at` (ingress or egress) to `name`, pinning the link when
+    /// there is a pin directory.
+    fn attach_tc(
+        &mut self,
+        index: u32,
+        name: &str,
+        at: TcAttachType,
+    ) -> Result<Handle, AttachError> {
         let pinning = self.pin_dir.is_some();
-        let prog = self.tc_program()?;
-        let id = attach::attach_tc(prog, name)?;
+        let (kind, held): (_, fn(_) -> Handle) = match at {
+            TcAttachType::Egress => ("egress", Handle::TcEgress),
+            _ => ("tc", Handle::Tc),
+        };
+        let prog = self.tc_program_at(at)?;
+        let id = attach::attach_tc(prog, name, at)?;
         if !pinning {
-            return Ok(Handle::Tc(id));
+            return Ok(held(id));
         }
         match FdLink::try_from(prog.take_link(id)?) {
-            Ok(fd) => self.pin_link(index, name, "tc", fd),
+            Ok(fd) => self.pin_link(index, name, kind, fd),
             Err(e) => {
                 // A legacy (netlink) tc attachment is no bpf_link and cannot be pinned;
                 // converting consumed it, so attach again, process-local.
@@ -268,8 +317,8 @@ impl Datapath {
                     interface = name,
                     "tc link cannot be pinned ({e}): a daemon crash will detach it"
                 );
-                let prog = self.tc_program()?;
-                Ok(Handle::Tc(attach::attach_tc(prog, name)?))
+                let prog = self.tc_program_at(at)?;
+                Ok(held(attach::attach_tc(prog, name, at)?))
             }
         }
     }
@@ -302,6 +351,9 @@ impl Datapath {
             if let Some(h) = a.xdp {
                 self.release(h);
             }
+            if let Some(h) = a.egress {
+                self.release(h);
+            }
             self.release(a.tc);
         }
     }
@@ -318,6 +370,13 @@ impl Datapath {
                     && let Err(e) = prog.detach(id)
                 {
                     tracing::debug!("tc detach: {e}");
+                }
+            }
+            Handle::TcEgress(id) => {
+                if let Ok(prog) = self.egress_program()
+                    && let Err(e) = prog.detach(id)
+                {
+                    tracing::debug!("tc egress detach: {e}");
                 }
             }
             Handle::Xdp(id) => {
@@ -347,20 +406,51 @@ impl Datapath {
         frame: &[u8],
         ctx: Option<&[u8]>,
     ) -> Result<(i32, Vec<u8>), Error> {
+        let (res, mut out) = self.test_run_repeated(program, frame, ctx, 1)?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value as i32, out))
+    }
+
+    /// Runs `program` `repeat` times on `frame` in the kernel (BPF_PROG_TEST_RUN's own loop, so
+    /// each run sees the frame as the previous one left it): the mean time per run, as the
+    /// kernel measured it. For per-packet costs of verdicts that leave the frame unchanged.
+    pub fn time_program(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<std::time::Duration, Error> {
+        Ok(self
+            .test_run_repeated(program, frame, ctx, repeat)?
+            .0
+            .duration)
+    }
+
+    /// BPF_PROG_TEST_RUN of `program`, `repeat` times: the kernel's answer and the output
+    /// buffer (as long as the kernel may write).
+    fn test_run_repeated(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<(TestRunResult, Vec<u8>), Error> {
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: ctx,
+            repeat,
             ..Default::default()
         };
         let res = match program {
             Program::Xdp => self.xdp_program()?.test_run(opts),
+            Program::TcEgress => self.egress_program()?.test_run(opts),
             _ => self.tc_program()?.test_run(opts),
         }
         .map_err(LoadError::TestRun)?;
-        out.truncate(res.data_size_out as usize);
-        Ok((res.return_value as i32, out))
+        Ok((res, out))
     }
 
     /// Instructions the verifier processed for `program` (its complexity budget); a socket
@@ -369,6 +459,7 @@ impl Datapath {
         let info = match program {
             Program::Xdp => self.xdp_program()?.info(),
             Program::TcIngress => self.tc_program()?.info(),
+            Program::TcEgress => self.egress_program()?.info(),
             _ => self.socket_hook(program)?.info(),
         }
         .map_err(|e| LoadError::Program(program, e))?;

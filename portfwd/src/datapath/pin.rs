@@ -3,8 +3,8 @@
 //! Layout under the pin directory:
 //! - `maps/NAME`: every map (forwards, flows, counters...). A restarted or upgraded daemon loads
 //!   its programs against these, so flows and counters survive.
-//! - `links/KIND-IFINDEX-IFNAME` (KIND `tc` or `xdp`; dots in IFNAME written `%2E`, since bpffs
-//!   reserves dots in names): the attachments. A pinned link keeps its program
+//! - `links/KIND-IFINDEX-IFNAME` (KIND `tc`, `egress` or `xdp`; dots in IFNAME written `%2E`,
+//!   since bpffs reserves dots in names): the attachments. A pinned link keeps its program
 //!   attached when the daemon dies (even `kill -9`); the next daemon swaps its own program into
 //!   the same link atomically (`attach_to_link`), so it never attaches twice.
 //! - `sock/PROGRAM` (e.g. `sock/portfwd_connect4`): the socket hooks' links to the cgroup v2
@@ -71,7 +71,7 @@ pub fn pinned_hooks(dir: &Path) -> Vec<(PathBuf, Option<Program>)> {
         .collect()
 }
 
-/// The pin path of an interface's link of `kind` ("tc" or "xdp").
+/// The pin path of an interface's link of `kind` ("tc", "egress" or "xdp").
 pub fn link_path(dir: &Path, ifindex: u32, ifname: &str, kind: &str) -> PathBuf {
     let name = ifname.replace('%', "%25").replace('.', "%2E");
     links_dir(dir).join(format!("{kind}-{ifindex}-{name}"))

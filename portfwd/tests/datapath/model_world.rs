@@ -2,7 +2,7 @@
 //! generic [`ModelMaps`], built from the same description as the kernel's maps, `world.rs`,
 //! both generations of the forwarding tables included), the active generation, and the lab
 //! host's routing table.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -12,14 +12,14 @@ use portfwd_common::maps::{
     FlowValue, FlowValueOf, Forward6Key, Forward6Value, ForwardKey, ForwardKeyOf, ForwardValue,
     ForwardValueOf, Frag6Key, Frag6Value, FragKey, FragKeyOf, FragValue, FragValueOf, Hook,
     IFACE_EXPOSE, Ipv6Words, Range6Key, Range6Value, RangeKey, RangeKeyOf, RangeValue,
-    RangeValueOf,
+    RangeValueOf, local_flow_timeout,
 };
 use portfwd_model::{self as model, FlowEntry, FragEntry, Route, RouteQuery};
 
 use super::program::Program;
 use super::world::{
-    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, MTU, NETS, Net, Published,
-    STAGED, V4, V6, ifindex_of, in_net,
+    C1_MAC, CLIENT_MAC, DOCKER0_MAC, ETH0_MAC, FORWARDS, Ingress, LOCAL_FLOWS, MTU, NETS, Net,
+    Published, STAGED, V4, V6, ifindex_of, in_net,
 };
 
 /// One family's maps, for the model.
@@ -36,6 +36,9 @@ pub struct ModelMaps<A: MapAddr + Hash> {
     pub allow: HashMap<(u8, u16), Vec<(IpAddr, u8)>>,
     pub flows: HashMap<FlowKeyOf<A>, FlowValueOf<A>>,
     pub frags: HashMap<FragKeyOf<A>, FragValueOf<A>>,
+    /// What tc egress recorded (`PF_LOCAL_FLOWS`) and has not expired: the model has no clock,
+    /// so expiry is decided here, from the rows' ages.
+    pub local_flows: HashSet<FlowKeyOf<A>>,
 }
 
 impl<A: MapAddr + Hash> ModelMaps<A> {
@@ -45,6 +48,11 @@ impl<A: MapAddr + Hash> ModelMaps<A> {
         let a = |ip: IpAddr| A::from_ip(ip).expect("an address of the family");
         let mut m = ModelMaps {
             host_addrs: net.host_addrs().into_iter().map(a).collect(),
+            local_flows: LOCAL_FLOWS
+                .iter()
+                .filter(|r| r.5 <= u64::from(local_flow_timeout(r.2)))
+                .map(|r| net.local_flow_key(r))
+                .collect(),
             ..ModelMaps::default()
         };
         m.publish(net, FORWARDS, 0);
@@ -244,6 +252,14 @@ impl model::World for ModelWorld {
 
     fn frag6(&self, key: &Frag6Key) -> Option<Frag6Value> {
         self.v6.frags.get(key).copied()
+    }
+
+    fn local_flow(&self, key: &FlowKey) -> bool {
+        self.v4.local_flows.contains(key)
+    }
+
+    fn local_flow6(&self, key: &Flow6Key) -> bool {
+        self.v6.local_flows.contains(key)
     }
 
     /// The lab host's routing table, in either family: the LAN on eth0, the bridge network on

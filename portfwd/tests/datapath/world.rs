@@ -37,7 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use portfwd::datapath::{Datapath, generation, maps::MapAddr};
 use portfwd::publish::{AllowPrefix, Forward, Listen, Protocol, Target};
-use portfwd_common::maps::{FlowKeyOf, FlowValueOf};
+use portfwd_common::maps::{FlowKeyOf, FlowValueOf, Ipv6Words};
 use portfwd_lab::Lab;
 use portfwd_model::FlowEntry;
 
@@ -489,6 +489,22 @@ pub const HAIRPIN_FLOWS: &[FlowRow] = &[
     (Sym::C1, 53, Sym::Host, 45002, 17, Sym::Host, 5353, UDP_5353),
 ];
 
+/// A flow that left the host from a published port (as the tc egress program records it):
+/// (remote, remote port, protocol, host address, published port, seconds since last seen).
+pub type LocalRow = (Sym, u16, u8, Sym, u16, u64);
+
+/// Local flows present before any fixture runs: the host connected out from host:8080 to
+/// remote:443 and sent from host:5042 (a UDP range whose allowlist excludes remote) to
+/// remote:53; and one whose addresses are also those of a flow portfwd forwards (the client's
+/// usual TCP connection to host:8080), where the forwarded flow wins; and one from host:5353 to
+/// remote:123 last seen longer ago than conntrack keeps a UDP flow, which no longer counts.
+pub const LOCAL_FLOWS: &[LocalRow] = &[
+    (Sym::Remote, 443, 6, Sym::Host, 8080, 0),
+    (Sym::Remote, 53, 17, Sym::Host, 5042, 0),
+    (Sym::Client, 40000, 6, Sym::Host, 8080, 0),
+    (Sym::Remote, 123, 17, Sym::Host, 5353, 200),
+];
+
 /// The network of `addr`, `len` bits long.
 pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
@@ -640,6 +656,20 @@ impl Net {
         }
     }
 
+    /// The key of `row`'s replies in the local flow map of `A`'s family.
+    pub fn local_flow_key<A: MapAddr>(&self, row: &LocalRow) -> FlowKeyOf<A> {
+        let &(remote, rport, proto, host, port, _) = row;
+        let a = |s: Sym| A::from_ip(self.at(s)).expect("an address of the family");
+        FlowKeyOf {
+            saddr_be: a(remote),
+            daddr_be: a(host),
+            sport_be: rport.to_be(),
+            dport_be: port.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
     /// Every flow present before any fixture runs.
     pub fn initial_flows(&self) -> impl Iterator<Item = FlowEntry> + '_ {
         let plain = FLOWS.iter().map(|r| self.flow(r, false));
@@ -668,6 +698,18 @@ impl Net {
                 FlowEntry::V4(k, v) => dp.maps.insert_flow(k, v).unwrap(),
                 FlowEntry::V6(k, v) => dp.maps.insert_flow(k, v).unwrap(),
             }
+        }
+        for row in LOCAL_FLOWS {
+            let age = std::time::Duration::from_secs(row.5);
+            match self.family {
+                Family::V4 => dp
+                    .maps
+                    .insert_local_flow(self.local_flow_key::<u32>(row), age),
+                Family::V6 => dp
+                    .maps
+                    .insert_local_flow(self.local_flow_key::<Ipv6Words>(row), age),
+            }
+            .unwrap();
         }
     }
 
