@@ -28,13 +28,15 @@ pub struct Args {
 }
 
 /// The modules of the `e2e` test binary run a second time in XDP mode, as test name filters.
-const XDP_MODULES: [&str; 6] = [
+const XDP_MODULES: [&str; 8] = [
     "forwarding::",
     "ranges::",
     "hostlocal::",
     "ipv6::",
     "fragments::",
     "path_mtu::",
+    "replies::",
+    "reload::",
 ];
 
 pub fn run(args: Args) -> Result<()> {
