@@ -95,6 +95,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if opts.cleanup {
         return cleanup(&opts.socket, &pin_dir);
     }
+    // Taken over before anything else: a signal that arrives while the daemon starts (as soon
+    // as its socket answers, say) waits for the loop below instead of killing the process
+    // with its datapath half set up.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let access = Access::resolve(cfg.socket_group.as_deref()).map_err(|e| Error::Setting {
         location: opts.config.display().to_string(),
         field: "socket_group",
@@ -180,9 +186,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
 
     let server = tokio::spawn(control::serve(listener, state.clone()));
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut resync_timer = tokio::time::interval(Duration::from_secs(30));
 
     loop {

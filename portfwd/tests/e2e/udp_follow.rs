@@ -387,7 +387,8 @@ fn a_host_socket_connected_while_no_daemon_ran_reaches_the_container_once_it_sta
     require_root!();
     let mut s = Fam::V4.scenario("udpstart", &[("5353/udp", "c1")]);
     // SIGTERM detaches the socket hooks: a socket connected now is not translated.
-    assert!(s.d.stop(&mut s.lab).success());
+    let stopped = s.d.stop(&mut s.lab);
+    assert!(stopped.success(), "{stopped:?}\n{}", s.d.log_text());
     let snd = sender(s.lab.host(), Fam::V4.any(), Fam::V4.loopback(5353));
     std::thread::sleep(SETTLE);
     let started = Instant::now();
