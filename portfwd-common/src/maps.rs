@@ -38,6 +38,28 @@ pub const VERDICTS: &str = "PF_VERDICTS";
 /// finishes a translation only towards these; anything else is passed untouched to tc.
 pub const XDP_EGRESS: &str = "PF_XDP_EGRESS";
 
+/// The rate limit of the ICMP "too big" answers the datapath builds (see [`IcmpBudget`]); per
+/// CPU, one slot.
+pub const ICMP_BUDGET: &str = "PF_ICMP_BUDGET";
+
+/// A token bucket: [`IcmpBudget::BURST`] answers at once, then one more every
+/// [`IcmpBudget::REFILL_NS`] (1000 per second), per CPU, as the kernel's own ICMP limits
+/// (`icmp_msgs_burst` 50, `icmp_msgs_per_sec` 1000). The all-zero value is a full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IcmpBudget {
+    /// When `tokens` was last refilled (`bpf_ktime_get_ns`).
+    pub stamp_ns: u64,
+    /// Answers that may still be sent. Refilled (up to the burst) only while below the burst,
+    /// so a test may set it far above to lift the limit.
+    pub tokens: u64,
+}
+
+impl IcmpBudget {
+    pub const BURST: u64 = 50;
+    pub const REFILL_NS: u64 = 1_000_000;
+}
+
 /// The hooks, for the per-hook verdict counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,6 +451,8 @@ mod pod {
     unsafe impl<A: Addr> aya::Pod for FlowValueOf<A> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ForwardStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for IcmpBudget {}
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for RangeKeyOf<A> {}
     // SAFETY: as above.

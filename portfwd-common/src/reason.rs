@@ -125,7 +125,10 @@ crate::counters! {
         /// No route to the target or to the client (unreachable, blackhole, prohibited, forwarding
         /// disabled on the ingress interface).
         DropNoRoute = 12 => "drop_no_route",
-        /// The packet is larger than the MTU towards its destination.
+        /// Larger than the MTU towards its destination, and not answered: an ICMP error (never
+        /// answered with another one), or an IPv4 packet with DF set shorter than the 548 bytes an
+        /// answer quotes (an egress MTU below 548). Other packets too big get an ICMP answer
+        /// ([`Reason::IcmpTooBigSent`]).
         DropFragNeeded = 13 => "drop_frag_needed",
         /// Destination in 127.0.0.0/8 or ::1 arriving from a network interface: never forwarded.
         DropLoopbackDst = 14 => "drop_loopback_dst",
@@ -145,6 +148,17 @@ crate::counters! {
         /// (hop-by-hop options, routing, destination options, ...): passed untouched. portfwd does
         /// not walk extension header chains.
         PassIpv6ExtHeader = 19 => "pass_ipv6_ext_header",
+        /// Too big for the MTU towards its destination, with DF set (IPv6: always): answered with
+        /// ICMP fragmentation needed / ICMPv6 packet too big carrying that MTU, from the address
+        /// the sender talked to, quoting the packet's start, sent back out the interface it came
+        /// in on (`pmtu`). The packet itself goes no further, as at a router.
+        IcmpTooBigSent = 20 => "icmp_too_big_sent",
+        /// As [`Reason::IcmpTooBigSent`], but over the answers' rate limit (a burst of 50, then
+        /// 1000 per second, per CPU): dropped without an answer.
+        DropTooBigRateLimited = 21 => "drop_too_big_rate_limited",
+        /// IPv4 with DF clear, too big for the MTU towards its destination: translated and handed
+        /// to the kernel, which forwards it in fragments, as it does after iptables DNAT.
+        ForwardedViaStack = 22 => "forwarded_via_stack",
     }
 }
 
@@ -175,6 +189,7 @@ mod tests {
                 Reason::DropLoopbackDst,
                 Reason::DropRewriteFailed,
                 Reason::DropSourceNotAllowed,
+                Reason::DropTooBigRateLimited,
             ]
         );
     }

@@ -15,6 +15,8 @@
 //! - `service`: the published forwards, port ranges and source allowlists;
 //! - `flow`: connection tracking, and the flow keys;
 //! - `rewrite`: address/port/TTL/hop limit/MAC rewriting with incremental checksums;
+//! - `pmtu`: a packet too big for its egress: the ICMP "too big" answer, built in its place and
+//!   rate-limited, or the kernel's fragmentation (IPv4 without DF);
 //! - `xmit`: FIB lookup, bridge shortcut, redirect, and the tail every translation ends with;
 //! - `nat`: publish (DNAT) and reply translation, hairpin included;
 //! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
@@ -31,6 +33,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod pmtu;
 mod rewrite;
 mod service;
 mod sock;
@@ -39,7 +42,7 @@ mod types;
 mod xmit;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
@@ -63,6 +66,8 @@ pub fn portfwd_tc_ingress(ctx: TcContext) -> i32 {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
         Action::Redirect(code) => code as i32,
+        // `Ctx::bounce` asked for the redirect to the ingress interface.
+        Action::Bounce => TC_ACT_REDIRECT,
     }
 }
 
@@ -76,6 +81,7 @@ pub fn portfwd_xdp(ctx: XdpContext) -> u32 {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
         Action::Redirect(code) => code,
+        Action::Bounce => xdp_action::XDP_TX,
     }
 }
 

@@ -10,9 +10,9 @@ use aya_ebpf::{
 use portfwd_common::{
     maps::{
         Allow6Key, AllowKey, Flow6Key, Flow6Value, FlowKey, FlowValue, Forward6Key, Forward6Value,
-        ForwardKey, ForwardStats, ForwardValue, Hook, Ipv6Words, MAX_ALLOW_PREFIXES, MAX_FLOWS,
-        MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS, MAX_RANGE_PREFIXES,
-        MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
+        ForwardKey, ForwardStats, ForwardValue, Hook, IcmpBudget, Ipv6Words, MAX_ALLOW_PREFIXES,
+        MAX_FLOWS, MAX_FLOWS6, MAX_FORWARDS, MAX_HOST_ADDRS, MAX_IFACES, MAX_PORT_MACS,
+        MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key, Range6Value, RangeKey, RangeValue,
     },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
@@ -78,6 +78,10 @@ pub static FORWARD_STATS: PerCpuArray<ForwardStats> =
 #[map(name = "PF_VERDICTS")]
 pub static VERDICTS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(Reason::COUNT * Hook::COUNT, 0);
+
+/// The rate limit of the ICMP "too big" answers (`pmtu`): one token bucket per CPU.
+#[map(name = "PF_ICMP_BUDGET")]
+pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);

@@ -18,6 +18,9 @@ pub enum Action {
     /// The packet was redirected; the value is the redirect helper's return code, which the hook
     /// returns.
     Redirect(u32),
+    /// The packet was replaced by an answer to its sender, built in its place, and goes back out
+    /// of the interface it came in on (tc: redirected there, XDP: `XDP_TX`).
+    Bounce,
 }
 
 /// How a packet's handling ended: what the hook does with it, and why.
@@ -28,10 +31,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// An outcome reached without touching the packet.
+    /// An outcome reached without touching the packet; or, for [`Reason::IcmpTooBigSent`], one
+    /// where the packet was replaced by the answer to its sender (`pmtu`), which the reason alone
+    /// decides too.
     #[inline(always)]
     pub const fn untouched(reason: Reason) -> Self {
-        let action = if reason.is_drop() {
+        let action = if matches!(reason, Reason::IcmpTooBigSent) {
+            Action::Bounce
+        } else if reason.is_drop() {
             Action::Drop
         } else {
             Action::Pass
@@ -177,6 +184,9 @@ pub enum NextHop {
     },
     /// Interface known; the neighbour (ARP) entry is not, the kernel must resolve it.
     Unresolved { ifindex: u32 },
+    /// The kernel's own forwarding: the translated packet is passed to the stack, which routes
+    /// it and fragments it (IPv4 without DF, too big for its egress, `pmtu`).
+    Stack,
 }
 
 /// Direction of a translated packet, for the per-forward counters.

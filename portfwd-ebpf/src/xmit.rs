@@ -3,7 +3,8 @@
 //! and the redirect, with a shortcut past the bridge.
 //!
 //! Every translation ends the same way: [`route`] before anything is written, then the caller's
-//! address rewrite, then [`finish`] (the router's part, send, count).
+//! address rewrite, then [`finish`] (the router's part, send, count). A packet too big for its
+//! egress is `pmtu`'s, from [`route`].
 //!
 //! The bridge shortcut: a container hangs off a bridge (docker0) through a veth pair. After
 //! translation the FIB lookup names the bridge as egress; redirecting there makes the packet
@@ -29,7 +30,7 @@ use crate::{
     family::Family,
     maps::{BRIDGE_PORTS, Lookup as _, PORT_MACS},
     parse::L3_OFF,
-    rewrite,
+    pmtu, rewrite,
     stats::{self, Tally},
     types::{Action, Fragment, IpL4, NextHop, Outcome, Tuple},
 };
@@ -51,7 +52,10 @@ pub fn route<C: Ctx, F: Family>(
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
-    let hop = fib_lookup::<C, F>(ctx, pkt, next)?;
+    let hop = match fib_lookup::<C, F>(ctx, pkt, next)? {
+        Fib::Fits(hop) => hop,
+        Fib::TooBig(mtu) => pmtu::too_big::<C, F>(ctx, pkt, next, mtu)?,
+    };
     if !ctx.can_send(&hop) {
         return Err(Reason::PassToTc);
     }
@@ -74,7 +78,7 @@ pub fn finish<C: Ctx, F: Family>(
         return Outcome::untouched(Reason::DropRewriteFailed);
     }
     let outcome = send::<C, F>(ctx, pkt, hop, done);
-    if outcome.reason == done {
+    if outcome.reason == done || outcome.reason == Reason::ForwardedViaStack {
         stats::count_forward(tally, ctx.frame_len() as u64);
     }
     outcome
@@ -107,6 +111,13 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
             }
             ctx.redirect_resolving_neighbour(ifindex)
         }
+        // The kernel does the router's part.
+        NextHop::Stack => {
+            return Outcome {
+                action: Action::Pass,
+                reason: Reason::ForwardedViaStack,
+            };
+        }
     };
     match code {
         Some(code) => Outcome {
@@ -117,13 +128,19 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
     }
 }
 
+/// Where the FIB lookup sends the packet, or that it does not fit this MTU on the way.
+enum Fib {
+    Fits(NextHop),
+    TooBig(u32),
+}
+
 /// The FIB lookup towards `t`, the addresses and ports `pkt` will carry.
 #[inline(always)]
 fn fib_lookup<C: Ctx, F: Family>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     t: &Tuple<F::Addr>,
-) -> Result<NextHop, Reason> {
+) -> Result<Fib, Reason> {
     let mut storage = MaybeUninit::<bpf_fib_lookup>::uninit();
     let params = zeroed_in_place(&mut storage);
     F::fib(params, pkt, t);
@@ -141,16 +158,38 @@ fn fib_lookup<C: Ctx, F: Family>(
     if rc < 0 {
         return Err(Reason::DropNoRoute);
     }
+    // SAFETY: both members of the union are a u16; the lookup leaves in it the egress MTU (tc:
+    // the device's, also on success) or, after a successful XDP lookup, the IP length it was
+    // given, which is not above it.
+    let mtu = unsafe { params.__bindgen_anon_1.mtu_result } as u32;
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop::Resolved {
-            ifindex: params.ifindex,
-            smac: params.smac,
-            dmac: params.dmac,
-        }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(NextHop::Unresolved {
-            ifindex: params.ifindex,
-        }),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::DropFragNeeded),
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let hop = NextHop::Resolved {
+                ifindex: params.ifindex,
+                smac: params.smac,
+                dmac: params.dmac,
+            };
+            // tc's lookup lets through frames a VLAN tag over the MTU, and GSO skbs, so the
+            // kernel is asked again: the one compare the path MTU costs a packet that fits.
+            if ctx.frame_len() - L3_OFF > mtu as usize
+                && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
+            {
+                return Ok(Fib::TooBig(mtu));
+            }
+            Ok(Fib::Fits(hop))
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // tc's lookup checks no size without a neighbour (XDP's compared the IP length).
+            if ctx.fib_checks_packet_mtu()
+                && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
+            {
+                return Ok(Fib::TooBig(mtu));
+            }
+            Ok(Fib::Fits(NextHop::Unresolved {
+                ifindex: params.ifindex,
+            }))
+        }
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Fib::TooBig(mtu)),
         _ => Err(Reason::DropNoRoute),
     }
 }

@@ -20,6 +20,18 @@ pub(crate) fn l4_update(hook: Hook, csum: u16, old: &[u16], new: &[u16], udp: bo
     }
 }
 
+/// The Internet checksum (RFC 1071) of `parts` laid end to end, each of an even length but the
+/// last: computed from scratch, for a packet the datapath builds.
+pub(crate) fn internet(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut s: u32 = 0;
+    for pair in bytes.chunks(2) {
+        let w = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+        s = add1(s, u32::from(w));
+    }
+    !(s as u16)
+}
+
 /// One's-complement addition with end-around carry.
 fn add1(a: u32, b: u32) -> u32 {
     let s = a + b;

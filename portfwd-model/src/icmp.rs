@@ -15,7 +15,7 @@ use crate::wire::{be16, put16, wire16};
 use crate::world::World;
 
 pub(crate) fn icmp_error<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     exposed: bool,
@@ -65,7 +65,7 @@ pub(crate) fn icmp_error<F: Fam>(
 }
 
 fn icmp_to_client<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     err: &IcmpError<F::A>,
@@ -102,7 +102,7 @@ fn icmp_to_client<F: Fam>(
     }
     let action = router_hop::<F>(f, at.hook, outer, &route);
     Outcome {
-        reason: Reason::IcmpErrorTranslated,
+        reason: route.reason(Reason::IcmpErrorTranslated),
         action,
         flow: None,
         count: Some(Count {
@@ -115,7 +115,7 @@ fn icmp_to_client<F: Fam>(
 }
 
 fn icmp_to_target<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     err: &IcmpError<F::A>,
@@ -145,7 +145,7 @@ fn icmp_to_target<F: Fam>(
     rewrite_outer_addr::<F>(f, at.hook, err, End::Destination, target);
     let action = router_hop::<F>(f, at.hook, outer, &route);
     Outcome {
-        reason: Reason::IcmpErrorTranslated,
+        reason: route.reason(Reason::IcmpErrorTranslated),
         action,
         flow: None,
         count: Some(Count {

@@ -37,11 +37,10 @@
 //!    client. A call to another container's published port is forwarded like any other.
 //! 3. **Check** before touching anything: a first fragment is dropped (a datagram is never
 //!    translated in part), TTL <= 1 is dropped, and the new destination must be routable (and,
-//!    for tc, a frame to a known neighbour must fit the egress MTU + Ethernet header + one VLAN
-//!    tag, the kernel's `is_skb_forwardable`; for XDP the IP part of the frame must fit the
-//!    egress MTU, checked by the FIB lookup whatever the neighbour). XDP then hands the packet
-//!    to tc untouched (`pass_to_tc`) unless the neighbour is known and the egress interface is
-//!    in `PF_XDP_EGRESS`.
+//!    the frame without its Ethernet header must fit the egress MTU, whatever the neighbour;
+//!    one too big is answered with ICMP "too big", or with DF clear handed to the kernel to
+//!    fragment, see `pmtu`). XDP then hands the packet to tc untouched (`pass_to_tc`) unless
+//!    the neighbour is known and the egress interface is in `PF_XDP_EGRESS`.
 //! 4. **Translate**: destination (to the target) or source (to the client) address and port,
 //!    with the IPv4 and L4 checksums updated incrementally (an IPv6 address as four 32-bit
 //!    words, one helper call each), so a wrong checksum stays exactly as wrong; a UDP checksum
@@ -66,14 +65,15 @@
 //! Bottom to top: `checksum` (the arithmetic of both hooks), `world` (the maps and
 //! the routing table the model reads), `outcome` (its verdict), `wire` (header constants and
 //! byte access), `family` (what differs between IPv4 and IPv6), `parse`, `translate` (service
-//! lookup, checks, rewrite and router hop of a TCP/UDP packet), `icmp` (ICMP errors quoting a
-//! flow), and [`process`] here, which dispatches.
+//! lookup, checks, rewrite and router hop of a TCP/UDP packet), `pmtu` (a packet too big for its
+//! egress), `icmp` (ICMP errors quoting a flow), and [`process`] here, which dispatches.
 
 mod checksum;
 mod family;
 mod icmp;
 mod outcome;
 mod parse;
+mod pmtu;
 mod translate;
 mod wire;
 mod world;
@@ -91,10 +91,17 @@ use parse::{Parsed, parse};
 use wire::{ETH_LEN, ETH_P_IPV4, ETH_P_IPV6, be16};
 
 /// Runs the model of `hook`'s program on `frame` (Ethernet onwards; all of it is the packet)
-/// arriving on `ingress_ifindex`. When the outcome is [`Action::Redirect`] the frame has been
-/// rewritten in place as the datapath rewrites it; otherwise it is unchanged. Map updates are
-/// returned, not applied: the caller applies [`Outcome::flow`] to its [`World`].
-pub fn process(frame: &mut [u8], ingress_ifindex: u32, hook: Hook, world: &impl World) -> Outcome {
+/// arriving on `ingress_ifindex`. When the outcome is [`Action::Redirect`] (or a pass counted
+/// `forwarded_via_stack`) the frame has been rewritten in place as the datapath rewrites it;
+/// for [`Action::Bounce`] it has been replaced by the answer to its sender; otherwise it is
+/// unchanged. Map updates are returned, not applied: the caller applies [`Outcome::flow`] to
+/// its [`World`].
+pub fn process(
+    frame: &mut Vec<u8>,
+    ingress_ifindex: u32,
+    hook: Hook,
+    world: &impl World,
+) -> Outcome {
     if frame.len() < ETH_LEN {
         return Outcome::untouched(Reason::PassMalformed);
     }
@@ -106,7 +113,7 @@ pub fn process(frame: &mut [u8], ingress_ifindex: u32, hook: Hook, world: &impl 
 }
 
 fn process_family<F: Fam>(
-    frame: &mut [u8],
+    frame: &mut Vec<u8>,
     ingress_ifindex: u32,
     hook: Hook,
     world: &impl World,

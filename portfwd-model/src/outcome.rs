@@ -13,6 +13,9 @@ pub enum Action {
     Drop,
     /// Rewritten and redirected out of `ifindex` (tc: `TC_ACT_REDIRECT`, XDP: `XDP_REDIRECT`).
     Redirect { ifindex: u32 },
+    /// Replaced by an answer to its sender, sent back out of the ingress interface (tc:
+    /// `TC_ACT_REDIRECT` to it, XDP: `XDP_TX`).
+    Bounce,
 }
 
 /// Which way a translated packet went, for the per-forward counters.
@@ -48,7 +51,9 @@ impl Outcome {
     pub(crate) fn untouched(reason: Reason) -> Self {
         Outcome {
             reason,
-            action: if reason.is_drop() {
+            action: if reason == Reason::IcmpTooBigSent {
+                Action::Bounce
+            } else if reason.is_drop() {
                 Action::Drop
             } else {
                 Action::Pass

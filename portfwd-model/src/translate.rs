@@ -14,7 +14,8 @@ use portfwd_common::{
 use crate::checksum::{l3_update, l4_update};
 use crate::family::{At, Fam, Ip, words};
 use crate::outcome::{Action, Count, Direction, Outcome};
-use crate::wire::{ETH_LEN, TC_MTU_SLACK, be16, put16, wire16};
+use crate::pmtu;
+use crate::wire::{ETH_LEN, be16, put16, wire16};
 use crate::world::{Route, RouteQuery, World};
 
 pub(crate) fn forward_of<F: Fam>(
@@ -60,7 +61,7 @@ pub(crate) fn forward_of<F: Fam>(
 }
 
 pub(crate) fn l4<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     exposed: bool,
@@ -107,14 +108,36 @@ pub(crate) struct Next<A> {
     pub(crate) dport: u16,
 }
 
-/// Fragment, TTL and route checks, before anything is written.
+/// Where a checked packet goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Sent on by the datapath, as the FIB lookup said.
+    Route(Route),
+    /// Handed to the kernel after translation, which forwards (and fragments) it: the packet is
+    /// too big for its egress and may be fragmented ([`pmtu`]).
+    Stack,
+}
+
+impl Via {
+    /// The reason counted for a packet translated and sent this way, `done` when the datapath
+    /// sends it.
+    pub(crate) fn reason(self, done: Reason) -> Reason {
+        match self {
+            Via::Route(_) => done,
+            Via::Stack => Reason::ForwardedViaStack,
+        }
+    }
+}
+
+/// Fragment, TTL, route and size checks, before anything is written. A packet too big for its
+/// egress may be answered instead ([`pmtu`]): `f` is then the answer.
 pub(crate) fn check_and_route<F: Fam>(
-    f: &[u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     pkt: &Ip<F::A>,
     next: &Next<F::A>,
-) -> Result<Route, Reason> {
+) -> Result<Via, Reason> {
     if pkt.first_fragment {
         return Err(Reason::DropFragment);
     }
@@ -130,27 +153,30 @@ pub(crate) fn check_and_route<F: Fam>(
         sport_be: wire16(next.sport),
         dport_be: wire16(next.dport),
     });
-    match (at.hook, route) {
-        (_, Route::Unroutable) => Err(Reason::DropNoRoute),
-        // tc: the skb against the egress device, only once the neighbour is known.
-        (Hook::Tc, Route::Neighbour { mtu, .. }) if f.len() > mtu as usize + TC_MTU_SLACK => {
-            Err(Reason::DropFragNeeded)
-        }
-        (Hook::Tc, r) => Ok(r),
-        // XDP: the IP length it passes to the lookup (the frame minus Ethernet), before the
-        // neighbour is looked at.
-        (Hook::Xdp, Route::Neighbour { mtu, .. } | Route::NoNeighbour { mtu, .. })
-            if f.len() - ETH_LEN > mtu as usize =>
+    let mtu = match route {
+        Route::Unroutable => return Err(Reason::DropNoRoute),
+        Route::Neighbour { mtu, .. } | Route::NoNeighbour { mtu, .. } => mtu,
+    };
+    // Both hooks compare the frame without its Ethernet header with the egress MTU, whatever
+    // the neighbour (XDP: the FIB lookup; tc: the kernel's MTU check of the skb).
+    let via = if f.len() - ETH_LEN > mtu as usize {
+        pmtu::too_big::<F>(f, pkt, next, mtu)?
+    } else {
+        Via::Route(route)
+    };
+    match (at.hook, via) {
+        (Hook::Tc, v) => Ok(v),
+        (Hook::Xdp, v @ Via::Route(Route::Neighbour { ifindex, .. }))
+            if world.xdp_egress(ifindex) =>
         {
-            Err(Reason::DropFragNeeded)
+            Ok(v)
         }
-        (Hook::Xdp, r @ Route::Neighbour { ifindex, .. }) if world.xdp_egress(ifindex) => Ok(r),
         (Hook::Xdp, _) => Err(Reason::PassToTc),
     }
 }
 
 fn to_target<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     pkt: &Ip<F::A>,
@@ -191,11 +217,11 @@ fn to_target<F: Fam>(
     rewrite_l4::<F>(f, at.hook, pkt, End::Destination, next.daddr, next.dport);
     let action = router_hop::<F>(f, at.hook, pkt, &route);
     Outcome {
-        reason: if hairpin {
+        reason: route.reason(if hairpin {
             Reason::Hairpinned
         } else {
             Reason::Forwarded
-        },
+        }),
         action,
         flow: (!known).then_some(F::entry(key, value)),
         count: Some(Count {
@@ -208,7 +234,7 @@ fn to_target<F: Fam>(
 }
 
 fn to_client<F: Fam>(
-    f: &mut [u8],
+    f: &mut Vec<u8>,
     at: At,
     world: &impl World,
     pkt: &Ip<F::A>,
@@ -236,11 +262,11 @@ fn to_client<F: Fam>(
     rewrite_l4::<F>(f, at.hook, pkt, End::Source, next.saddr, next.sport);
     let action = router_hop::<F>(f, at.hook, pkt, &route);
     Outcome {
-        reason: if hairpin {
+        reason: route.reason(if hairpin {
             Reason::HairpinReplied
         } else {
             Reason::Replied
-        },
+        }),
         action,
         flow: None,
         count: Some(Count {
@@ -297,13 +323,12 @@ fn rewrite_l4<F: Fam>(
     put16(f, port_off, new_port);
 }
 
-/// TTL or hop limit - 1 (with the IPv4 checksum) and, when the neighbour is known, its MACs.
-pub(crate) fn router_hop<F: Fam>(
-    f: &mut [u8],
-    hook: Hook,
-    pkt: &Ip<F::A>,
-    route: &Route,
-) -> Action {
+/// TTL or hop limit - 1 (with the IPv4 checksum) and, when the neighbour is known, its MACs;
+/// nothing when the kernel forwards the packet.
+pub(crate) fn router_hop<F: Fam>(f: &mut [u8], hook: Hook, pkt: &Ip<F::A>, via: &Via) -> Action {
+    let Via::Route(route) = via else {
+        return Action::Pass;
+    };
     F::hop(f, hook, pkt);
     match *route {
         Route::Neighbour {

@@ -12,9 +12,6 @@ pub(crate) const UDP_LEN: usize = 8;
 pub(crate) const ICMP_LEN: usize = 8;
 pub(crate) const IP_MF: u16 = 0x2000;
 pub(crate) const IP_OFFSET: u16 = 0x1fff;
-/// Ethernet header plus one VLAN tag: the slack the kernel allows over the egress MTU for a
-/// frame a tc program redirects (`is_skb_forwardable`).
-pub(crate) const TC_MTU_SLACK: usize = 14 + 4;
 
 pub(crate) fn be16(f: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([f[off], f[off + 1]])

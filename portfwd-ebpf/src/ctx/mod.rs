@@ -13,7 +13,9 @@ mod xdp;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::bpf_fib_lookup, cty::c_void, helpers::generated::bpf_fib_lookup as fib_lookup,
+    bindings::bpf_fib_lookup,
+    cty::c_void,
+    helpers::generated::{bpf_csum_diff, bpf_fib_lookup as fib_lookup},
 };
 use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 use portfwd_common::maps::Hook;
@@ -92,6 +94,20 @@ pub trait Ctx {
     /// Returns the hook's return code.
     fn redirect_resolving_neighbour(&self, ifindex: u32) -> Option<u32>;
 
+    /// The MTU of `ifindex` when this packet does not fit it (a GSO packet: when its segments do
+    /// not), `None` when it fits. tc asks the kernel (`bpf_check_mtu`); XDP's FIB lookup already
+    /// compared the IP length with the route's MTU, so it never asks.
+    fn exceeds_mtu(&self, ifindex: u32) -> Option<u32>;
+    /// Cuts the frame to its first `len` bytes.
+    fn truncate(&self, len: usize) -> Result<(), i64>;
+    /// Makes room for `len` bytes of new headers in front of the IP header: the IP packet and
+    /// what follows move `len` bytes further into the frame, and the first `14 + len` bytes are
+    /// the caller's to write (tc inserts after the Ethernet header, XDP grows the head).
+    fn push_headers(&self, len: usize) -> Result<(), i64>;
+    /// Asks for the frame to go back out of the interface it came in on (MACs already set), for
+    /// [`crate::types::Action::Bounce`].
+    fn bounce(&self);
+
     /// Copies the `T` at `off` out of the directly readable bytes, if they hold all of it. The
     /// parsers read every header through this, so each bound is checked once, where it is read.
     #[inline(always)]
@@ -108,6 +124,29 @@ pub trait Ctx {
         // refuses the program rather than fault, and `read_unaligned` would split each such
         // load into byte loads.
         Some(unsafe { *((start + off) as *const T) })
+    }
+
+    /// The one's-complement sum of the `len` directly readable bytes at `off` (`len` a multiple
+    /// of 4, at most 512: `bpf_csum_diff`'s limits), added to `seed`: a 32-bit partial sum, to
+    /// fold. `None` when the bytes are not all readable.
+    #[inline(always)]
+    fn csum(&self, off: usize, len: usize, seed: u32) -> Option<u32> {
+        let start = self.data();
+        if start + off + len > self.data_end() {
+            return None;
+        }
+        // SAFETY: the check above keeps `len` bytes at `start + off` inside the directly readable
+        // packet data, which the helper only reads; no `from` buffer is passed (NULL, 0).
+        let sum = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                (start + off) as *mut u32,
+                len as u32,
+                seed,
+            )
+        };
+        (sum >= 0).then_some(sum as u32)
     }
 
     /// The FIB lookup of `params` from this packet's context (`bpf_fib_lookup`): the helper's

@@ -5,9 +5,14 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, BPF_F_RECOMPUTE_CSUM, bpf_redir_neigh},
+    bindings::{
+        __sk_buff, BPF_F_RECOMPUTE_CSUM, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_redir_neigh,
+    },
     cty::c_void,
-    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{
+        bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_change_tail,
+    },
     programs::TcContext,
 };
 use portfwd_common::maps::Hook;
@@ -142,6 +147,39 @@ impl Ctx for TcContext {
             unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut::<bpf_redir_neigh>(), 0, 0) };
         Some(ret as u32)
     }
+
+    #[inline(always)]
+    fn exceeds_mtu(&self, ifindex: u32) -> Option<u32> {
+        // In: 0, to check the skb itself. Out: the device's MTU.
+        let mut mtu: u32 = 0;
+        // SAFETY: `mtu` is a live, writable u32 for the call; the context pointer is the
+        // program's own. BPF_MTU_CHK_SEGS checks a GSO skb segment by segment, as the kernel's
+        // forwarding does.
+        let ret =
+            unsafe { bpf_check_mtu(self.as_ptr(), ifindex, &mut mtu, 0, BPF_MTU_CHK_SEGS as u64) };
+        // 0: fits; 1 (frag needed), 2 (segments too big): does not; < 0: no answer, let it go.
+        (ret > 0).then_some(mtu)
+    }
+
+    #[inline(always)]
+    fn truncate(&self, len: usize) -> Result<(), i64> {
+        // SAFETY: plain helper call on the program's own skb; it also linearises the skb.
+        let ret = unsafe { bpf_skb_change_tail(self.skb.skb, len as u32, 0) };
+        if ret < 0 { Err(ret) } else { Ok(()) }
+    }
+
+    #[inline(always)]
+    fn push_headers(&self, len: usize) -> Result<(), i64> {
+        // `len` zero bytes after the Ethernet header; the network header pointer moves onto them.
+        self.adjust_room(len as i32, BPF_ADJ_ROOM_MAC, 0)
+    }
+
+    #[inline(always)]
+    fn bounce(&self) {
+        // SAFETY: plain helper call with no pointers; the egress of the interface the packet
+        // came in on.
+        unsafe { bpf_redirect(self.ingress_ifindex(), 0) };
+    }
 }
 
 /// `data` and `data_end` of a tc skb, read through volatile loads so that LLVM cannot relate one
@@ -149,7 +187,11 @@ impl Ctx for TcContext {
 /// the verifier, which cannot follow that reasoning, rejects the access (as in `xdp.rs`).
 #[inline(always)]
 fn tc_bounds(ctx: &TcContext) -> (usize, usize) {
-    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: `ctx.skb.skb` is a plain pointer field of a live reference. Read through a volatile
+    // load so that LLVM computes the field addresses below from a fresh copy each time, as
+    // offsets of the load, instead of keeping `skb + offset` in a register or on the stack:
+    // the verifier refuses a context access through a modified context pointer.
+    let skb = unsafe { core::ptr::read_volatile(&ctx.skb.skb) } as *const __sk_buff;
     // SAFETY: `skb` is the program's context pointer, valid for the whole invocation; `data` and
     // `data_end` are readable fields of `__sk_buff` for tc programs.
     unsafe {

@@ -7,6 +7,7 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_MARK_MANGLED_0, xdp_action},
     cty::c_void,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use portfwd_common::{checksum, maps::Hook};
@@ -112,7 +113,8 @@ impl Ctx for XdpContext {
     fn can_send(&self, hop: &NextHop) -> bool {
         match hop {
             NextHop::Resolved { ifindex, .. } => XDP_EGRESS.get(*ifindex).is_some(),
-            NextHop::Unresolved { .. } => false,
+            // The kernel's forwarding is behind tc's pass.
+            NextHop::Unresolved { .. } | NextHop::Stack => false,
         }
     }
 
@@ -132,6 +134,33 @@ impl Ctx for XdpContext {
     #[inline(always)]
     fn redirect_resolving_neighbour(&self, _ifindex: u32) -> Option<u32> {
         None
+    }
+
+    #[inline(always)]
+    fn exceeds_mtu(&self, _ifindex: u32) -> Option<u32> {
+        // The FIB lookup compared the IP length with the route's MTU.
+        None
+    }
+
+    #[inline(always)]
+    fn truncate(&self, len: usize) -> Result<(), i64> {
+        let delta = len as i32 - self.frame_len() as i32;
+        // SAFETY: plain helper call on the program's own frame; the frame's bounds are re-read
+        // after it (`xdp_bounds` on every access).
+        let ret = unsafe { bpf_xdp_adjust_tail(self.ctx, delta) };
+        if ret < 0 { Err(ret) } else { Ok(()) }
+    }
+
+    #[inline(always)]
+    fn push_headers(&self, len: usize) -> Result<(), i64> {
+        // SAFETY: as in `truncate`; the frame grows into its headroom.
+        let ret = unsafe { bpf_xdp_adjust_head(self.ctx, -(len as i32)) };
+        if ret < 0 { Err(ret) } else { Ok(()) }
+    }
+
+    #[inline(always)]
+    fn bounce(&self) {
+        // XDP_TX, returned by the hook, is all it takes.
     }
 }
 

@@ -17,9 +17,9 @@ use portfwd_common::{
     maps::{
         ALLOW, ALLOW6, Addr, AllowKeyOf, BRIDGE_PORTS, FLOWS, FLOWS6, FORWARD_STATS, FORWARDS,
         FORWARDS6, FWD_ALLOWLIST, FlowKeyOf, FlowValueOf, ForwardKeyOf, ForwardStats,
-        ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, IFACE_BRIDGE_PORT, IFACE_EXPOSE, IFACES,
-        Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS,
-        ipv6_octets, ipv6_words, port_prefixes,
+        ForwardValueOf, HOST_ADDRS, HOST_ADDRS6, Hook, ICMP_BUDGET, IFACE_BRIDGE_PORT,
+        IFACE_EXPOSE, IFACES, IcmpBudget, Ipv6Words, MAX_FORWARDS, RANGES, RANGES6, RangeKeyOf,
+        RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
     },
     reason::Reason,
 };
@@ -39,6 +39,7 @@ pub struct Maps {
     forward_stats: PerCpuArray<MapData, ForwardStats>,
     verdicts: PerCpuArray<MapData, u64>,
     xdp_egress: DevMapHash<MapData>,
+    icmp_budget: PerCpuArray<MapData, IcmpBudget>,
 }
 
 /// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
@@ -416,6 +417,7 @@ impl Maps {
             forward_stats: take(ebpf, FORWARD_STATS)?,
             verdicts: take(ebpf, VERDICTS)?,
             xdp_egress: take(ebpf, XDP_EGRESS)?,
+            icmp_budget: take(ebpf, ICMP_BUDGET)?,
         })
     }
 
@@ -424,19 +426,20 @@ impl Maps {
     /// is one value repeated under each of its (at most 30) prefixes; on failure whatever was
     /// written is removed again. The forward goes to its family's maps.
     pub fn insert_forward(&mut self, fwd: &Forward, slot: u32) -> Result<(), Error> {
-        let zero = PerCpuValues::try_from(vec![ForwardStats::default(); nr_cpus_or_1()]).map_err(
-            |io_error| {
-                // Only reading the number of CPUs can fail here.
-                map_err("forward counters")(MapError::SyscallError(aya::sys::SyscallError {
-                    call: "nr_cpus",
-                    io_error,
-                }))
-            },
-        )?;
+        let zero = per_cpu(ForwardStats::default(), "forward counters")?;
         self.forward_stats
             .set(slot, zero, 0)
             .map_err(map_err("forward counters"))?;
         self.restore_forward(fwd, slot)
+    }
+
+    /// Sets every CPU's token bucket of the ICMP "too big" answers ([`IcmpBudget`]). The
+    /// datapath starts from a full bucket by itself; tests lift the limit (a `tokens` far above
+    /// the burst is never refilled, only spent) or exhaust it (no tokens, stamped in the future).
+    pub fn set_icmp_budget(&mut self, budget: IcmpBudget) -> Result<(), Error> {
+        let what = "ICMP answer budget";
+        let values = per_cpu(budget, what)?;
+        self.icmp_budget.set(0, values, 0).map_err(map_err(what))
     }
 
     /// Writes `fwd` counting into `slot` without resetting the slot's counters (undoing a
@@ -715,6 +718,17 @@ impl Maps {
         ]);
         Ok(rows)
     }
+}
+
+/// `value` for every CPU.
+fn per_cpu<T: Pod>(value: T, what: &'static str) -> Result<PerCpuValues<T>, Error> {
+    PerCpuValues::try_from(vec![value; nr_cpus_or_1()]).map_err(|io_error| {
+        // Only reading the number of CPUs can fail here.
+        map_err(what)(MapError::SyscallError(aya::sys::SyscallError {
+            call: "nr_cpus",
+            io_error,
+        }))
+    })
 }
 
 fn nr_cpus_or_1() -> usize {

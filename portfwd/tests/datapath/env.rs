@@ -2,11 +2,18 @@
 //! addresses, and the datapath loaded with the world's maps (`world.rs`) for one program, next
 //! to the reference model's copy of the same state.
 use portfwd::datapath::Datapath;
+use portfwd_common::maps::IcmpBudget;
 use portfwd_lab::Lab;
 
 use super::model_world::ModelWorld;
 use super::program::Program;
 use super::world::{DOCKER0_MAC, ETH0_MAC, Ingress, NETS, V4, V6, ifindex_of, mac};
+
+/// A bucket of ICMP answers that is never refilled and never runs out.
+pub const ICMP_UNLIMITED: IcmpBudget = IcmpBudget {
+    stamp_ns: 0,
+    tokens: u64::MAX / 2,
+};
 
 /// The lab the world runs in; [`Env::load`] gives a loaded datapath, maps filled, and the
 /// model's copy of the same world.
@@ -76,6 +83,9 @@ impl Env {
         for net in NETS {
             net.fill(&mut dp);
         }
+        // Every answer to a packet too big is sent: the model does not model the rate limit
+        // (`fixtures/path_mtu.rs` tests it).
+        dp.maps.set_icmp_budget(ICMP_UNLIMITED).unwrap();
         (dp, w)
     }
 }

@@ -150,7 +150,7 @@ impl ModelWorld {
     }
 
     /// Runs the model of `hook` on `frame` and applies its map updates.
-    pub fn process(&mut self, frame: &mut [u8], ifindex: u32, hook: Hook) -> model::Outcome {
+    pub fn process(&mut self, frame: &mut Vec<u8>, ifindex: u32, hook: Hook) -> model::Outcome {
         let out = model::process(frame, ifindex, hook, self);
         if let Some(entry) = out.flow {
             self.record(entry);

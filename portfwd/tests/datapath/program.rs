@@ -23,6 +23,8 @@ pub struct Program {
     pub pass: i32,
     pub drop: i32,
     pub redirect: i32,
+    /// Back out of the ingress interface (an answer built in the frame's place).
+    pub bounce: i32,
     /// The program's BPF_PROG_TEST_RUN context for a frame of `len` bytes arriving on
     /// `ifindex`.
     pub ctx: fn(ifindex: u32, len: usize) -> Vec<u8>,
@@ -36,6 +38,7 @@ pub const TC: Program = Program {
     pass: -1,    // TC_ACT_UNSPEC
     drop: 2,     // TC_ACT_SHOT
     redirect: 7, // TC_ACT_REDIRECT
+    bounce: 7,   // TC_ACT_REDIRECT, to the ingress interface
     ctx: skb_ctx,
 };
 
@@ -47,6 +50,7 @@ pub const XDP: Program = Program {
     pass: 2,     // XDP_PASS
     drop: 1,     // XDP_DROP
     redirect: 4, // XDP_REDIRECT
+    bounce: 3,   // XDP_TX
     ctx: xdp_ctx,
 };
 
@@ -154,5 +158,6 @@ pub fn code_of(prog: &Program, action: model::Action) -> i32 {
         model::Action::Pass => prog.pass,
         model::Action::Drop => prog.drop,
         model::Action::Redirect { .. } => prog.redirect,
+        model::Action::Bounce => prog.bounce,
     }
 }

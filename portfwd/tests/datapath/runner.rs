@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use portfwd::datapath::Datapath;
-use portfwd_common::maps::ForwardStats;
+use portfwd_common::{maps::ForwardStats, reason::Reason};
 use portfwd_model as model;
 
 use super::env::Env;
@@ -17,6 +17,9 @@ use super::program::{self, Program};
 /// The return code `e` means for `prog`.
 fn expected_code(prog: &Program, e: &Expected) -> i32 {
     match e.expect {
+        // The answer to a packet too big, or a translation left to the kernel's forwarding.
+        Expect::Output(_) if e.reason == Reason::IcmpTooBigSent => prog.bounce,
+        Expect::Output(_) if e.reason == Reason::ForwardedViaStack => prog.pass,
         Expect::Output(_) => prog.redirect,
         Expect::Unchanged if e.reason.is_drop() => prog.drop,
         Expect::Unchanged => prog.pass,
