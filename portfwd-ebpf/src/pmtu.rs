@@ -18,7 +18,8 @@
 //! Building it: cut the frame to Ethernet + the quote, make room for the new IP and ICMP headers
 //! in front of the quote (tc: `bpf_skb_adjust_room`, XDP: `bpf_xdp_adjust_head`), write the
 //! headers, sum the checksums over the packet (`bpf_csum_diff`), bounce. The quoted bytes never
-//! move nor get copied. tc: a CHECKSUM_PARTIAL skb (from a veth or tap) keeps that state over
+//! move nor get copied. XDP answers only on a device that takes XDP frames (`XDP_TX`), and
+//! otherwise hands the packet to tc, which does. tc: a CHECKSUM_PARTIAL skb (from a veth or tap) keeps that state over
 //! its quoted L4 header; its receiver, on the same kind of device, trusts it, as it would the
 //! original. A non-GSO skb from a NIC is never CHECKSUM_PARTIAL.
 //!
@@ -81,6 +82,10 @@ pub fn too_big<C: Ctx, F: Family>(
     // than the quote means an egress MTU below 548: not worth a variable-length answer.
     if pkt.proto == F::ICMP || pkt.l3_end - pkt.l3_off < quote {
         return Err(Reason::DropFragNeeded);
+    }
+    // XDP on a device that cannot send the answer back: tc behind it will.
+    if !ctx.can_bounce() {
+        return Err(Reason::PassToTc);
     }
     if !take_token() {
         return Err(Reason::DropTooBigRateLimited);

@@ -9,22 +9,25 @@
 //!   address the sender talked to back to the sender, MACs swapped, quoting the untranslated
 //!   packet's first 548 (IPv4) / 1232 (IPv6) bytes, and bounced out of the ingress interface.
 //!   IPv4 header: TOS 0xc0, ID 0, DF, TTL 64; IPv6: traffic class and flow label 0, hop limit
-//!   64. The answers' rate limit is not modelled: the tests lift it.
-use portfwd_common::reason::Reason;
+//!   64. XDP answers only on an ingress device in `PF_XDP_EGRESS`, else hands the packet to tc
+//!   (`pass_to_tc`). The answers' rate limit is not modelled: the tests lift it.
+use portfwd_common::{maps::Hook, reason::Reason};
 
 use crate::checksum::internet;
-use crate::family::{Fam, Ip};
+use crate::family::{At, Fam, Ip};
 use crate::translate::{Next, Via};
 use crate::wire::ETH_LEN;
+use crate::world::World;
 
 const QUOTE4: usize = 548;
 const QUOTE6: usize = 1232;
 const ICMP_LEN: usize = 8;
 const TTL: u8 = 64;
 
-/// `pkt` (in `f`), to be sent on as `next`, does not fit `mtu`.
+/// `pkt` (in `f`), arriving `at`, to be sent on as `next`, does not fit `mtu`.
 pub(crate) fn too_big<F: Fam>(
     f: &mut Vec<u8>,
+    (at, world): (At, &impl World),
     pkt: &Ip<F::A>,
     next: &Next<F::A>,
     mtu: u32,
@@ -35,6 +38,10 @@ pub(crate) fn too_big<F: Fam>(
     let quote = if F::IP_CSUM { QUOTE4 } else { QUOTE6 };
     if pkt.proto == F::ICMP || pkt.end - pkt.l3 < quote {
         return Err(Reason::DropFragNeeded);
+    }
+    // XDP answers (XDP_TX) only on a device that takes XDP frames; tc does otherwise.
+    if at.hook == Hook::Xdp && !world.xdp_egress(at.ifindex) {
+        return Err(Reason::PassToTc);
     }
     let from = if pkt.saddr == next.saddr {
         pkt.daddr

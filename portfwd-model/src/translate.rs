@@ -160,7 +160,7 @@ pub(crate) fn check_and_route<F: Fam>(
     // Both hooks compare the frame without its Ethernet header with the egress MTU, whatever
     // the neighbour (XDP: the FIB lookup; tc: the kernel's MTU check of the skb).
     let via = if f.len() - ETH_LEN > mtu as usize {
-        pmtu::too_big::<F>(f, pkt, next, mtu)?
+        pmtu::too_big::<F>(f, (at, world), pkt, next, mtu)?
     } else {
         Via::Route(route)
     };

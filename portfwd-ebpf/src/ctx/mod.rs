@@ -104,6 +104,9 @@ pub trait Ctx {
     /// what follows move `len` bytes further into the frame, and the first `14 + len` bytes are
     /// the caller's to write (tc inserts after the Ethernet header, XDP grows the head).
     fn push_headers(&self, len: usize) -> Result<(), i64>;
+    /// Whether [`Ctx::bounce`] delivers at this hook: XDP_TX only where the ingress device
+    /// takes XDP frames (listed in `PF_XDP_EGRESS`; a veth whose peer runs no XDP drops them).
+    fn can_bounce(&self) -> bool;
     /// Asks for the frame to go back out of the interface it came in on (MACs already set), for
     /// [`crate::types::Action::Bounce`].
     fn bounce(&self);

@@ -175,6 +175,11 @@ impl Ctx for TcContext {
     }
 
     #[inline(always)]
+    fn can_bounce(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
     fn bounce(&self) {
         // SAFETY: plain helper call with no pointers; the egress of the interface the packet
         // came in on.

@@ -159,6 +159,11 @@ impl Ctx for XdpContext {
     }
 
     #[inline(always)]
+    fn can_bounce(&self) -> bool {
+        XDP_EGRESS.get(Ctx::ingress_ifindex(self)).is_some()
+    }
+
+    #[inline(always)]
     fn bounce(&self) {
         // XDP_TX, returned by the hook, is all it takes.
     }

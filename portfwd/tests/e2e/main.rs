@@ -16,5 +16,6 @@ mod forwarding;
 mod hostlocal;
 mod ipv6;
 mod ops;
+mod path_mtu;
 mod ranges;
 mod service;
