@@ -28,7 +28,8 @@ const MTU: u32 = 1400;
 /// The lab: one container on a 1400-byte network, its servers, and the publisher.
 struct World {
     daemon: Option<Daemon>,
-    _servers: (TcpServer, TcpServer, UdpServer, UdpServer),
+    /// TCP on 3000 and UDP on 5353, IPv4 then IPv6.
+    servers: (TcpServer, TcpServer, UdpServer, UdpServer),
     lab: Lab,
 }
 
@@ -103,7 +104,7 @@ impl World {
         };
         World {
             daemon,
-            _servers: servers,
+            servers,
             lab,
         }
     }
@@ -139,10 +140,23 @@ impl World {
         );
     }
 
-    /// portfwd's count of answers sent.
-    fn answers(&self) -> u64 {
+    /// portfwd's count of `reason`.
+    fn counted(&self, reason: &str) -> u64 {
         let d = self.daemon.as_ref().expect("portfwd runs");
-        support::verdict(&d.status_json(&self.lab), "icmp_too_big_sent")
+        support::verdict(&d.status_json(&self.lab), reason)
+    }
+
+    /// Sends `len` bytes in one datagram from the client to `to`.
+    fn send_udp(&self, to: SocketAddr, len: usize) {
+        let unspecified: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        self.lab.client().run(|| {
+            let s = UdpSocket::bind(unspecified).unwrap();
+            s.send_to(&vec![0x55; len], to).unwrap();
+        });
     }
 }
 
@@ -156,20 +170,13 @@ fn a_df_datagram_too_big_teaches_the_client_the_mtu_as_with_iptables() {
         for to in [host_port(5353), host6(5353)] {
             let what = format!("{publisher:?}, UDP to {to}");
             w.forget();
-            let unspecified: SocketAddr = if to.is_ipv4() {
-                "0.0.0.0:0".parse().unwrap()
-            } else {
-                "[::]:0".parse().unwrap()
-            };
             // IPv4 UDP sockets set DF by default (IP_PMTUDISC_WANT).
-            w.lab.client().run(|| {
-                let s = UdpSocket::bind(unspecified).unwrap();
-                s.send_to(&[0x55; 1450], to).unwrap();
-            });
+            w.send_udp(to, 1450);
             w.assert_learned(to.ip(), &what);
         }
         if publisher == Publisher::Portfwd {
-            assert!(w.answers() >= 2, "portfwd counted {} answers", w.answers());
+            let n = w.counted("icmp_too_big_sent");
+            assert!(n >= 2, "portfwd counted {n} answers");
         }
     }
 }
@@ -196,7 +203,32 @@ fn a_tcp_upload_learns_the_path_mtu_and_completes_as_with_iptables() {
             w.assert_learned(to.ip(), &what);
         }
         if publisher == Publisher::Portfwd {
-            assert!(w.answers() >= 2, "portfwd counted {} answers", w.answers());
+            let n = w.counted("icmp_too_big_sent");
+            assert!(n >= 2, "portfwd counted {n} answers");
+        }
+    }
+}
+
+/// IPv4 without DF (the client's `ip_no_pmtu_disc`): the datagram too big for the container's
+/// network is fragmented on the way by the host and delivered; nothing is answered.
+#[test]
+fn a_datagram_too_big_without_df_is_fragmented_on_the_way_as_with_iptables() {
+    require_root!();
+    for publisher in [Publisher::Iptables, Publisher::Portfwd] {
+        let w = World::new("pmtufrag", publisher);
+        w.lab
+            .sh(w.lab.client(), "sysctl -qw net.ipv4.ip_no_pmtu_disc=1")
+            .unwrap();
+        w.send_udp(host_port(5353), 1450);
+        let udp = &w.servers.2;
+        assert!(
+            support::eventually(|| !udp.peers().is_empty()).is_ok(),
+            "{publisher:?}: the datagram did not reach the container"
+        );
+        assert_eq!(w.learned_mtu(host_port(5353).ip()), None, "{publisher:?}");
+        if publisher == Publisher::Portfwd {
+            assert!(w.counted("forwarded_via_stack") >= 1);
+            assert_eq!(w.counted("icmp_too_big_sent"), 0);
         }
     }
 }
