@@ -159,8 +159,7 @@ fn fib_lookup<C: Ctx, F: Family>(
         return Err(Reason::DropNoRoute);
     }
     // SAFETY: both members of the union are a u16; the lookup leaves in it the egress MTU (tc:
-    // the device's, also on success) or, after a successful XDP lookup, the IP length it was
-    // given, which is not above it.
+    // the device's, also on success; XDP: the route's, when the packet does not fit it).
     let mtu = unsafe { params.__bindgen_anon_1.mtu_result } as u32;
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
@@ -170,8 +169,10 @@ fn fib_lookup<C: Ctx, F: Family>(
                 dmac: params.dmac,
             };
             // tc's lookup lets through frames a VLAN tag over the MTU, and GSO skbs, so the
-            // kernel is asked again: the one compare the path MTU costs a packet that fits.
-            if ctx.frame_len() - L3_OFF > mtu as usize
+            // kernel is asked again: the one compare the path MTU costs a packet that fits
+            // (XDP's lookup compared the IP length exactly: nothing).
+            if ctx.fib_checks_packet_mtu()
+                && ctx.frame_len() - L3_OFF > mtu as usize
                 && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
             {
                 return Ok(Fib::TooBig(mtu));

@@ -15,7 +15,6 @@ use portfwd_common::{maps::Hook, reason::Reason};
 
 use crate::checksum::internet;
 use crate::family::{At, Fam, Ip};
-use crate::translate::{Next, Via};
 use crate::wire::ETH_LEN;
 use crate::world::World;
 
@@ -24,16 +23,18 @@ const QUOTE6: usize = 1232;
 const ICMP_LEN: usize = 8;
 const TTL: u8 = 64;
 
-/// `pkt` (in `f`), arriving `at`, to be sent on as `next`, does not fit `mtu`.
+/// `pkt` (in `f`), arriving `at`, does not fit `mtu`; `from` is the address its sender talked
+/// to. `Ok` when the kernel may fragment it (IPv4 without DF): the caller translates it and
+/// hands it over. Otherwise why it goes no further (`f` replaced by the answer when sent).
 pub(crate) fn too_big<F: Fam>(
     f: &mut Vec<u8>,
     (at, world): (At, &impl World),
     pkt: &Ip<F::A>,
-    next: &Next<F::A>,
+    from: F::A,
     mtu: u32,
-) -> Result<Via, Reason> {
+) -> Result<(), Reason> {
     if F::IP_CSUM && f[pkt.l3 + 6] & 0x40 == 0 {
-        return Ok(Via::Stack);
+        return Ok(());
     }
     let quote = if F::IP_CSUM { QUOTE4 } else { QUOTE6 };
     if pkt.proto == F::ICMP || pkt.end - pkt.l3 < quote {
@@ -43,11 +44,6 @@ pub(crate) fn too_big<F: Fam>(
     if at.hook == Hook::Xdp && !world.xdp_egress(at.ifindex) {
         return Err(Reason::PassToTc);
     }
-    let from = if pkt.saddr == next.saddr {
-        pkt.daddr
-    } else {
-        next.saddr
-    };
     *f = answer::<F>(f, pkt.saddr, from, mtu, quote);
     Err(Reason::IcmpTooBigSent)
 }

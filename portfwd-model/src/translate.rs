@@ -160,7 +160,15 @@ pub(crate) fn check_and_route<F: Fam>(
     // Both hooks compare the frame without its Ethernet header with the egress MTU, whatever
     // the neighbour (XDP: the FIB lookup; tc: the kernel's MTU check of the skb).
     let via = if f.len() - ETH_LEN > mtu as usize {
-        pmtu::too_big::<F>(f, (at, world), pkt, next, mtu)?
+        // The address the sender talked to: a client's destination; what a reply's source
+        // becomes.
+        let from = if pkt.saddr == next.saddr {
+            pkt.daddr
+        } else {
+            next.saddr
+        };
+        pmtu::too_big::<F>(f, (at, world), pkt, from, mtu)?;
+        Via::Stack
     } else {
         Via::Route(route)
     };
