@@ -28,7 +28,13 @@ pub struct Args {
 }
 
 /// The modules of the `e2e` test binary run a second time in XDP mode, as test name filters.
-const XDP_MODULES: [&str; 4] = ["forwarding::", "ranges::", "hostlocal::", "ipv6::"];
+const XDP_MODULES: [&str; 5] = [
+    "forwarding::",
+    "ranges::",
+    "hostlocal::",
+    "ipv6::",
+    "path_mtu::",
+];
 
 pub fn run(args: Args) -> Result<()> {
     if !cmd::is_root() {

@@ -4,7 +4,7 @@
 //!
 //! These need root. Under `CI=true` a test that cannot run fails; elsewhere it says it skipped.
 //! With `PORTFWD_E2E_MODE=xdp` the daemon runs in XDP mode: `cargo xtask test` runs `forwarding`,
-//! `ranges`, `hostlocal` and `ipv6` a second time so.
+//! `ranges`, `hostlocal`, `ipv6` and `path_mtu` a second time so.
 
 // Beside this directory, not in it: the datapath tests use its daemon too.
 #[macro_use]
