@@ -52,9 +52,11 @@ pub fn route<C: Ctx, F: Family>(
     if pkt.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
-    let hop = match fib_lookup::<C, F>(ctx, pkt, next)? {
-        Fib::Fits(hop) => hop,
-        Fib::TooBig(mtu) => pmtu::too_big::<C, F>(ctx, pkt, next, mtu)?,
+    let mut mtu = 0;
+    let hop = match fib_lookup::<C, F>(ctx, pkt, next, &mut mtu) {
+        Ok(hop) => hop,
+        Err(Reason::DropFragNeeded) => pmtu::too_big::<C, F>(ctx, pkt, next, mtu)?,
+        Err(reason) => return Err(reason),
     };
     if !ctx.can_send(&hop) {
         return Err(Reason::PassToTc);
@@ -128,19 +130,15 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
     }
 }
 
-/// Where the FIB lookup sends the packet, or that it does not fit this MTU on the way.
-enum Fib {
-    Fits(NextHop),
-    TooBig(u32),
-}
-
-/// The FIB lookup towards `t`, the addresses and ports `pkt` will carry.
+/// The FIB lookup towards `t`, the addresses and ports `pkt` will carry. A packet that does not
+/// fit the egress MTU is `Err(DropFragNeeded)`, with that MTU in `too_big` (for `pmtu`).
 #[inline(always)]
 fn fib_lookup<C: Ctx, F: Family>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     t: &Tuple<F::Addr>,
-) -> Result<Fib, Reason> {
+    too_big: &mut u32,
+) -> Result<NextHop, Reason> {
     let mut storage = MaybeUninit::<bpf_fib_lookup>::uninit();
     let params = zeroed_in_place(&mut storage);
     F::fib(params, pkt, t);
@@ -161,6 +159,7 @@ fn fib_lookup<C: Ctx, F: Family>(
     // SAFETY: both members of the union are a u16; the lookup leaves in it the egress MTU (tc:
     // the device's, also on success; XDP: the route's, when the packet does not fit it).
     let mtu = unsafe { params.__bindgen_anon_1.mtu_result } as u32;
+    *too_big = mtu;
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let hop = NextHop::Resolved {
@@ -175,22 +174,24 @@ fn fib_lookup<C: Ctx, F: Family>(
                 && ctx.frame_len() - L3_OFF > mtu as usize
                 && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
             {
-                return Ok(Fib::TooBig(mtu));
+                *too_big = mtu;
+                return Err(Reason::DropFragNeeded);
             }
-            Ok(Fib::Fits(hop))
+            Ok(hop)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             // tc's lookup checks no size without a neighbour (XDP's compared the IP length).
             if ctx.fib_checks_packet_mtu()
                 && let Some(mtu) = ctx.exceeds_mtu(params.ifindex)
             {
-                return Ok(Fib::TooBig(mtu));
+                *too_big = mtu;
+                return Err(Reason::DropFragNeeded);
             }
-            Ok(Fib::Fits(NextHop::Unresolved {
+            Ok(NextHop::Unresolved {
                 ifindex: params.ifindex,
-            }))
+            })
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Fib::TooBig(mtu)),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::DropFragNeeded),
         _ => Err(Reason::DropNoRoute),
     }
 }
