@@ -19,9 +19,9 @@
 //! in front of the quote (tc: `bpf_skb_adjust_room`, XDP: `bpf_xdp_adjust_head`), write the
 //! headers, sum the checksums over the packet (`bpf_csum_diff`), bounce. The quoted bytes never
 //! move nor get copied. XDP answers only on a device that takes XDP frames (`XDP_TX`), and
-//! otherwise hands the packet to tc, which does. tc: a CHECKSUM_PARTIAL skb (from a veth or tap) keeps that state over
-//! its quoted L4 header; its receiver, on the same kind of device, trusts it, as it would the
-//! original. A non-GSO skb from a NIC is never CHECKSUM_PARTIAL.
+//! otherwise hands the packet to tc, which does. tc: a CHECKSUM_PARTIAL skb (from a veth or
+//! tap) keeps that state over its quoted L4 header; its receiver, on the same kind of device,
+//! trusts it, as it would the original. A non-GSO skb from a NIC is never CHECKSUM_PARTIAL.
 //!
 //! The answers are rate-limited: a token bucket per CPU, [`IcmpBudget::BURST`] at once and
 //! then 1000 per second (the kernel's own global ICMP limits), so that a flood of oversized

@@ -17,9 +17,9 @@
 //! - **Fixtures** (`datapath/fixtures/`): Katran-style tables of {name, input frame, expected
 //!   output or "unchanged", expected verdict}, one file per feature (ordinary traffic, not
 //!   ours, IP options and extension headers, fragments, cut short, special values, bad
-//!   checksums, spoofing, ICMP errors, port ranges, allowlists, hairpin, path MTU), each written once and
-//!   instantiated for both families, with rows of one family only where behaviour differs by
-//!   family. Each fixture also asserts the one verdict counter it increments (of the right
+//!   checksums, spoofing, ICMP errors, port ranges, allowlists, hairpin, path MTU), each
+//!   written once and instantiated for both families, with rows of one family only where
+//!   behaviour differs by family. Each fixture also asserts the one verdict counter it increments (of the right
 //!   hook), and for translated frames the per-forward counters and the flow entry. Expected
 //!   frames are built by `datapath/frame.rs`, whose checksums are computed from scratch (RFC
 //!   1071), never derived from the input, and are cross-checked with `etherparse`. A failure
