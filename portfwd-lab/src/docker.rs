@@ -29,6 +29,7 @@ pub use api::Response;
 
 use crate::ip::ip;
 use crate::lab::Lab;
+use crate::names::lab_owner_pid;
 use crate::ns::Ns;
 use crate::{proc, sys};
 
@@ -38,6 +39,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long dockerd may take to exit after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// The start of the name of every dockerd's directory in the temp dir, before its lab's prefix.
+const DIR_PREFIX: &str = "pfdk-";
 
 /// Debian's docker CLI (docker.io), which matches its dockerd; another `docker` earlier in PATH
 /// may be another version.
@@ -78,8 +82,12 @@ impl Docker {
     /// `exec` (--exec-root, where it starts its own containerd), `docker.pid`, `docker.sock`,
     /// `dockerd.log`. Docker writes its iptables rules (nat chain `DOCKER`, DNAT per published
     /// port) in the host namespace and runs docker-proxy there.
+    ///
+    /// What a dockerd of a lab whose process is gone left (a test killed with SIGKILL) is
+    /// cleaned up first: its processes, mounts and directory.
     pub fn start(lab: &Lab) -> Result<Docker> {
-        let dir = std::env::temp_dir().join(format!("pfdk-{}", lab.prefix()));
+        cleanup_stale();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", lab.prefix()));
         if dir.exists() {
             bail!(
                 "{} exists already: another dockerd of this lab?",
@@ -322,12 +330,7 @@ impl Docker {
             }
         }
         let dir = self.dir.to_string_lossy().into_owned();
-        proc::kill_by_cmdline(&dir);
-        for mount in mounts_under(&self.dir) {
-            if let Err(e) = sys::umount_detach(&mount) {
-                errors.push(format!("unmounting {}: {e}", mount.display()));
-            }
-        }
+        errors.extend(release_dir(&self.dir));
         if self.host.path().exists()
             && let Err(e) = ip(&["-n", &self.host.name, "link", "del", Self::BRIDGE])
         {
@@ -354,6 +357,42 @@ impl Drop for Docker {
         if let Err(e) = self.teardown() {
             eprintln!("lab: {e:#}");
         }
+    }
+}
+
+/// Kills the processes that name `dir` in their command line (containerd and shims that
+/// outlived their dockerd) and detaches the mounts under it; the errors, if any.
+fn release_dir(dir: &Path) -> Vec<String> {
+    // With the slash: `/tmp/pfdk-pf1x1-a` must not match `/tmp/pfdk-pf1x1-ab`.
+    proc::kill_by_cmdline(&format!("{}/", dir.to_string_lossy()));
+    mounts_under(dir)
+        .into_iter()
+        .filter_map(|mount| {
+            sys::umount_detach(&mount)
+                .err()
+                .map(|e| format!("unmounting {}: {e}", mount.display()))
+        })
+        .collect()
+}
+
+/// Releases and removes the directories of dockerds whose lab's process is gone. Best effort.
+fn cleanup_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(DIR_PREFIX).and_then(lab_owner_pid) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        for e in release_dir(&dir) {
+            eprintln!("lab: stale dockerd directory: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

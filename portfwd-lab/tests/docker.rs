@@ -1,5 +1,6 @@
 //! A real dockerd in a lab (root and docker.io + busybox-static needed): it starts, runs a
-//! container, and leaves nothing behind, whether shut down or dropped by a panicking test.
+//! container, and leaves nothing behind, whether shut down, dropped by a panicking test, or left
+//! by a killed one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,6 +97,11 @@ fn a_panicking_test_leaves_nothing_behind() {
     if !can_run() {
         return;
     }
+    // What a test killed with SIGKILL left: a dockerd directory named for a process that is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = std::env::temp_dir().join(format!("pfdk-pf{}x0-stale", gone.id()));
+    std::fs::create_dir_all(stale.join("data")).unwrap();
     let lab = Lab::new("dkpanic").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -107,4 +113,5 @@ fn a_panicking_test_leaves_nothing_behind() {
     assert!(result.is_err());
     let (pid, dir) = rx.recv().unwrap();
     assert_eq!(leftovers(pid, &dir), Vec::<String>::new());
+    assert!(!stale.exists(), "{} was not cleaned up", stale.display());
 }
