@@ -31,10 +31,12 @@
 //! - `ip`: iproute2 and sysctl calls that build and delete namespaces;
 //! - `names`: unique namespace prefixes, and the cleanup of labs whose process is gone;
 //! - `proc`: entering a namespace before exec, commands with a time limit, killing what is left;
-//! - `net`: the line-echo servers and clients.
+//! - `net`: the line-echo servers and clients;
+//! - `docker`: a real dockerd in a lab's host namespace ([`Docker`]), its API, the test image.
 
 #![warn(missing_docs)]
 
+mod docker;
 mod ip;
 mod lab;
 mod names;
@@ -43,10 +45,12 @@ mod ns;
 mod proc;
 mod sys;
 
+pub use docker::{Docker, Response as DockerResponse};
 pub use lab::{Container, EXEC_TIMEOUT, Lab, parse_mac};
 pub use names::cleanup_stale;
 pub use net::{
-    TcpServer, TcpSession, UdpServer, tcp_request, tcp_server, tcp_session, udp_request, udp_server,
+    TcpServer, TcpSession, UdpServer, http_get, tcp_request, tcp_server, tcp_session, udp_request,
+    udp_server,
 };
 pub use ns::{NETNS_DIR, Ns};
 pub use proc::is_root;

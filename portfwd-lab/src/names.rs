@@ -40,7 +40,7 @@ fn list_netns() -> Vec<String> {
 }
 
 /// The pid that created a lab namespace, from its name `pf{pid}x…`.
-fn lab_owner_pid(name: &str) -> Option<u32> {
+pub(crate) fn lab_owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix("pf")?;
     let digits = rest.find(|c: char| !c.is_ascii_digit())?;
     if digits == 0 || !rest[digits..].starts_with('x') {

@@ -394,6 +394,31 @@ pub fn tcp_request(ns: &Ns, to: SocketAddr, line: &str, timeout: Duration) -> Re
     session.request(line)
 }
 
+/// An HTTP/1.0 `GET /` from `ns` to `to` (e.g. the Docker test image's busybox httpd); returns
+/// the whole answer, read until the server closes, within `timeout`.
+pub fn http_get(ns: &Ns, to: SocketAddr, timeout: Duration) -> Result<String> {
+    let session = tcp_session(ns, to, timeout)?;
+    let deadline = Instant::now() + timeout;
+    let mut stream = session.stream;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no complete HTTP answer from {to} within {timeout:?}");
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("reading the HTTP answer from {to}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
 /// Sends `line` (plus a newline) from `ns` to `to` over a fresh unconnected UDP socket and returns the
 /// first datagram received (without its trailing newline), within `timeout`. The reply must come
 /// from `to` exactly: a reply from any other address (a sign of broken NAT) is an error naming it.

@@ -150,3 +150,31 @@ fn pids_in(ns: &Ns) -> Vec<u32> {
         _ => Vec::new(),
     }
 }
+
+/// SIGKILLs every process (but our own) whose command line contains `needle`, e.g. the containerd
+/// and shims of a dockerd killed before it could stop them, found by its private directory.
+/// Best effort: processes that are gone or not readable are skipped.
+pub(crate) fn kill_by_cmdline(needle: &str) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || pid <= 1 {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            sys::signal(pid, Signal::SIGKILL);
+        }
+    }
+}

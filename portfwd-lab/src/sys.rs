@@ -95,3 +95,8 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: Duration) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)), Ok(n) if n > 0)
 }
+
+/// Detaches the mount at `path` (`umount -l`); what still uses it keeps it until it lets go.
+pub(crate) fn umount_detach(path: &std::path::Path) -> nix::Result<()> {
+    umount2(path, MntFlags::MNT_DETACH)
+}

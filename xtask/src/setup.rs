@@ -16,7 +16,9 @@
 //!   `/usr/sbin` and `/sbin`; the missing ones are installed with apt-get (as root only). A fresh
 //!   cloud machine runs unattended-upgrades at boot, which holds apt's and dpkg's locks for
 //!   minutes: setup says who holds them and waits (up to [`APT_LOCK_TIMEOUT`]), and apt-get is
-//!   told to wait too (`DPkg::Lock::Timeout`) should the lock be taken again in between.
+//!   told to wait too (`DPkg::Lock::Timeout`) should the lock be taken again in between;
+//! - the container engines of the Docker tests (`engines`): `docker.io` and `busybox-static`,
+//!   installed behind a policy-rc.d that keeps dockerd from starting in the machine's namespace.
 
 use std::{
     env, fs,
@@ -30,6 +32,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::cmd;
+
+mod engines;
 
 /// The toolchain channel aya-build builds the eBPF crate with (`aya_build::Toolchain::default()`).
 const NIGHTLY: &str = "nightly";
@@ -80,7 +84,8 @@ const EXTRA_COMMAND_DIRS: &[&str] = &["/usr/sbin", "/sbin"];
 pub fn run() -> Result<()> {
     rust_components()?;
     bpf_linker()?;
-    debian_packages()
+    debian_packages()?;
+    engines::install()
 }
 
 fn rust_components() -> Result<()> {

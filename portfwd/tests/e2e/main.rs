@@ -12,6 +12,7 @@
 mod support;
 
 mod check;
+mod docker;
 mod forwarding;
 mod fragments;
 mod hostlocal;
