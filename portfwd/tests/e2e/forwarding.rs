@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::support::{self, Scenario, T, host_port};
+use crate::support::{self, Scenario, T, host_port, tcx_programs};
 use portfwd_lab::{self as lab, Lab};
 
 #[test]
@@ -428,15 +428,7 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
     assert_eq!(after.len(), 2, "{after:?}");
 
     // Never attached twice: one portfwd tc program on the client-facing interface.
-    let tcx = s.lab.host().run(|| {
-        aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Ingress)
-    });
-    let names: Vec<String> = tcx
-        .unwrap()
-        .1
-        .iter()
-        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-        .collect();
+    let names = tcx_programs(s.lab.host(), "eth0", aya::programs::TcAttachType::Ingress);
     // (The kernel keeps the first 15 bytes of the name: portfwd_tc_ingr.)
     assert!(
         names.len() == 1 && names[0].starts_with("portfwd_tc"),

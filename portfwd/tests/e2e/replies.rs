@@ -24,7 +24,7 @@ use nix::sys::{
 };
 use portfwd_lab::{self as lab, Container, Lab, Ns};
 
-use crate::support::{Scenario, T, at};
+use crate::support::{Scenario, T, at, tcx_programs};
 
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
@@ -489,15 +489,7 @@ fn egress_recorder_survives_restarts_once() {
         s.d.restart();
     }
     let s = p.s.as_ref().unwrap();
-    let tcx = s.lab.host().run(|| {
-        aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Egress)
-    });
-    let names: Vec<String> = tcx
-        .unwrap()
-        .1
-        .iter()
-        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-        .collect();
+    let names = tcx_programs(s.lab.host(), "eth0", aya::programs::TcAttachType::Egress);
     // (The kernel keeps the first 15 bytes of the name: portfwd_tc_egre.)
     assert!(
         names.len() == 1 && names[0].starts_with("portfwd_tc_egr"),

@@ -58,3 +58,15 @@ pub fn processes_in(ns: &Ns) -> Vec<u32> {
     }
     pids
 }
+
+/// The names of the tcx programs attached to `iface` in `ns` at `side` (the kernel keeps the
+/// first 15 bytes of a program's name).
+pub fn tcx_programs(ns: &Ns, iface: &str, side: aya::programs::TcAttachType) -> Vec<String> {
+    let (_, programs) = ns
+        .run(|| aya::programs::SchedClassifier::query_tcx(iface, side))
+        .unwrap();
+    programs
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect()
+}

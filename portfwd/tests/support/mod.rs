@@ -18,7 +18,7 @@ pub use daemon::Daemon;
 use portfwd_lab::Lab;
 #[allow(unused_imports, reason = "the datapath tests use only the daemon")]
 pub use {
-    assertions::{assert_no_netfilter_nat, processes_in, sock_verdict, verdict},
+    assertions::{assert_no_netfilter_nat, processes_in, sock_verdict, tcx_programs, verdict},
     cli::portfwd_bin,
     scenario::{Scenario, Setup, forward_yaml},
 };
