@@ -60,6 +60,25 @@ pub struct ForwardEntry {
     pub packets_to_client: u64,
     pub bytes_to_client: u64,
     pub new_flows: u64,
+    /// Who made the forward: `config` (the YAML file or `portfwd add`), or `docker:NAME` for
+    /// a port Docker publishes for container NAME (derived state, never written to the YAML).
+    #[serde(default = "config_origin")]
+    pub origin: String,
+    /// The container the forward goes to, for Docker's forwards and for forwards of the config
+    /// whose target is a container name (`to: "web:3000"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Why a forward of the config is not served now (its container is stopped, or has no
+    /// address on its network); `None` while it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive: Option<String>,
+}
+
+/// The origin of a forward made by the config file or `portfwd add`.
+pub const CONFIG_ORIGIN: &str = "config";
+
+fn config_origin() -> String {
+    CONFIG_ORIGIN.to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +120,48 @@ pub struct Status {
     /// (`net.ipv4.ip_local_reserved_ports` syntax, "" for none), or `None` when it cannot.
     #[serde(default)]
     pub reserved_ports: Option<String>,
+    /// Following Docker (the config's `docker:` section); `None` when it is off.
+    #[serde(default)]
+    pub docker: Option<DockerStatus>,
+}
+
+/// The Docker follower, as `portfwd status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DockerStatus {
+    /// The Engine API socket followed.
+    pub socket: PathBuf,
+    /// Whether the event stream is connected now.
+    pub connected: bool,
+    /// Since when (Unix seconds) it is connected, or disconnected.
+    pub since: u64,
+    /// The API version negotiated with dockerd, while connected.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Docker's own version, while connected.
+    #[serde(default)]
+    pub engine_version: Option<String>,
+    /// The last connection error, while disconnected.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Running containers with published ports.
+    pub containers: usize,
+    /// Forwards Docker's bindings make (served now).
+    pub forwards: usize,
+    /// Bindings not served by portfwd, and why: a collision with a forward of the config (the
+    /// config wins), or `[::]:PORT` of a container without IPv6 (left to docker-proxy).
+    #[serde(default)]
+    pub not_served: Vec<DockerBinding>,
+}
+
+/// One of Docker's port bindings that portfwd does not serve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DockerBinding {
+    /// The container's name.
+    pub container: String,
+    /// `[HOST_IP:]PORT[-END]/PROTO`, as Docker publishes it.
+    pub listen: String,
+    /// Why portfwd leaves it.
+    pub reason: String,
 }
 
 /// The fill level of one eBPF map.

@@ -347,6 +347,9 @@ mod tests {
                 bytes_to_client: 250,
                 new_flows: 1,
                 allow: Vec::new(),
+                origin: api::CONFIG_ORIGIN.into(),
+                container: None,
+                inactive: None,
             }],
             maps: vec![api::MapFill {
                 name: "PF_FLOWS".into(),

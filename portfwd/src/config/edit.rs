@@ -79,12 +79,14 @@ fn same_settings(a: &Config, b: &Config) -> bool {
         pin_dir,
         metrics,
         socket_group,
+        docker,
     } = a;
     *interfaces == b.interfaces
         && *mode == b.mode
         && *pin_dir == b.pin_dir
         && *metrics == b.metrics
         && *socket_group == b.socket_group
+        && *docker == b.docker
 }
 
 const NEW_FILE_HEADER: &str = "\
@@ -535,6 +537,10 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
     }
     if let Some(group) = &config.socket_group {
         out.push_str(&format!("socket_group: {}\n", yaml_quoted(group)));
+    }
+    if let Some(docker) = &config.docker {
+        let path = docker.socket.to_string_lossy();
+        out.push_str(&format!("docker:\n  socket: {}\n", yaml_quoted(&path)));
     }
     if config.forwards.is_empty() {
         out.push_str("forwards: []\n");

@@ -53,8 +53,9 @@ mod tests;
 pub use edit::render;
 pub use file::{load, save};
 pub use model::{
-    AttachMode, Config, ConfigError, ConflictError, DEFAULT_PATH, DEFAULT_PIN_DIR,
-    MAX_GROUP_NAME_LEN, MAX_INTERFACE_NAME_LEN, ParseAttachModeError, ValidationError,
-    check_interface_name, check_pin_dir, check_socket_group, parse_metrics,
+    AttachMode, Config, ConfigError, ConflictError, DEFAULT_DOCKER_SOCKET, DEFAULT_PATH,
+    DEFAULT_PIN_DIR, DockerConfig, MAX_GROUP_NAME_LEN, MAX_INTERFACE_NAME_LEN,
+    ParseAttachModeError, ValidationError, check_interface_name, check_pin_dir, check_socket_group,
+    parse_metrics,
 };
 pub use schema::parse_str;

@@ -20,6 +20,24 @@ pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 /// Where the daemon pins its programs, links and maps unless the config says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/portfwd";
 
+/// The Docker Engine API socket followed when the config's `docker:` section names none.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The config's `docker:` section: follow Docker's published ports (see `crate::docker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    /// `socket:` the Engine API's Unix socket (default [`DEFAULT_DOCKER_SOCKET`]).
+    pub socket: PathBuf,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+        }
+    }
+}
+
 /// The longest group name [`check_socket_group`] accepts.
 pub const MAX_GROUP_NAME_LEN: usize = 32;
 
@@ -107,6 +125,9 @@ pub struct Config {
     /// `None` (absent or null in the file, the default) means root only. Checked to be a
     /// plausible group name ([`check_socket_group`]), not that the group exists.
     pub socket_group: Option<String>,
+    /// `docker:` follow Docker and serve the ports it publishes; `None` (absent or null in
+    /// the file, the default) means Docker is not followed.
+    pub docker: Option<DockerConfig>,
 }
 
 impl Default for Config {
@@ -120,6 +141,7 @@ impl Default for Config {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             metrics: None,
             socket_group: None,
+            docker: None,
         }
     }
 }

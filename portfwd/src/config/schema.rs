@@ -30,8 +30,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter as _, Spanned};
 
 use super::model::{
-    AttachMode, Config, ConfigError, check_interface_name, check_pin_dir, check_socket_group,
-    conflict_message, one_of, parse_metrics,
+    AttachMode, Config, ConfigError, DockerConfig, check_interface_name, check_pin_dir,
+    check_socket_group, conflict_message, one_of, parse_metrics,
 };
 use crate::publish::{AllowPrefix, Forward, Listen, Protocol, PublishError, Target, printable};
 
@@ -305,6 +305,7 @@ impl Source<'_> {
                 "pin_dir" => config.pin_dir = self.pin_dir(value)?,
                 "metrics" => config.metrics = self.metrics(value)?,
                 "socket_group" => config.socket_group = self.socket_group(value)?,
+                "docker" => config.docker = self.docker(value)?,
                 _ => config.forwards = self.forwards(value)?,
             }
         }
@@ -362,6 +363,38 @@ impl Source<'_> {
         let name = self.string(node, "socket_group", "a group name or null")?;
         check_socket_group(&name).map_err(|message| self.invalid(node, "socket_group", message))?;
         Ok(Some(name))
+    }
+
+    /// `docker: null` is the same as no `docker` key: Docker is not followed; `docker: {}`
+    /// follows it on the default socket.
+    fn docker(&self, node: &Spanned<Node>) -> Result<Option<DockerConfig>, ConfigError> {
+        let entries = match &node.value {
+            Node::Null => return Ok(None),
+            Node::Map(entries) => entries,
+            other => {
+                return Err(self.invalid(
+                    node,
+                    "docker",
+                    format!("expected a mapping (e.g. {{}} or {{socket: /var/run/docker.sock}}) or null, found {}", other.kind()),
+                ));
+            }
+        };
+        let mut docker = DockerConfig::default();
+        for (_, _, value) in self.fields(entries, "docker", &["socket"])? {
+            let path = PathBuf::from(self.string(value, "docker.socket", "an absolute path")?);
+            if !path.is_absolute() {
+                return Err(self.invalid(
+                    value,
+                    "docker.socket",
+                    format!(
+                        "'{}' is not an absolute path",
+                        printable(&path.to_string_lossy())
+                    ),
+                ));
+            }
+            docker.socket = path;
+        }
+        Ok(Some(docker))
     }
 
     fn forwards(&self, node: &Spanned<Node>) -> Result<Vec<Forward>, ConfigError> {
@@ -500,13 +533,14 @@ fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
 }
 
 /// The keys of the top-level mapping, in the order error messages list them.
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 7] = [
     "interfaces",
     "forwards",
     "mode",
     "pin_dir",
     "metrics",
     "socket_group",
+    "docker",
 ];
 
 /// Parses and checks `text` (from the file `path`, for the messages).

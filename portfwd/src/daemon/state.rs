@@ -330,6 +330,9 @@ impl State {
                 packets_to_client: s.to_client_packets,
                 bytes_to_client: s.to_client_bytes,
                 new_flows: s.new_flows,
+                origin: api::CONFIG_ORIGIN.into(),
+                container: None,
+                inactive: None,
             });
         }
         Ok(forwards)
@@ -411,6 +414,7 @@ impl State {
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             host_local: self.host_local_status(),
             reserved_ports: self.reserved_ports.as_ref().map(|r| r.added().to_string()),
+            docker: None,
         })
     }
 
