@@ -360,6 +360,7 @@ mod tests {
             metrics: None,
             host_local: api::HostLocalStatus::default(),
             reserved_ports: None,
+            docker: None,
         }
     }
 
