@@ -185,7 +185,7 @@ fn structure_errors_are_located() {
         ),
         (
             "forward: []\n",
-            "1:1: forward: unknown key (expected interfaces, forwards, mode, pin_dir, metrics or socket_group)",
+            "1:1: forward: unknown key (expected interfaces, forwards, mode, pin_dir, metrics, socket_group or docker)",
         ),
         (
             "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    proto: tcp\n",
@@ -257,7 +257,7 @@ fn messages_stay_on_one_line() {
     assert_eq!(
         error("\"a\\nb\": 1\n"),
         format!(
-            "{FILE}:1:1: a\\nb: unknown key (expected interfaces, forwards, mode, pin_dir, metrics or socket_group)"
+            "{FILE}:1:1: a\\nb: unknown key (expected interfaces, forwards, mode, pin_dir, metrics, socket_group or docker)"
         )
     );
     assert_eq!(
@@ -467,4 +467,30 @@ fn syntax_errors_are_located() {
     let e = error("forwards:\n  - listen: \"80\"\n   to: \"1.2.3.4:80\"\n");
     assert!(e.starts_with(&format!("{FILE}:3:")), "{e}");
     assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn the_docker_section() {
+    let c = parse("docker: {}\n");
+    assert_eq!(c.docker, Some(crate::config::DockerConfig::default()));
+    let c = parse("docker:\n  socket: /run/dk/docker.sock\n");
+    assert_eq!(
+        c.docker.unwrap().socket,
+        std::path::PathBuf::from("/run/dk/docker.sock")
+    );
+    assert_eq!(parse("docker: null\n").docker, None);
+    assert_eq!(
+        error("docker:\n  socket: run/docker.sock\n"),
+        format!("{FILE}:2:11: docker.socket: 'run/docker.sock' is not an absolute path")
+    );
+    assert_eq!(
+        error("docker:\n  sock: /x\n"),
+        format!("{FILE}:2:3: docker.sock: unknown key (expected socket)")
+    );
+    assert_eq!(
+        error("docker: yes\n"),
+        format!(
+            "{FILE}:1:9: docker: expected a mapping (e.g. {{}} or {{socket: /var/run/docker.sock}}) or null, found a string"
+        )
+    );
 }
