@@ -490,7 +490,7 @@ fn the_docker_section() {
     assert_eq!(
         error("docker: yes\n"),
         format!(
-            "{FILE}:1:9: docker: expected a mapping (e.g. {{}} or {{socket: /var/run/docker.sock}}) or null, found a string"
+            "{FILE}:1:9: docker: expected a mapping (e.g. {{}} or {{socket: /var/run/docker.sock}}) or null, found a boolean"
         )
     );
 }
