@@ -49,6 +49,12 @@ pub enum Error {
         "{listen} is published by Docker for container {container} (origin docker:{container}); it goes when the container stops, or remove the -p from it"
     )]
     OwnedByDocker { listen: String, container: String },
+    #[error("no running container named {0} (docker ps lists the names)")]
+    UnknownContainer(String),
+    #[error(
+        "{0} is a container name, which needs the config's docker: section (e.g. docker: {{}})"
+    )]
+    NeedsDocker(String),
     #[error("no room for another forward (limit {0})")]
     TooManyForwards(u32),
     #[error("control socket {}", path.display())]

@@ -37,13 +37,16 @@ pub(super) enum Origin {
     Config,
     /// A port Docker publishes for a container: derived state, never written to the config.
     Docker { id: String, name: String },
+    /// A forward of the config to a container by name (`to: "web:3000"`), resolved to the
+    /// container's address while it runs.
+    Container { name: String },
 }
 
 impl Origin {
     /// `config` or `docker:NAME`, as `portfwd list` shows it.
     pub(super) fn label(&self) -> String {
         match self {
-            Origin::Config => api::CONFIG_ORIGIN.to_owned(),
+            Origin::Config | Origin::Container { .. } => api::CONFIG_ORIGIN.to_owned(),
             Origin::Docker { name, .. } => format!("docker:{name}"),
         }
     }
@@ -51,8 +54,14 @@ impl Origin {
     pub(super) fn container(&self) -> Option<&str> {
         match self {
             Origin::Config => None,
-            Origin::Docker { name, .. } => Some(name),
+            Origin::Docker { name, .. } | Origin::Container { name } => Some(name),
         }
+    }
+
+    /// Whether Docker's containers decide this forward (it is not one of the config's
+    /// address forwards).
+    pub(super) fn follows_containers(&self) -> bool {
+        !matches!(self, Origin::Config)
     }
 }
 
@@ -189,7 +198,7 @@ impl State {
     /// addresses in the map are taken as applied, so the first host sync only adds and removes
     /// the difference.
     pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
-        let wanted = self.wanted(&cfg.forwards);
+        let wanted = self.wanted(cfg);
         let forwards: Vec<Forward> = wanted.iter().map(|(f, _)| f.clone()).collect();
         let adopted = self.dp.maps.adopt(&forwards)?;
         for ((fwd, origin), slot) in wanted.into_iter().zip(adopted.slots) {
@@ -250,13 +259,17 @@ impl State {
             .collect()
     }
 
-    /// Every forward to run with `config` as the config's forwards: those, then Docker's
-    /// that do not collide with them (see [`DockerFollow::wanted`]).
-    pub(super) fn wanted(&mut self, config: &[Forward]) -> Vec<(Forward, Origin)> {
-        let mut all: Vec<(Forward, Origin)> =
-            config.iter().map(|f| (f.clone(), Origin::Config)).collect();
+    /// Every forward to run with `cfg`: the config's forwards to addresses, those to
+    /// containers by name that run, then Docker's that do not collide with them (see
+    /// [`DockerFollow::wanted`]).
+    pub(super) fn wanted(&mut self, cfg: &Config) -> Vec<(Forward, Origin)> {
+        let mut all: Vec<(Forward, Origin)> = cfg
+            .forwards
+            .iter()
+            .map(|f| (f.clone(), Origin::Config))
+            .collect();
         if let Some(d) = &mut self.docker {
-            all.extend(d.wanted(config));
+            all.extend(d.wanted(&cfg.forwards, &cfg.named));
         }
         all
     }
@@ -273,7 +286,7 @@ impl State {
     /// held in one step (see [`super::staging`]), then interfaces are evaluated. Returns the
     /// interfaces that failed to attach as the mode requires.
     pub(super) fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
-        let wanted = self.wanted(&cfg.forwards);
+        let wanted = self.wanted(cfg);
         self.replace_forwards(&wanted)?;
         self.cfg = Config {
             forwards: Vec::new(),
@@ -390,6 +403,30 @@ impl State {
                 origin: a.origin.label(),
                 container: a.origin.container().map(str::to_owned),
                 inactive: None,
+            });
+        }
+        // The config's forwards to containers that do not run.
+        for n in &self.cfg.named {
+            if self.forwards.iter().any(|a| a.fwd.listen == n.listen) {
+                continue;
+            }
+            let why = match &self.docker {
+                Some(d) => d.inactive(n),
+                None => "Docker is not followed (no docker: section)".to_owned(),
+            };
+            forwards.push(ForwardEntry {
+                listen: n.listen.to_string(),
+                protocol: n.listen.protocol.to_string(),
+                to: n.to.to_string(),
+                allow: n.allow.iter().map(|p| p.to_string()).collect(),
+                packets_to_target: 0,
+                bytes_to_target: 0,
+                packets_to_client: 0,
+                bytes_to_client: 0,
+                new_flows: 0,
+                origin: api::CONFIG_ORIGIN.into(),
+                container: Some(n.to.container.clone()),
+                inactive: Some(why),
             });
         }
         Ok(forwards)

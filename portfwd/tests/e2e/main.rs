@@ -14,6 +14,7 @@ mod support;
 mod check;
 mod docker;
 mod docker_follow;
+mod docker_named;
 mod forwarding;
 mod fragments;
 mod hostlocal;

@@ -16,6 +16,7 @@ mod saved;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -29,7 +30,7 @@ use crate::{
     config::DockerConfig,
     docker::{Container, forwards_of},
     error::{Error, chain},
-    publish::{Forward, Listen},
+    publish::{Family, Forward, Listen, NamedForward},
 };
 
 /// What the daemon knows of Docker.
@@ -88,11 +89,24 @@ impl DockerFollow {
         }
     }
 
-    /// Docker's forwards that do not collide with `config` (the config's forwards) nor with
-    /// each other (the container first by name keeps the port). The bindings left are noted
-    /// for `portfwd status`.
-    pub(super) fn wanted(&mut self, config: &[Forward]) -> Vec<(Forward, Origin)> {
-        let mut out: Vec<(Forward, Origin)> = Vec::new();
+    /// The config's forwards to containers by name (`named`) whose container runs, resolved
+    /// to its address; then Docker's forwards that do not collide with the config's (`config`
+    /// and `named`, running or not) nor with each other (the container first by name keeps
+    /// the port). The bindings left are noted for `portfwd status`.
+    pub(super) fn wanted(
+        &mut self,
+        config: &[Forward],
+        named: &[NamedForward],
+    ) -> Vec<(Forward, Origin)> {
+        let mut out: Vec<(Forward, Origin)> = named
+            .iter()
+            .filter_map(|n| {
+                let fwd = self.resolve(n).ok()?;
+                let name = n.to.container.clone();
+                Some((fwd, Origin::Container { name }))
+            })
+            .collect();
+        let resolved = out.len();
         let mut not_served = Vec::new();
         let mut containers: Vec<&Container> = self.containers.values().collect();
         containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -111,12 +125,17 @@ impl DockerFollow {
                 });
             }
             for f in derived.forwards {
-                if let Some(cf) = config.iter().find(|cf| cf.listen.conflicts_with(&f.listen)) {
+                let by_config = config
+                    .iter()
+                    .map(|cf| (cf.to_string(), cf.listen))
+                    .chain(named.iter().map(|n| (n.to_string(), n.listen)))
+                    .find(|(_, l)| l.conflicts_with(&f.listen));
+                if let Some((cf, _)) = by_config {
                     not_served.push(note(
                         &f.listen,
                         format!("collides with the config's forward {cf} (the config wins)"),
                     ));
-                } else if let Some((of, o)) = out
+                } else if let Some((of, o)) = out[resolved..]
                     .iter()
                     .find(|(of, _)| of.listen.conflicts_with(&f.listen))
                 {
@@ -140,6 +159,45 @@ impl DockerFollow {
             self.not_served = not_served;
         }
         out
+    }
+
+    /// The forward `n` makes with its container's address now, or why there is none.
+    fn resolve(&self, n: &NamedForward) -> Result<Forward, String> {
+        let name = &n.to.container;
+        let c = self
+            .containers
+            .values()
+            .find(|c| &c.name == name && c.is_running())
+            .ok_or_else(|| {
+                format!("container {name} is not running (stopped, restarting or removed)")
+            })?;
+        let addr = match n.listen.family() {
+            Family::V4 => c.ipv4.map(IpAddr::V4),
+            Family::V6 => c.ipv6.map(IpAddr::V6),
+        };
+        let addr = addr.ok_or_else(|| {
+            let network = c.network.as_deref().unwrap_or("any network");
+            format!(
+                "container {name} has no {} address on {network}",
+                n.listen.family()
+            )
+        })?;
+        n.at(addr).map_err(|e| e.to_string())
+    }
+
+    /// Why `n` is not served now.
+    pub(super) fn inactive(&self, n: &NamedForward) -> String {
+        match self.resolve(n) {
+            Err(why) => why,
+            Ok(_) => "its port is taken (see the daemon's log)".to_owned(),
+        }
+    }
+
+    /// Whether a container by that name runs now.
+    pub(super) fn is_running(&self, name: &str) -> bool {
+        self.containers
+            .values()
+            .any(|c| c.name == name && c.is_running())
     }
 
     pub(super) fn status(&self, forwards: &[Active]) -> DockerStatus {
@@ -208,15 +266,15 @@ impl State {
     /// appears or goes as a whole, like `portfwd add`/`del`), lets existing UDP flows follow,
     /// and saves the containers.
     pub(super) fn sync_docker(&mut self) {
-        let config = self.config_forwards();
+        let config = self.config();
         let wanted = match &mut self.docker {
-            Some(d) => d.wanted(&config),
+            Some(d) => d.wanted(&config.forwards, &config.named),
             None => Vec::new(),
         };
         let stale: Vec<Listen> = self
             .forwards
             .iter()
-            .filter(|a| matches!(a.origin, Origin::Docker { .. }))
+            .filter(|a| a.origin.follows_containers())
             .filter(|a| !wanted.iter().any(|(f, o)| *f == a.fwd && *o == a.origin))
             .map(|a| a.fwd.listen)
             .collect();
