@@ -127,6 +127,7 @@ impl State {
             Request::Del { listen } => self.del(&listen),
             Request::List => return self.list(),
             Request::Status => return self.status(),
+            Request::Cni { version, request } => return self.cni(version, request),
             Request::Reload => self
                 .reload(Trigger::Request)
                 .map(|summary| format!("reloaded {}: {summary}", self.config_path.display())),
@@ -160,13 +161,13 @@ impl State {
         // shown as not served while the forward is there).
         let displaced = self.displace_docker(&fwd.listen)?;
         if let Err(e) = self.publish(fwd.clone(), Origin::Config) {
-            self.sync_docker();
+            self.sync_derived();
             return Err(e);
         }
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             // Keep the running state and the file in step: undo.
             let _ = self.unpublish(&fwd.listen);
-            self.sync_docker();
+            self.sync_derived();
             return Err(e.into());
         }
         tracing::info!(forward = %fwd, "published");
@@ -174,7 +175,7 @@ impl State {
             tracing::warn!(forward = %d.fwd, origin = %d.origin.label(), "Docker's binding gives way to the config's forward {fwd}");
         }
         self.follow(&[Change::Added(&fwd)]);
-        self.sync_docker();
+        self.sync_derived();
         Ok(format!("published {fwd}"))
     }
 
@@ -215,10 +216,10 @@ impl State {
         self.cfg.named.push(n.clone());
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             self.cfg.named.pop();
-            self.sync_docker();
+            self.sync_derived();
             return Err(e.into());
         }
-        self.sync_docker();
+        self.sync_derived();
         for d in &displaced {
             tracing::warn!(forward = %d.fwd, origin = %d.origin.label(), "Docker's binding gives way to the config's forward {n}");
         }
@@ -266,9 +267,15 @@ impl State {
                 self.cfg.named.insert(i, n);
                 return Err(e.into());
             }
-            self.sync_docker();
+            self.sync_derived();
             tracing::info!(forward = %n, "unpublished");
             return Ok(format!("unpublished {} (was -> {})", n.listen, n.to));
+        }
+        if let Some(owner) = self.cni_owner_of(&listen) {
+            return Err(Error::OwnedByCni {
+                listen: listen.to_string(),
+                owner: owner.label(),
+            });
         }
         if let Some(a) = self.forwards.iter().find(|a| a.fwd.listen == listen)
             && let Origin::Docker { name, .. } = &a.origin
@@ -286,7 +293,7 @@ impl State {
         tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
         self.follow(&[Change::Removed(&active.fwd)]);
         // A binding of Docker's that the forward held back can be served now.
-        self.sync_docker();
+        self.sync_derived();
         Ok(format!(
             "unpublished {} (was -> {})",
             active.fwd.listen, active.fwd.to

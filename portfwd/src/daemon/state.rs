@@ -1,7 +1,12 @@
 //! The daemon's state: what it has applied (forwards and their counter slots, the config, the
 //! host's interfaces and addresses, the socket hooks) and how config and host changes change
 //! it. Control requests ([`super::control`]) and reloads ([`super::reload`]) go through here.
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Weak};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Weak,
+};
 
 use portfwd_common::maps::Hook;
 
@@ -9,13 +14,14 @@ use tokio::sync::Mutex;
 
 use super::{
     access::Access,
+    cni::CniForwards,
     docker::DockerFollow,
     host,
     reserved_ports::{self, PortSet, Reservation},
     slots::Slots,
 };
 use crate::{
-    api::{self, FlowTableStatus, ForwardEntry, InterfaceStatus, MapFill, VerdictCount},
+    api::{self, CniOwner, FlowTableStatus, ForwardEntry, InterfaceStatus, MapFill, VerdictCount},
     config::{AttachMode, Config},
     datapath::{Datapath, XdpPolicy, cgroup::SocketHooks},
     error::{Error, chain},
@@ -40,6 +46,9 @@ pub(super) enum Origin {
     /// A forward of the config to a container by name (`to: "web:3000"`), resolved to the
     /// container's address while it runs.
     Container { name: String },
+    /// A port mapping of a CNI attachment (`portfwd-cni`): the daemon's own state, kept across
+    /// its restarts, never written to the config.
+    Cni(CniOwner),
 }
 
 impl Origin {
@@ -48,19 +57,20 @@ impl Origin {
         match self {
             Origin::Config | Origin::Container { .. } => api::CONFIG_ORIGIN.to_owned(),
             Origin::Docker { name, .. } => format!("docker:{name}"),
+            Origin::Cni(owner) => owner.label(),
         }
     }
 
     pub(super) fn container(&self) -> Option<&str> {
         match self {
-            Origin::Config => None,
+            Origin::Config | Origin::Cni(_) => None,
             Origin::Docker { name, .. } | Origin::Container { name } => Some(name),
         }
     }
 
-    /// Whether Docker's containers decide this forward (it is not one of the config's
-    /// address forwards).
-    pub(super) fn follows_containers(&self) -> bool {
+    /// Whether the forward is derived from containers (Docker's, by name, CNI's) rather
+    /// than one of the config's forwards to an address.
+    pub(super) fn is_derived(&self) -> bool {
         !matches!(self, Origin::Config)
     }
 }
@@ -94,6 +104,8 @@ pub(super) struct State {
     pub(super) orphan_slots: Vec<u32>,
     /// Following Docker, while the config has a `docker:` section.
     pub(super) docker: Option<DockerFollow>,
+    /// The forwards of CNI attachments (`portfwd-cni`).
+    pub(super) cni: CniForwards,
     /// The state itself, for the tasks it starts (the Docker follower).
     pub(super) weak_self: Weak<Mutex<State>>,
 }
@@ -105,6 +117,7 @@ impl State {
         socket: PathBuf,
         mode_override: Option<AttachMode>,
     ) -> Self {
+        let cni = CniForwards::load(&state_dir(&socket));
         Self {
             dp,
             config_path,
@@ -122,6 +135,7 @@ impl State {
             socket_hooks: HostLocal::Off("not attached yet".into()),
             orphan_slots: Vec::new(),
             docker: None,
+            cni,
             weak_self: Weak::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
@@ -259,17 +273,28 @@ impl State {
             .collect()
     }
 
-    /// Every forward to run with `cfg`: the config's forwards to addresses, those to
-    /// containers by name that run, then Docker's that do not collide with them (see
-    /// [`DockerFollow::wanted`]).
+    /// Every forward to run with `cfg`, in order of precedence: the config's forwards to
+    /// addresses, those to containers by name that run, those of CNI attachments, then
+    /// Docker's bindings. A forward that collides with one ahead of it is not run (and said
+    /// so: CNI's are logged, Docker's shown by `portfwd status`).
     pub(super) fn wanted(&mut self, cfg: &Config) -> Vec<(Forward, Origin)> {
         let mut all: Vec<(Forward, Origin)> = cfg
             .forwards
             .iter()
             .map(|f| (f.clone(), Origin::Config))
             .collect();
+        if let Some(d) = &self.docker {
+            all.extend(d.named(&cfg.named));
+        }
+        let cni = self.cni.wanted(&all, &cfg.named);
+        all.extend(cni);
         if let Some(d) = &mut self.docker {
-            all.extend(d.wanted(&cfg.forwards, &cfg.named));
+            let ahead: Vec<(String, Listen)> = all
+                .iter()
+                .map(|(f, o)| (format!("{f} ({})", o.label()), f.listen))
+                .chain(cfg.named.iter().map(|n| (n.to_string(), n.listen)))
+                .collect();
+            all.extend(d.bindings(&ahead));
         }
         all
     }
@@ -569,4 +594,13 @@ impl State {
 pub(super) enum HostLocal {
     On(SocketHooks),
     Off(String),
+}
+
+/// Where the daemon keeps state of its own: beside its control socket (`/run/portfwd`, kept
+/// across restarts by the systemd unit, gone at reboot like the pinned maps).
+pub(super) fn state_dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
