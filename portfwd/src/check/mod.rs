@@ -8,7 +8,12 @@
 //!   sockets bound in it (`sockets`): nothing on the port (and which ports are listened on
 //!   instead), or only on 127.0.0.1 / ::1, or on another address;
 //! - the host port: a local process bound to it (`sockets`, named from `/proc/*/fd`), or an
-//!   iptables/nftables DNAT rule that publishes it too (`netfilter`).
+//!   iptables/nftables DNAT rule that publishes it too (`netfilter`). A container engine's own
+//!   holder of the port (docker-proxy, dockerd, conmon: `engine`) is its reservation, reported
+//!   as information, not as a conflict;
+//! - what the daemon says about Docker (`docker`): forwards it does not serve now (their
+//!   container is stopped), the container each forward belongs to, and whether Docker is
+//!   followed.
 //!
 //! UDP targets cannot be connect-probed without sending the app a datagram: their reachability is
 //! probed with a TCP connect to the same port (an RST proves the container is there; it opens
@@ -23,6 +28,8 @@
 //!
 //! Everything here runs in the caller's network namespace, which must be the daemon's.
 
+pub mod docker;
+mod engine;
 mod findings;
 pub mod netfilter;
 pub mod netns;
@@ -62,6 +69,11 @@ pub struct ForwardReport {
     pub verdict: Verdict,
     /// The network namespace holding the target address, when found.
     pub container: Option<Namespace>,
+    /// Who made the forward: `config`, or `docker:NAME` (see `api::ForwardEntry::origin`).
+    pub origin: String,
+    /// The container the forward goes to, by name, when the daemon knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -227,16 +239,13 @@ impl Context<'_> {
         };
         findings.extend(self.host_port(fwd));
         findings.extend(self.nat_rules(fwd));
-        let verdict = findings
-            .iter()
-            .map(|f| f.verdict)
-            .max()
-            .unwrap_or(Verdict::Ok);
         ForwardReport {
             listen: fwd.listen.to_string(),
             to: fwd.to.to_string(),
-            verdict,
+            verdict: worst(&findings),
             container,
+            origin: crate::api::CONFIG_ORIGIN.to_owned(),
+            container_name: None,
             findings,
         }
     }
@@ -378,9 +387,15 @@ impl Context<'_> {
                 Some(a) => a.is_unspecified() || s.addr.is_unspecified() || s.addr == a,
             })
             .collect();
+        // A container engine's reservation is no clash: portfwd's kernel path goes first.
+        let (held, clash): (Vec<&Bound>, Vec<&Bound>) =
+            clash.into_iter().partition(|s| s.engine().is_some());
         let (local, shared): (Vec<&Bound>, Vec<&Bound>) =
             clash.into_iter().partition(|s| s.addr.is_loopback());
         let mut out = Vec::new();
+        if let Some(engine) = held.first().and_then(|s| s.engine()) {
+            out.push(findings::engine_reservation(fwd, &held, engine));
+        }
         if !shared.is_empty() {
             out.push(findings::host_port_taken(fwd, &shared));
         }
@@ -403,6 +418,16 @@ impl Context<'_> {
             })
             .collect()
     }
+}
+
+/// A forward's verdict: its worst finding's, and OK when all are informational.
+pub fn worst(findings: &[Finding]) -> Verdict {
+    findings
+        .iter()
+        .map(|f| f.verdict)
+        .max()
+        .unwrap_or(Verdict::Ok)
+        .max(Verdict::Ok)
 }
 
 /// Whether the effective user is root.

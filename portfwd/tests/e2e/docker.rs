@@ -30,7 +30,7 @@ const RUNS: usize = 3;
 
 /// True when dockerd and the test image's busybox are installed; under `CI=true` their absence
 /// fails the test.
-fn have_docker() -> bool {
+pub fn have_docker() -> bool {
     let missing: Vec<&str> = ["/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/busybox"]
         .into_iter()
         .filter(|path| !Path::new(path).exists())
@@ -81,7 +81,7 @@ fn wait_reachable(lab: &Lab, to: SocketAddr) -> Duration {
 
 /// The packets counted by the rule of `table`/`chain` in the host namespace whose text (as
 /// `iptables -L -v -n -x` prints it) contains every one of `needles`.
-fn rule_packets(lab: &Lab, table: &str, chain: &str, needles: &[&str]) -> u64 {
+pub fn rule_packets(lab: &Lab, table: &str, chain: &str, needles: &[&str]) -> u64 {
     let listing = lab
         .sh(
             lab.host(),
