@@ -11,6 +11,8 @@
 //! `/proc/PID/comm`, both of which must name the same known program: a renamed copy or a
 //! process that only calls itself `docker-proxy` is a conflict like any other.
 
+use std::net::{IpAddr, SocketAddr};
+
 /// The programs that hold a published port for an engine, by executable file name, with the
 /// engine they belong to.
 const HOLDERS: &[(&str, &str)] = &[
@@ -38,9 +40,56 @@ pub fn engine_of(comm: &str, exe: &str) -> Option<&'static str> {
     (comm == short).then_some(*engine)
 }
 
+/// The program Docker runs per published port and address family (userland-proxy on).
+pub const DOCKER_PROXY: &str = "docker-proxy";
+
+/// Where a docker-proxy sends the connections it takes, from its command line
+/// (`-container-ip 172.18.0.2 -container-port 3000`; Go's flags also take `--flag` and
+/// `-flag=value`).
+pub fn proxy_target<'a>(args: impl IntoIterator<Item = &'a str>) -> Option<SocketAddr> {
+    let mut ip: Option<IpAddr> = None;
+    let mut port: Option<u16> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let flag = arg.trim_start_matches('-');
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        if name != "container-ip" && name != "container-port" {
+            continue;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            break;
+        };
+        if name == "container-ip" {
+            ip = value.parse().ok();
+        } else {
+            port = value.parse().ok();
+        }
+    }
+    Some(SocketAddr::new(ip?, port?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_proxys_target_is_read_from_its_arguments() {
+        let args = "/usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 8080 \
+                    -container-ip 172.18.0.2 -container-port 3000";
+        assert_eq!(
+            proxy_target(args.split(' ').filter(|a| !a.is_empty())),
+            Some("172.18.0.2:3000".parse().unwrap())
+        );
+        assert_eq!(
+            proxy_target(["--container-ip=fd00::2", "--container-port=80"]),
+            Some("[fd00::2]:80".parse().unwrap())
+        );
+        assert_eq!(proxy_target(["-container-ip", "172.18.0.2"]), None);
+        assert_eq!(proxy_target(["-container-port"]), None);
+    }
 
     #[test]
     fn engines_are_known_by_exe_and_comm_together() {

@@ -579,7 +579,8 @@ pub fn host_port_taken(fwd: &Forward, shared: &[&Bound]) -> Finding {
 }
 
 /// A container engine's processes (`held`, all of `engine`) hold the published host port: its
-/// reservation, not a conflict.
+/// reservation, not a conflict; a warning when a docker-proxy among them sends what it takes to
+/// another target than the forward's.
 pub fn engine_reservation(fwd: &Forward, held: &[&Bound], engine: &str) -> Finding {
     let l = &fwd.listen;
     let who = held[0].owner_names();
@@ -588,18 +589,39 @@ pub fn engine_reservation(fwd: &Forward, held: &[&Bound], engine: &str) -> Findi
         .first()
         .map_or("it", |p| p.comm.as_str())
         .to_owned();
-    let mut f = Finding::new(
-        Verdict::Info,
-        Kind::EngineReservation {
-            engine: engine.to_owned(),
-            sockets: held.iter().map(|s| (*s).clone()).collect(),
-        },
-        format!(
-            "host port {l} is held by {who} on {}: {engine}'s reservation of the port, not a \
-             conflict",
-            held[0].addr_port()
+    let target = std::net::SocketAddr::new(fwd.to.addr, fwd.to.port);
+    let elsewhere = held
+        .iter()
+        .flat_map(|s| &s.owners)
+        .find_map(|p| p.proxies_to.filter(|t| *t != target).map(|t| (p, t)));
+    let kind = Kind::EngineReservation {
+        engine: engine.to_owned(),
+        sockets: held.iter().map(|s| (*s).clone()).collect(),
+    };
+    let at = held[0].addr_port();
+    let mut f = match elsewhere {
+        None => Finding::new(
+            Verdict::Info,
+            kind,
+            format!(
+                "host port {l} is held by {who} on {at}: {engine}'s reservation of the port, not a conflict"
+            ),
         ),
-    );
+        Some((p, t)) => Finding::new(
+            Verdict::Warn,
+            kind,
+            format!(
+                "host port {l} is held by {who} on {at}, {engine}'s reservation, but {p} \
+                 proxies to {t}, not to {target}"
+            ),
+        )
+        .fix(format!(
+            "publish the port once: remove `-p {}:...` from the `docker run` of the container \
+             at {}, or `portfwd del {l}`",
+            l.port,
+            t.ip()
+        )),
+    };
     for s in &held[1..] {
         f = f.detail(format!("also {} on {}", s.owner_names(), s.addr_port()));
     }

@@ -438,6 +438,61 @@ pub fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockets::Process;
+
+    #[test]
+    fn an_engines_reservation_is_information_unless_its_proxy_goes_elsewhere() {
+        let fwd: Forward = "8080 -> 172.18.0.2:3000".parse().unwrap();
+        let proxy = |pid, addr: &str, to: &str| Bound {
+            protocol: Protocol::Tcp,
+            addr: addr.parse().unwrap(),
+            port: 8080,
+            inode: 1,
+            owners: vec![Process {
+                pid,
+                comm: "docker-proxy".into(),
+                engine: Some("Docker"),
+                proxies_to: Some(to.parse().unwrap()),
+            }],
+        };
+        let (v4, v6) = (
+            proxy(7, "0.0.0.0", "172.18.0.2:3000"),
+            proxy(8, "::", "172.18.0.2:3000"),
+        );
+        assert_eq!(v4.engine(), Some("Docker"));
+        let f = findings::engine_reservation(&fwd, &[&v4, &v6], "Docker");
+        assert_eq!(f.verdict, Verdict::Info);
+        assert_eq!(
+            f.reason,
+            "host port 8080/tcp is held by docker-proxy (pid 7) on 0.0.0.0:8080: Docker's \
+             reservation of the port, not a conflict"
+        );
+        assert_eq!(f.details[0], "also docker-proxy (pid 8) on [::]:8080");
+        assert!(f.details[1].ends_with("so docker-proxy only sees what portfwd does not take"));
+        assert!(f.fix.is_none());
+
+        let other = proxy(9, "0.0.0.0", "172.18.0.3:3000");
+        let f = findings::engine_reservation(&fwd, &[&other], "Docker");
+        assert_eq!(f.verdict, Verdict::Warn);
+        assert!(
+            f.reason.ends_with(
+                "but docker-proxy (pid 9) proxies to 172.18.0.3:3000, not to 172.18.0.2:3000"
+            ),
+            "{}",
+            f.reason
+        );
+        assert!(f.fix.unwrap().contains("container at 172.18.0.3"));
+
+        // One owner that is no engine's: the socket is no reservation.
+        let mut shared = v4.clone();
+        shared.owners.push(Process {
+            pid: 10,
+            comm: "nc".into(),
+            engine: None,
+            proxies_to: None,
+        });
+        assert_eq!(shared.engine(), None);
+    }
 
     #[test]
     fn open_forwards_on_every_address_are_warned_about() {

@@ -205,6 +205,7 @@ fn candidates(host: u64) -> BTreeMap<u64, Candidate> {
                 pid,
                 comm: comm(),
                 engine: None,
+                proxies_to: None,
             });
         }
     }
@@ -288,6 +289,7 @@ mod tests {
                 pid: 42,
                 comm: "node".into(),
                 engine: None,
+                proxies_to: None,
             }),
             is_host: false,
             interfaces: vec![],

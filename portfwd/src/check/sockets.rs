@@ -107,6 +107,9 @@ pub struct Process {
     /// [`engine_of`](super::engine::engine_of)); `None` for any other process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<&'static str>,
+    /// For Docker's docker-proxy: where it sends the connections it takes (its command line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxies_to: Option<std::net::SocketAddr>,
 }
 
 impl Process {
@@ -118,7 +121,19 @@ impl Process {
             .unwrap_or_else(|_| "?".into());
         let exe = fs::read_link(dir.join("exe")).unwrap_or_default();
         let engine = super::engine::engine_of(&comm, &exe.to_string_lossy());
-        Process { pid, comm, engine }
+        let proxies_to = if engine.is_some() && comm == super::engine::DOCKER_PROXY {
+            let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            super::engine::proxy_target(cmdline.split('\0'))
+        } else {
+            None
+        };
+        Process {
+            pid,
+            comm,
+            engine,
+            proxies_to,
+        }
     }
 }
 

@@ -109,18 +109,12 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
     // Docker's port: docker-proxy is named as Docker's reservation, and the forward is OK.
     let (code, out, err) = check(&s, &["8080"]);
     assert_eq!(code, 0, "docker-proxy is no conflict:\n{out}{err}");
-    let proxies = processes_named("docker-proxy");
-    assert!(!proxies.is_empty(), "no docker-proxy process");
-    let named = proxies
-        .iter()
-        .find(|pid| {
-            out.contains(&format!(
-                "  INFO  host port 8080/tcp is held by docker-proxy (pid {pid}) on "
-            ))
-        })
-        .unwrap_or_else(|| panic!("no INFO line naming a docker-proxy {proxies:?}:\n{out}"));
+    let proxy = proxy_of(8080);
     assert!(
-        out.contains(": Docker's reservation of the port, not a conflict\n"),
+        out.contains(&format!(
+            "  INFO  host port 8080/tcp is held by docker-proxy (pid {proxy}) on 0.0.0.0:8080: \
+             Docker's reservation of the port, not a conflict\n"
+        )),
         "{out}"
     );
     assert!(
@@ -143,7 +137,7 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
     assert_eq!(held["verdict"], "info");
     assert_eq!(held["engine"], "Docker");
     assert!(
-        owners(held).contains(&("docker-proxy".to_owned(), *named)),
+        owners(held).contains(&("docker-proxy".to_owned(), proxy)),
         "{held:#}"
     );
 
@@ -170,15 +164,51 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
     );
     assert!(!kinds(f).contains(&"engine_reservation".to_owned()));
 
+    // A second container publishes 8083, while portfwd serves 8083 to the first: the proxy's
+    // own target (from its command line) is not the forward's, which is a warning.
+    docker.run("web2", &["-p", "8083:3000"]).unwrap();
+    let web2 = docker.container_addr("web2").unwrap();
+    let add = s.cli(&["add", "8083", &format!("{web}:3000")]);
+    assert!(add.status.success(), "{add:?}");
+    let (code, out, _) = check(&s, &["8083"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            ", Docker's reservation, but docker-proxy (pid {}) proxies to {web2}:3000, not to \
+             {web}:3000\n",
+            proxy_of(8083)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "  FAIL  host port 8083/tcp is published twice: also by a Docker iptables rule, to \
+             {web2}:3000"
+        )),
+        "{out}"
+    );
+
     let with = time_check(&s, &["8090"]);
     let all = time_check(&s, &["all"]);
     eprintln!(
         "docker check: `portfwd check 8090` median of {TIMED_RUNS}: {without:?} without dockerd, \
-         {with:?} with dockerd and a container; `check all` (4 forwards, 2 held by plain \
-         processes) {all:?}"
+         {with:?} with dockerd and two containers; `check all` (5 forwards) {all:?}"
     );
     s.lab.kill(fake).unwrap();
     docker.shutdown().unwrap();
+}
+
+/// The pid of the IPv4 docker-proxy of host port `port` (its command line says `-host-ip
+/// 0.0.0.0 -host-port PORT`).
+fn proxy_of(port: u16) -> u32 {
+    let want = format!("-host-ip\00.0.0.0\0-host-port\0{port}\0");
+    processes_named("docker-proxy")
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+        })
+        .unwrap_or_else(|| panic!("no docker-proxy for 0.0.0.0:{port}"))
 }
 
 /// The pids of the processes whose comm is `name`.
