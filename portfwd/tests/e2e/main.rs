@@ -14,6 +14,7 @@ mod support;
 mod check;
 mod docker;
 mod docker_check;
+mod docker_follow;
 mod forwarding;
 mod fragments;
 mod hostlocal;
