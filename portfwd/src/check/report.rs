@@ -41,6 +41,13 @@ pub fn text(report: &Report) -> String {
     }
     out.push_str(&summary(report));
     out.push('\n');
+    out.push_str(&notes(report));
+    out
+}
+
+/// The report's notes, one a line: `note: ...`, or the warning as it is.
+pub fn notes(report: &Report) -> String {
+    let mut out = String::new();
     for n in &report.notes {
         // A warning says so itself.
         let lead = if n.starts_with(findings::WARNING) {

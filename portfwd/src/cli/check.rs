@@ -178,6 +178,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
         output::println(
             "no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)",
         )?;
+        // Whether Docker is followed still matters with nothing published.
+        output::print(&report::notes(&report))?;
     } else {
         output::print(&report::text(&report))?;
     }

@@ -3,7 +3,9 @@
 //! 8080:3000` publishes, and the real daemon serving that port with a forward added by hand to
 //! the container's address. `check` must call docker-proxy Docker's reservation (INFO), not a
 //! conflict; a plain process on a forward's host port, even one that calls itself docker-proxy,
-//! is still a conflict (FAIL).
+//! is still a conflict (FAIL). With the follower (`docker:` in the config), Docker's own
+//! forwards are named after their container, the bindings left to Docker are noted, and a
+//! daemon that lost dockerd warns that Docker is not followed.
 //!
 //! Needs root and docker.io + busybox-static; under `CI=true` a test that cannot run fails.
 
@@ -15,23 +17,23 @@ use portfwd_lab::Docker;
 use serde_json::Value;
 
 use super::check::{check_json, check_text as check, finding, forward_report, kinds};
-use super::docker::{have_docker, rule_packets};
-use crate::support::{Scenario, T, eventually, host_port};
+use super::docker::{have_docker, lab_with_docker, median, rule_packets};
+use crate::support::{Daemon, Scenario, T, eventually, host_port};
 
 /// How many times `portfwd check` is timed, with and without Docker.
 const TIMED_RUNS: usize = 5;
 
 /// The median wall time of [`TIMED_RUNS`] runs of `portfwd check ARGS`.
 fn time_check(s: &Scenario, args: &[&str]) -> Duration {
-    let mut runs: Vec<Duration> = (0..TIMED_RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            check(s, args);
-            started.elapsed()
-        })
-        .collect();
-    runs.sort();
-    runs[TIMED_RUNS / 2]
+    median(
+        (0..TIMED_RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                check(s, args);
+                started.elapsed()
+            })
+            .collect(),
+    )
 }
 
 /// The `(comm, pid)` of every owner of every socket of a finding.
@@ -196,6 +198,75 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
     );
     s.lab.kill(fake).unwrap();
     docker.shutdown().unwrap();
+}
+
+#[test]
+fn dockers_forwards_are_named_after_their_container_and_an_outage_is_warned_about() {
+    require_root!();
+    if !have_docker() {
+        return;
+    }
+    let (mut lab, mut docker) = lab_with_docker("dkchkf");
+    docker.import_test_image().unwrap();
+    let config = format!("docker:\n  socket: {}\n", docker.socket().display());
+    let daemon = Daemon::start(&mut lab, &config);
+    docker.run("web", &["-p", "8080:3000"]).unwrap();
+    let web = docker.container_addr("web").unwrap();
+    eventually(|| {
+        daemon
+            .list_json(&lab)
+            .iter()
+            .any(|f| f["origin"] == "docker:web")
+    })
+    .unwrap_or_else(|e| panic!("docker:web never listed: {e}\n{}", daemon.log_text()));
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "--timeout", "500ms"];
+        all.extend_from_slice(args);
+        let out = daemon.cli(&lab, &all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "8080/tcp -> {web}:3000 (docker:web)\n  OK    {web}:3000 accepted a connection in "
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "  INFO  host port 8080/tcp is held by docker-proxy (pid {}) on 0.0.0.0:8080: \
+             Docker's reservation of the port, not a conflict\n",
+            proxy_of(8080)
+        )),
+        "{out}"
+    );
+    // The follower leaves `[::]:8080` of an IPv4-only container to docker-proxy: a note.
+    assert!(
+        out.contains(
+            "\nnote: Docker's binding [::]:8080/tcp of container web (docker:web) is not served \
+             by portfwd: "
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Docker is not followed"), "{out}");
+
+    // dockerd stops (its containers removed first): the daemon is not connected any more.
+    let socket = docker.socket();
+    docker.shutdown().unwrap();
+    eventually(|| daemon.status_json(&lab)["docker"]["connected"] == false)
+        .unwrap_or_else(|e| panic!("still connected: {e}\n{}", daemon.log_text()));
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "nothing is published: {out}");
+    assert!(
+        out.contains(&format!(
+            "\nwarning: Docker is not followed right now: not connected to {} for ",
+            socket.display()
+        )),
+        "{out}"
+    );
 }
 
 /// The pid of the IPv4 docker-proxy of host port `port` (its command line says `-host-ip
