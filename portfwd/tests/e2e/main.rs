@@ -13,6 +13,7 @@ mod support;
 
 mod check;
 mod docker;
+mod docker_check;
 mod docker_coexist;
 mod docker_follow;
 mod docker_named;
