@@ -37,7 +37,7 @@ pub struct NetConf {
     pub plugin_type: String,
     #[serde(default)]
     pub capabilities: BTreeMap<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub runtime_config: RuntimeConfig,
     /// The result of the plugins before this one (ADD, CHECK, and DEL when the runtime
     /// cached it).
@@ -65,8 +65,17 @@ impl NetConf {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub port_mappings: Vec<PortMapping>,
+}
+
+/// `null` read as the default (Go's runtimes and plugins write `null` for an empty list).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// One of `runtimeConfig.portMappings`, as podman, containerd and CRI-O write it. Ports are
@@ -337,6 +346,14 @@ mod tests {
         assert!(conf.runtime_config.port_mappings.is_empty());
         assert!(conf.prev_result.is_none());
         assert_eq!(conf.socket(), PathBuf::from("/tmp/s.sock"));
+        // Go writes null for an empty list.
+        for runtime_config in [r#"null"#, r#"{"portMappings":null}"#] {
+            let conf: NetConf = serde_json::from_str(&format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"t","runtimeConfig":{runtime_config}}}"#
+            ))
+            .unwrap();
+            assert!(conf.runtime_config.port_mappings.is_empty());
+        }
     }
 
     #[test]

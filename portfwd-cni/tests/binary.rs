@@ -53,7 +53,9 @@ impl FakeDaemon {
                 };
                 let mut line = String::new();
                 BufReader::new(&stream).read_line(&mut line).unwrap();
-                seen.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
                 let mut reply = answer.to_string();
                 reply.push('\n');
                 (&stream).write_all(reply.as_bytes()).unwrap();
@@ -155,7 +157,10 @@ fn add_asks_the_daemon_for_every_family_and_prints_prev_result_in_the_configs_ve
     assert_eq!(run.out["cniVersion"], "0.4.0");
     assert_eq!(run.out["ips"][0]["version"], "4");
     assert_eq!(run.out["ips"][1]["version"], "6");
-    assert_eq!(run.out["interfaces"][2]["sandbox"], "/run/netns/cniprobe-c1");
+    assert_eq!(
+        run.out["interfaces"][2]["sandbox"],
+        "/run/netns/cniprobe-c1"
+    );
     let run = plugin("ADD", &conf("1.0.0", &daemon.socket, Some(PREV_04)));
     assert_eq!(run.code, 0, "{}", run.out);
     assert_eq!(run.out["cniVersion"], "1.0.0");
@@ -255,6 +260,9 @@ fn version_and_bad_input() {
     );
     let run = plugin("ADD", &json!("not a config"));
     assert_eq!((run.code, &run.out["code"]), (1, &json!(6)), "{}", run.out);
-    let run = plugin("ADD", &json!({"cniVersion": "0.2.0", "name": "n", "type": "portfwd-cni"}));
+    let run = plugin(
+        "ADD",
+        &json!({"cniVersion": "0.2.0", "name": "n", "type": "portfwd-cni"}),
+    );
     assert_eq!((run.code, &run.out["code"]), (1, &json!(1)), "{}", run.out);
 }

@@ -12,6 +12,7 @@
 mod support;
 
 mod check;
+mod cni;
 mod docker;
 mod docker_check;
 mod docker_coexist;
