@@ -13,6 +13,7 @@ mod support;
 
 mod check;
 mod cni;
+mod cni_measure;
 mod docker;
 mod docker_check;
 mod docker_coexist;
