@@ -1,2 +1,4 @@
 //! See the crate documentation.
-pub fn main() -> i32 { 0 }
+pub fn main() -> i32 {
+    0
+}
