@@ -494,3 +494,10 @@ fn the_docker_section() {
         )
     );
 }
+
+#[test]
+fn docker_example_file() {
+    let c = parse(include_str!("../../../../config/portfwd.docker.yaml"));
+    assert_eq!(c.docker, Some(crate::config::DockerConfig::default()));
+    assert!(c.forwards.is_empty(), "{:?}", c.forwards);
+}
