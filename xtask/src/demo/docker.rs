@@ -274,6 +274,8 @@ impl Demo {
         let addr = self.docker()?.container_addr(WEB)?;
         let target = format!("{addr}:{target_port}");
         let (listed, entry) = self.wait_forward(started, |e| e.is_some_and(|e| e.to == target))?;
+        // Measured now, shown in the next step (after its pause).
+        let reachable = self.wait_reachable(started)?;
         println!("    host$ portfwd list");
         self.show_list()?;
         claims.check(
@@ -294,7 +296,6 @@ impl Demo {
             "The client asks the host's port {HOST_PORT}: curl http://{}:{HOST_PORT}/",
             Lab::HOST_ADDR
         ))?;
-        let reachable = self.wait_reachable(started)?;
         let shown = self.curl(HOST_PORT, false)?;
         claims.check(
             shown.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim())),
