@@ -45,6 +45,10 @@ pub enum Error {
     },
     #[error("port {0} is not published")]
     NotPublished(String),
+    #[error(
+        "{listen} is published by Docker for container {container} (origin docker:{container}); it goes when the container stops, or remove the -p from it"
+    )]
+    OwnedByDocker { listen: String, container: String },
     #[error("no room for another forward (limit {0})")]
     TooManyForwards(u32),
     #[error("control socket {}", path.display())]

@@ -4,6 +4,7 @@
 //! - `publish`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`, allowlists);
 //! - `config`: the YAML config: load, validate, save;
 //! - `datapath`: the eBPF object, its programs, attachments, pins and maps;
+//! - `docker`: Docker's containers and the forwards their published ports make;
 //! - `daemon`: `portfwd daemon`: state, control socket, reloads, the host's interfaces;
 //! - `api`: the control-socket protocol; `cli`: the client subcommands;
 //! - `check`: `portfwd check`, the diagnosis of forwards;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod docker;
 pub mod error;
 pub mod metrics;
 pub mod publish;

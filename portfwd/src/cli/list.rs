@@ -31,13 +31,21 @@ pub fn table(forwards: &[ForwardEntry]) -> String {
     let width =
         |col: fn(&ForwardEntry) -> &str| forwards.iter().map(|f| col(f).len()).fold(22, usize::max);
     let (l, t) = (width(|f| &f.listen), width(|f| &f.to));
+    let a = forwards
+        .iter()
+        .map(|f| allow(f).len())
+        .fold("ALLOW".len(), usize::max);
     let mut out = format!(
-        "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
-        "LISTEN", "TO", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "FLOWS", "ALLOW"
+        "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {:<a$}  {}\n",
+        "LISTEN", "TO", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "FLOWS", "ALLOW", "ORIGIN"
     );
     for f in forwards {
+        let mut origin = f.origin.clone();
+        if let Some(why) = &f.inactive {
+            origin.push_str(&format!(" (inactive: {why})"));
+        }
         out.push_str(&format!(
-            "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
+            "{:<l$} {:<t$} {:>10} {:>12} {:>10} {:>12} {:>8}  {:<a$}  {}\n",
             f.listen,
             f.to,
             f.packets_to_target,
@@ -45,12 +53,18 @@ pub fn table(forwards: &[ForwardEntry]) -> String {
             f.packets_to_client,
             f.bytes_to_client,
             f.new_flows,
-            if f.allow.is_empty() {
-                "any".to_owned()
-            } else {
-                f.allow.join(",")
-            }
+            allow(f),
+            origin,
         ));
     }
     out
+}
+
+/// The ALLOW column: the allowed source prefixes, or `any`.
+fn allow(f: &ForwardEntry) -> String {
+    if f.allow.is_empty() {
+        "any".to_owned()
+    } else {
+        f.allow.join(",")
+    }
 }

@@ -15,7 +15,12 @@ use tokio::{
     sync::Mutex,
 };
 
-use super::{access::Access, follow::Change, reload::Trigger, state::State};
+use super::{
+    access::Access,
+    follow::Change,
+    reload::Trigger,
+    state::{Origin, State},
+};
 use crate::{
     api::{Request, Response},
     config,
@@ -139,14 +144,25 @@ impl State {
             .collect::<Result<Vec<_>, _>>()?;
         let fwd =
             Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow)?;
-        self.publish(fwd.clone())?;
+        // The config wins over Docker: a binding of Docker's in the way gives way (and is
+        // shown as not served while the forward is there).
+        let displaced = self.displace_docker(&fwd.listen)?;
+        if let Err(e) = self.publish(fwd.clone(), Origin::Config) {
+            self.sync_docker();
+            return Err(e);
+        }
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             // Keep the running state and the file in step: undo.
             let _ = self.unpublish(&fwd.listen);
+            self.sync_docker();
             return Err(e.into());
         }
         tracing::info!(forward = %fwd, "published");
+        for d in &displaced {
+            tracing::warn!(forward = %d.fwd, origin = %d.origin.label(), "Docker's binding gives way to the config's forward {fwd}");
+        }
         self.follow(&[Change::Added(&fwd)]);
+        self.sync_docker();
         Ok(format!("published {fwd}"))
     }
 
@@ -164,13 +180,23 @@ impl State {
             listen = v6_any;
         }
         let listen = listen.normalized();
+        if let Some(a) = self.forwards.iter().find(|a| a.fwd.listen == listen)
+            && let Origin::Docker { name, .. } = &a.origin
+        {
+            return Err(Error::OwnedByDocker {
+                listen: listen.to_string(),
+                container: name.clone(),
+            });
+        }
         let active = self.unpublish(&listen)?;
         if let Err(e) = config::save(&self.config_path, &self.config()) {
-            let _ = self.publish(active.fwd.clone());
+            let _ = self.publish(active.fwd.clone(), Origin::Config);
             return Err(e.into());
         }
         tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
         self.follow(&[Change::Removed(&active.fwd)]);
+        // A binding of Docker's that the forward held back can be served now.
+        self.sync_docker();
         Ok(format!(
             "unpublished {} (was -> {})",
             active.fwd.listen, active.fwd.to

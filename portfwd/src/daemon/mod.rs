@@ -9,10 +9,12 @@
 //! - `reload`: applying a changed config file, all or nothing;
 //! - `staging`: replacing the set of forwards in one step for the datapath (two generations);
 //! - `reserved_ports`: keeping published ports out of the kernel's ephemeral port choice;
+//! - `docker`: following Docker's published ports (the config's `docker:` section);
 //! - `follow`: existing UDP flows (host sockets, flow-table entries) following forward changes;
 //! - this module: starting up, the event loop, and shutting down.
 mod access;
 mod control;
+mod docker;
 mod follow;
 mod host;
 mod reload;
@@ -145,6 +147,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             st.metrics = Some(metrics::spawn(listener, source)?);
         }
         st.host = snap;
+        st.weak_self = Arc::downgrade(&state);
+        st.restore_docker(cfg.docker.as_ref());
         st.adopt_pinned(&cfg)?;
         st.attach_socket_hooks();
         if let Some(e) = st.apply_config(&cfg)?.into_iter().next() {
@@ -155,6 +159,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             return Err(e.into());
         }
         st.prune_pinned_interfaces();
+        st.configure_docker(cfg.docker.as_ref());
         // Host sockets connected to a published address while no daemon served it.
         let published = st.config().forwards;
         st.follow(

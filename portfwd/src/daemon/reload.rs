@@ -146,10 +146,10 @@ impl State {
     /// Applies `cfg` (already validated by [`config::load`]) as described in the module docs.
     pub(super) fn apply_reload(&mut self, cfg: &Config) -> Result<String, Error> {
         // 1. Everything that can fail before a change.
-        let running = self.running_forwards();
+        let running = self.config_forwards();
         let diff = Diff::between(&running, &cfg.forwards);
-        let total = self.forwards.len() - diff.removed.len() + diff.added.len();
-        if total > MAX_FORWARDS as usize {
+        let wanted = self.wanted(&cfg.forwards);
+        if wanted.len() > MAX_FORWARDS as usize {
             return Err(Error::TooManyForwards(MAX_FORWARDS));
         }
         let access = Access::resolve(cfg.socket_group.as_deref()).map_err(|e| Error::Setting {
@@ -173,10 +173,14 @@ impl State {
         }
 
         // 2. The new forwards, staged beside the running ones (unless they are the same).
-        let staged = if diff.is_empty() {
+        let unchanged = wanted.len() == self.forwards.len()
+            && wanted
+                .iter()
+                .all(|(f, o)| self.forwards.iter().any(|a| &a.fwd == f && &a.origin == o));
+        let staged = if unchanged {
             None
         } else {
-            match self.stage(&cfg.forwards) {
+            match self.stage(&wanted) {
                 Ok(staged) => Some(staged),
                 Err(e) => {
                     let _ = self.access.apply_to(&self.socket);
@@ -221,6 +225,7 @@ impl State {
 
         // 4. Commit (nothing below can fail).
         self.follow_reload(&running, &diff);
+        self.configure_docker(cfg.docker.as_ref());
         self.access = access;
         match (cfg.metrics, new_listener) {
             (None, _) => self.metrics = None,
@@ -256,10 +261,6 @@ impl State {
             summary.push_str("; interfaces re-evaluated");
         }
         Ok(summary)
-    }
-
-    fn running_forwards(&self) -> Vec<Forward> {
-        self.forwards.iter().map(|a| a.fwd.clone()).collect()
     }
 }
 

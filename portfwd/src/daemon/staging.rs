@@ -16,7 +16,7 @@
 //! [`State::publish`]): a single forward appears or goes as a whole, with nothing to mix.
 use std::collections::BTreeSet;
 
-use super::state::{Active, State};
+use super::state::{Active, Origin, State};
 use crate::{
     datapath::generation::{self, other},
     error::{Error, chain},
@@ -35,7 +35,7 @@ pub(super) struct Staged {
 impl State {
     /// Writes `wanted` complete under the inactive generation. On failure whatever was written
     /// is removed again and nothing has changed.
-    pub(super) fn stage(&mut self, wanted: &[Forward]) -> Result<Staged, Error> {
+    pub(super) fn stage(&mut self, wanted: &[(Forward, Origin)]) -> Result<Staged, Error> {
         let generation = other(self.dp.maps.active_generation()?);
         // Whatever is left there (a daemon stopped part-way through a reload) goes first.
         self.dp.maps.clear_generation(generation)?;
@@ -53,8 +53,12 @@ impl State {
         }
     }
 
-    fn write_staged(&mut self, wanted: &[Forward], staged: &mut Staged) -> Result<(), Error> {
-        for fwd in wanted {
+    fn write_staged(
+        &mut self,
+        wanted: &[(Forward, Origin)],
+        staged: &mut Staged,
+    ) -> Result<(), Error> {
+        for (fwd, origin) in wanted {
             let slot = match self.forwards.iter().find(|a| &a.fwd == fwd) {
                 Some(a) => a.slot,
                 None => {
@@ -68,6 +72,7 @@ impl State {
             staged.forwards.push(Active {
                 fwd: fwd.clone(),
                 slot,
+                origin: origin.clone(),
             });
         }
         Ok(())
@@ -112,7 +117,7 @@ impl State {
     }
 
     /// Stages `wanted` and makes it live at once (start-up: nothing else to apply in between).
-    pub(super) fn replace_forwards(&mut self, wanted: &[Forward]) -> Result<(), Error> {
+    pub(super) fn replace_forwards(&mut self, wanted: &[(Forward, Origin)]) -> Result<(), Error> {
         let staged = self.stage(wanted)?;
         self.go_live(staged)?;
         self.sync_reserved_ports();

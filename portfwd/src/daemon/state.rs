@@ -1,12 +1,15 @@
 //! The daemon's state: what it has applied (forwards and their counter slots, the config, the
 //! host's interfaces and addresses, the socket hooks) and how config and host changes change
 //! it. Control requests ([`super::control`]) and reloads ([`super::reload`]) go through here.
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Weak};
 
 use portfwd_common::maps::Hook;
 
+use tokio::sync::Mutex;
+
 use super::{
     access::Access,
+    docker::DockerFollow,
     host,
     reserved_ports::{self, PortSet, Reservation},
     slots::Slots,
@@ -20,10 +23,37 @@ use crate::{
     publish::{Forward, Listen},
 };
 
-/// A published forward and the counter slot it uses.
+/// A published forward, the counter slot it uses, and who made it.
 pub(super) struct Active {
     pub(super) fwd: Forward,
     pub(super) slot: u32,
+    pub(super) origin: Origin,
+}
+
+/// Who made a forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// The config file (or `portfwd add`, which writes it).
+    Config,
+    /// A port Docker publishes for a container: derived state, never written to the config.
+    Docker { id: String, name: String },
+}
+
+impl Origin {
+    /// `config` or `docker:NAME`, as `portfwd list` shows it.
+    pub(super) fn label(&self) -> String {
+        match self {
+            Origin::Config => api::CONFIG_ORIGIN.to_owned(),
+            Origin::Docker { name, .. } => format!("docker:{name}"),
+        }
+    }
+
+    pub(super) fn container(&self) -> Option<&str> {
+        match self {
+            Origin::Config => None,
+            Origin::Docker { name, .. } => Some(name),
+        }
+    }
 }
 
 /// Everything the daemon has applied.
@@ -53,6 +83,10 @@ pub(super) struct State {
     /// Counter slots of forwards a previous daemon left that the config does not have: held
     /// until the config's forwards replace them (see [`super::staging`]).
     pub(super) orphan_slots: Vec<u32>,
+    /// Following Docker, while the config has a `docker:` section.
+    pub(super) docker: Option<DockerFollow>,
+    /// The state itself, for the tasks it starts (the Docker follower).
+    pub(super) weak_self: Weak<Mutex<State>>,
 }
 
 impl State {
@@ -78,6 +112,8 @@ impl State {
             host_addrs: BTreeSet::new(),
             socket_hooks: HostLocal::Off("not attached yet".into()),
             orphan_slots: Vec::new(),
+            docker: None,
+            weak_self: Weak::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
                 .ok(),
@@ -104,7 +140,7 @@ impl State {
         }
     }
 
-    pub(super) fn publish(&mut self, fwd: Forward) -> Result<(), Error> {
+    pub(super) fn publish(&mut self, fwd: Forward, origin: Origin) -> Result<(), Error> {
         if let Some(a) = self
             .forwards
             .iter()
@@ -127,7 +163,7 @@ impl State {
             self.slots.free(slot);
             return Err(e);
         }
-        self.forwards.push(Active { fwd, slot });
+        self.forwards.push(Active { fwd, slot, origin });
         self.sync_reserved_ports();
         Ok(())
     }
@@ -153,14 +189,13 @@ impl State {
     /// addresses in the map are taken as applied, so the first host sync only adds and removes
     /// the difference.
     pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
-        let adopted = self.dp.maps.adopt(&cfg.forwards)?;
-        for (fwd, slot) in cfg.forwards.iter().zip(adopted.slots) {
+        let wanted = self.wanted(&cfg.forwards);
+        let forwards: Vec<Forward> = wanted.iter().map(|(f, _)| f.clone()).collect();
+        let adopted = self.dp.maps.adopt(&forwards)?;
+        for ((fwd, origin), slot) in wanted.into_iter().zip(adopted.slots) {
             if let Some(slot) = slot {
-                tracing::info!(listen = %fwd.listen, to = %fwd.to, "kept pinned forward");
-                self.forwards.push(Active {
-                    fwd: fwd.clone(),
-                    slot,
-                });
+                tracing::info!(listen = %fwd.listen, to = %fwd.to, origin = %origin.label(), "kept pinned forward");
+                self.forwards.push(Active { fwd, slot, origin });
             }
         }
         if adopted.stale_entries > 0 {
@@ -198,11 +233,32 @@ impl State {
         }
     }
 
+    /// The running config: the settings and the forwards of the config (not Docker's).
     pub(super) fn config(&self) -> Config {
         Config {
-            forwards: self.forwards.iter().map(|a| a.fwd.clone()).collect(),
+            forwards: self.config_forwards(),
             ..self.cfg.clone()
         }
+    }
+
+    /// The forwards of the config that run.
+    pub(super) fn config_forwards(&self) -> Vec<Forward> {
+        self.forwards
+            .iter()
+            .filter(|a| a.origin == Origin::Config)
+            .map(|a| a.fwd.clone())
+            .collect()
+    }
+
+    /// Every forward to run with `config` as the config's forwards: those, then Docker's
+    /// that do not collide with them (see [`DockerFollow::wanted`]).
+    pub(super) fn wanted(&mut self, config: &[Forward]) -> Vec<(Forward, Origin)> {
+        let mut all: Vec<(Forward, Origin)> =
+            config.iter().map(|f| (f.clone(), Origin::Config)).collect();
+        if let Some(d) = &mut self.docker {
+            all.extend(d.wanted(config));
+        }
+        all
     }
 
     fn mode(&self) -> AttachMode {
@@ -217,7 +273,8 @@ impl State {
     /// held in one step (see [`super::staging`]), then interfaces are evaluated. Returns the
     /// interfaces that failed to attach as the mode requires.
     pub(super) fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
-        self.replace_forwards(&cfg.forwards)?;
+        let wanted = self.wanted(&cfg.forwards);
+        self.replace_forwards(&wanted)?;
         self.cfg = Config {
             forwards: Vec::new(),
             ..cfg.clone()
@@ -330,8 +387,8 @@ impl State {
                 packets_to_client: s.to_client_packets,
                 bytes_to_client: s.to_client_bytes,
                 new_flows: s.new_flows,
-                origin: api::CONFIG_ORIGIN.into(),
-                container: None,
+                origin: a.origin.label(),
+                container: a.origin.container().map(str::to_owned),
                 inactive: None,
             });
         }
@@ -414,7 +471,7 @@ impl State {
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             host_local: self.host_local_status(),
             reserved_ports: self.reserved_ports.as_ref().map(|r| r.added().to_string()),
-            docker: None,
+            docker: self.docker.as_ref().map(|d| d.status(&self.forwards)),
         })
     }
 

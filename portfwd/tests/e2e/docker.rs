@@ -30,7 +30,7 @@ const RUNS: usize = 3;
 
 /// True when dockerd and the test image's busybox are installed; under `CI=true` their absence
 /// fails the test.
-fn have_docker() -> bool {
+pub(crate) fn have_docker() -> bool {
     let missing: Vec<&str> = ["/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/busybox"]
         .into_iter()
         .filter(|path| !Path::new(path).exists())
@@ -50,20 +50,20 @@ fn have_docker() -> bool {
 }
 
 /// A lab and a dockerd in its host namespace (dropped in the reverse order: dockerd first).
-fn lab_with_docker(tag: &str) -> (Lab, Docker) {
+pub(crate) fn lab_with_docker(tag: &str) -> (Lab, Docker) {
     let lab = Lab::new(tag).unwrap();
     let docker = Docker::start(&lab).unwrap();
     (lab, docker)
 }
 
 /// The answer to an HTTP GET from the client to `to`.
-fn http_get(lab: &Lab, to: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+pub(crate) fn http_get(lab: &Lab, to: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
     lab::http_get(lab.client(), to, timeout)
 }
 
 /// Waits (up to 10 s) until `to` answers the client's GET with the test page; how long that
 /// took.
-fn wait_reachable(lab: &Lab, to: SocketAddr) -> Duration {
+pub(crate) fn wait_reachable(lab: &Lab, to: SocketAddr) -> Duration {
     let started = Instant::now();
     loop {
         match http_get(lab, to, Duration::from_millis(500)) {
@@ -81,7 +81,7 @@ fn wait_reachable(lab: &Lab, to: SocketAddr) -> Duration {
 
 /// The packets counted by the rule of `table`/`chain` in the host namespace whose text (as
 /// `iptables -L -v -n -x` prints it) contains every one of `needles`.
-fn rule_packets(lab: &Lab, table: &str, chain: &str, needles: &[&str]) -> u64 {
+pub(crate) fn rule_packets(lab: &Lab, table: &str, chain: &str, needles: &[&str]) -> u64 {
     let listing = lab
         .sh(
             lab.host(),
@@ -98,7 +98,7 @@ fn rule_packets(lab: &Lab, table: &str, chain: &str, needles: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("no packet count in {line:?}"))
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }

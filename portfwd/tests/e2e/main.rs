@@ -13,6 +13,7 @@ mod support;
 
 mod check;
 mod docker;
+mod docker_follow;
 mod forwarding;
 mod fragments;
 mod hostlocal;
