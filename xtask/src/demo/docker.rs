@@ -7,7 +7,8 @@
 //! 3. `docker run -d --name web -p 8080:3000 IMAGE`: `portfwd list` shows `docker:web`;
 //! 4. the client reaches the host's port 8080;
 //! 5. Docker's own DNAT rule counted 0 packets (portfwd took them first), portfwd's counters did;
-//!    `portfwd del 8080` refuses: the forward is Docker's;
+//!    `portfwd del 8080` refuses: the forward is Docker's; `[::]:8080` of the IPv4-only
+//!    container is left to docker-proxy (`portfwd status`);
 //! 6. the container restarts on a new address (stopped, another container takes its address,
 //!    started again): the forward follows, the client still reaches it;
 //! 7. `docker stop web`: the forward is gone;
@@ -171,6 +172,7 @@ impl Demo {
     /// The lesson of `--docker` (see the module's documentation).
     pub(super) fn docker_walkthrough(&mut self) -> Result<()> {
         let mut claims = Claims::default();
+        let lesson = Instant::now();
         let target_port = Docker::SERVER_PORT;
         println!(
             "\nportfwd demo: `docker run -p {HOST_PORT}:{target_port}` with a real Docker, taken over \
@@ -261,22 +263,26 @@ impl Demo {
             "docker run -d --name {WEB} -p {HOST_PORT}:{target_port} {}",
             Docker::IMAGE
         ))?;
-        println!(
-            "    host$ docker run -d --name {WEB} -p {HOST_PORT}:{target_port} {}",
-            Docker::IMAGE
-        );
-        let started = Instant::now();
-        let id = self
-            .docker_mut()?
-            .run(WEB, &["-p", &format!("{HOST_PORT}:{target_port}")])?;
-        let returned = started.elapsed();
+        let run = [
+            "run",
+            "-d",
+            "--name",
+            WEB,
+            "-p",
+            &format!("{HOST_PORT}:{target_port}"),
+            Docker::IMAGE,
+        ];
+        let (started, returned, id) = self.docker_timed(&run)?;
         println!("      {}", id.get(..12).unwrap_or(&id));
+        let (listed, entry) = self.wait_forward(started, true)?;
+        // Measured at once, so that the time is portfwd's, not the reader's: the counters below
+        // already show these first requests.
+        let reachable = self.wait_reachable(started)?;
         let addr = self.docker()?.container_addr(WEB)?;
         let target = format!("{addr}:{target_port}");
-        let (listed, entry) = self.wait_forward(started, |e| e.is_some_and(|e| e.to == target))?;
-        // Measured now, shown in the next step (after its pause).
-        let reachable = self.wait_reachable(started)?;
-        println!("    host$ portfwd list");
+        println!(
+            "    host$ portfwd list   (the counters show the demo's first requests, which timed it)"
+        );
         self.show_list()?;
         claims.check(
             entry.as_ref().is_some_and(|e| {
@@ -286,7 +292,7 @@ impl Demo {
             }),
             &format!("`portfwd list` shows {HOST_PORT}/tcp -> {target}, origin docker:{WEB}"),
             &format!(
-                "`docker run` returned after {}, listed {} after it started",
+                "`docker run` returned after {}; listed {} after it started",
                 ms(returned),
                 ms(listed)
             ),
@@ -300,20 +306,23 @@ impl Demo {
         claims.check(
             shown.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim())),
             &format!("the client reaches {WEB} through the host's port {HOST_PORT}"),
-            &format!("first answer {} after `docker run` started", ms(reachable)),
+            &format!(
+                "first answer {} after `docker run` started, {} after it returned",
+                ms(reachable),
+                ms(reachable.saturating_sub(returned))
+            ),
         )?;
 
         self.step("Who carried the packets: Docker's DNAT rule, or portfwd?")?;
         self.dnat_counted_nothing(&mut claims, &target)?;
         self.refuses_del(&mut claims)?;
+        self.ipv6_left_to_docker(&mut claims)?;
 
         self.restart_on_new_address(&mut claims, addr)?;
 
         self.step(&format!("docker stop {WEB}: the forward is gone"))?;
-        let stopped = Instant::now();
-        println!("    host$ docker stop -t 0 {WEB}");
-        self.docker()?.stop(WEB)?;
-        let (withdrawn, _) = self.wait_forward(stopped, |e| e.is_none())?;
+        let (stopped, returned, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
+        let (withdrawn, _) = self.wait_forward(stopped, false)?;
         println!("    host$ portfwd list");
         self.show_list()?;
         let status = self.docker_status()?;
@@ -321,7 +330,8 @@ impl Demo {
             status.get("forwards").and_then(Value::as_u64) == Some(0),
             &format!("the forward of {WEB} is withdrawn, and Docker owns no forward any more"),
             &format!(
-                "gone from the list {} after `docker stop` started",
+                "`docker stop` returned after {}; gone from the list {} after it started",
+                ms(returned),
                 ms(withdrawn)
             ),
         )?;
@@ -335,7 +345,16 @@ impl Demo {
         for (i, claim) in claims.0.iter().enumerate() {
             println!("    {:>2}. {claim}", i + 1);
         }
-        println!("    Every claim held: a false one would have failed the demo.");
+        println!(
+            "    Every claim held: a false one would have failed the demo. The lesson took {:.1} s \
+             (dockerd's start included{}).",
+            lesson.elapsed().as_secs_f64(),
+            if self.quick {
+                ""
+            } else {
+                ", and the pauses between the steps"
+            }
+        );
         Ok(())
     }
 
@@ -375,18 +394,40 @@ impl Demo {
         )
     }
 
+    /// `[::]:8080` of the IPv4-only container stays with docker-proxy, as `status` says.
+    fn ipv6_left_to_docker(&self, claims: &mut Claims) -> Result<()> {
+        self.show_docker_status()?;
+        let status = self.docker_status()?;
+        let v6 = format!("[::]:{HOST_PORT}/tcp");
+        let left = status
+            .get("not_served")
+            .and_then(Value::as_array)
+            .is_some_and(|b| {
+                b.iter()
+                    .any(|b| b.get("listen").and_then(Value::as_str) == Some(&v6))
+            });
+        claims.check(
+            left,
+            &format!(
+                "{v6} of {WEB} (no IPv6 address) is left to Docker's docker-proxy: an IPv6 client \
+                 gets what Docker gives it"
+            ),
+            "status: not served",
+        )
+    }
+
     /// Step 6: stop the container, let another take its address, start it again: the forward
     /// follows it to its new address.
     fn restart_on_new_address(&mut self, claims: &mut Claims, old: Ipv4Addr) -> Result<()> {
         self.step(&format!(
             "{WEB} restarts on a new address: stopped, another container takes {old}, started again"
         ))?;
-        let stopped = Instant::now();
-        println!("    host$ docker stop -t 0 {WEB}");
-        self.docker()?.stop(WEB)?;
-        let (withdrawn, _) = self.wait_forward(stopped, |e| e.is_none())?;
+        let (stopped, returned, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
+        let (withdrawn, _) = self.wait_forward(stopped, false)?;
         println!(
-            "      withdrawn from portfwd's list {} after `docker stop` started",
+            "      `docker stop` returned after {}; the forward was gone from portfwd's list {} \
+             after it started",
+            ms(returned),
             ms(withdrawn)
         );
 
@@ -407,21 +448,23 @@ impl Demo {
         let squatter = self.docker()?.container_addr(SQUATTER)?;
         println!("      {SQUATTER} got {squatter}");
 
-        let started = Instant::now();
-        println!("    host$ docker start {WEB}");
-        self.docker()?.cli(&["start", WEB])?;
+        let (started, returned, _) = self.docker_timed(&["start", WEB])?;
+        let (listed, entry) = self.wait_forward(started, true)?;
+        let reachable = self.wait_reachable(started)?;
         let new = self.docker()?.container_addr(WEB)?;
         println!("      {WEB} got {new}");
         let target = format!("{new}:{}", Docker::SERVER_PORT);
-        let (listed, entry) = self.wait_forward(started, |e| e.is_some_and(|e| e.to == target))?;
         println!("    host$ portfwd list");
         self.show_list()?;
         claims.check(
             new != old && entry.is_some_and(|e| e.to == target),
             &format!("after the restart the list shows {HOST_PORT}/tcp -> {target} (was {old})"),
-            &format!("listed {} after `docker start` started", ms(listed)),
+            &format!(
+                "`docker start` returned after {}; listed {} after it started",
+                ms(returned),
+                ms(listed)
+            ),
         )?;
-        let reachable = self.wait_reachable(started)?;
         let shown = self.curl(HOST_PORT, false)?;
         // The squatter holds the old address and serves nothing: a forward left on the old
         // address would fail here.
@@ -429,8 +472,9 @@ impl Demo {
             shown.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim())),
             &format!("the client still reaches {WEB}, at its new address"),
             &format!(
-                "first answer {} after `docker start` started",
-                ms(reachable)
+                "first answer {} after `docker start` started, {} after it returned",
+                ms(reachable),
+                ms(reachable.saturating_sub(returned))
             ),
         )?;
         let (packets, _) = self.dnat_packets(&target)?;
@@ -441,12 +485,17 @@ impl Demo {
         )
     }
 
-    fn docker(&self) -> Result<&Docker> {
-        self.session.docker().context("dockerd runs")
+    /// `docker ARGS` on the lab's dockerd, shown as typed: when it started, how long it took,
+    /// and its output.
+    fn docker_timed(&self, args: &[&str]) -> Result<(Instant, Duration, String)> {
+        println!("    host$ docker {}", args.join(" "));
+        let started = Instant::now();
+        let out = self.docker()?.cli(args)?;
+        Ok((started, started.elapsed(), out))
     }
 
-    fn docker_mut(&mut self) -> Result<&mut Docker> {
-        self.session.docker_mut().context("dockerd runs")
+    fn docker(&self) -> Result<&Docker> {
+        self.session.docker().context("dockerd runs")
     }
 
     /// `portfwd list --json` for polling: the CLI run directly (the control socket is a path; no
@@ -478,18 +527,14 @@ impl Demo {
             .collect()
     }
 
-    /// Polls the list until `done` holds for the forward of container `web` (or its absence);
-    /// the time since `since`, and that forward.
-    fn wait_forward(
-        &self,
-        since: Instant,
-        done: impl Fn(Option<&Entry>) -> bool,
-    ) -> Result<(Duration, Option<Entry>)> {
+    /// Polls the list until the forward of container `web` is there (`present`) or gone; the
+    /// time since `since`, and that forward.
+    fn wait_forward(&self, since: Instant, present: bool) -> Result<(Duration, Option<Entry>)> {
         let deadline = Instant::now() + FOLLOW_LIMIT;
         loop {
             let list = self.list()?;
             let entry = docker_entry(&list, WEB);
-            if done(entry) {
+            if entry.is_some() == present {
                 return Ok((since.elapsed(), entry.cloned()));
             }
             if Instant::now() > deadline {

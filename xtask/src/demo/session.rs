@@ -136,10 +136,6 @@ impl Session {
         self.docker.as_ref()
     }
 
-    pub fn docker_mut(&mut self) -> Option<&mut Docker> {
-        self.docker.as_mut()
-    }
-
     /// Where the daemon pins its programs, links and maps: private to this run, never
     /// `/sys/fs/bpf/portfwd`.
     pub fn pin_dir(&self) -> PathBuf {
