@@ -164,6 +164,32 @@ fn docker_section(status: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A `docker` command: when it started and how long it took to return.
+struct Timed {
+    command: String,
+    started: Instant,
+    returned: Duration,
+}
+
+impl Timed {
+    /// The evidence of something seen `at` after the command started, e.g. "`docker run`
+    /// returned after 709 ms; listed 721 ms after it started, 12 ms after it returned".
+    fn evidence(&self, what: &str, at: Duration) -> String {
+        format!(
+            "`docker {}` returned after {}; {what} {} after it started, {} after it returned",
+            self.command,
+            ms(self.returned),
+            ms(at),
+            ms(at.saturating_sub(self.returned))
+        )
+    }
+}
+
+/// Whether curl's answer is the test image's page.
+fn is_page(answer: Option<(String, Option<String>)>) -> bool {
+    answer.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim()))
+}
+
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
@@ -272,12 +298,12 @@ impl Demo {
             &format!("{HOST_PORT}:{target_port}"),
             Docker::IMAGE,
         ];
-        let (started, returned, id) = self.docker_timed(&run)?;
+        let (run, id) = self.docker_timed(&run)?;
         println!("      {}", id.get(..12).unwrap_or(&id));
-        let (listed, entry) = self.wait_forward(started, true)?;
+        let (listed, entry) = self.wait_forward(run.started, true)?;
         // Measured at once, so that the time is portfwd's, not the reader's: the counters below
         // already show these first requests.
-        let reachable = self.wait_reachable(started)?;
+        let reachable = self.wait_reachable(run.started)?;
         let addr = self.docker()?.container_addr(WEB)?;
         let target = format!("{addr}:{target_port}");
         println!(
@@ -291,26 +317,17 @@ impl Demo {
                     && e.container.as_deref() == Some(WEB)
             }),
             &format!("`portfwd list` shows {HOST_PORT}/tcp -> {target}, origin docker:{WEB}"),
-            &format!(
-                "`docker run` returned after {}; listed {} after it started",
-                ms(returned),
-                ms(listed)
-            ),
+            &run.evidence("listed", listed),
         )?;
 
         self.step(&format!(
             "The client asks the host's port {HOST_PORT}: curl http://{}:{HOST_PORT}/",
             Lab::HOST_ADDR
         ))?;
-        let shown = self.curl(HOST_PORT, false)?;
         claims.check(
-            shown.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim())),
+            is_page(self.curl(HOST_PORT, false)?),
             &format!("the client reaches {WEB} through the host's port {HOST_PORT}"),
-            &format!(
-                "first answer {} after `docker run` started, {} after it returned",
-                ms(reachable),
-                ms(reachable.saturating_sub(returned))
-            ),
+            &run.evidence("first answer", reachable),
         )?;
 
         self.step("Who carried the packets: Docker's DNAT rule, or portfwd?")?;
@@ -321,19 +338,15 @@ impl Demo {
         self.restart_on_new_address(&mut claims, addr)?;
 
         self.step(&format!("docker stop {WEB}: the forward is gone"))?;
-        let (stopped, returned, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
-        let (withdrawn, _) = self.wait_forward(stopped, false)?;
+        let (stop, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
+        let (withdrawn, _) = self.wait_forward(stop.started, false)?;
         println!("    host$ portfwd list");
         self.show_list()?;
         let status = self.docker_status()?;
         claims.check(
             status.get("forwards").and_then(Value::as_u64) == Some(0),
             &format!("the forward of {WEB} is withdrawn, and Docker owns no forward any more"),
-            &format!(
-                "`docker stop` returned after {}; gone from the list {} after it started",
-                ms(returned),
-                ms(withdrawn)
-            ),
+            &stop.evidence("gone from the list", withdrawn),
         )?;
         claims.check(
             self.curl(HOST_PORT, false)?.is_none(),
@@ -422,13 +435,11 @@ impl Demo {
         self.step(&format!(
             "{WEB} restarts on a new address: stopped, another container takes {old}, started again"
         ))?;
-        let (stopped, returned, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
-        let (withdrawn, _) = self.wait_forward(stopped, false)?;
+        let (stop, _) = self.docker_timed(&["stop", "-t", "0", WEB])?;
+        let (withdrawn, _) = self.wait_forward(stop.started, false)?;
         println!(
-            "      `docker stop` returned after {}; the forward was gone from portfwd's list {} \
-             after it started",
-            ms(returned),
-            ms(withdrawn)
+            "      {}",
+            stop.evidence("gone from portfwd's list", withdrawn)
         );
 
         println!(
@@ -448,9 +459,9 @@ impl Demo {
         let squatter = self.docker()?.container_addr(SQUATTER)?;
         println!("      {SQUATTER} got {squatter}");
 
-        let (started, returned, _) = self.docker_timed(&["start", WEB])?;
-        let (listed, entry) = self.wait_forward(started, true)?;
-        let reachable = self.wait_reachable(started)?;
+        let (start, _) = self.docker_timed(&["start", WEB])?;
+        let (listed, entry) = self.wait_forward(start.started, true)?;
+        let reachable = self.wait_reachable(start.started)?;
         let new = self.docker()?.container_addr(WEB)?;
         println!("      {WEB} got {new}");
         let target = format!("{new}:{}", Docker::SERVER_PORT);
@@ -459,23 +470,14 @@ impl Demo {
         claims.check(
             new != old && entry.is_some_and(|e| e.to == target),
             &format!("after the restart the list shows {HOST_PORT}/tcp -> {target} (was {old})"),
-            &format!(
-                "`docker start` returned after {}; listed {} after it started",
-                ms(returned),
-                ms(listed)
-            ),
+            &start.evidence("listed", listed),
         )?;
-        let shown = self.curl(HOST_PORT, false)?;
         // The squatter holds the old address and serves nothing: a forward left on the old
         // address would fail here.
         claims.check(
-            shown.is_some_and(|(body, _)| body.contains(Docker::PAGE.trim())),
+            is_page(self.curl(HOST_PORT, false)?),
             &format!("the client still reaches {WEB}, at its new address"),
-            &format!(
-                "first answer {} after `docker start` started, {} after it returned",
-                ms(reachable),
-                ms(reachable.saturating_sub(returned))
-            ),
+            &start.evidence("first answer", reachable),
         )?;
         let (packets, _) = self.dnat_packets(&target)?;
         claims.check(
@@ -487,11 +489,16 @@ impl Demo {
 
     /// `docker ARGS` on the lab's dockerd, shown as typed: when it started, how long it took,
     /// and its output.
-    fn docker_timed(&self, args: &[&str]) -> Result<(Instant, Duration, String)> {
+    fn docker_timed(&self, args: &[&str]) -> Result<(Timed, String)> {
         println!("    host$ docker {}", args.join(" "));
         let started = Instant::now();
         let out = self.docker()?.cli(args)?;
-        Ok((started, started.elapsed(), out))
+        let timed = Timed {
+            command: args.first().copied().unwrap_or_default().to_owned(),
+            started,
+            returned: started.elapsed(),
+        };
+        Ok((timed, out))
     }
 
     fn docker(&self) -> Result<&Docker> {
@@ -571,12 +578,7 @@ impl Demo {
 
     /// `portfwd status --json`'s `docker` object.
     fn docker_status(&self) -> Result<Value> {
-        let out = self.portfwd(&["status", "--json"])?;
-        ensure!(
-            out.status.success(),
-            "portfwd status --json failed: {}",
-            text(&out)
-        );
+        let out = self.portfwd_checked(&["status", "--json"])?;
         let status: Value =
             serde_json::from_slice(&out.stdout).context("parsing portfwd status --json")?;
         status
@@ -606,13 +608,7 @@ impl Demo {
 
     /// `portfwd status`, its Docker lines.
     fn show_docker_status(&self) -> Result<()> {
-        let out = self.portfwd(&["status"])?;
-        ensure!(
-            out.status.success(),
-            "portfwd status failed: {}",
-            text(&out)
-        );
-        let status = text(&out);
+        let status = text(&self.portfwd_checked(&["status"])?);
         println!("    host$ portfwd status   (its Docker lines)");
         for line in docker_section(&status) {
             println!("      {line}");
@@ -622,9 +618,7 @@ impl Demo {
 
     /// `portfwd list`, as the reader would see it.
     fn show_list(&self) -> Result<()> {
-        let out = self.portfwd(&["list"])?;
-        ensure!(out.status.success(), "portfwd list failed: {}", text(&out));
-        print_indented(&text(&out));
+        print_indented(&text(&self.portfwd_checked(&["list"])?));
         Ok(())
     }
 

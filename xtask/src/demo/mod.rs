@@ -237,9 +237,7 @@ impl Demo {
         );
 
         self.step("The counters of each published port: portfwd list")?;
-        let out = self.portfwd(&["list"])?;
-        ensure!(out.status.success(), "portfwd list failed: {}", text(&out));
-        print_indented(&text(&out));
+        print_indented(&text(&self.portfwd_checked(&["list"])?));
 
         self.wrong_port(&web)?;
         self.loopback_only()?;
@@ -491,13 +489,7 @@ impl Demo {
     /// Where the programs are: `portfwd status`'s interfaces, and the kernel's own view: the
     /// programs the daemon holds (whose ids `cargo xtask test` checks are gone after the demo).
     fn show_attachments(&self) -> Result<()> {
-        let out = self.portfwd(&["status"])?;
-        ensure!(
-            out.status.success(),
-            "portfwd status failed: {}",
-            text(&out)
-        );
-        let status = text(&out);
+        let status = text(&self.portfwd_checked(&["status"])?);
         println!("    Its eBPF programs are attached to the host's interfaces (portfwd status):");
         for line in status
             .lines()
@@ -575,6 +567,18 @@ impl Demo {
         ];
         all.extend_from_slice(args);
         bounded(host, &all)
+    }
+
+    /// Like [`Demo::portfwd`]; fails unless the command succeeds.
+    fn portfwd_checked(&self, args: &[&str]) -> Result<Output> {
+        let out = self.portfwd(args)?;
+        ensure!(
+            out.status.success(),
+            "portfwd {} failed: {}",
+            args.join(" "),
+            text(&out)
+        );
+        Ok(out)
     }
 
     /// Like [`Demo::portfwd`], shown as typed; must succeed.
