@@ -33,6 +33,68 @@ pub enum Request {
     Status,
     /// Re-read the config file and apply the difference, all or nothing.
     Reload,
+    /// A CNI plugin's request (`portfwd-cni`): forwards owned by a container's attachment,
+    /// kept by the daemon as its own state. `version` is [`CNI_API_VERSION`]; a daemon
+    /// refuses another version, naming both.
+    Cni { version: u32, request: CniRequest },
+}
+
+/// The version of the CNI requests ([`Request::Cni`]). Bumped when a request or its meaning
+/// changes; a plugin and a daemon of different versions fail with a clear message instead
+/// of misreading each other.
+pub const CNI_API_VERSION: u32 = 1;
+
+/// What `portfwd-cni` asks of the daemon. Every request is answered `done` or `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum CniRequest {
+    /// Publish `mappings` for `owner`, all or none. Replaces what `owner` had (an ADD
+    /// repeated by the runtime is not a conflict with itself). A mapping whose host port is
+    /// already published by anyone else refuses the whole request, naming the port.
+    Add {
+        owner: CniOwner,
+        mappings: Vec<CniMapping>,
+    },
+    /// Withdraw every forward of `owner`. Succeeds when there is none (DEL is idempotent).
+    Del { owner: CniOwner },
+    /// Succeeds when `owner` has exactly `mappings`, published and served.
+    Check {
+        owner: CniOwner,
+        mappings: Vec<CniMapping>,
+    },
+    /// Withdraw the forwards of every attachment of `network` not in `keep` (CNI 1.1 GC).
+    Gc {
+        network: String,
+        keep: Vec<CniOwner>,
+    },
+}
+
+/// Who owns forwards made through CNI: an attachment of a container to a network.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CniOwner {
+    /// The network's name (the conflist's `name`).
+    pub network: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+impl CniOwner {
+    /// `cni:NETWORK/SHORT_ID`, as `portfwd list` shows the origin (the first 12 characters of
+    /// the container id, as runtimes show it).
+    pub fn label(&self) -> String {
+        let short = self.container_id.get(..12).unwrap_or(&self.container_id);
+        format!("cni:{}/{short}", self.network)
+    }
+}
+
+/// One port mapping, in portfwd's own grammar: `listen` is `[HOST_IP:]PORT/PROTO` (a bare
+/// port: every host address of the target's family), `to` is `IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CniMapping {
+    pub listen: String,
+    pub to: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -49,6 +49,35 @@ pub enum Error {
         "{listen} is published by Docker for container {container} (origin docker:{container}); it goes when the container stops, or remove the -p from it"
     )]
     OwnedByDocker { listen: String, container: String },
+    #[error("{listen} is published by {origin} ({existing} -> {to})")]
+    PortTaken {
+        listen: String,
+        existing: String,
+        to: String,
+        origin: String,
+    },
+    #[error(
+        "{listen} belongs to the CNI attachment {owner}; it goes when the runtime removes the container (CNI DEL)"
+    )]
+    OwnedByCni { listen: String, owner: String },
+    #[error(
+        "portfwd-cni speaks version {asked} of the daemon's CNI requests, this daemon {spoken}: install the portfwd-cni of the same release"
+    )]
+    CniVersion { asked: u32, spoken: u32 },
+    #[error("{0} could not be published (see the daemon's log); nothing changed")]
+    CniNotApplied(String),
+    #[error("{owner} should have [{wanted}] but has [{running}]")]
+    CniCheck {
+        owner: String,
+        wanted: String,
+        running: String,
+    },
+    #[error("no running container named {0} (docker ps lists the names)")]
+    UnknownContainer(String),
+    #[error(
+        "{0} is a container name, which needs the config's docker: section (e.g. docker: {{}})"
+    )]
+    NeedsDocker(String),
     #[error("no room for another forward (limit {0})")]
     TooManyForwards(u32),
     #[error("control socket {}", path.display())]

@@ -13,6 +13,8 @@ use crate::publish::{Forward, Protocol};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// A fact worth knowing, not a problem (a container engine's reservation of the port).
+    Info,
     /// Works.
     Ok,
     /// Works, or cannot be told, but something deserves a look.
@@ -22,9 +24,10 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// `OK`, `WARN`, `FAIL`.
+    /// `INFO`, `OK`, `WARN`, `FAIL`.
     pub fn word(self) -> &'static str {
         match self {
+            Verdict::Info => "INFO",
             Verdict::Ok => "OK",
             Verdict::Warn => "WARN",
             Verdict::Fail => "FAIL",
@@ -61,6 +64,12 @@ pub enum Kind {
     NotProbed,
     /// A process on the host is bound to the host port.
     HostPortInUse { sockets: Vec<Bound> },
+    /// A container engine's own process (docker-proxy, dockerd, conmon, ...) holds the host
+    /// port: its reservation, which portfwd's kernel path goes ahead of.
+    EngineReservation { engine: String, sockets: Vec<Bound> },
+    /// The daemon does not serve the forward now (its container is stopped, restarting, or has
+    /// no address on its network): `reason` is the daemon's.
+    Inactive { reason: String },
     /// An iptables/nftables DNAT rule publishes the host port too.
     PublishedTwice { rule: NatRule },
     /// The probe failed in an unexpected way.
@@ -569,6 +578,81 @@ pub fn host_port_taken(fwd: &Forward, shared: &[&Bound]) -> Finding {
     ))
 }
 
+/// A container engine's processes (`held`, all of `engine`) hold the published host port: its
+/// reservation, not a conflict; a warning when a docker-proxy among them sends what it takes to
+/// another target than the forward's.
+pub fn engine_reservation(fwd: &Forward, held: &[&Bound], engine: &str) -> Finding {
+    let l = &fwd.listen;
+    let who = held[0].owner_names();
+    let program = held[0]
+        .owners
+        .first()
+        .map_or("it", |p| p.comm.as_str())
+        .to_owned();
+    let target = std::net::SocketAddr::new(fwd.to.addr, fwd.to.port);
+    let elsewhere = held
+        .iter()
+        .flat_map(|s| &s.owners)
+        .find_map(|p| p.proxies_to.filter(|t| *t != target).map(|t| (p, t)));
+    let kind = Kind::EngineReservation {
+        engine: engine.to_owned(),
+        sockets: held.iter().map(|s| (*s).clone()).collect(),
+    };
+    let at = held[0].addr_port();
+    let mut f = match elsewhere {
+        None => Finding::new(
+            Verdict::Info,
+            kind,
+            format!(
+                "host port {l} is held by {who} on {at}: {engine}'s reservation of the port, not a conflict"
+            ),
+        ),
+        Some((p, t)) => Finding::new(
+            Verdict::Warn,
+            kind,
+            format!(
+                "host port {l} is held by {who} on {at}, {engine}'s reservation, but {p} \
+                 proxies to {t}, not to {target}"
+            ),
+        )
+        .fix(format!(
+            "publish the port once: remove `-p {}:...` from the `docker run` of the container \
+             at {}, or `portfwd del {l}`",
+            l.port,
+            t.ip()
+        )),
+    };
+    for s in &held[1..] {
+        f = f.detail(format!("also {} on {}", s.owner_names(), s.addr_port()));
+    }
+    f.detail(format!(
+        "traffic goes through portfwd's kernel path first (tc for other machines, the socket \
+         hooks for this host), so {program} only sees what portfwd does not take"
+    ))
+}
+
+/// The daemon does not serve `listen` now, for `reason`; `container` is the one it goes to.
+pub fn inactive(listen: &str, container: Option<&str>, reason: &str) -> Finding {
+    let of = container
+        .map(|c| format!(" (container {c})"))
+        .unwrap_or_default();
+    let f = Finding::new(
+        Verdict::Warn,
+        Kind::Inactive {
+            reason: reason.to_owned(),
+        },
+        format!("{listen}{of} is not served now: {reason}"),
+    )
+    .detail(
+        "the forward stays in the config; portfwd serves it again, at the container's address \
+         then, once the container runs",
+    );
+    match container {
+        Some(c) => f.fix(format!("start the container:\n  docker start {c}")),
+        None => f,
+    }
+}
+
 /// Host processes (`local`) listen on the published port on loopback.
 pub fn host_port_on_loopback(fwd: &Forward, local: &[&Bound]) -> Finding {
     let who = local[0].owner_names();
@@ -594,7 +678,20 @@ pub fn published_twice(fwd: &Forward, rule: &NatRule, same: bool, docker: bool) 
     } else {
         format!("an {} DNAT rule", rule.tool)
     };
-    let f = if same {
+    let f = if same && docker {
+        // Docker's own DNAT for the port portfwd serves: what coexisting with Docker's
+        // defaults looks like, not a problem.
+        return Finding::new(
+            Verdict::Info,
+            Kind::PublishedTwice { rule: rule.clone() },
+            format!("host port {l} is also published by {owner}, to the same target"),
+        )
+        .detail(
+            "portfwd's tc path acts ahead of netfilter, so packets from other machines never \
+             reach the rule (its counter stays 0)",
+        )
+        .detail(format!("{}: {}", rule.tool, rule.rule));
+    } else if same {
         Finding::new(
             Verdict::Warn,
             Kind::PublishedTwice { rule: rule.clone() },

@@ -8,7 +8,12 @@
 //!   sockets bound in it (`sockets`): nothing on the port (and which ports are listened on
 //!   instead), or only on 127.0.0.1 / ::1, or on another address;
 //! - the host port: a local process bound to it (`sockets`, named from `/proc/*/fd`), or an
-//!   iptables/nftables DNAT rule that publishes it too (`netfilter`).
+//!   iptables/nftables DNAT rule that publishes it too (`netfilter`). A container engine's own
+//!   holder of the port (docker-proxy, dockerd, conmon: `engine`) is its reservation, reported
+//!   as information, not as a conflict;
+//! - what the daemon says about Docker (`docker`): forwards it does not serve now (their
+//!   container is stopped), the container each forward belongs to, and whether Docker is
+//!   followed.
 //!
 //! UDP targets cannot be connect-probed without sending the app a datagram: their reachability is
 //! probed with a TCP connect to the same port (an RST proves the container is there; it opens
@@ -23,6 +28,8 @@
 //!
 //! Everything here runs in the caller's network namespace, which must be the daemon's.
 
+pub mod docker;
+mod engine;
 mod findings;
 pub mod netfilter;
 pub mod netns;
@@ -62,6 +69,11 @@ pub struct ForwardReport {
     pub verdict: Verdict,
     /// The network namespace holding the target address, when found.
     pub container: Option<Namespace>,
+    /// Who made the forward: `config`, or `docker:NAME` (see `api::ForwardEntry::origin`).
+    pub origin: String,
+    /// The container the forward goes to, by name, when the daemon knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -227,16 +239,13 @@ impl Context<'_> {
         };
         findings.extend(self.host_port(fwd));
         findings.extend(self.nat_rules(fwd));
-        let verdict = findings
-            .iter()
-            .map(|f| f.verdict)
-            .max()
-            .unwrap_or(Verdict::Ok);
         ForwardReport {
             listen: fwd.listen.to_string(),
             to: fwd.to.to_string(),
-            verdict,
+            verdict: worst(&findings),
             container,
+            origin: crate::api::CONFIG_ORIGIN.to_owned(),
+            container_name: None,
             findings,
         }
     }
@@ -378,9 +387,15 @@ impl Context<'_> {
                 Some(a) => a.is_unspecified() || s.addr.is_unspecified() || s.addr == a,
             })
             .collect();
+        // A container engine's reservation is no clash: portfwd's kernel path goes first.
+        let (held, clash): (Vec<&Bound>, Vec<&Bound>) =
+            clash.into_iter().partition(|s| s.engine().is_some());
         let (local, shared): (Vec<&Bound>, Vec<&Bound>) =
             clash.into_iter().partition(|s| s.addr.is_loopback());
         let mut out = Vec::new();
+        if let Some(engine) = held.first().and_then(|s| s.engine()) {
+            out.push(findings::engine_reservation(fwd, &held, engine));
+        }
         if !shared.is_empty() {
             out.push(findings::host_port_taken(fwd, &shared));
         }
@@ -405,6 +420,16 @@ impl Context<'_> {
     }
 }
 
+/// A forward's verdict: its worst finding's, and OK when all are informational.
+pub fn worst(findings: &[Finding]) -> Verdict {
+    findings
+        .iter()
+        .map(|f| f.verdict)
+        .max()
+        .unwrap_or(Verdict::Ok)
+        .max(Verdict::Ok)
+}
+
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
     crate::sys::is_root()
@@ -413,6 +438,61 @@ pub fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockets::Process;
+
+    #[test]
+    fn an_engines_reservation_is_information_unless_its_proxy_goes_elsewhere() {
+        let fwd: Forward = "8080 -> 172.18.0.2:3000".parse().unwrap();
+        let proxy = |pid, addr: &str, to: &str| Bound {
+            protocol: Protocol::Tcp,
+            addr: addr.parse().unwrap(),
+            port: 8080,
+            inode: 1,
+            owners: vec![Process {
+                pid,
+                comm: "docker-proxy".into(),
+                engine: Some("Docker"),
+                proxies_to: Some(to.parse().unwrap()),
+            }],
+        };
+        let (v4, v6) = (
+            proxy(7, "0.0.0.0", "172.18.0.2:3000"),
+            proxy(8, "::", "172.18.0.2:3000"),
+        );
+        assert_eq!(v4.engine(), Some("Docker"));
+        let f = findings::engine_reservation(&fwd, &[&v4, &v6], "Docker");
+        assert_eq!(f.verdict, Verdict::Info);
+        assert_eq!(
+            f.reason,
+            "host port 8080/tcp is held by docker-proxy (pid 7) on 0.0.0.0:8080: Docker's \
+             reservation of the port, not a conflict"
+        );
+        assert_eq!(f.details[0], "also docker-proxy (pid 8) on [::]:8080");
+        assert!(f.details[1].ends_with("so docker-proxy only sees what portfwd does not take"));
+        assert!(f.fix.is_none());
+
+        let other = proxy(9, "0.0.0.0", "172.18.0.3:3000");
+        let f = findings::engine_reservation(&fwd, &[&other], "Docker");
+        assert_eq!(f.verdict, Verdict::Warn);
+        assert!(
+            f.reason.ends_with(
+                "but docker-proxy (pid 9) proxies to 172.18.0.3:3000, not to 172.18.0.2:3000"
+            ),
+            "{}",
+            f.reason
+        );
+        assert!(f.fix.unwrap().contains("container at 172.18.0.3"));
+
+        // One owner that is no engine's: the socket is no reservation.
+        let mut shared = v4.clone();
+        shared.owners.push(Process {
+            pid: 10,
+            comm: "nc".into(),
+            engine: None,
+            proxies_to: None,
+        });
+        assert_eq!(shared.engine(), None);
+    }
 
     #[test]
     fn open_forwards_on_every_address_are_warned_about() {

@@ -201,7 +201,12 @@ fn candidates(host: u64) -> BTreeMap<u64, Candidate> {
             process: None,
         });
         if c.process.is_none() {
-            c.process = Some(Process { pid, comm: comm() });
+            c.process = Some(Process {
+                pid,
+                comm: comm(),
+                engine: None,
+                proxies_to: None,
+            });
         }
     }
     out
@@ -283,6 +288,8 @@ mod tests {
             process: Some(Process {
                 pid: 42,
                 comm: "node".into(),
+                engine: None,
+                proxies_to: None,
             }),
             is_host: false,
             interfaces: vec![],

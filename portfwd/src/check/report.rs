@@ -1,7 +1,7 @@
 //! The human form of a [`Report`]: one block per forward, a verdict word per finding, its
 //! facts, and the fix; a summary line; notes on what could not be looked at, and warnings.
 
-use super::{Report, Verdict, findings};
+use super::{Report, Verdict, docker, findings};
 
 /// Where reasons and facts start: after `  FAIL  `.
 const INDENT: usize = 8;
@@ -13,7 +13,7 @@ pub fn text(report: &Report) -> String {
         out.push_str("no forwards to check\n");
     }
     for f in &report.forwards {
-        out.push_str(&format!("{} -> {}\n", f.listen, f.to));
+        out.push_str(&format!("{} -> {}{}\n", f.listen, f.to, docker::label(f)));
         for finding in &f.findings {
             let word = finding.verdict.word();
             push_line(
@@ -41,6 +41,13 @@ pub fn text(report: &Report) -> String {
     }
     out.push_str(&summary(report));
     out.push('\n');
+    out.push_str(&notes(report));
+    out
+}
+
+/// The report's notes, one a line: `note: ...`, or the warning as it is.
+pub fn notes(report: &Report) -> String {
+    let mut out = String::new();
     for n in &report.notes {
         // A warning says so itself.
         let lead = if n.starts_with(findings::WARNING) {
@@ -93,6 +100,8 @@ mod tests {
                     to: "172.17.0.2:3000".into(),
                     verdict: Verdict::Ok,
                     container: None,
+                    origin: "config".into(),
+                    container_name: None,
                     findings: vec![Finding {
                         verdict: Verdict::Ok,
                         kind: Kind::Healthy { rtt_ms: 0.1 },
@@ -106,13 +115,28 @@ mod tests {
                     to: "172.17.0.3:3000".into(),
                     verdict: Verdict::Fail,
                     container: None,
-                    findings: vec![Finding {
-                        verdict: Verdict::Fail,
-                        kind: Kind::NothingListens { listening: vec![] },
-                        reason: "nothing listens on 172.17.0.3:3000 (connection refused)".into(),
-                        details: vec!["word ".repeat(3)],
-                        fix: Some("publish the port:\n  portfwd del 8081/tcp".into()),
-                    }],
+                    origin: "config".into(),
+                    container_name: None,
+                    findings: vec![
+                        Finding {
+                            verdict: Verdict::Info,
+                            kind: Kind::EngineReservation {
+                                engine: "Docker".into(),
+                                sockets: vec![],
+                            },
+                            reason: "host port 8081/tcp is held by docker-proxy (pid 7)".into(),
+                            details: vec![],
+                            fix: None,
+                        },
+                        Finding {
+                            verdict: Verdict::Fail,
+                            kind: Kind::NothingListens { listening: vec![] },
+                            reason: "nothing listens on 172.17.0.3:3000 (connection refused)"
+                                .into(),
+                            details: vec!["word ".repeat(3)],
+                            fix: Some("publish the port:\n  portfwd del 8081/tcp".into()),
+                        },
+                    ],
                 },
             ],
             notes: vec!["a note".into(), "warning: 8080/tcp is open".into()],
@@ -131,6 +155,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("2 forwards checked: 1 OK, 1 FAIL\n"), "{t}");
+        assert!(
+            t.contains("\n  INFO  host port 8081/tcp is held by docker-proxy (pid 7)\n"),
+            "{t}"
+        );
         assert!(
             t.ends_with("note: a note\nwarning: 8080/tcp is open\n"),
             "a warning is not labelled a note: {t}"

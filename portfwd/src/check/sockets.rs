@@ -74,6 +74,16 @@ impl Bound {
         }
     }
 
+    /// The engine every owner of this socket holds it for, when they are all one engine's
+    /// port holders (none unknown).
+    pub fn engine(&self) -> Option<&'static str> {
+        let first = self.owners.first()?.engine?;
+        self.owners
+            .iter()
+            .all(|p| p.engine == Some(first))
+            .then_some(first)
+    }
+
     /// `python3 (pid 42)`, `python3 (pid 42), gunicorn (pid 43)`, or `an unknown process`.
     pub fn owner_names(&self) -> String {
         if self.owners.is_empty() {
@@ -92,6 +102,39 @@ impl Bound {
 pub struct Process {
     pub pid: u32,
     pub comm: String,
+    /// The container engine this process holds published ports for (`Docker` for
+    /// docker-proxy and dockerd, `Podman` for conmon, ...), from its comm and executable (see
+    /// [`engine_of`](super::engine::engine_of)); `None` for any other process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<&'static str>,
+    /// For Docker's docker-proxy: where it sends the connections it takes (its command line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxies_to: Option<std::net::SocketAddr>,
+}
+
+impl Process {
+    /// The process `pid` from its `/proc/PID` directory `dir`: its comm (`?` when unreadable)
+    /// and whether it is a container engine's port holder.
+    fn read(pid: u32, dir: &std::path::Path) -> Process {
+        let comm = fs::read_to_string(dir.join("comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        let exe = fs::read_link(dir.join("exe")).unwrap_or_default();
+        let engine = super::engine::engine_of(&comm, &exe.to_string_lossy());
+        let proxies_to = if engine.is_some() && comm == super::engine::DOCKER_PROXY {
+            let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            super::engine::proxy_target(cmdline.split('\0'))
+        } else {
+            None
+        };
+        Process {
+            pid,
+            comm,
+            engine,
+            proxies_to,
+        }
+    }
 }
 
 impl std::fmt::Display for Process {
@@ -180,7 +223,7 @@ pub fn socket_owners() -> HashMap<u64, Vec<Process>> {
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
             continue;
         };
-        let mut comm = None;
+        let mut process = None;
         for fd in fds.flatten() {
             let Ok(link) = fs::read_link(fd.path()) else {
                 continue;
@@ -193,16 +236,12 @@ pub fn socket_owners() -> HashMap<u64, Vec<Process>> {
             else {
                 continue;
             };
-            let comm = comm
-                .get_or_insert_with(|| {
-                    fs::read_to_string(entry.path().join("comm"))
-                        .map(|c| c.trim_end().to_owned())
-                        .unwrap_or_else(|_| "?".into())
-                })
+            let process = process
+                .get_or_insert_with(|| Process::read(pid, &entry.path()))
                 .clone();
             let list = owners.entry(inode).or_default();
             if !list.iter().any(|p| p.pid == pid) {
-                list.push(Process { pid, comm });
+                list.push(process);
             }
         }
     }

@@ -1,20 +1,27 @@
 //! `portfwd check`
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    net::IpAddr,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use super::output;
 use crate::{
-    api::{Request, Response},
+    api::{ForwardEntry, Request, Response, Status},
     check::{self, Options, report},
     publish::{Forward, Listen, Target},
 };
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-For each forward, one block: a verdict per finding (OK, WARN, FAIL), the reason, the facts, and \
+For each forward, one block: a verdict per finding (INFO, OK, WARN, FAIL), the reason, the facts, and \
 the fix. It probes the target from this host (a TCP connect; UDP targets get a TCP probe for \
 reachability and a look at the container's sockets), looks for the container's network namespace \
 and what listens in it, and for other owners of the host port (local processes, iptables or \
-nftables DNAT rules).
+nftables DNAT rules). A container engine's own holder of the port (docker-proxy, dockerd, \
+podman's conmon) is its reservation: an INFO line, not a conflict. Forwards the daemon does not \
+serve now (their container is stopped) are warnings with the daemon's reason; when the config \
+follows Docker, whether it is connected.
 
 Run it as root where the daemon runs (its network namespace).
 
@@ -106,28 +113,39 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
         Response::Forwards { forwards } => forwards,
         r => return Err(super::unexpected(&r)),
     };
+    // The forwards to probe, and every selected entry of the list (those not served now too).
     let mut forwards = Vec::new();
+    let mut listed: Vec<&ForwardEntry> = Vec::new();
     for e in &entries {
-        let listed =
+        let listed_err =
             |err: crate::publish::PublishError| format!("the daemon listed {}: {err}", e.listen);
+        let listen: Listen = e.listen.parse().map_err(listed_err)?;
+        if e.inactive.is_some() {
+            // Its target may be a container's name without an address: nothing to probe.
+            if filter.matches(&listen.normalized()) {
+                listed.push(e);
+            }
+            continue;
+        }
         let allow = e
             .allow
             .iter()
             .map(|p| p.parse())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(listed)?;
+            .map_err(listed_err)?;
         let f = Forward::new(
-            e.listen.parse().map_err(listed)?,
+            listen,
             e.to.parse::<Target>()
                 .map_err(|err| format!("the daemon listed {}: {err}", e.to))?,
         )
         .and_then(|f| f.with_allow(allow))
-        .map_err(listed)?;
+        .map_err(listed_err)?;
         if filter.matches(&f.listen) {
             forwards.push(f);
+            listed.push(e);
         }
     }
-    if forwards.is_empty() && filter != Filter::All {
+    if listed.is_empty() && filter != Filter::All {
         return Err(format!(
             "no forward publishes host port {} (see `portfwd list`)",
             args.which
@@ -135,13 +153,22 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
         .into());
     }
 
-    let mut report = check::check(
+    let report = check::check(
         &forwards,
         &Options {
             timeout: args.timeout,
         },
     );
-    if let Some(note) = namespace_mismatch(socket) {
+    let status = match super::call(socket, &Request::Status) {
+        Ok(Response::Status(status)) => Some(status),
+        _ => None,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let docker = status.as_ref().and_then(|s| s.docker.as_ref());
+    let mut report = check::docker::complete(report, &listed, docker, now);
+    if let Some(note) = status.as_deref().and_then(namespace_mismatch) {
         report.notes.insert(0, note);
     }
 
@@ -151,6 +178,8 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
         output::println(
             "no ports published (add one with `portfwd add HOST_PORT TARGET_IP:PORT`)",
         )?;
+        // Whether Docker is followed still matters with nothing published.
+        output::print(&report::notes(&report))?;
     } else {
         output::print(&report::text(&report))?;
     }
@@ -176,10 +205,7 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
 
 /// A note when the daemon's host addresses are not this namespace's: then the check looks at the
 /// wrong network stack.
-fn namespace_mismatch(socket: &Path) -> Option<String> {
-    let Ok(Response::Status(status)) = super::call(socket, &Request::Status) else {
-        return None;
-    };
+fn namespace_mismatch(status: &Status) -> Option<String> {
     let local: Vec<IpAddr> = check::netns::interfaces()
         .ok()?
         .into_iter()

@@ -38,9 +38,9 @@ use serde_saphyr::Spanned;
 
 use super::{
     model::Config,
-    schema::{Document, Node, parse_document, parse_str},
+    schema::{Document, Entry, Node, parse_document, parse_str},
 };
-use crate::publish::Forward;
+use crate::publish::{Forward, NamedForward};
 
 /// The text [`save`](super::save) would write for `config`, given the file's current text
 /// (`None` for a new file). Does not validate `config`.
@@ -65,7 +65,9 @@ fn same_config(a: &Config, b: &Config) -> bool {
     let sorted = |c: &Config| {
         let mut forwards = c.forwards.clone();
         forwards.sort_unstable();
-        forwards
+        let mut named = c.named.clone();
+        named.sort_unstable();
+        (forwards, named)
     };
     same_settings(a, b) && sorted(a) == sorted(b)
 }
@@ -75,6 +77,7 @@ fn same_settings(a: &Config, b: &Config) -> bool {
     let Config {
         interfaces,
         forwards: _,
+        named: _,
         mode,
         pin_dir,
         metrics,
@@ -94,9 +97,43 @@ const NEW_FILE_HEADER: &str = "\
 # `portfwd add` and `portfwd del` edit the forwards list; comments are kept where possible.
 ";
 
+/// An entry of the forwards list to write: its listen side, target (an address or a
+/// container by name) and allowlist, in canonical form.
+struct NewEntry {
+    listen: String,
+    to: String,
+    allow: Vec<String>,
+}
+
+impl NewEntry {
+    fn of(fwd: &Forward) -> NewEntry {
+        NewEntry {
+            listen: fwd.listen.to_string(),
+            to: fwd.to.to_string(),
+            allow: fwd.allow.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn of_named(n: &NamedForward) -> NewEntry {
+        NewEntry {
+            listen: n.listen.to_string(),
+            to: n.to.to_string(),
+            allow: n.allow.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// Every forward of `config`: those to addresses, then those to containers by name.
+    fn all(config: &Config) -> Vec<NewEntry> {
+        let forwards = config.forwards.iter().map(NewEntry::of);
+        forwards
+            .chain(config.named.iter().map(NewEntry::of_named))
+            .collect()
+    }
+}
+
 /// One forward in canonical form, as list item lines. `dash` is the indentation of the `-`,
 /// `content` the column (0-based) of the keys.
-fn forward_lines(fwd: &Forward, dash: usize, content: usize, nl: &str) -> String {
+fn forward_lines(fwd: &NewEntry, dash: usize, content: usize, nl: &str) -> String {
     let gap = " ".repeat(content.saturating_sub(dash + 1).max(1));
     let dash = " ".repeat(dash);
     let indent = " ".repeat(dash.len() + 1 + gap.len());
@@ -119,7 +156,7 @@ fn end_last_line(out: &mut String, nl: &str) {
 }
 
 /// Appends the new entries in canonical form on lines of their own.
-fn push_entries(out: &mut String, added: &[&Forward], dash: usize, content: usize, nl: &str) {
+fn push_entries(out: &mut String, added: &[NewEntry], dash: usize, content: usize, nl: &str) {
     end_last_line(out, nl);
     added
         .iter()
@@ -132,7 +169,7 @@ fn edit_in_place(text: &str, doc: &Document, new: &Config) -> Option<String> {
     if !same_settings(&doc.config, new) {
         return None;
     }
-    let change = Change::between(&doc.config.forwards, &new.forwards);
+    let change = Change::between(doc, new);
     if change.is_none() {
         return Some(text.to_owned());
     }
@@ -174,19 +211,33 @@ fn edit_in_place(text: &str, doc: &Document, new: &Config) -> Option<String> {
 }
 
 /// What saving does to the forwards: which entries of the file stay, which are new.
-struct Change<'a> {
+struct Change {
     /// For each forward in the file, in file order: whether it stays.
     kept: Vec<bool>,
-    /// The forwards to append, in the new config's order.
-    added: Vec<&'a Forward>,
+    /// The forwards to append, in the new config's order (to addresses, then by name).
+    added: Vec<NewEntry>,
 }
 
-impl<'a> Change<'a> {
+impl Change {
     /// Entries still wanted stay where they are; the others go; new ones are appended.
-    fn between(old: &[Forward], new: &'a [Forward]) -> Change<'a> {
+    fn between(doc: &Document, new: &Config) -> Change {
+        let old = &doc.config;
+        let kept = doc
+            .entries
+            .iter()
+            .map(|e| match *e {
+                Entry::Forward(i) => new.forwards.contains(&old.forwards[i]),
+                Entry::Named(i) => new.named.contains(&old.named[i]),
+            })
+            .collect();
+        let forwards = new.forwards.iter().filter(|f| !old.forwards.contains(f));
+        let named = new.named.iter().filter(|n| !old.named.contains(n));
         Change {
-            kept: old.iter().map(|f| new.contains(f)).collect(),
-            added: new.iter().filter(|f| !old.contains(f)).collect(),
+            kept,
+            added: forwards
+                .map(NewEntry::of)
+                .chain(named.map(NewEntry::of_named))
+                .collect(),
         }
     }
 
@@ -362,7 +413,7 @@ impl LineEdit {
     }
 
     /// The edited text.
-    fn apply(&self, lines: &Lines, added: &[&Forward], nl: &str) -> String {
+    fn apply(&self, lines: &Lines, added: &[NewEntry], nl: &str) -> String {
         let mut out = String::with_capacity(lines.text.len() + 64 * added.len());
         for (i, line) in lines.lines.iter().enumerate() {
             if !self.removed[i] {
@@ -542,12 +593,12 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
         let path = docker.socket.to_string_lossy();
         out.push_str(&format!("docker:\n  socket: {}\n", yaml_quoted(&path)));
     }
-    if config.forwards.is_empty() {
+    let entries = NewEntry::all(config);
+    if entries.is_empty() {
         out.push_str("forwards: []\n");
     } else {
         out.push_str("forwards:\n");
-        config
-            .forwards
+        entries
             .iter()
             .for_each(|f| out.push_str(&forward_lines(f, 2, 4, "\n")));
     }

@@ -9,7 +9,7 @@ use std::{
     str::FromStr,
 };
 
-use crate::publish::{Forward, Listen, printable};
+use crate::publish::{Forward, Listen, NamedForward, printable};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/portfwd/portfwd.yaml";
@@ -113,6 +113,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// The published ports, in file order. No two conflict (see [`Listen::conflicts_with`]).
     pub forwards: Vec<Forward>,
+    /// The published ports whose target is a container by name (`to: "web:3000"`), in file
+    /// order; they need `docker`. No two forwards of either list conflict.
+    pub named: Vec<NamedForward>,
     /// `mode:` how the datapath is attached (default [`AttachMode::Auto`]).
     pub mode: AttachMode,
     /// `pin_dir:` where programs, links and maps are pinned (default [`DEFAULT_PIN_DIR`]).
@@ -137,6 +140,7 @@ impl Default for Config {
         Config {
             interfaces: Vec::new(),
             forwards: Vec::new(),
+            named: Vec::new(),
             mode: AttachMode::default(),
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             metrics: None,
@@ -272,6 +276,30 @@ impl Config {
                         &self.forwards[j].listen,
                         &format!("forwards[{j}]"),
                     ),
+                });
+            }
+        }
+        for (i, n) in self.named.iter().enumerate() {
+            let field = format!("forwards ({n})");
+            if self.docker.is_none() {
+                return Err(ValidationError {
+                    field,
+                    message: format!(
+                        "'{}' is a container name, which needs the docker: section",
+                        n.to.container
+                    ),
+                });
+            }
+            let by_forward = self
+                .forwards
+                .iter()
+                .map(|f| &f.listen)
+                .chain(self.named[..i].iter().map(|m| &m.listen))
+                .find(|l| l.conflicts_with(&n.listen));
+            if let Some(existing) = by_forward {
+                return Err(ValidationError {
+                    field,
+                    message: conflict_message(&n.listen, existing, "another forward"),
                 });
             }
         }

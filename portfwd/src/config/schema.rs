@@ -33,7 +33,9 @@ use super::model::{
     AttachMode, Config, ConfigError, DockerConfig, check_interface_name, check_pin_dir,
     check_socket_group, conflict_message, one_of, parse_metrics,
 };
-use crate::publish::{AllowPrefix, Forward, Listen, Protocol, PublishError, Target, printable};
+use crate::publish::{
+    AllowPrefix, AnyTarget, Forward, Listen, NamedForward, Protocol, PublishError, printable,
+};
 
 /// A YAML node with spans everywhere; the input of the hand-written schema check.
 #[derive(Debug)]
@@ -149,6 +151,31 @@ impl<'de> Visitor<'de> for NodeVisitor {
 pub(super) struct Document {
     pub(super) config: Config,
     pub(super) root: Option<Spanned<Node>>,
+    /// Where each item of the file's `forwards` list went, in file order.
+    pub(super) entries: Vec<Entry>,
+}
+
+/// An item of the `forwards` list: the index of a [`Forward`] in `Config::forwards`, or of a
+/// forward to a container by name in `Config::named`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entry {
+    Forward(usize),
+    Named(usize),
+}
+
+/// A parsed item of the `forwards` list.
+enum Parsed {
+    Forward(Forward),
+    Named(NamedForward),
+}
+
+impl Parsed {
+    fn listen(&self) -> &Listen {
+        match self {
+            Parsed::Forward(f) => &f.listen,
+            Parsed::Named(n) => &n.listen,
+        }
+    }
 }
 
 /// A checked mapping entry: the known key's name, the key node and the value node.
@@ -284,10 +311,13 @@ impl Source<'_> {
     }
 
     /// The whole document: a mapping of the top-level keys, or null (the empty config).
-    fn config(&self, root: &Spanned<Node>) -> Result<Config, ConfigError> {
+    fn config(&self, root: &Spanned<Node>) -> Result<(Config, Vec<Entry>), ConfigError> {
         let mut config = Config::default();
+        let mut order = Vec::new();
+        // The `to` of the first forward to a container by name, which needs `docker:`.
+        let mut first_named = None;
         let entries = match &root.value {
-            Node::Null => return Ok(config),
+            Node::Null => return Ok((config, order)),
             Node::Map(entries) => entries,
             other => {
                 let found = other.kind();
@@ -306,10 +336,33 @@ impl Source<'_> {
                 "metrics" => config.metrics = self.metrics(value)?,
                 "socket_group" => config.socket_group = self.socket_group(value)?,
                 "docker" => config.docker = self.docker(value)?,
-                _ => config.forwards = self.forwards(value)?,
+                _ => {
+                    for (parsed, to_node) in self.forwards(value)? {
+                        match parsed {
+                            Parsed::Forward(f) => {
+                                order.push(Entry::Forward(config.forwards.len()));
+                                config.forwards.push(f);
+                            }
+                            Parsed::Named(n) => {
+                                let i = order.len();
+                                first_named.get_or_insert((i, to_node));
+                                order.push(Entry::Named(config.named.len()));
+                                config.named.push(n);
+                            }
+                        }
+                    }
+                }
             }
         }
-        Ok(config)
+        if let (Some((i, to_node)), None) = (first_named, &config.docker) {
+            let name = &config.named[0].to.container;
+            return Err(self.invalid(
+                to_node,
+                format!("forwards[{i}].to"),
+                format!("'{name}' is a container name, which needs the docker: section (e.g. docker: {{}}) to be resolved"),
+            ));
+        }
+        Ok((config, order))
     }
 
     fn interfaces(&self, node: &Spanned<Node>) -> Result<Vec<String>, ConfigError> {
@@ -397,38 +450,41 @@ impl Source<'_> {
         Ok(Some(docker))
     }
 
-    fn forwards(&self, node: &Spanned<Node>) -> Result<Vec<Forward>, ConfigError> {
+    fn forwards<'n>(
+        &self,
+        node: &'n Spanned<Node>,
+    ) -> Result<Vec<(Parsed, &'n Spanned<Node>)>, ConfigError> {
         let items = self.list(node, "forwards", "forwards", true)?;
-        let mut forwards: Vec<Forward> = Vec::with_capacity(items.len());
+        let mut forwards: Vec<(Parsed, &Spanned<Node>)> = Vec::with_capacity(items.len());
         // The listen node of each forward, for the line of a conflict.
         let mut listen_nodes: Vec<&Spanned<Node>> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let at = format!("forwards[{i}]");
-            let (fwd, listen_node) = self.forward(item, &at)?;
+            let (fwd, listen_node, to_node) = self.forward(item, &at)?;
             if let Some(j) = forwards
                 .iter()
-                .position(|f| f.listen.conflicts_with(&fwd.listen))
+                .position(|(f, _)| f.listen().conflicts_with(fwd.listen()))
             {
                 let line = listen_nodes[j].referenced.line();
                 let by = format!("forwards[{j}] (line {line})");
                 return Err(self.invalid(
                     listen_node,
                     join(&at, "listen"),
-                    conflict_message(&fwd.listen, &forwards[j].listen, &by),
+                    conflict_message(fwd.listen(), forwards[j].0.listen(), &by),
                 ));
             }
-            forwards.push(fwd);
+            forwards.push((fwd, to_node));
             listen_nodes.push(listen_node);
         }
         Ok(forwards)
     }
 
-    /// One entry of `forwards` (at `at`, e.g. `forwards[1]`), and its `listen` node.
+    /// One entry of `forwards` (at `at`, e.g. `forwards[1]`), and its `listen` and `to` nodes.
     fn forward<'n>(
         &self,
         item: &'n Spanned<Node>,
         at: &str,
-    ) -> Result<(Forward, &'n Spanned<Node>), ConfigError> {
+    ) -> Result<(Parsed, &'n Spanned<Node>, &'n Spanned<Node>), ConfigError> {
         let Node::Map(entries) = &item.value else {
             let found = item.value.kind();
             return Err(self.invalid(
@@ -481,21 +537,35 @@ impl Source<'_> {
         })?;
 
         let to_field = join(at, "to");
-        let text = self.string(to_node, &to_field, "IP:PORT[-END]")?;
+        let text = self.string(to_node, &to_field, "IP:PORT[-END] or CONTAINER:PORT[-END]")?;
         let to = text
-            .parse::<Target>()
+            .parse::<AnyTarget>()
             .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+        let allow = match allow {
+            None => None,
+            Some(node) => {
+                let field = join(at, "allow");
+                Some((node, field.clone(), self.allow(node, &field)?))
+            }
+        };
+        let to = match to {
+            AnyTarget::Addr(to) => to,
+            AnyTarget::Container(to) => {
+                let prefixes = allow.map(|(_, _, p)| p).unwrap_or_default();
+                let named = NamedForward::new(listen, to, prefixes)
+                    .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+                return Ok((Parsed::Named(named), listen_node, to_node));
+            }
+        };
         let fwd = Forward::new(listen, to)
             .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
         let fwd = match allow {
             None => fwd,
-            Some(node) => {
-                let field = join(at, "allow");
-                fwd.with_allow(self.allow(node, &field)?)
-                    .map_err(|e| self.invalid(node, &field, e.to_string()))?
-            }
+            Some((node, field, prefixes)) => fwd
+                .with_allow(prefixes)
+                .map_err(|e| self.invalid(node, &field, e.to_string()))?,
         };
-        Ok((fwd, listen_node))
+        Ok((Parsed::Forward(fwd), listen_node, to_node))
     }
 
     /// A forward's `allow:` list of source prefixes.
@@ -553,11 +623,15 @@ pub(super) fn parse_document(text: &str, path: &Path) -> Result<Document, Config
     let root: Option<Spanned<Node>> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| syntax_error(path, &e))?;
     let src = Source { text, path };
-    let config = match &root {
-        None => Config::default(),
+    let (config, entries) = match &root {
+        None => (Config::default(), Vec::new()),
         Some(root) => src.config(root)?,
     };
-    Ok(Document { config, root })
+    Ok(Document {
+        config,
+        root,
+        entries,
+    })
 }
 
 /// Parses and validates config text; `origin` is the file name used in error messages.

@@ -25,7 +25,7 @@ use crate::{
     api::{Request, Response},
     config,
     error::{Cause, Error, chain},
-    publish::{AllowPrefix, Forward, Listen, Target},
+    publish::{AllowPrefix, AnyTarget, Forward, Listen, NamedForward},
     sys,
 };
 
@@ -127,6 +127,7 @@ impl State {
             Request::Del { listen } => self.del(&listen),
             Request::List => return self.list(),
             Request::Status => return self.status(),
+            Request::Cni { version, request } => return self.cni(version, request),
             Request::Reload => self
                 .reload(Trigger::Request)
                 .map(|summary| format!("reloaded {}: {summary}", self.config_path.display())),
@@ -142,19 +143,31 @@ impl State {
             .iter()
             .map(|p| p.parse::<AllowPrefix>())
             .collect::<Result<Vec<_>, _>>()?;
-        let fwd =
-            Forward::new(listen.parse::<Listen>()?, to.parse::<Target>()?)?.with_allow(allow)?;
+        let listen = listen.parse::<Listen>()?;
+        let fwd = match to.parse::<AnyTarget>()? {
+            AnyTarget::Addr(to) => Forward::new(listen, to)?.with_allow(allow)?,
+            AnyTarget::Container(to) => {
+                return self.add_named(NamedForward::new(listen, to, allow)?);
+            }
+        };
+        if let Some(n) = self.named_conflict(&fwd.listen) {
+            return Err(Error::Overlaps {
+                listen: fwd.listen.to_string(),
+                existing: n.listen.to_string(),
+                to: n.to.to_string(),
+            });
+        }
         // The config wins over Docker: a binding of Docker's in the way gives way (and is
         // shown as not served while the forward is there).
         let displaced = self.displace_docker(&fwd.listen)?;
         if let Err(e) = self.publish(fwd.clone(), Origin::Config) {
-            self.sync_docker();
+            self.sync_derived();
             return Err(e);
         }
         if let Err(e) = config::save(&self.config_path, &self.config()) {
             // Keep the running state and the file in step: undo.
             let _ = self.unpublish(&fwd.listen);
-            self.sync_docker();
+            self.sync_derived();
             return Err(e.into());
         }
         tracing::info!(forward = %fwd, "published");
@@ -162,8 +175,76 @@ impl State {
             tracing::warn!(forward = %d.fwd, origin = %d.origin.label(), "Docker's binding gives way to the config's forward {fwd}");
         }
         self.follow(&[Change::Added(&fwd)]);
-        self.sync_docker();
+        self.sync_derived();
         Ok(format!("published {fwd}"))
+    }
+
+    /// `portfwd add LISTEN NAME:PORT`: a forward of the config to a container by name. The
+    /// container must run now (an unknown name is refused); it is followed from then on.
+    fn add_named(&mut self, n: NamedForward) -> Result<String, Error> {
+        let name = n.to.container.clone();
+        let Some(d) = &self.docker else {
+            return Err(Error::NeedsDocker(name));
+        };
+        if !d.is_running(&name) {
+            return Err(Error::UnknownContainer(name));
+        }
+        let listens = self
+            .forwards
+            .iter()
+            .map(|a| (a.fwd.listen, a.fwd.to.to_string()));
+        let named = self.cfg.named.iter().map(|m| (m.listen, m.to.to_string()));
+        if let Some((existing, to)) = listens
+            .filter(|(l, _)| !self.is_docker_listen(l))
+            .chain(named)
+            .find(|(l, _)| l.conflicts_with(&n.listen))
+        {
+            return Err(if existing == n.listen {
+                Error::AlreadyPublished {
+                    listen: existing.to_string(),
+                    to,
+                }
+            } else {
+                Error::Overlaps {
+                    listen: n.listen.to_string(),
+                    existing: existing.to_string(),
+                    to,
+                }
+            });
+        }
+        let displaced = self.displace_docker(&n.listen)?;
+        self.cfg.named.push(n.clone());
+        if let Err(e) = config::save(&self.config_path, &self.config()) {
+            self.cfg.named.pop();
+            self.sync_derived();
+            return Err(e.into());
+        }
+        self.sync_derived();
+        for d in &displaced {
+            tracing::warn!(forward = %d.fwd, origin = %d.origin.label(), "Docker's binding gives way to the config's forward {n}");
+        }
+        let to = self
+            .forwards
+            .iter()
+            .find(|a| a.fwd.listen == n.listen)
+            .map(|a| a.fwd.to.to_string())
+            .unwrap_or_else(|| "not served: see the daemon's log".into());
+        tracing::info!(forward = %n, to, "published");
+        Ok(format!("published {n} (now {to})"))
+    }
+
+    /// The config's forward to a container by name whose listen side overlaps `listen`.
+    fn named_conflict(&self, listen: &Listen) -> Option<&NamedForward> {
+        self.cfg
+            .named
+            .iter()
+            .find(|n| n.listen.conflicts_with(listen))
+    }
+
+    fn is_docker_listen(&self, listen: &Listen) -> bool {
+        self.forwards
+            .iter()
+            .any(|a| &a.fwd.listen == listen && matches!(a.origin, Origin::Docker { .. }))
     }
 
     fn del(&mut self, listen: &str) -> Result<String, Error> {
@@ -180,6 +261,22 @@ impl State {
             listen = v6_any;
         }
         let listen = listen.normalized();
+        if let Some(i) = self.cfg.named.iter().position(|n| n.listen == listen) {
+            let n = self.cfg.named.remove(i);
+            if let Err(e) = config::save(&self.config_path, &self.config()) {
+                self.cfg.named.insert(i, n);
+                return Err(e.into());
+            }
+            self.sync_derived();
+            tracing::info!(forward = %n, "unpublished");
+            return Ok(format!("unpublished {} (was -> {})", n.listen, n.to));
+        }
+        if let Some(owner) = self.cni_owner_of(&listen) {
+            return Err(Error::OwnedByCni {
+                listen: listen.to_string(),
+                owner: owner.label(),
+            });
+        }
         if let Some(a) = self.forwards.iter().find(|a| a.fwd.listen == listen)
             && let Origin::Docker { name, .. } = &a.origin
         {
@@ -196,7 +293,7 @@ impl State {
         tracing::info!(listen = %active.fwd.listen, to = %active.fwd.to, "unpublished");
         self.follow(&[Change::Removed(&active.fwd)]);
         // A binding of Docker's that the forward held back can be served now.
-        self.sync_docker();
+        self.sync_derived();
         Ok(format!(
             "unpublished {} (was -> {})",
             active.fwd.listen, active.fwd.to

@@ -9,16 +9,23 @@
 //! - `reload`: applying a changed config file, all or nothing;
 //! - `staging`: replacing the set of forwards in one step for the datapath (two generations);
 //! - `reserved_ports`: keeping published ports out of the kernel's ephemeral port choice;
+//! - `derived`: forwards derived from containers (Docker's, by name, CNI's) kept in line;
 //! - `docker`: following Docker's published ports (the config's `docker:` section);
+//! - `cni`: the forwards of CNI attachments, asked for by `portfwd-cni`;
+//! - `saved`: state of the daemon's own in files beside its socket (Docker's containers, CNI's
+//!   forwards);
 //! - `follow`: existing UDP flows (host sockets, flow-table entries) following forward changes;
 //! - this module: starting up, the event loop, and shutting down.
 mod access;
+mod cni;
 mod control;
+mod derived;
 mod docker;
 mod follow;
 mod host;
 mod reload;
 mod reserved_ports;
+mod saved;
 mod slots;
 mod staging;
 mod state;

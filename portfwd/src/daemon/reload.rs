@@ -148,7 +148,7 @@ impl State {
         // 1. Everything that can fail before a change.
         let running = self.config_forwards();
         let diff = Diff::between(&running, &cfg.forwards);
-        let wanted = self.wanted(&cfg.forwards);
+        let wanted = self.wanted(cfg);
         if wanted.len() > MAX_FORWARDS as usize {
             return Err(Error::TooManyForwards(MAX_FORWARDS));
         }

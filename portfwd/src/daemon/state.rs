@@ -1,7 +1,12 @@
 //! The daemon's state: what it has applied (forwards and their counter slots, the config, the
 //! host's interfaces and addresses, the socket hooks) and how config and host changes change
 //! it. Control requests ([`super::control`]) and reloads ([`super::reload`]) go through here.
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Weak};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Weak,
+};
 
 use portfwd_common::maps::Hook;
 
@@ -9,13 +14,14 @@ use tokio::sync::Mutex;
 
 use super::{
     access::Access,
+    cni::CniForwards,
     docker::DockerFollow,
     host,
     reserved_ports::{self, PortSet, Reservation},
     slots::Slots,
 };
 use crate::{
-    api::{self, FlowTableStatus, ForwardEntry, InterfaceStatus, MapFill, VerdictCount},
+    api::{self, CniOwner, FlowTableStatus, ForwardEntry, InterfaceStatus, MapFill, VerdictCount},
     config::{AttachMode, Config},
     datapath::{Datapath, XdpPolicy, cgroup::SocketHooks},
     error::{Error, chain},
@@ -37,22 +43,35 @@ pub(super) enum Origin {
     Config,
     /// A port Docker publishes for a container: derived state, never written to the config.
     Docker { id: String, name: String },
+    /// A forward of the config to a container by name (`to: "web:3000"`), resolved to the
+    /// container's address while it runs.
+    Container { name: String },
+    /// A port mapping of a CNI attachment (`portfwd-cni`): the daemon's own state, kept across
+    /// its restarts, never written to the config.
+    Cni(CniOwner),
 }
 
 impl Origin {
     /// `config` or `docker:NAME`, as `portfwd list` shows it.
     pub(super) fn label(&self) -> String {
         match self {
-            Origin::Config => api::CONFIG_ORIGIN.to_owned(),
+            Origin::Config | Origin::Container { .. } => api::CONFIG_ORIGIN.to_owned(),
             Origin::Docker { name, .. } => format!("docker:{name}"),
+            Origin::Cni(owner) => owner.label(),
         }
     }
 
     pub(super) fn container(&self) -> Option<&str> {
         match self {
-            Origin::Config => None,
-            Origin::Docker { name, .. } => Some(name),
+            Origin::Config | Origin::Cni(_) => None,
+            Origin::Docker { name, .. } | Origin::Container { name } => Some(name),
         }
+    }
+
+    /// Whether the forward is derived from containers (Docker's, by name, CNI's) rather
+    /// than one of the config's forwards to an address.
+    pub(super) fn is_derived(&self) -> bool {
+        !matches!(self, Origin::Config)
     }
 }
 
@@ -85,6 +104,8 @@ pub(super) struct State {
     pub(super) orphan_slots: Vec<u32>,
     /// Following Docker, while the config has a `docker:` section.
     pub(super) docker: Option<DockerFollow>,
+    /// The forwards of CNI attachments (`portfwd-cni`).
+    pub(super) cni: CniForwards,
     /// The state itself, for the tasks it starts (the Docker follower).
     pub(super) weak_self: Weak<Mutex<State>>,
 }
@@ -96,6 +117,7 @@ impl State {
         socket: PathBuf,
         mode_override: Option<AttachMode>,
     ) -> Self {
+        let cni = CniForwards::load(&state_dir(&socket));
         Self {
             dp,
             config_path,
@@ -113,6 +135,7 @@ impl State {
             socket_hooks: HostLocal::Off("not attached yet".into()),
             orphan_slots: Vec::new(),
             docker: None,
+            cni,
             weak_self: Weak::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
@@ -189,7 +212,7 @@ impl State {
     /// addresses in the map are taken as applied, so the first host sync only adds and removes
     /// the difference.
     pub(super) fn adopt_pinned(&mut self, cfg: &Config) -> Result<(), Error> {
-        let wanted = self.wanted(&cfg.forwards);
+        let wanted = self.wanted(cfg);
         let forwards: Vec<Forward> = wanted.iter().map(|(f, _)| f.clone()).collect();
         let adopted = self.dp.maps.adopt(&forwards)?;
         for ((fwd, origin), slot) in wanted.into_iter().zip(adopted.slots) {
@@ -250,13 +273,28 @@ impl State {
             .collect()
     }
 
-    /// Every forward to run with `config` as the config's forwards: those, then Docker's
-    /// that do not collide with them (see [`DockerFollow::wanted`]).
-    pub(super) fn wanted(&mut self, config: &[Forward]) -> Vec<(Forward, Origin)> {
-        let mut all: Vec<(Forward, Origin)> =
-            config.iter().map(|f| (f.clone(), Origin::Config)).collect();
+    /// Every forward to run with `cfg`, in order of precedence: the config's forwards to
+    /// addresses, those to containers by name that run, those of CNI attachments, then
+    /// Docker's bindings. A forward that collides with one ahead of it is not run (and said
+    /// so: CNI's are logged, Docker's shown by `portfwd status`).
+    pub(super) fn wanted(&mut self, cfg: &Config) -> Vec<(Forward, Origin)> {
+        let mut all: Vec<(Forward, Origin)> = cfg
+            .forwards
+            .iter()
+            .map(|f| (f.clone(), Origin::Config))
+            .collect();
+        if let Some(d) = &self.docker {
+            all.extend(d.named(&cfg.named));
+        }
+        let cni = self.cni.wanted(&all, &cfg.named);
+        all.extend(cni);
         if let Some(d) = &mut self.docker {
-            all.extend(d.wanted(config));
+            let ahead: Vec<(String, Listen)> = all
+                .iter()
+                .map(|(f, o)| (format!("{f} ({})", o.label()), f.listen))
+                .chain(cfg.named.iter().map(|n| (n.to_string(), n.listen)))
+                .collect();
+            all.extend(d.bindings(&ahead));
         }
         all
     }
@@ -273,7 +311,7 @@ impl State {
     /// held in one step (see [`super::staging`]), then interfaces are evaluated. Returns the
     /// interfaces that failed to attach as the mode requires.
     pub(super) fn apply_config(&mut self, cfg: &Config) -> Result<Vec<Error>, Error> {
-        let wanted = self.wanted(&cfg.forwards);
+        let wanted = self.wanted(cfg);
         self.replace_forwards(&wanted)?;
         self.cfg = Config {
             forwards: Vec::new(),
@@ -390,6 +428,30 @@ impl State {
                 origin: a.origin.label(),
                 container: a.origin.container().map(str::to_owned),
                 inactive: None,
+            });
+        }
+        // The config's forwards to containers that do not run.
+        for n in &self.cfg.named {
+            if self.forwards.iter().any(|a| a.fwd.listen == n.listen) {
+                continue;
+            }
+            let why = match &self.docker {
+                Some(d) => d.inactive(n),
+                None => "Docker is not followed (no docker: section)".to_owned(),
+            };
+            forwards.push(ForwardEntry {
+                listen: n.listen.to_string(),
+                protocol: n.listen.protocol.to_string(),
+                to: n.to.to_string(),
+                allow: n.allow.iter().map(|p| p.to_string()).collect(),
+                packets_to_target: 0,
+                bytes_to_target: 0,
+                packets_to_client: 0,
+                bytes_to_client: 0,
+                new_flows: 0,
+                origin: api::CONFIG_ORIGIN.into(),
+                container: Some(n.to.container.clone()),
+                inactive: Some(why),
             });
         }
         Ok(forwards)
@@ -532,4 +594,13 @@ impl State {
 pub(super) enum HostLocal {
     On(SocketHooks),
     Off(String),
+}
+
+/// Where the daemon keeps state of its own: beside its control socket (`/run/portfwd`, kept
+/// across restarts by the systemd unit, gone at reboot like the pinned maps).
+pub(super) fn state_dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

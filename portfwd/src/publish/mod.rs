@@ -54,6 +54,7 @@
 //! - `target`: the container side, [`Target`];
 //! - `allow`: an allowlist entry, [`AllowPrefix`];
 //! - `forward`: a whole [`Forward`], its two sides and its allowlist;
+//! - `named`: a forward of the config to a container by name, [`NamedForward`];
 //! - this file: the module list and the public names, and the `serde_as_string!` macro that
 //!   `listen`, `target` and `allow` use.
 
@@ -82,6 +83,7 @@ mod error;
 mod family;
 mod forward;
 mod listen;
+mod named;
 mod protocol;
 mod syntax;
 mod target;
@@ -92,5 +94,6 @@ pub(crate) use error::printable;
 pub use family::Family;
 pub use forward::Forward;
 pub use listen::{Listen, ListenKey};
+pub use named::{AnyTarget, ContainerTarget, NamedForward};
 pub use protocol::Protocol;
 pub use target::Target;

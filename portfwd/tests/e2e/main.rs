@@ -13,7 +13,10 @@ mod support;
 
 mod check;
 mod docker;
+mod docker_check;
+mod docker_coexist;
 mod docker_follow;
+mod docker_named;
 mod forwarding;
 mod fragments;
 mod hostlocal;

@@ -264,3 +264,43 @@ fn render_regenerates_what_it_cannot_edit() {
     };
     assert_eq!(parse(&render(None, &odd)), odd);
 }
+
+#[test]
+fn forwards_to_containers_by_name_are_edited_in_place_too() {
+    let text = "\
+# Docker.
+docker: {}
+forwards:
+  # by name
+  - listen: \"8080\"
+    to: \"web:3000\"
+  # by address
+  - listen: \"8081\"
+    to: \"172.17.0.2:3000\"
+";
+    let old = parse(text);
+    assert_eq!(render(Some(text), &old), text);
+    // The address forward goes; the named one and its comment stay where they are.
+    let without = with(&old, |c| c.forwards.clear());
+    assert_eq!(
+        render(Some(text), &without),
+        "# Docker.\ndocker: {}\nforwards:\n  # by name\n  - listen: \"8080\"\n    to: \"web:3000\"\n"
+    );
+    // A named one is appended in canonical form.
+    let added = with(&old, |c| {
+        c.named.push(
+            crate::publish::NamedForward::new(
+                "9000-9001/udp".parse().unwrap(),
+                "db:5000-5001".parse().unwrap(),
+                Vec::new(),
+            )
+            .unwrap(),
+        )
+    });
+    let out = render(Some(text), &added);
+    assert_eq!(
+        out,
+        format!("{text}  - listen: \"9000-9001/udp\"\n    to: \"db:5000-5001\"\n")
+    );
+    assert!(same_config(&parse(&out), &added));
+}

@@ -209,7 +209,7 @@ fn structure_errors_are_located() {
         ),
         (
             "forwards:\n  - listen: \"80\"\n    to:\n",
-            "3:7: forwards[0].to: expected IP:PORT[-END], found null",
+            "3:7: forwards[0].to: expected IP:PORT[-END] or CONTAINER:PORT[-END], found null",
         ),
         (
             "forwards:\n  - listen: \"80\"\n    protocol: [tcp]\n    to: \"1.2.3.4:80\"\n",
@@ -496,8 +496,39 @@ fn the_docker_section() {
 }
 
 #[test]
+fn forwards_to_containers_by_name() {
+    let c = parse(
+        "docker: {}\nforwards:\n  - listen: 8080\n    to: web:3000\n  - listen: 8081\n    to: 172.17.0.2:3000\n",
+    );
+    assert_eq!(c.named.len(), 1);
+    assert_eq!(c.named[0].to_string(), "8080/tcp -> web:3000");
+    assert_eq!(c.forwards.len(), 1);
+    // A name needs the docker: section, wherever it is in the file.
+    assert_eq!(
+        error("forwards:\n  - listen: 8080\n    to: web:3000\n"),
+        format!(
+            "{FILE}:3:9: forwards[0].to: 'web' is a container name, which needs the docker: section (e.g. docker: {{}}) to be resolved"
+        )
+    );
+    // Names and addresses share the listen sides: no overlap between them.
+    assert_eq!(
+        error(
+            "docker: {}\nforwards:\n  - listen: 8080\n    to: web:3000\n  - listen: 8080\n    to: 172.17.0.2:3000\n"
+        ),
+        format!(
+            "{FILE}:5:13: forwards[1].listen: 8080/tcp is already published by forwards[0] (line 3)"
+        )
+    );
+    // Saved and read back the same, with the forwards' file order kept.
+    let text = render(None, &c);
+    assert_eq!(parse(&text), c);
+}
+
+#[test]
 fn docker_example_file() {
     let c = parse(include_str!("../../../../config/portfwd.docker.yaml"));
     assert_eq!(c.docker, Some(crate::config::DockerConfig::default()));
     assert!(c.forwards.is_empty(), "{:?}", c.forwards);
+    assert_eq!(c.named.len(), 1, "{:?}", c.named);
+    assert_eq!(c.named[0].to_string(), "9090/tcp -> web:3000");
 }

@@ -92,7 +92,7 @@ async fn session(
             error: None,
         };
         let containers = d.containers.len();
-        st.sync_docker();
+        st.sync_derived();
         tracing::info!(
             socket = %socket.display(),
             api_version = %engine.api_version,
@@ -123,7 +123,7 @@ async fn session(
         let mut st = state.lock().await;
         let d = st.docker.as_mut()?;
         if d.apply(update) {
-            st.sync_docker();
+            st.sync_derived();
         }
     }
 }

@@ -2,35 +2,39 @@
 //! containers while the config has a `docker:` section.
 //!
 //! - this module: [`DockerFollow`], what the daemon knows of Docker (the running containers,
-//!   the connection), and how it changes the published forwards ([`State::sync_docker`]);
+//!   the connection), and how it changes the published forwards ([`State::sync_derived`]);
 //! - `follower`: the task that talks to dockerd: connects with backoff, lists, then follows
 //!   events;
-//! - `saved`: the containers kept on disk, so that a restarted daemon serves Docker's ports
-//!   from its first packet, before dockerd answers (or while it is down).
+//!
+//! The containers are saved (`daemon::saved`), so that a restarted daemon serves Docker's
+//! ports from its first packet, before dockerd answers (or while it is down).
 //!
 //! Docker's forwards are derived state: never written to the config, shown with the origin
 //! `docker:NAME`, refused by `portfwd del`. The config wins a collision: a binding that
 //! overlaps a forward of the config is not served, and shown as such.
 mod follower;
-mod saved;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use super::{
-    follow::Change,
-    state::{Active, Origin, State},
+    saved,
+    state::{Active, Origin, State, state_dir},
 };
 use crate::{
     api::{DockerBinding, DockerStatus},
     config::DockerConfig,
     docker::{Container, forwards_of},
-    error::{Error, chain},
-    publish::{Forward, Listen},
+    error::chain,
+    publish::{Family, Forward, Listen, NamedForward},
 };
+
+/// The file (in the daemon's state directory) holding the running containers.
+const SAVED: &str = "docker-containers.json";
 
 /// What the daemon knows of Docker.
 pub(super) struct DockerFollow {
@@ -66,8 +70,13 @@ fn unix_now() -> u64 {
 impl DockerFollow {
     /// Docker as a previous daemon left it (saved under `state_dir`), not connected yet.
     pub(super) fn new(cfg: DockerConfig, state_dir: &Path) -> DockerFollow {
-        let saved = saved::path(state_dir);
-        let containers = saved::load(&saved);
+        let saved = state_dir.join(SAVED);
+        let containers: BTreeMap<String, Container> =
+            saved::load::<Vec<Container>>(&saved, "Docker containers")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect();
         if !containers.is_empty() {
             tracing::info!(
                 containers = containers.len(),
@@ -88,10 +97,24 @@ impl DockerFollow {
         }
     }
 
-    /// Docker's forwards that do not collide with `config` (the config's forwards) nor with
-    /// each other (the container first by name keeps the port). The bindings left are noted
-    /// for `portfwd status`.
-    pub(super) fn wanted(&mut self, config: &[Forward]) -> Vec<(Forward, Origin)> {
+    /// The config's forwards to containers by name whose container runs, resolved to its
+    /// address.
+    pub(super) fn named(&self, named: &[NamedForward]) -> Vec<(Forward, Origin)> {
+        named
+            .iter()
+            .filter_map(|n| {
+                let fwd = self.resolve(n).ok()?;
+                let name = n.to.container.clone();
+                Some((fwd, Origin::Container { name }))
+            })
+            .collect()
+    }
+
+    /// Docker's forwards that do not collide with what goes ahead of them (`ahead`: each
+    /// forward of the config, running or not, and of CNI, as shown and its listen side) nor
+    /// with each other (the container first by name keeps the port). The bindings left are
+    /// noted for `portfwd status`, and logged once.
+    pub(super) fn bindings(&mut self, ahead: &[(String, Listen)]) -> Vec<(Forward, Origin)> {
         let mut out: Vec<(Forward, Origin)> = Vec::new();
         let mut not_served = Vec::new();
         let mut containers: Vec<&Container> = self.containers.values().collect();
@@ -111,10 +134,10 @@ impl DockerFollow {
                 });
             }
             for f in derived.forwards {
-                if let Some(cf) = config.iter().find(|cf| cf.listen.conflicts_with(&f.listen)) {
+                if let Some((cf, _)) = ahead.iter().find(|(_, l)| l.conflicts_with(&f.listen)) {
                     not_served.push(note(
                         &f.listen,
-                        format!("collides with the config's forward {cf} (the config wins)"),
+                        format!("collides with {cf}, which goes first (the config, then CNI, then Docker)"),
                     ));
                 } else if let Some((of, o)) = out
                     .iter()
@@ -140,6 +163,53 @@ impl DockerFollow {
             self.not_served = not_served;
         }
         out
+    }
+
+    /// The forward `n` makes with its container's address now, or why there is none.
+    fn resolve(&self, n: &NamedForward) -> Result<Forward, String> {
+        let name = &n.to.container;
+        let c = self
+            .containers
+            .values()
+            .find(|c| &c.name == name && c.is_running())
+            .ok_or_else(|| {
+                format!("container {name} is not running (stopped, restarting or removed)")
+            })?;
+        let addr = match n.listen.family() {
+            Family::V4 => c.ipv4.map(IpAddr::V4),
+            Family::V6 => c.ipv6.map(IpAddr::V6),
+        };
+        let addr = addr.ok_or_else(|| {
+            let network = c.network.as_deref().unwrap_or("any network");
+            format!(
+                "container {name} has no {} address on {network}",
+                n.listen.family()
+            )
+        })?;
+        n.at(addr).map_err(|e| e.to_string())
+    }
+
+    /// Why `n` is not served now.
+    pub(super) fn inactive(&self, n: &NamedForward) -> String {
+        match self.resolve(n) {
+            Err(why) => why,
+            Ok(_) => "its port is taken (see the daemon's log)".to_owned(),
+        }
+    }
+
+    /// Whether a container by that name runs now.
+    pub(super) fn is_running(&self, name: &str) -> bool {
+        self.containers
+            .values()
+            .any(|c| c.name == name && c.is_running())
+    }
+
+    /// Saves the containers known (for a restarted daemon).
+    pub(super) fn save(&self) {
+        let list: Vec<&Container> = self.containers.values().collect();
+        if let Err(e) = saved::store(&self.saved, &list) {
+            tracing::warn!("{}", chain(&e));
+        }
     }
 
     pub(super) fn status(&self, forwards: &[Active]) -> DockerStatus {
@@ -184,85 +254,15 @@ impl State {
             tracing::info!("no longer following Docker");
         }
         if let Some(cfg) = cfg {
-            let mut d = DockerFollow::new(cfg.clone(), &self.state_dir());
+            let mut d = DockerFollow::new(cfg.clone(), &state_dir(&self.socket));
             d.task = Some(follower::spawn(self.weak_self.clone(), cfg.socket.clone()));
             self.docker = Some(d);
         }
-        self.sync_docker();
+        self.sync_derived();
     }
 
     /// Loads what a previous daemon saved of Docker, before the forwards are first applied.
     pub(super) fn restore_docker(&mut self, cfg: Option<&DockerConfig>) {
-        self.docker = cfg.map(|c| DockerFollow::new(c.clone(), &self.state_dir()));
-    }
-
-    /// Where the daemon keeps state of its own: beside its control socket (`/run/portfwd`).
-    fn state_dir(&self) -> PathBuf {
-        self.socket
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
-
-    /// Publishes and withdraws Docker's forwards to match the containers known (each one
-    /// appears or goes as a whole, like `portfwd add`/`del`), lets existing UDP flows follow,
-    /// and saves the containers.
-    pub(super) fn sync_docker(&mut self) {
-        let config = self.config_forwards();
-        let wanted = match &mut self.docker {
-            Some(d) => d.wanted(&config),
-            None => Vec::new(),
-        };
-        let stale: Vec<Listen> = self
-            .forwards
-            .iter()
-            .filter(|a| matches!(a.origin, Origin::Docker { .. }))
-            .filter(|a| !wanted.iter().any(|(f, o)| *f == a.fwd && *o == a.origin))
-            .map(|a| a.fwd.listen)
-            .collect();
-        for listen in stale {
-            match self.unpublish(&listen) {
-                Ok(a) => {
-                    tracing::info!(forward = %a.fwd, origin = %a.origin.label(), "withdrawn");
-                    self.follow(&[Change::Removed(&a.fwd)]);
-                }
-                Err(e) => tracing::error!("withdrawing Docker's {listen}: {}", chain(&e)),
-            }
-        }
-        for (fwd, origin) in wanted {
-            if self
-                .forwards
-                .iter()
-                .any(|a| a.fwd == fwd && a.origin == origin)
-            {
-                continue;
-            }
-            let label = origin.label();
-            match self.publish(fwd.clone(), origin) {
-                Ok(()) => {
-                    tracing::info!(forward = %fwd, origin = %label, "published");
-                    self.follow(&[Change::Added(&fwd)]);
-                }
-                Err(e) => tracing::error!(forward = %fwd, origin = %label, "{}", chain(&e)),
-            }
-        }
-        if let Some(d) = &self.docker
-            && let Err(e) = saved::store(&d.saved, &d.containers)
-        {
-            tracing::warn!("{}", chain(&e));
-        }
-    }
-
-    /// Withdraws Docker's forwards that overlap `listen`, which a forward of the config is
-    /// about to take (the config wins).
-    pub(super) fn displace_docker(&mut self, listen: &Listen) -> Result<Vec<Active>, Error> {
-        let in_the_way: Vec<Listen> = self
-            .forwards
-            .iter()
-            .filter(|a| matches!(a.origin, Origin::Docker { .. }))
-            .filter(|a| a.fwd.listen.conflicts_with(listen))
-            .map(|a| a.fwd.listen)
-            .collect();
-        in_the_way.iter().map(|l| self.unpublish(l)).collect()
+        self.docker = cfg.map(|c| DockerFollow::new(c.clone(), &state_dir(&self.socket)));
     }
 }

@@ -1,0 +1,2 @@
+//! See the crate documentation.
+pub fn main() -> i32 { 0 }
