@@ -177,12 +177,7 @@ impl CniNet {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("results"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        for plugin in &mut plugins {
-            let ipam = &mut plugin["ipam"];
-            if ipam["type"] == "host-local" && ipam.get("dataDir").is_none() {
-                ipam["dataDir"] = json!(dir.join("ipam"));
-            }
-        }
+        private_ipam(&mut plugins, &dir.join("ipam"));
         let net = CniNet {
             host: lab.host().clone(),
             prefix: lab.prefix().to_owned(),
@@ -394,6 +389,17 @@ impl Drop for CniNet {
             teardown_ns(&ns);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Gives each `host-local` IPAM of `plugins` without a `dataDir` the directory `dir`, so that
+/// its leases stay out of `/var/lib/cni/networks`.
+pub(crate) fn private_ipam(plugins: &mut [Value], dir: &Path) {
+    for plugin in plugins {
+        let ipam = &mut plugin["ipam"];
+        if ipam["type"] == "host-local" && ipam.get("dataDir").is_none() {
+            ipam["dataDir"] = json!(dir);
+        }
     }
 }
 

@@ -33,7 +33,8 @@
 //! - `proc`: entering a namespace before exec, commands with a time limit, killing what is left;
 //! - `net`: the line-echo servers and clients;
 //! - `docker`: a real dockerd in a lab's host namespace ([`Docker`]), its API, the test image;
-//! - `cni`: CNI plugins driven by hand in a lab's host namespace ([`CniNet`]), as libcni does.
+//! - `cni`: CNI plugins driven by hand in a lab's host namespace ([`CniNet`]), as libcni does;
+//! - `podman`: a real podman with its CNI backend in a lab's host namespace ([`Podman`]).
 
 #![warn(missing_docs)]
 
@@ -44,6 +45,7 @@ mod lab;
 mod names;
 mod net;
 mod ns;
+mod podman;
 mod proc;
 mod sys;
 
@@ -56,4 +58,5 @@ pub use net::{
     udp_server,
 };
 pub use ns::{NETNS_DIR, Ns};
+pub use podman::Podman;
 pub use proc::is_root;
