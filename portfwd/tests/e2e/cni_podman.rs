@@ -8,13 +8,15 @@
 //! under `CI=true` a test that cannot run fails.
 
 use std::{
+    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use portfwd_lab::{self as lab, DEBIAN_CNI_DIR, Lab, Podman};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cni::{conflist, have_cni, plugin_dir};
 use crate::support::{Daemon, T, assert_no_netfilter_nat, at, eventually, host_port};
@@ -161,5 +163,68 @@ fn podman_run_p_is_served_by_portfwd_cni() {
         podman.libcni_cache()
     );
     assert_no_netfilter_nat(&lab);
+    podman.shutdown().unwrap();
+}
+
+/// Runs `portfwd-cni` with CNI_COMMAND=GC (spec 1.1.0) for `network`, keeping `keep`
+/// (container ids, interface eth0), as a runtime of 1.1 does and as an operator can by hand.
+fn gc_by_hand(socket: &Path, network: &str, keep: &[&str]) {
+    let valid: Vec<Value> = keep
+        .iter()
+        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+        .collect();
+    let config = json!({"cniVersion": "1.1.0", "name": network, "type": "portfwd-cni",
+        "socket": socket, "cni.dev/valid-attachments": valid});
+    let mut child = Command::new(plugin_dir().join("portfwd-cni"))
+        .env("CNI_COMMAND", "GC")
+        .env("CNI_PATH", DEBIAN_CNI_DIR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "GC: {out:?}");
+}
+
+/// Podman 4.3 does not retry a failed CNI DEL: `podman stop` while the daemon is down
+/// succeeds, and the container's forward stays (and its port with it) once the daemon is
+/// back, also after `podman rm`. A GC naming the attachments still in use withdraws it.
+#[test]
+fn podman_stop_while_the_daemon_is_down_leaves_the_forward_until_a_gc() {
+    require_root!();
+    if !have_podman() {
+        return;
+    }
+    let mut lab = Lab::new("cnipmdown").unwrap();
+    let mut daemon = Daemon::start(&mut lab, "forwards: []\n");
+    let net = "pfpoddown";
+    let list = conflist("0.4.0", net, "portfwd-cni", &daemon.socket, false);
+    let dirs: Vec<PathBuf> = vec![plugin_dir(), PathBuf::from(DEBIAN_CNI_DIR)];
+    let podman = Podman::start(&lab, &list, &dirs).unwrap();
+    podman.run("web1", &["-p", "8080:3000"]).unwrap();
+    podman.run("web2", &["-p", "8081:3000"]).unwrap();
+    wait_page(&lab, host_port(8080));
+    let id1 = podman.container_id("web1").unwrap();
+    let id2 = podman.container_id("web2").unwrap();
+    let origin1 = format!("cni:{net}/{}", &id1[..12]);
+    daemon.kill9();
+    podman.stop("web1").unwrap();
+    daemon.restart();
+    podman.rm("web1").unwrap();
+    assert_eq!(
+        forwards(&daemon, &lab, &origin1).len(),
+        1,
+        "podman retried the DEL?"
+    );
+    gc_by_hand(&daemon.socket, net, &[&id2]);
+    assert!(forwards(&daemon, &lab, &origin1).is_empty());
+    assert_eq!(daemon.list_json(&lab).len(), 1, "web2's forward must stay");
+    wait_page(&lab, host_port(8081));
     podman.shutdown().unwrap();
 }
