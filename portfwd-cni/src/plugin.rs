@@ -323,7 +323,15 @@ fn unreachable(socket: &Path, command: &str, e: &ClientError) -> CniError {
             ),
         ),
     };
-    CniError::new(code, msg).details(portfwd::error::chain(e))
+    let details = match e {
+        // Its own words suggest PORTFWD_SOCKET, which is the CLI's: the plugin's is `socket`.
+        ClientError::NotRunning(_) => format!(
+            "no control socket at {}: is the portfwd daemon running? (the plugin config's `socket` names another)",
+            socket.display()
+        ),
+        _ => portfwd::error::chain(e),
+    };
+    CniError::new(code, msg).details(details)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -473,7 +481,7 @@ mod tests {
             let e = run(&env_of(&call_env(command)), conf.as_bytes()).unwrap_err();
             assert_eq!(e.code, 11, "{command}: {e}");
             assert!(e.msg.contains(&socket) && e.msg.starts_with(command), "{e}");
-            assert!(e.details.contains("not running"), "{e}");
+            assert!(e.details.contains("is the portfwd daemon running?"), "{e}");
         }
         let conf = config("1.1.0", &socket, "");
         let e = run(&env_of(&call_env("STATUS")), conf.as_bytes()).unwrap_err();
