@@ -28,11 +28,11 @@ use crate::support::{Daemon, T, assert_no_netfilter_nat, at, host_port, host6, p
 pub(crate) const SUBNET: &str = "10.88.0.0/16";
 pub(crate) const SUBNET6: &str = "fd00:88::/64";
 
-/// True when Debian's CNI plugins are installed; under `CI=true` their absence fails.
-pub(crate) fn have_cni() -> bool {
-    let missing: Vec<String> = ["bridge", "host-local", "portmap"]
+/// True when every one of `paths` exists; otherwise says what to `install` and returns false,
+/// or fails under `CI=true`.
+pub(crate) fn have(paths: &[PathBuf], install: &str) -> bool {
+    let missing: Vec<String> = paths
         .iter()
-        .map(|p| Path::new(DEBIAN_CNI_DIR).join(p))
         .filter(|p| !p.exists())
         .map(|p| p.display().to_string())
         .collect();
@@ -40,7 +40,7 @@ pub(crate) fn have_cni() -> bool {
         return true;
     }
     let why = format!(
-        "{} missing: install containernetworking-plugins (`cargo xtask setup`)",
+        "{} missing: install {install} (`cargo xtask setup`)",
         missing.join(", ")
     );
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -48,6 +48,15 @@ pub(crate) fn have_cni() -> bool {
     }
     eprintln!("SKIPPED: {why}");
     false
+}
+
+/// True when Debian's CNI plugins are installed; under `CI=true` their absence fails.
+pub(crate) fn have_cni() -> bool {
+    let plugins: Vec<PathBuf> = ["bridge", "host-local", "portmap"]
+        .iter()
+        .map(|p| Path::new(DEBIAN_CNI_DIR).join(p))
+        .collect();
+    have(&plugins, "containernetworking-plugins")
 }
 
 fn mtime(path: &Path) -> SystemTime {
