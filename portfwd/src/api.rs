@@ -26,7 +26,14 @@ pub enum Request {
         allow: Vec<String>,
     },
     /// Stop publishing `listen`.
-    Del { listen: String },
+    Del {
+        listen: String,
+        /// The forward's origin as `portfwd list` shows it (`cni:NETWORK/SHORT_ID`), given to
+        /// withdraw a CNI attachment whose runtime will not (a DEL that failed and was never
+        /// retried): all that attachment's forwards go.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
     /// The forwards with their counters.
     List,
     /// Attachments, host addresses and verdict counters.

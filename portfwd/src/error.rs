@@ -57,7 +57,7 @@ pub enum Error {
         origin: String,
     },
     #[error(
-        "{listen} belongs to the CNI attachment {owner}; it goes when the runtime removes the container (CNI DEL)"
+        "{listen} belongs to the CNI attachment {owner}; it goes when the runtime removes the container (CNI DEL); if the runtime lost that DEL, `portfwd del {listen} --owner {owner}` withdraws the attachment"
     )]
     OwnedByCni { listen: String, owner: String },
     #[error(

@@ -239,6 +239,13 @@ impl State {
         ))
     }
 
+    /// `portfwd del LISTEN --owner cni:...`: withdraws an attachment its runtime lost.
+    pub(super) fn cni_release(&mut self, owner: &CniOwner) -> String {
+        tracing::warn!(origin = %owner.label(), "CNI attachment withdrawn by hand (portfwd del --owner)");
+        let done = self.cni_del(std::slice::from_ref(owner));
+        format!("{}: {done}", owner.label())
+    }
+
     /// The CNI attachment owning the forward on `listen`, if one does.
     pub(super) fn cni_owner_of(&self, listen: &Listen) -> Option<&CniOwner> {
         self.forwards

@@ -124,7 +124,7 @@ impl State {
     pub(super) fn handle(&mut self, req: Request) -> Response {
         let result = match req {
             Request::Add { listen, to, allow } => self.add(&listen, &to, &allow),
-            Request::Del { listen } => self.del(&listen),
+            Request::Del { listen, owner } => self.del(&listen, owner.as_deref()),
             Request::List => return self.list(),
             Request::Status => return self.status(),
             Request::Cni { version, request } => return self.cni(version, request),
@@ -247,7 +247,7 @@ impl State {
             .any(|a| &a.fwd.listen == listen && matches!(a.origin, Origin::Docker { .. }))
     }
 
-    fn del(&mut self, listen: &str) -> Result<String, Error> {
+    fn del(&mut self, listen: &str, owner: Option<&str>) -> Result<String, Error> {
         let mut listen = listen.parse::<Listen>()?;
         // A bare port names the IPv4 forward on it, or the IPv6 one (`[::]`) when only that is
         // published: a bare port takes its target's family when it is added. `0.0.0.0:PORT`
@@ -271,10 +271,13 @@ impl State {
             tracing::info!(forward = %n, "unpublished");
             return Ok(format!("unpublished {} (was -> {})", n.listen, n.to));
         }
-        if let Some(owner) = self.cni_owner_of(&listen) {
+        if let Some(cni) = self.cni_owner_of(&listen).cloned() {
+            if owner == Some(cni.label().as_str()) {
+                return Ok(self.cni_release(&cni));
+            }
             return Err(Error::OwnedByCni {
                 listen: listen.to_string(),
-                owner: owner.label(),
+                owner: cni.label(),
             });
         }
         if let Some(a) = self.forwards.iter().find(|a| a.fwd.listen == listen)

@@ -269,6 +269,13 @@ fn add_check_del_publish_and_withdraw_a_dual_stack_containers_ports() {
     assert!(!del.status.success());
     let stderr = String::from_utf8_lossy(&del.stderr);
     assert!(stderr.contains(&w.origin(&c1)), "{stderr}");
+    // A wrong owner changes nothing either.
+    let wrong = w.daemon.cli(
+        &w.lab,
+        &["del", "8080", "--owner", "cni:other/0123456789ab"],
+    );
+    assert!(!wrong.status.success());
+    assert_eq!(w.forwards_of(&c1).len(), 4);
     assert!(
         !std::fs::read_to_string(&w.daemon.config)
             .unwrap()
@@ -288,6 +295,14 @@ fn add_check_del_publish_and_withdraw_a_dual_stack_containers_ports() {
     assert!(tcp(&w.lab, host_port(8080)).is_err());
     let again = w.net.del(&c1, &m).unwrap();
     again.expect_ok().unwrap();
+    // An attachment its runtime lost (no DEL will come) is withdrawn by hand with its origin.
+    w.net.add(&c1, &m).unwrap().expect_ok().unwrap();
+    let origin = w.origin(&c1);
+    let by_hand = w.daemon.cli(&w.lab, &["del", "8080", "--owner", &origin]);
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    assert!(w.forwards_of(&c1).is_empty());
+    assert!(tcp(&w.lab, host_port(8080)).is_err());
+    w.net.del(&c1, &m).unwrap().expect_ok().unwrap();
     assert!(
         !w.net
             .dir()
