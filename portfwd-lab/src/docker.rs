@@ -403,7 +403,9 @@ impl Docker {
         if self.stopped
             && let Err(e) = self.spawn_dockerd()
         {
-            errors.push(format!("starting dockerd again to remove its containers: {e:#}"));
+            errors.push(format!(
+                "starting dockerd again to remove its containers: {e:#}"
+            ));
         }
         if self.pid().is_some() {
             match self.cli(&["ps", "-aq"]) {

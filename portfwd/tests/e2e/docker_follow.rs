@@ -46,10 +46,7 @@ impl Followed {
     pub(crate) fn start_in(mut lab: Lab, dockerd_args: &[&str], config: &str) -> Followed {
         let mut docker = Docker::start_with(&lab, dockerd_args).unwrap();
         docker.import_test_image().unwrap();
-        let config = format!(
-            "docker:\n  socket: {}\n{config}",
-            docker.socket().display()
-        );
+        let config = format!("docker:\n  socket: {}\n{config}", docker.socket().display());
         let d = Daemon::start(&mut lab, &config);
         let f = Followed { d, docker, lab };
         f.wait_connected(true);
@@ -334,29 +331,28 @@ fn udp_and_a_loopback_binding_are_served() {
     let dnat = rule_packets(&f.lab, "nat", "DOCKER", &["DNAT", "udp", "dpt:5353"]);
     assert_eq!(dnat, 0, "Docker's DNAT rule for udp counted packets");
 
-    f.docker.run("local", &["-p", "127.0.0.1:8081:3000"]).unwrap();
+    f.docker
+        .run("local", &["-p", "127.0.0.1:8081:3000"])
+        .unwrap();
     let ip = f.addr("local");
     let fwd = f.wait_forwards("local", 1);
     assert_eq!(fwd[0]["listen"], "127.0.0.1:8081/tcp", "{fwd:?}");
     assert_eq!(fwd[0]["to"], format!("{ip}:3000"), "{fwd:?}");
     // docker-proxy holds 127.0.0.1:8081 in the host namespace...
-    let listening = f
-        .lab
-        .sh(f.lab.host(), "ss -Hltnp 'sport = :8081'")
-        .unwrap();
+    let listening = f.lab.sh(f.lab.host(), "ss -Hltnp 'sport = :8081'").unwrap();
     assert!(listening.contains("docker-proxy"), "{listening}");
     let before = sock_verdict(&f.d.status_json(&f.lab), "connect_translated");
     let answer = lab::http_get(f.lab.host(), at(Ipv4Addr::LOCALHOST, 8081), T).unwrap();
     assert!(answer.ends_with(Docker::PAGE), "{answer}");
     let after = sock_verdict(&f.d.status_json(&f.lab), "connect_translated");
-    assert!(after > before, "the socket hooks did not translate the connect");
+    assert!(
+        after > before,
+        "the socket hooks did not translate the connect"
+    );
     // ...but a connection from the host goes to the container itself: the kernel's socket is
     // connected to IP:3000, and docker-proxy accepted nothing on 8081.
     let session = lab::tcp_session(f.lab.host(), at(Ipv4Addr::LOCALHOST, 8081), T).unwrap();
-    let established = f
-        .lab
-        .sh(f.lab.host(), "ss -Htn state established")
-        .unwrap();
+    let established = f.lab.sh(f.lab.host(), "ss -Htn state established").unwrap();
     assert!(
         established.contains(&format!("{ip}:3000")),
         "no connection to the container: {established}"
@@ -368,7 +364,10 @@ fn udp_and_a_loopback_binding_are_served() {
     drop(session);
     // From outside, a 127.0.0.1 binding is not reachable (nor is it with Docker alone).
     let outside = http_get(&f.lab, host_port(8081), SHORT);
-    assert!(outside.is_err(), "the client reached 127.0.0.1:8081: {outside:?}");
+    assert!(
+        outside.is_err(),
+        "the client reached 127.0.0.1:8081: {outside:?}"
+    );
     drop(server);
 }
 
@@ -500,12 +499,11 @@ fn a_binding_colliding_with_the_config_is_refused_and_add_takes_a_port_over() {
         f.d.log_text().contains("Docker's binding not served"),
         "the refusal is not logged"
     );
-    let config_fwd = f
-        .d
-        .list_json(&f.lab)
-        .into_iter()
-        .find(|e| e["listen"] == "8080/tcp")
-        .unwrap();
+    let config_fwd =
+        f.d.list_json(&f.lab)
+            .into_iter()
+            .find(|e| e["listen"] == "8080/tcp")
+            .unwrap();
     assert_eq!(config_fwd["origin"], "config");
     assert_eq!(config_fwd["to"], c1_target.as_str());
     let reply = lab::tcp_request(f.lab.client(), host_port(8080), "hi", T).unwrap();

@@ -14,6 +14,8 @@ mod support;
 mod check;
 mod docker;
 mod docker_follow;
+mod docker_measure;
+mod docker_outage;
 mod forwarding;
 mod fragments;
 mod hostlocal;
