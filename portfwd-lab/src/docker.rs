@@ -12,6 +12,12 @@
 //! existing `docker0` and replaces its address (the lab's 172.17.0.1/16 is gone), which would
 //! cut the lab's own containers off.
 //!
+//! Outages: [`Docker::stop_daemon`] stops dockerd as an init system does (SIGTERM by its pid)
+//! and [`Docker::start_daemon`] starts it again on the same directories, with the options given
+//! to [`Docker::start_with`] (e.g. `--live-restore`, under which containers outlive it). A test
+//! can reach into a container's network namespace ([`Docker::netns`]), e.g. to run a UDP
+//! server the busybox image lacks.
+//!
 //! Module map: `api` (the Engine API over the unix socket), `image` (the test image's tarball).
 
 mod api;
