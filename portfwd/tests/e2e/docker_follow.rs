@@ -527,3 +527,41 @@ fn a_binding_colliding_with_the_config_is_refused_and_add_takes_a_port_over() {
     f.wait_forward_to("web", at(ip, 3000));
     wait_reachable(&f.lab, host_port(8082));
 }
+
+/// `docker network disconnect` takes the container's address away without a `die`: its forward
+/// is withdrawn. Another container takes the old address; `docker network connect` gives the
+/// first a new one, and Docker its ports again: the forward follows it there, and never sends
+/// the client to the other container.
+#[test]
+fn a_container_disconnected_and_reconnected_to_its_network_is_followed() {
+    require_root!();
+    if !have_docker() {
+        return;
+    }
+    let mut f = Followed::start("dknet", &[], "");
+    run_page(&mut f.docker, "web", &["-p", "8080:3000"], "web");
+    let first = f.addr("web");
+    f.wait_forward_to("web", at(first, 3000));
+    wait_page(&f.lab, host_port(8080), "web");
+
+    f.docker
+        .cli(&["network", "disconnect", "bridge", "web"])
+        .unwrap();
+    f.wait_forwards("web", 0);
+    run_page(&mut f.docker, "other", &["-p", "8081:3000"], "other");
+    assert_eq!(f.addr("other"), first, "other did not take web's address");
+    let answer = http_get(&f.lab, host_port(8080), SHORT);
+    assert!(
+        !answer.as_ref().is_ok_and(|a| a.contains("other")),
+        "web's port reached the other container: {answer:?}"
+    );
+
+    f.docker
+        .cli(&["network", "connect", "bridge", "web"])
+        .unwrap();
+    let second = f.addr("web");
+    assert_ne!(second, first);
+    f.wait_forward_to("web", at(second, 3000));
+    wait_page(&f.lab, host_port(8080), "web");
+    wait_page(&f.lab, host_port(8081), "other");
+}

@@ -113,10 +113,12 @@ async fn session(
             None => return Some(EngineError::EventsEnded),
         };
         let update = match &event {
-            Event::Started(id) | Event::Renamed(id) => match engine.inspect(id).await {
-                Ok(c) => Update::Set(id.clone(), c),
-                Err(e) => return Some(e),
-            },
+            Event::Started(id) | Event::Renamed(id) | Event::Network(id) => {
+                match engine.inspect(id).await {
+                    Ok(c) => Update::Set(id.clone(), c),
+                    Err(e) => return Some(e),
+                }
+            }
             Event::Stopped(id) => Update::Set(id.clone(), None),
         };
         let state = state.upgrade()?;
