@@ -56,9 +56,12 @@ pub enum Event {
     Stopped(String),
     /// The container was renamed: inspect it for its new name.
     Renamed(String),
-    /// The container was connected to a network or disconnected from one: inspect it for its
-    /// address (another container may hold the old one by now).
-    Network(String),
+    /// The container was connected to a network: inspect it for its address there (another
+    /// container may hold its old one by now).
+    Connected(String),
+    /// The container was disconnected from the network named `network`: its address there is
+    /// gone.
+    Disconnected { id: String, network: String },
 }
 
 /// A connection to dockerd with the API version negotiated.
@@ -183,9 +186,18 @@ fn event_of(m: EventMessage) -> Option<Event> {
                 _ => None,
             }
         }
-        // The actor is the network; the container is an attribute.
-        EventMessageTypeEnum::NETWORK if NETWORK_EVENTS.contains(&action) => {
-            actor.attributes?.remove("container").map(Event::Network)
+        // The actor is the network; the container and the network's name are attributes.
+        EventMessageTypeEnum::NETWORK => {
+            let mut attributes = actor.attributes?;
+            let id = attributes.remove("container")?;
+            match action {
+                "connect" => Some(Event::Connected(id)),
+                "disconnect" => Some(Event::Disconnected {
+                    id,
+                    network: attributes.remove("name").unwrap_or_default(),
+                }),
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -231,11 +243,14 @@ mod tests {
         };
         assert_eq!(
             event_of(parse(&event("connect"))),
-            Some(Event::Network("c1".into()))
+            Some(Event::Connected("c1".into()))
         );
         assert_eq!(
             event_of(parse(&event("disconnect"))),
-            Some(Event::Network("c1".into()))
+            Some(Event::Disconnected {
+                id: "c1".into(),
+                network: "bridge".into()
+            })
         );
         // A network's own life changes no container.
         assert_eq!(event_of(parse(&event("destroy"))), None);
