@@ -12,6 +12,12 @@
 //! existing `docker0` and replaces its address (the lab's 172.17.0.1/16 is gone), which would
 //! cut the lab's own containers off.
 //!
+//! Outages: [`Docker::stop_daemon`] stops dockerd as an init system does (SIGTERM by its pid)
+//! and [`Docker::start_daemon`] starts it again on the same directories, with the options given
+//! to [`Docker::start_with`] (e.g. `--live-restore`, under which containers outlive it). A test
+//! can reach into a container's network namespace ([`Docker::netns`]), e.g. to run a UDP
+//! server the busybox image lacks.
+//!
 //! Module map: `api` (the Engine API over the unix socket), `image` (the test image's tarball).
 
 mod api;
@@ -20,7 +26,7 @@ pub(crate) mod image;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -55,10 +61,18 @@ const DOCKER_CLI: &str = "/usr/bin/docker";
 #[derive(Debug)]
 pub struct Docker {
     host: Ns,
+    /// The lab's prefix, for the names of the container namespaces attached ([`Docker::netns`]).
+    prefix: String,
     dir: PathBuf,
+    /// dockerd's options beyond the directories, socket and bridge ([`Docker::start_with`]).
+    args: Vec<String>,
     dockerd: Option<Child>,
+    /// dockerd was stopped by [`Docker::stop_daemon`] and not started again.
+    stopped: bool,
     ready_in: Duration,
     image: Option<String>,
+    /// Container namespaces named in `/run/netns` by [`Docker::netns`].
+    attached: Vec<Ns>,
     torn_down: bool,
 }
 
@@ -86,6 +100,12 @@ impl Docker {
     /// What a dockerd of a lab whose process is gone left (a test killed with SIGKILL) is
     /// cleaned up first: its processes, mounts and directory.
     pub fn start(lab: &Lab) -> Result<Docker> {
+        Self::start_with(lab, &[])
+    }
+
+    /// Like [`Docker::start`], with more options for dockerd (e.g. `--live-restore`,
+    /// `--iptables=false`, `--userland-proxy=false`), kept for [`Docker::start_daemon`].
+    pub fn start_with(lab: &Lab, args: &[&str]) -> Result<Docker> {
         cleanup_stale();
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", lab.prefix()));
         if dir.exists() {
@@ -97,10 +117,14 @@ impl Docker {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut docker = Docker {
             host: lab.host().clone(),
+            prefix: lab.prefix().to_owned(),
             dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             dockerd: None,
+            stopped: false,
             ready_in: Duration::ZERO,
             image: None,
+            attached: Vec::new(),
             torn_down: false,
         };
         // On error, `docker` is dropped here and tears down what was started.
@@ -114,8 +138,15 @@ impl Docker {
         ip(&["-n", &host, "link", "add", Self::BRIDGE, "type", "bridge"])?;
         ip(&["-n", &host, "addr", "add", &cidr, "dev", Self::BRIDGE])?;
         ip(&["-n", &host, "link", "set", Self::BRIDGE, "up"])?;
+        self.spawn_dockerd()
+    }
 
-        let log = std::fs::File::create(self.log_path())?;
+    /// Spawns dockerd (its log appended to) and waits until its API answers.
+    fn spawn_dockerd(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.host.path().display()))
             .arg("dockerd")
@@ -128,6 +159,7 @@ impl Docker {
             .arg("-H")
             .arg(format!("unix://{}", self.socket().display()))
             .args(["-b", Self::BRIDGE])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -166,7 +198,27 @@ impl Docker {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.ready_in = started.elapsed();
+        self.stopped = false;
         Ok(())
+    }
+
+    /// Stops dockerd as an init system does: SIGTERM by its pid, then waits for it to exit (up
+    /// to [`STOP_GRACE`], then SIGKILL); its exit status. Without `--live-restore` dockerd
+    /// stops every container first (`die` events); with it, they keep running. Its
+    /// directories stay for [`Docker::start_daemon`].
+    pub fn stop_daemon(&mut self) -> Result<ExitStatus> {
+        let mut child = self.dockerd.take().context("dockerd is not running")?;
+        self.stopped = true;
+        proc::terminate(&mut child, STOP_GRACE)
+    }
+
+    /// Starts dockerd again after [`Docker::stop_daemon`], with the same directories and
+    /// options, and waits until its API answers.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        if self.dockerd.is_some() {
+            bail!("dockerd is running already");
+        }
+        self.spawn_dockerd()
     }
 
     /// How long dockerd took from spawn until `GET /_ping` answered 200.
@@ -268,6 +320,44 @@ impl Docker {
         self.cli(&args)
     }
 
+    /// `docker run -d --name NAME OPTIONS... IMAGE CMD...`: the test image running `cmd`
+    /// instead of its httpd (e.g. `["/bin/busybox", "nc", "-ll", "-p", "3000", "-e",
+    /// "/bin/busybox", "cat"]`, an echo server); returns the container's id.
+    pub fn run_cmd(&mut self, name: &str, options: &[&str], cmd: &[&str]) -> Result<String> {
+        self.import_test_image()?;
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(options);
+        args.push(Self::IMAGE);
+        args.extend_from_slice(cmd);
+        self.cli(&args)
+    }
+
+    /// `docker start NAME`: a stopped container runs again (on whatever address is free).
+    pub fn start_container(&self, name: &str) -> Result<()> {
+        self.cli(&["start", name]).map(drop)
+    }
+
+    /// The pid (in the host's pid namespace) of the container's first process.
+    pub fn container_pid(&self, name: &str) -> Result<u32> {
+        let out = self.cli(&["inspect", "-f", "{{.State.Pid}}", name])?;
+        match out.parse() {
+            Ok(0) | Err(_) => bail!("container {name} has no process (pid {out:?})"),
+            Ok(pid) => Ok(pid),
+        }
+    }
+
+    /// The running container's network namespace, named in `/run/netns` (`ip netns attach`,
+    /// as `{lab prefix}-dk-{name}`) so that a test can run a server inside it
+    /// ([`Ns::run`]). The name goes at the teardown; the namespace lives as long as the
+    /// container.
+    pub fn netns(&mut self, name: &str) -> Result<Ns> {
+        let pid = self.container_pid(name)?;
+        let ns = Ns::new(format!("{}-dk-{name}", self.prefix));
+        ip(&["netns", "attach", &ns.name, &pid.to_string()])?;
+        self.attached.push(ns.clone());
+        Ok(ns)
+    }
+
     /// `docker stop -t 0 NAME` (busybox httpd as PID 1 ignores SIGTERM: no grace period).
     pub fn stop(&self, name: &str) -> Result<()> {
         self.cli(&["stop", "-t", "0", name]).map(drop)
@@ -307,6 +397,22 @@ impl Docker {
         }
         self.torn_down = true;
         let mut errors = Vec::new();
+        for ns in std::mem::take(&mut self.attached) {
+            if let Err(e) = ip(&["netns", "delete", &ns.name])
+                && ns.path().exists()
+            {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        // Stopped by the test: started again, so that its containers (which outlive it with
+        // --live-restore) are removed the ordinary way.
+        if self.stopped
+            && let Err(e) = self.spawn_dockerd()
+        {
+            errors.push(format!(
+                "starting dockerd again to remove its containers: {e:#}"
+            ));
+        }
         if self.pid().is_some() {
             match self.cli(&["ps", "-aq"]) {
                 Ok(ids) => {

@@ -1,5 +1,7 @@
 //! The Docker Engine API client, on bollard: connect to the socket and negotiate the API
-//! version, list running containers, inspect one, and follow container events.
+//! version, list running containers, inspect one, and follow container events, and the network
+//! events that give a running container an address or take it away (`docker network connect`,
+//! `disconnect`: no container event says so).
 //!
 //! Nothing is missed between the listing and the events: the listing starts after an instant
 //! taken first, and the event stream is asked for every event since that instant (dockerd
@@ -10,6 +12,7 @@ use std::{collections::HashMap, path::Path, time::SystemTime};
 
 use bollard::{
     API_DEFAULT_VERSION, Docker,
+    models::{EventMessage, EventMessageTypeEnum},
     query_parameters::{EventsOptions, ListContainersOptions},
 };
 use futures::{Stream, StreamExt as _};
@@ -20,7 +23,10 @@ use super::container::Container;
 const REQUEST_TIMEOUT_SECS: u64 = 10;
 
 /// The container events that change what is published.
-const EVENTS: [&str; 4] = ["start", "die", "destroy", "rename"];
+const CONTAINER_EVENTS: [&str; 4] = ["start", "die", "destroy", "rename"];
+/// The network events that do: `docker network connect`/`disconnect` give a running container
+/// an address, or take it away, with no container event.
+const NETWORK_EVENTS: [&str; 2] = ["connect", "disconnect"];
 
 /// Why talking to dockerd failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,12 @@ pub enum Event {
     Stopped(String),
     /// The container was renamed: inspect it for its new name.
     Renamed(String),
+    /// The container was connected to a network: inspect it for its address there (another
+    /// container may hold its old one by now).
+    Connected(String),
+    /// The container was disconnected from the network named `network`: its address there is
+    /// gone.
+    Disconnected { id: String, network: String },
 }
 
 /// A connection to dockerd with the API version negotiated.
@@ -127,10 +139,17 @@ impl Engine {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "type".to_owned(),
+                vec!["container".to_owned(), "network".to_owned()],
+            ),
             (
                 "event".to_owned(),
-                EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+                CONTAINER_EVENTS
+                    .iter()
+                    .chain(&NETWORK_EVENTS)
+                    .map(|e| (*e).to_owned())
+                    .collect(),
             ),
         ]);
         let options = EventsOptions {
@@ -146,17 +165,94 @@ impl Engine {
                         what: "GET /events".into(),
                         source,
                     })),
-                    Ok(m) => {
-                        let id = m.actor.and_then(|a| a.id)?;
-                        match m.action.as_deref()? {
-                            "start" => Some(Ok(Event::Started(id))),
-                            "die" | "destroy" => Some(Ok(Event::Stopped(id))),
-                            "rename" => Some(Ok(Event::Renamed(id))),
-                            _ => None,
-                        }
-                    }
+                    Ok(m) => event_of(m).map(Ok),
                 }
             })
             .boxed()
+    }
+}
+
+/// What an event of the stream means to the follower; `None` for those that change nothing.
+fn event_of(m: EventMessage) -> Option<Event> {
+    let actor = m.actor?;
+    let action = m.action.as_deref()?;
+    match m.typ? {
+        EventMessageTypeEnum::CONTAINER => {
+            let id = actor.id?;
+            match action {
+                "start" => Some(Event::Started(id)),
+                "die" | "destroy" => Some(Event::Stopped(id)),
+                "rename" => Some(Event::Renamed(id)),
+                _ => None,
+            }
+        }
+        // The actor is the network; the container and the network's name are attributes.
+        EventMessageTypeEnum::NETWORK => {
+            let mut attributes = actor.attributes?;
+            let id = attributes.remove("container")?;
+            match action {
+                "connect" => Some(Event::Connected(id)),
+                "disconnect" => Some(Event::Disconnected {
+                    id,
+                    network: attributes.remove("name").unwrap_or_default(),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> EventMessage {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn a_containers_life_as_dockerd_20_10_streams_it() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/docker/events.jsonl"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let events: Vec<Event> = text.lines().filter_map(|l| event_of(parse(l))).collect();
+        let id = parse(text.lines().next().unwrap())
+            .actor
+            .unwrap()
+            .id
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Started(id.clone()),
+                Event::Stopped(id.clone()),
+                Event::Stopped(id)
+            ]
+        );
+    }
+
+    #[test]
+    fn network_connect_and_disconnect_name_the_container() {
+        let event = |action: &str| {
+            format!(
+                r#"{{"Type":"network","Action":"{action}","Actor":{{"ID":"n1","Attributes":{{"container":"c1","name":"bridge","type":"bridge"}}}},"scope":"local","time":1,"timeNano":1}}"#
+            )
+        };
+        assert_eq!(
+            event_of(parse(&event("connect"))),
+            Some(Event::Connected("c1".into()))
+        );
+        assert_eq!(
+            event_of(parse(&event("disconnect"))),
+            Some(Event::Disconnected {
+                id: "c1".into(),
+                network: "bridge".into()
+            })
+        );
+        // A network's own life changes no container.
+        assert_eq!(event_of(parse(&event("destroy"))), None);
     }
 }

@@ -113,11 +113,24 @@ async fn session(
             None => return Some(EngineError::EventsEnded),
         };
         let update = match &event {
-            Event::Started(id) | Event::Renamed(id) => match engine.inspect(id).await {
-                Ok(c) => Update::Set(id.clone(), c),
-                Err(e) => return Some(e),
-            },
+            // dockerd connects a container to its networks when it creates it, and an inspect
+            // then waits until the container has started, holding up every later event: one
+            // not running yet is inspected on its `start`. A running one (`docker network
+            // connect`) is inspected now.
+            Event::Connected(id) if !knows(state, id).await? => continue,
+            Event::Started(id) | Event::Renamed(id) | Event::Connected(id) => {
+                match engine.inspect(id).await {
+                    Ok(c) => Update::Set(id.clone(), c),
+                    Err(e) => return Some(e),
+                }
+            }
             Event::Stopped(id) => Update::Set(id.clone(), None),
+            // Not inspected: dockerd disconnects a stopping container after its `die`, and an
+            // inspect would wait until it is done with it.
+            Event::Disconnected { id, network } => Update::LeftNetwork {
+                id: id.clone(),
+                network: network.clone(),
+            },
         };
         let state = state.upgrade()?;
         let mut st = state.lock().await;
@@ -128,19 +141,40 @@ async fn session(
     }
 }
 
+/// Whether `id` is a running container the daemon knows; `None` when the daemon has gone.
+async fn knows(state: &Weak<Mutex<State>>, id: &str) -> Option<bool> {
+    let state = state.upgrade()?;
+    let st = state.lock().await;
+    Some(st.docker.as_ref()?.containers.contains_key(id))
+}
+
 /// What an event does to the containers known.
 enum Update {
     /// The container is now as inspected (`None`: gone).
     Set(String, Option<Container>),
+    /// The container left the network named `network`: if its ports are published there, it
+    /// publishes nothing now; it stays known, so that a later `connect` inspects it again.
+    LeftNetwork { id: String, network: String },
 }
 
 impl super::DockerFollow {
     /// Applies an update; returns whether anything changed.
     fn apply(&mut self, update: Update) -> bool {
-        let Update::Set(id, c) = update;
-        match c.filter(Container::is_running) {
-            Some(c) => self.containers.insert(id, c.clone()).as_ref() != Some(&c),
-            None => self.containers.remove(&id).is_some(),
+        match update {
+            Update::Set(id, c) => match c.filter(Container::is_running) {
+                Some(c) => self.containers.insert(id, c.clone()).as_ref() != Some(&c),
+                None => self.containers.remove(&id).is_some(),
+            },
+            Update::LeftNetwork { id, network } => match self.containers.get_mut(&id) {
+                Some(c) if c.network.as_deref() == Some(network.as_str()) => {
+                    c.network = None;
+                    c.ipv4 = None;
+                    c.ipv6 = None;
+                    c.bindings.clear();
+                    true
+                }
+                _ => false,
+            },
         }
     }
 }
