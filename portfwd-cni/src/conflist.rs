@@ -185,8 +185,8 @@ pub fn rewrite(
     let (portmap, portfwd) = find(plugins)?;
     let outcome = match change {
         Change::Install { socket, append } => {
-            let served = CNI_VERSIONS.contains(&version.as_str())
-                || allowed_versions.iter().any(|v| *v == version);
+            let served =
+                CNI_VERSIONS.contains(&version.as_str()) || allowed_versions.contains(&version);
             if !served && (portmap.is_some() || *append) && portfwd.is_none() {
                 return Err(ConflistError::Version { found: version });
             }

@@ -79,6 +79,7 @@ impl Object {
         self.0.len() != before
     }
 
+    #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_str())
     }
