@@ -36,6 +36,8 @@ pub struct FileOutcome {
 pub enum FileError {
     #[error(transparent)]
     Conflist(#[from] ConflistError),
+    #[error("a symbolic link to {0}: rewrite the file it points to, or replace the link")]
+    Symlink(PathBuf),
     #[error("{action}: {source}")]
     Io {
         action: String,
@@ -58,6 +60,15 @@ pub fn rewrite_file(
     allowed_versions: &[String],
     dry_run: bool,
 ) -> Result<Outcome, FileError> {
+    // Renaming over a link would replace the link, and leave the file it points to (whoever
+    // manages it) as it was.
+    let link =
+        fs::symlink_metadata(path).map_err(io_error(format!("reading {}", path.display())))?;
+    if link.file_type().is_symlink() {
+        let target =
+            fs::read_link(path).map_err(io_error(format!("reading {}", path.display())))?;
+        return Err(FileError::Symlink(target));
+    }
     let old = fs::read_to_string(path).map_err(io_error(format!("reading {}", path.display())))?;
     let new = rewrite(&old, change, allowed_versions)?;
     if let (Some(text), false) = (&new.text, dry_run) {
@@ -267,6 +278,31 @@ mod tests {
             names(&dir.0),
             ["10-containerd-net.conflist", "20-broken.conflist"]
         );
+    }
+
+    #[test]
+    fn a_symbolic_link_is_left_as_it_is() {
+        let dir = TempDir::new("files-link");
+        let managed = dir.0.join("managed.json");
+        fs::write(&managed, CONTAINERD).unwrap();
+        let link = dir.0.join("10-net.conflist");
+        std::os::unix::fs::symlink(&managed, &link).unwrap();
+        let install = Change::Install {
+            socket: None,
+            append: false,
+        };
+        let outcomes = rewrite_dir(&dir.0, &install, &[], false).unwrap();
+        assert!(
+            matches!(&outcomes[0].result, Err(FileError::Symlink(t)) if *t == managed),
+            "{outcomes:?}"
+        );
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&managed).unwrap(), CONTAINERD);
     }
 
     #[test]
