@@ -15,7 +15,7 @@
 //! Module map: `api` (the Engine API over the unix socket), `image` (the test image's tarball).
 
 mod api;
-mod image;
+pub(crate) mod image;
 
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
@@ -362,7 +362,7 @@ impl Drop for Docker {
 
 /// Kills the processes that name `dir` in their command line (containerd and shims that
 /// outlived their dockerd) and detaches the mounts under it; the errors, if any.
-fn release_dir(dir: &Path) -> Vec<String> {
+pub(crate) fn release_dir(dir: &Path) -> Vec<String> {
     // With the slash: `/tmp/pfdk-pf1x1-a` must not match `/tmp/pfdk-pf1x1-ab`.
     proc::kill_by_cmdline(&format!("{}/", dir.to_string_lossy()));
     mounts_under(dir)

@@ -32,19 +32,24 @@
 //! - `names`: unique namespace prefixes, and the cleanup of labs whose process is gone;
 //! - `proc`: entering a namespace before exec, commands with a time limit, killing what is left;
 //! - `net`: the line-echo servers and clients;
-//! - `docker`: a real dockerd in a lab's host namespace ([`Docker`]), its API, the test image.
+//! - `docker`: a real dockerd in a lab's host namespace ([`Docker`]), its API, the test image;
+//! - `cni`: CNI plugins driven by hand in a lab's host namespace ([`CniNet`]), as libcni does;
+//! - `podman`: a real podman with its CNI backend in a lab's host namespace ([`Podman`]).
 
 #![warn(missing_docs)]
 
+mod cni;
 mod docker;
 mod ip;
 mod lab;
 mod names;
 mod net;
 mod ns;
+mod podman;
 mod proc;
 mod sys;
 
+pub use cni::{ChainReply, CniNet, DEBIAN_CNI_DIR, PluginReply, Sandbox};
 pub use docker::{Docker, Response as DockerResponse};
 pub use lab::{Container, EXEC_TIMEOUT, Lab, parse_mac};
 pub use names::cleanup_stale;
@@ -53,4 +58,5 @@ pub use net::{
     udp_server,
 };
 pub use ns::{NETNS_DIR, Ns};
+pub use podman::Podman;
 pub use proc::is_root;

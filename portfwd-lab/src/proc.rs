@@ -18,13 +18,32 @@ pub use crate::sys::is_root;
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`; kills it
 /// when the time is up.
 pub(crate) fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    output_with_input(cmd, None, timeout)
+}
+
+/// [`output_with_timeout`] with `input` written to the command's stdin (then closed), or
+/// stdin from /dev/null when `None`.
+pub(crate) fn output_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
     let deadline = Instant::now() + timeout;
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A command that exits without reading its input closes the pipe: not an error here,
+        // its status tells.
+        let _ = std::io::Write::write_all(&mut stdin, input);
+    }
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
     let status = loop {

@@ -124,6 +124,29 @@ pub fn render(status: &api::Status) -> String {
         verdicts,
     );
 
+    if let Some(d) = &status.docker {
+        let gauge = |v: usize| {
+            let g = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+            g.set(v as i64);
+            g
+        };
+        reg.register(
+            "docker_connected",
+            "1 while the Docker follower's event stream is connected (absent: Docker not followed)",
+            gauge(usize::from(d.connected)),
+        );
+        reg.register(
+            "docker_forwards",
+            "Forwards made from Docker's published ports",
+            gauge(d.forwards),
+        );
+        reg.register(
+            "docker_bindings_not_served",
+            "Docker's port bindings portfwd leaves (a collision with the config, [::] of an IPv4-only container)",
+            gauge(d.not_served.len()),
+        );
+    }
+
     let entries = Family::<Labels, Gauge>::default();
     let max_entries = Family::<Labels, Gauge>::default();
     let fill = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -360,7 +383,11 @@ mod tests {
             metrics: None,
             host_local: api::HostLocalStatus::default(),
             reserved_ports: None,
-            docker: None,
+            docker: Some(api::DockerStatus {
+                connected: true,
+                forwards: 3,
+                ..Default::default()
+            }),
         }
     }
 
@@ -374,6 +401,9 @@ mod tests {
             r#"portfwd_drops_total{reason="drop_no_route"} 2"#,
             r#"portfwd_verdicts_total{hook="tc",reason="forwarded"} 7"#,
             r#"portfwd_map_entries{map="PF_FLOWS"} 1"#,
+            "portfwd_docker_connected 1",
+            "portfwd_docker_forwards 3",
+            "portfwd_docker_bindings_not_served 0",
             r#"portfwd_map_max_entries{map="PF_FLOWS"} 4"#,
             r#"portfwd_map_fill_ratio{map="PF_FLOWS"} 0.25"#,
             r#"portfwd_flow_inserts_total{table="PF_FLOWS"} 9"#,

@@ -9,7 +9,7 @@
 //! - `install`: build in release mode and install the binary, the systemd unit and a default
 //!   config;
 //! - `demo`: the port-mapping lesson of `docker run -p`, live in a network-namespace lab, with
-//!   `portfwd check` explaining the classic failures;
+//!   `portfwd check` explaining the classic failures (`--docker`: with a real dockerd, followed);
 //! - `bench`: portfwd against iptables, nftables, plain routing and a userspace proxy.
 //!
 //! `cmd` holds the helpers for running child processes.
@@ -51,7 +51,8 @@ enum Task {
     /// Build in release mode and install the binary, the systemd unit and a default config
     Install(install::Args),
     /// Show `docker run -p 8080:3000` done by portfwd in a lab of network namespaces, and
-    /// `portfwd check` explaining the classic failures (needs root)
+    /// `portfwd check` explaining the classic failures (needs root); with `--docker`, a real
+    /// dockerd whose published ports portfwd follows
     Demo(demo::Args),
     /// Measure portfwd against iptables, nftables, plain routing and a userspace proxy in fresh
     /// network-namespace labs; writes target/bench/{results.json,report.md,chart.svg}
@@ -117,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn demo_takes_quick_and_keep() {
+    fn demo_takes_quick_keep_and_docker() {
         let cli = Cli::try_parse_from(["xtask", "demo", "--quick", "--keep"]).unwrap();
         let Task::Demo(args) = cli.task else {
             panic!("parsed {cli:?}");
@@ -127,7 +128,12 @@ mod tests {
         let Task::Demo(args) = cli.task else {
             panic!("parsed {cli:?}");
         };
-        assert!(!args.quick && !args.keep);
+        assert!(!args.quick && !args.keep && !args.docker);
+        let cli = Cli::try_parse_from(["xtask", "demo", "--docker", "--quick"]).unwrap();
+        let Task::Demo(args) = cli.task else {
+            panic!("parsed {cli:?}");
+        };
+        assert!(args.docker && args.quick && !args.keep);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //!   cloud machine runs unattended-upgrades at boot, which holds apt's and dpkg's locks for
 //!   minutes: setup says who holds them and waits (up to [`APT_LOCK_TIMEOUT`]), and apt-get is
 //!   told to wait too (`DPkg::Lock::Timeout`) should the lock be taken again in between;
-//! - the container engines of the Docker tests (`engines`): `docker.io` and `busybox-static`,
-//!   installed behind a policy-rc.d that keeps dockerd from starting in the machine's namespace.
+//! - the container engines of the Docker and CNI tests (`engines`): `docker.io`,
+//!   `busybox-static`, `containernetworking-plugins` and `podman`, installed behind a
+//!   policy-rc.d that keeps dockerd from starting in the machine's namespace.
 
 use std::{
     env, fs,

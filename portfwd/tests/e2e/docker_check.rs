@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use portfwd_lab::Docker;
+use portfwd_lab::{Docker, Lab};
 use serde_json::Value;
 
 use super::check::{check_json, check_text as check, finding, forward_report, kinds};
@@ -111,7 +111,7 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
     // Docker's port: docker-proxy is named as Docker's reservation, and the forward is OK.
     let (code, out, err) = check(&s, &["8080"]);
     assert_eq!(code, 0, "docker-proxy is no conflict:\n{out}{err}");
-    let proxy = proxy_of(8080);
+    let proxy = proxy_of(&s.lab, 8080);
     assert!(
         out.contains(&format!(
             "  INFO  host port 8080/tcp is held by docker-proxy (pid {proxy}) on 0.0.0.0:8080: \
@@ -178,7 +178,7 @@ fn docker_proxy_is_dockers_reservation_and_a_plain_process_a_conflict() {
         out.contains(&format!(
             ", Docker's reservation, but docker-proxy (pid {}) proxies to {web2}:3000, not to \
              {web}:3000\n",
-            proxy_of(8083)
+            proxy_of(&s.lab, 8083)
         )),
         "{out}"
     );
@@ -239,7 +239,7 @@ fn dockers_forwards_are_named_after_their_container_and_an_outage_is_warned_abou
         out.contains(&format!(
             "  INFO  host port 8080/tcp is held by docker-proxy (pid {}) on 0.0.0.0:8080: \
              Docker's reservation of the port, not a conflict\n",
-            proxy_of(8080)
+            proxy_of(&lab, 8080)
         )),
         "{out}"
     );
@@ -271,15 +271,22 @@ fn dockers_forwards_are_named_after_their_container_and_an_outage_is_warned_abou
 
 /// The pid of the IPv4 docker-proxy of host port `port` (its command line says `-host-ip
 /// 0.0.0.0 -host-port PORT`).
-fn proxy_of(port: u16) -> u32 {
+/// The docker-proxy of `lab`'s dockerd for 0.0.0.0:`port` (other tests' labs run their own on
+/// the same port at the same time: it is the one in this lab's host namespace).
+fn proxy_of(lab: &Lab, port: u16) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
     let want = format!("-host-ip\00.0.0.0\0-host-port\0{port}\0");
+    let netns = std::fs::metadata(lab.host().path()).unwrap().ino();
     processes_named("docker-proxy")
         .into_iter()
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == netns)
+        })
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
         })
-        .unwrap_or_else(|| panic!("no docker-proxy for 0.0.0.0:{port}"))
+        .unwrap_or_else(|| panic!("no docker-proxy for 0.0.0.0:{port} in {}", lab.host()))
 }
 
 /// The pids of the processes whose comm is `name`.

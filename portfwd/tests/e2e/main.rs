@@ -12,6 +12,9 @@
 mod support;
 
 mod check;
+mod cni;
+mod cni_measure;
+mod cni_podman;
 mod docker;
 mod docker_check;
 mod docker_coexist;

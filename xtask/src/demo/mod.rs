@@ -16,7 +16,11 @@
 //! The demo checks its own story: a step whose outcome is not the expected one fails the demo
 //! (so the quick mode that CI runs is a test). `--keep` leaves the lab up, says how to enter it,
 //! and tears it down on Ctrl-C (or SIGTERM).
+//!
+//! `--docker` plays the lesson with a real container instead: a real dockerd in the lab's host
+//! namespace, followed by the daemon (see [`docker`]).
 
+mod docker;
 mod session;
 pub mod verify;
 
@@ -44,6 +48,10 @@ pub struct Args {
     /// SIGTERM) tears them down
     #[arg(long)]
     pub keep: bool,
+    /// Play the lesson with a real container: a dockerd in the lab, `docker run -p` followed by
+    /// portfwd (needs Debian's docker.io, which `cargo xtask setup` installs)
+    #[arg(long)]
+    pub docker: bool,
 }
 
 /// The host port of `config/demo.yaml`, and the container port it forwards to.
@@ -69,7 +77,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     session::install_signal_handler()?;
     cmd::banner("setup");
-    setup::run()?;
+    let setup = setup::run();
+    if args.docker {
+        // Without Docker the lesson cannot be played: say how to get it, whatever setup said.
+        docker::require(setup)?;
+    } else {
+        setup?;
+    }
     cmd::banner("build");
     cmd::run(cmd::cargo().args(["build", "--quiet", "--package", "portfwd"]))?;
     check_interrupt()?;
@@ -86,7 +100,11 @@ pub fn run(args: Args) -> Result<()> {
         quick: args.quick,
         step: 0,
     };
-    let mut result = demo.walkthrough();
+    let mut result = if args.docker {
+        demo.docker_walkthrough()
+    } else {
+        demo.walkthrough()
+    };
     if result.is_ok() && args.keep {
         // The lab lives as long as this process: a lab whose creator is gone is deleted by the
         // next lab anyone builds, and the teardown stays the one below.
@@ -164,8 +182,12 @@ impl Demo {
             "portfwd in the host namespace, with config/demo.yaml: {HOST_PORT}/tcp -> {}:{APP_PORT}",
             web.addr
         ))?;
-        self.start_daemon()?;
+        self.start_daemon(
+            self.demo_config()?,
+            "portfwd daemon --config config/demo.yaml",
+        )?;
         self.show_attachments()?;
+        self.no_dnat_rule()?;
 
         self.step(&format!(
             "The client asks the host's port {HOST_PORT}: curl http://{}:{HOST_PORT}/",
@@ -215,9 +237,7 @@ impl Demo {
         );
 
         self.step("The counters of each published port: portfwd list")?;
-        let out = self.portfwd(&["list"])?;
-        ensure!(out.status.success(), "portfwd list failed: {}", text(&out));
-        print_indented(&text(&out));
+        print_indented(&text(&self.portfwd_checked(&["list"])?));
 
         self.wrong_port(&web)?;
         self.loopback_only()?;
@@ -395,17 +415,27 @@ impl Demo {
         self.session.dir().join("demo.yaml")
     }
 
-    /// Copies `config/demo.yaml` (the daemon saves changes into its config: the copy keeps the
-    /// repository's clean) with a `pin_dir` of this run, starts the daemon in the host namespace,
-    /// and waits until it answers.
-    fn start_daemon(&mut self) -> Result<()> {
+    /// `config/demo.yaml` (the daemon saves changes into its config: a copy keeps the
+    /// repository's clean) with a `pin_dir` of this run.
+    fn demo_config(&self) -> Result<String> {
         let source = cmd::workspace_root().join("config/demo.yaml");
         let mut yaml =
             fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
-        yaml.push_str(&format!(
+        yaml.push_str(&self.pin_dir_line());
+        Ok(yaml)
+    }
+
+    /// The config line that keeps the daemon's pins private to this run.
+    fn pin_dir_line(&self) -> String {
+        format!(
             "# Added by `cargo xtask demo`: pins stay private to this run.\npin_dir: {}\n",
             self.session.pin_dir().display()
-        ));
+        )
+    }
+
+    /// Writes `yaml` as the daemon's config in the demo's directory, starts the daemon in the host
+    /// namespace (`shown` is the command line shown to the reader), and waits until it answers.
+    fn start_daemon(&mut self, yaml: String, shown: &str) -> Result<()> {
         fs::write(self.config(), yaml)?;
         let log = fs::File::create(self.session.dir().join("portfwd.log"))?;
         let mut daemon = Command::new(&self.portfwd);
@@ -422,7 +452,7 @@ impl Demo {
         let host = self.session.lab().host().clone();
         let pid = self.session.spawn(&host, &mut daemon)?;
         self.session.set_daemon(pid);
-        println!("    host$ portfwd daemon --config config/demo.yaml");
+        println!("    host$ {shown}");
         let deadline = Instant::now() + START_LIMIT;
         loop {
             check_interrupt()?;
@@ -459,13 +489,7 @@ impl Demo {
     /// Where the programs are: `portfwd status`'s interfaces, and the kernel's own view: the
     /// programs the daemon holds (whose ids `cargo xtask test` checks are gone after the demo).
     fn show_attachments(&self) -> Result<()> {
-        let out = self.portfwd(&["status"])?;
-        ensure!(
-            out.status.success(),
-            "portfwd status failed: {}",
-            text(&out)
-        );
-        let status = text(&out);
+        let status = text(&self.portfwd_checked(&["status"])?);
         println!("    Its eBPF programs are attached to the host's interfaces (portfwd status):");
         for line in status
             .lines()
@@ -512,6 +536,11 @@ impl Demo {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        Ok(())
+    }
+
+    /// The plain demo has no iptables rule at all: `iptables -t nat -S` in the host shows no DNAT.
+    fn no_dnat_rule(&self) -> Result<()> {
         let host = self.session.lab().host();
         let nat = bounded(host, &["iptables", "-t", "nat", "-S"])?;
         let nat = String::from_utf8_lossy(&nat.stdout);
@@ -538,6 +567,18 @@ impl Demo {
         ];
         all.extend_from_slice(args);
         bounded(host, &all)
+    }
+
+    /// Like [`Demo::portfwd`]; fails unless the command succeeds.
+    fn portfwd_checked(&self, args: &[&str]) -> Result<Output> {
+        let out = self.portfwd(args)?;
+        ensure!(
+            out.status.success(),
+            "portfwd {} failed: {}",
+            args.join(" "),
+            text(&out)
+        );
+        Ok(out)
     }
 
     /// Like [`Demo::portfwd`], shown as typed; must succeed.
@@ -610,6 +651,13 @@ impl Demo {
             out.push_str(&format!(
                 "  the container {} ({}):\n    ip netns exec {} bash\n",
                 c.name, c.addr, c.ns.name
+            ));
+        }
+        if let Some(docker) = self.session.docker() {
+            out.push_str(&format!(
+                "  the lab's dockerd (pid {}), from the host's shell above:\n    docker -H unix://{} ps\n",
+                docker.pid().unwrap_or(0),
+                docker.socket().display()
             ));
         }
         out.push_str(&format!(

@@ -1,5 +1,7 @@
 //! What the demo creates, and its teardown: the lab (namespaces and the processes in them), the
-//! daemon, and the demo's private directory (config copy, control socket, logs, web roots and the
+//! daemon, with `--docker` a real dockerd in the lab's host namespace (its containers, its own
+//! containerd, mounts and directory `/tmp/pfdk-LAB`, see `portfwd_lab::Docker`), and the demo's
+//! private directory (config copy, control socket, logs, web roots and the
 //! bpffs pin directory). Teardown runs from `Drop`, so it happens on success, on an error and
 //! after SIGINT/SIGTERM/SIGHUP (the handler only raises a flag; the walkthrough checks it between
 //! steps, each of which is bounded in time, and unwinds through the same `Drop`).
@@ -24,7 +26,7 @@ use anyhow::{Context as _, Result};
 use nix::mount::{MntFlags, umount2};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
-use portfwd_lab::{Lab, Ns};
+use portfwd_lab::{Docker, Lab, Ns};
 
 /// Set by the signal handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -79,10 +81,13 @@ pub fn demo_dir(pid: u32) -> PathBuf {
     PathBuf::from(format!("/run/portfwd-demo-{pid}"))
 }
 
-/// The lab, the daemon and the demo's directory, torn down on drop.
+/// The lab, the daemon, dockerd (with `--docker`) and the demo's directory, torn down on drop.
 pub struct Session {
     lab: Option<Lab>,
     daemon: Option<u32>,
+    /// Torn down after the daemon and before the lab: its containers live in namespaces of
+    /// dockerd's own, which the lab does not know.
+    docker: Option<Docker>,
     dir: PathBuf,
 }
 
@@ -96,6 +101,7 @@ impl Session {
         let mut session = Session {
             lab: None,
             daemon: None,
+            docker: None,
             dir,
         };
         // On error the session is dropped and removes the directory again.
@@ -117,6 +123,17 @@ impl Session {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Starts a real dockerd in the lab's host namespace (see `portfwd_lab::Docker::start`); it
+    /// is torn down with the session.
+    pub fn start_docker(&mut self) -> Result<&mut Docker> {
+        let docker = Docker::start(self.lab())?;
+        Ok(self.docker.insert(docker))
+    }
+
+    pub fn docker(&self) -> Option<&Docker> {
+        self.docker.as_ref()
     }
 
     /// Where the daemon pins its programs, links and maps: private to this run, never
@@ -152,13 +169,25 @@ impl Session {
         self.lab_mut().stop(pid, grace).map(drop)
     }
 
-    /// Stops the daemon, deletes the lab (killing what runs in it) and removes the demo's
-    /// directory (unmounting what is mounted below it); says what it did.
+    /// Stops the daemon, tears dockerd down, deletes the lab (killing what runs in it) and
+    /// removes the demo's directory (unmounting what is mounted below it); says what it did.
     fn teardown(&mut self) {
         if let Some(pid) = self.daemon.take() {
             match self.lab_mut().stop(pid, DAEMON_GRACE) {
                 Ok(status) => println!("    stopped the portfwd daemon (pid {pid}, {status})"),
                 Err(e) => eprintln!("    could not stop the daemon (pid {pid}): {e:#}"),
+            }
+        }
+        if let Some(docker) = self.docker.take() {
+            let pid = docker.pid().unwrap_or(0);
+            let dir = docker.dir().to_owned();
+            match docker.shutdown() {
+                Ok(took) => println!(
+                    "    removed Docker's containers, stopped dockerd (pid {pid}) and its \
+                     containerd, removed {} ({took:.1?})",
+                    dir.display()
+                ),
+                Err(e) => eprintln!("    could not tear dockerd down (pid {pid}): {e:#}"),
             }
         }
         if let Some(lab) = self.lab.take() {

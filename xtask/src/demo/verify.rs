@@ -1,12 +1,14 @@
 //! What `cargo xtask test` proves about the demo: that `cargo xtask demo --quick` tells its whole
 //! story (it fails itself when a step does not turn out as told), and that it leaves nothing
 //! behind, both when it runs to the end and when it gets SIGINT half-way (with the daemon up and
-//! its programs attached).
+//! its programs attached); then the same of `cargo xtask demo --quick --docker`, to its end.
 //!
 //! Left behind would be, for the demo run by process PID: a network namespace of its lab
 //! (`pf{PID}x…`), a process whose command line names its directory `/run/portfwd-demo-PID` (the
-//! daemon, the HTTP servers), that directory or a mount below it (the pin directory), or one of
-//! the eBPF programs that the demo reported its daemon held (`bpftool prog show id N` still finds it).
+//! daemon, the HTTP servers) or its dockerd's `/tmp/pfdk-pf{PID}x…` (dockerd, containerd, the
+//! shims), one of those directories or a mount below them (the pin directory, the containers'
+//! root file systems), or one of the eBPF programs that the demo reported its daemon held
+//! (`bpftool prog show id N` still finds it).
 
 use std::{
     fs,
@@ -39,20 +41,31 @@ enum Ending {
     Interrupted,
 }
 
-/// Runs the quick demo to its end, then again interrupted half-way; checks each left nothing.
+/// The demo's runs: its options and how it ends.
+const RUNS: &[(&[&str], Ending)] = &[
+    (&[], Ending::Complete),
+    (&[], Ending::Interrupted),
+    // A missing Docker fails it, saying how to get it (`cargo xtask setup` installs it).
+    (&["--docker"], Ending::Complete),
+];
+
+/// Runs the quick demo to its end, then again interrupted half-way, then the Docker lesson;
+/// checks each left nothing.
 pub fn run() -> Result<()> {
-    for ending in [Ending::Complete, Ending::Interrupted] {
-        println!("\n--- cargo xtask demo --quick, {ending:?} ---");
-        demo_leaves_nothing(ending)?;
-        println!("--- {ending:?}: nothing left behind ---");
+    for &(options, ending) in RUNS {
+        let shown = options.join(" ");
+        println!("\n--- cargo xtask demo --quick {shown}, {ending:?} ---");
+        demo_leaves_nothing(options, ending)?;
+        println!("--- {shown} {ending:?}: nothing left behind ---");
     }
     Ok(())
 }
 
-fn demo_leaves_nothing(ending: Ending) -> Result<()> {
+fn demo_leaves_nothing(options: &[&str], ending: Ending) -> Result<()> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let mut child = Command::new(exe)
         .args(["demo", "--quick"])
+        .args(options)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -167,8 +180,23 @@ fn nothing_left(pid: u32, programs: &[u32]) -> Result<()> {
     for m in mounts_under(&dir) {
         left.push(format!("mount {}", m.display()));
     }
+    // dockerd's directory: `/tmp/pfdk-` and its lab's prefix (portfwd_lab::Docker).
+    let docker_dirs = std::env::temp_dir().join(format!("pfdk-{prefix}"));
+    let docker_dirs = docker_dirs.to_string_lossy().into_owned();
+    if let Ok(tmp) = fs::read_dir(std::env::temp_dir()) {
+        for e in tmp.flatten() {
+            if e.path().to_string_lossy().starts_with(&docker_dirs) {
+                left.push(format!("dockerd directory {}", e.path().display()));
+            }
+        }
+    }
+    for m in mounts_under(&std::env::temp_dir()) {
+        if m.to_string_lossy().starts_with(&docker_dirs) {
+            left.push(format!("mount {}", m.display()));
+        }
+    }
 
-    let needle = dir.to_string_lossy().into_owned();
+    let needles = [dir.to_string_lossy().into_owned(), docker_dirs];
     if let Ok(procs) = fs::read_dir("/proc") {
         for e in procs.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -179,7 +207,7 @@ fn nothing_left(pid: u32, programs: &[u32]) -> Result<()> {
                 continue;
             };
             let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmdline.contains(&needle) {
+            if needles.iter().any(|n| cmdline.contains(n.as_str())) {
                 left.push(format!("process {name}: {}", cmdline.trim()));
             }
         }
@@ -203,9 +231,10 @@ fn nothing_left(pid: u32, programs: &[u32]) -> Result<()> {
         left.join("\n  ")
     );
     println!(
-        "  checked: no namespace pf{pid}x*, no {}, no process naming it, programs {programs:?} \
-         unloaded",
-        dir.display()
+        "  checked: no namespace pf{pid}x*, no {} nor {}*, no process naming them, programs \
+         {programs:?} unloaded",
+        dir.display(),
+        needles[1]
     );
     Ok(())
 }

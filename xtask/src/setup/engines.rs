@@ -1,12 +1,14 @@
-//! The container engines the follower's tests (#15) run for real: Debian's `docker.io` (dockerd,
-//! containerd, runc, docker-proxy, the CLI) and `busybox-static` (the test image's static server).
+//! The container engines the tests run for real: Debian's `docker.io` (dockerd, containerd,
+//! runc, docker-proxy, the CLI) and `busybox-static` (the test image's static server) for the
+//! Docker follower (#15); `containernetworking-plugins` (bridge, host-local, portmap in
+//! /usr/lib/cni) and `podman` (4.3, with its CNI backend) for `portfwd-cni` (#18).
 //!
 //! Installed behind a temporary `/usr/sbin/policy-rc.d` that exits 101: without it, docker.io's
 //! postinst starts dockerd in the machine's own network namespace, which then writes its iptables
 //! rules there. The tests start their own dockerd inside a lab namespace. Whatever policy-rc.d was
 //! there before is put back (or the file removed), also when apt-get fails.
 //!
-//! Quick when present: one `dpkg-query` for both packages.
+//! Quick when present: one `dpkg-query` for all the packages.
 
 use std::{
     fs,
@@ -23,7 +25,12 @@ use super::{apt_get, find_command, wait_for_apt_locks};
 use crate::cmd;
 
 /// The engine packages, installed without their recommends (no registry tools, no cgroupfs-mount).
-pub(super) const ENGINE_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
+pub(super) const ENGINE_PACKAGES: &[&str] = &[
+    "docker.io",
+    "busybox-static",
+    "containernetworking-plugins",
+    "podman",
+];
 
 /// Debian's policy layer: a script exiting 101 forbids invoke-rc.d to start services.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -38,8 +45,8 @@ pub(super) fn install() -> Result<()> {
     }
     if !cmd::is_root() {
         bail!(
-            "missing Debian packages {} (a real dockerd for the tests); setup installs them only \
-             as root: run `cargo xtask setup` as root",
+            "missing Debian packages {} (real container engines for the tests); setup installs \
+             them only as root: run `cargo xtask setup` as root",
             missing.join(", ")
         );
     }
@@ -153,14 +160,16 @@ mod tests {
 
     #[test]
     fn packages_not_installed_are_missing() {
-        let status = "docker.io installed\nbusybox-static not-installed\n";
+        let status = "docker.io installed\nbusybox-static not-installed\npodman installed\n\
+                      containernetworking-plugins installed\n";
         assert_eq!(
             missing_from_status(status, ENGINE_PACKAGES),
             ["busybox-static"]
         );
         assert!(
             missing_from_status(
-                "busybox-static installed\ndocker.io installed\n",
+                "busybox-static installed\ndocker.io installed\npodman installed\n\
+                 containernetworking-plugins installed\n",
                 ENGINE_PACKAGES
             )
             .is_empty()

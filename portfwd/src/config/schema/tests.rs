@@ -523,3 +523,12 @@ fn forwards_to_containers_by_name() {
     let text = render(None, &c);
     assert_eq!(parse(&text), c);
 }
+
+#[test]
+fn docker_example_file() {
+    let c = parse(include_str!("../../../../config/portfwd.docker.yaml"));
+    assert_eq!(c.docker, Some(crate::config::DockerConfig::default()));
+    assert!(c.forwards.is_empty(), "{:?}", c.forwards);
+    assert_eq!(c.named.len(), 1, "{:?}", c.named);
+    assert_eq!(c.named[0].to_string(), "9090/tcp -> web:3000");
+}
