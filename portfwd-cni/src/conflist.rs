@@ -2,7 +2,8 @@
 //! reverse (roll back). The Kubernetes init container runs it through `portfwd-cni
 //! install-conflist` (see `deploy/kubernetes/` and README's "Kubernetes").
 //!
-//! The rewrite, on the `plugins` list of a `.conflist` (CNI 0.4.0 / 1.0.0 / 1.1.0):
+//! The rewrite, on the `plugins` list of a `.conflist` in a version the plugin speaks
+//! ([`SUPPORTED_VERSIONS`]: 0.3.x to 1.1.0):
 //! - the `portmap` entry becomes `portfwd-cni` at the same position: its `type` changes, its
 //!   `capabilities` (with `portMappings: true`) stay, the keys only portmap knows
 //!   ([`PORTMAP_ONLY_KEYS`]) go, and `socket` is set when one is given. Every other plugin and
@@ -28,6 +29,8 @@ pub use files::{
 
 use json::{Json, Object};
 
+use crate::spec::SUPPORTED_VERSIONS;
+
 /// The plugin this crate builds, as a conflist names it.
 pub const PORTFWD_CNI: &str = "portfwd-cni";
 /// The plugin it replaces.
@@ -42,12 +45,6 @@ pub const PORTMAP_ONLY_KEYS: [&str; 6] = [
     "conditionsV6",
     "masqAll",
 ];
-/// The `cniVersion`s of a conflist that portfwd-cni serves (issue #18: 0.4.0 and 1.0.0, and
-/// STATUS/GC of 1.1.0). A conflist in another version (flannel's and Calico's manifests still
-/// write 0.3.1) is refused unless allowed explicitly: a plugin that rejects the conflist's
-/// version would fail every pod's network setup on the node.
-pub const CNI_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-
 /// What to do to a conflist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -149,9 +146,11 @@ pub enum ConflistError {
         "both portmap (plugins[{portmap}]) and {PORTFWD_CNI} (plugins[{portfwd}]) are in the chain; fix it by hand"
     )]
     Both { portmap: usize, portfwd: usize },
+    /// A conflist in a version the plugin does not speak: were it rewritten, every pod's
+    /// network setup on the node would fail.
     #[error(
-        "cniVersion {found:?} is not one portfwd-cni serves ({}); unchanged (--allow-cni-version {found} to rewrite it anyway)",
-        CNI_VERSIONS.join(", ")
+        "cniVersion {found:?} is not one portfwd-cni speaks ({}); unchanged (--allow-cni-version {found} to rewrite it anyway)",
+        SUPPORTED_VERSIONS.join(", ")
     )]
     Version { found: String },
 }
@@ -164,8 +163,9 @@ pub struct Rewritten {
     pub text: Option<String>,
 }
 
-/// Rewrites the conflist `text` as `change` asks. `allowed_versions` are accepted besides
-/// [`CNI_VERSIONS`] (only an install checks the version: a roll back always restores portmap).
+/// Rewrites the conflist `text` as `change` asks. An install refuses a conflist whose
+/// `cniVersion` the plugin does not speak ([`SUPPORTED_VERSIONS`]) unless it is in
+/// `allowed_versions`; a roll back always restores portmap.
 pub fn rewrite(
     text: &str,
     change: &Change,
@@ -185,8 +185,8 @@ pub fn rewrite(
     let (portmap, portfwd) = find(plugins)?;
     let outcome = match change {
         Change::Install { socket, append } => {
-            let served =
-                CNI_VERSIONS.contains(&version.as_str()) || allowed_versions.contains(&version);
+            let served = SUPPORTED_VERSIONS.contains(&version.as_str())
+                || allowed_versions.contains(&version);
             if !served && (portmap.is_some() || *append) && portfwd.is_none() {
                 return Err(ConflistError::Version { found: version });
             }

@@ -546,24 +546,35 @@ fn the_init_container_fails_while_nothing_can_be_installed_and_leaves_files_alon
         text(&out)
     );
 
-    // flannel writes cniVersion 0.3.1: refused unless allowed, and left as it was.
-    let flannel = node.add_fixture("10-flannel.conflist");
+    // flannel writes cniVersion 0.3.1, which the plugin speaks.
+    node.add_fixture("10-flannel.conflist");
     let out = run(&argv, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--allow-cni-version 0.3.1"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        fs::read_to_string(node.net_d("10-flannel.conflist")).unwrap(),
-        flannel
-    );
-    let out = run(&argv, &["--allow-cni-version", "0.3.1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         plugin_types(&node.net_d("10-flannel.conflist")),
         ["flannel", "portfwd-cni"]
+    );
+    // A version it does not speak: refused unless allowed, and left as it was.
+    let old =
+        r#"{"cniVersion":"0.2.0","name":"old","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#;
+    fs::write(node.net_d("20-old.conflist"), old).unwrap();
+    let out = run(&argv, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--allow-cni-version 0.2.0"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(node.net_d("20-old.conflist")).unwrap(),
+        old
+    );
+    let out = run(&argv, &["--allow-cni-version", "0.2.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        plugin_types(&node.net_d("20-old.conflist")),
+        ["bridge", "portfwd-cni"]
     );
 
     // An unknown option is a usage error, not an install.

@@ -46,8 +46,8 @@ pub struct Args {
     /// directory; nothing calls it any more).
     #[arg(long)]
     pub rollback: bool,
-    /// Rewrite conflists of this cniVersion too (e.g. 0.3.1, which flannel and Calico
-    /// write), once portfwd-cni is known to accept it. Repeatable.
+    /// Rewrite conflists of this cniVersion too, though portfwd-cni does not speak it (it
+    /// speaks 0.3.0 to 1.1.0). Repeatable.
     #[arg(long, value_name = "VERSION")]
     pub allow_cni_version: Vec<String>,
     /// Say what would change; write nothing.

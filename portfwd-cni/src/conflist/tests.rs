@@ -120,21 +120,33 @@ fn podman_debian_conflist_keeps_firewall_and_tuning_after_it() {
 }
 
 #[test]
-fn flannel_0_3_1_is_refused_unless_allowed() {
-    let err = rewrite(FLANNEL, &install(), &[]).unwrap_err();
-    assert!(matches!(&err, ConflistError::Version { found } if found == "0.3.1"));
-    assert!(
-        err.to_string().contains("--allow-cni-version 0.3.1"),
-        "{err}"
-    );
-    let (outcome, text) = changed(FLANNEL, &install(), &["0.3.1"]);
+fn flannel_0_3_1_portmap_becomes_portfwd_cni() {
+    let (outcome, text) = changed(FLANNEL, &install(), &[]);
     assert!(matches!(outcome, Outcome::Replaced { index: 1, .. }));
     assert_rest_kept(FLANNEL, &text, 1);
 }
 
 #[test]
+fn a_version_the_plugin_does_not_speak_is_refused_unless_allowed() {
+    let old = FLANNEL.replace("\"0.3.1\"", "\"0.2.0\"");
+    let err = rewrite(&old, &install(), &[]).unwrap_err();
+    assert!(matches!(&err, ConflistError::Version { found } if found == "0.2.0"));
+    assert!(
+        err.to_string().contains("--allow-cni-version 0.2.0"),
+        "{err}"
+    );
+    let (outcome, _) = changed(&old, &install(), &["0.2.0"]);
+    assert!(matches!(outcome, Outcome::Replaced { index: 1, .. }));
+    // Every version the plugin speaks is rewritten.
+    for version in SUPPORTED_VERSIONS {
+        let conf = FLANNEL.replace("0.3.1", version);
+        changed(&conf, &install(), &[]);
+    }
+}
+
+#[test]
 fn calico_like_loses_snat_and_keeps_bandwidth() {
-    let (outcome, text) = changed(CALICO, &install(), &["0.3.1"]);
+    let (outcome, text) = changed(CALICO, &install(), &[]);
     assert_eq!(
         outcome,
         Outcome::Replaced {
@@ -183,8 +195,8 @@ fn a_portmap_without_capabilities_gets_them() {
 fn running_twice_changes_nothing() {
     for (conf, allow) in [
         (CONTAINERD, &[][..]),
-        (FLANNEL, &["0.3.1"][..]),
-        (CALICO, &["0.3.1"][..]),
+        (FLANNEL, &[][..]),
+        (CALICO, &[][..]),
         (PODMAN_DEBIAN, &[][..]),
         (PODMAN_CREATED, &[][..]),
     ] {
@@ -236,8 +248,8 @@ fn without_portmap_nothing_changes_unless_append_is_asked() {
 fn roll_back_restores_portmap_and_the_rest() {
     for (conf, allow) in [
         (CONTAINERD, &[][..]),
-        (FLANNEL, &["0.3.1"][..]),
-        (CALICO, &["0.3.1"][..]),
+        (FLANNEL, &[][..]),
+        (CALICO, &[][..]),
         (PODMAN_DEBIAN, &[][..]),
         (PODMAN_CREATED, &[][..]),
     ] {
