@@ -13,11 +13,15 @@
 //! the hook missing nor runs it twice. A pin that cannot be taken over is removed and the hook
 //! attached afresh.
 //!
-//! Finding cgroup v2: the first cgroup2 mount in `/proc/self/mountinfo` (`/sys/fs/cgroup` on a
-//! unified host, `/sys/fs/cgroup/unified` on a hybrid one). A daemon started with
-//! `ip netns exec` sees a fresh `/sys` without it; then cgroup2 is mounted at
-//! [`PRIVATE_CGROUP2`], which in such a private mount namespace is seen by nobody else. Either
-//! way it is the same hierarchy, whose root has the same id.
+//! Finding cgroup v2: the first cgroup2 mount in `/proc/self/mountinfo` whose directory is the
+//! hierarchy's root cgroup (`/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
+//! hybrid one). The root is told by its inode, 1 (the root cgroup's id), not by the mount's ROOT
+//! field: in a cgroup namespace (a container's, e.g. the Kubernetes DaemonSet's pod, which
+//! mounts the node's /sys/fs/cgroup at /host/sys/fs/cgroup) the container's own cgroup2 mount
+//! shows ROOT `/` though it is the container's cgroup, and the node's hierarchy shows `/../..`.
+//! A daemon started with `ip netns exec` sees a fresh `/sys` without it; then cgroup2 is
+//! mounted at [`PRIVATE_CGROUP2`], which in such a private mount namespace is seen by nobody
+//! else. Either way it is the same hierarchy, whose root has the same id.
 use std::{
     fs, io,
     net::{IpAddr, SocketAddr},
@@ -366,29 +370,43 @@ pub fn cgroup2_root() -> Result<PathBuf, Error> {
     };
     let mountinfo = Path::new("/proc/self/mountinfo");
     let mountinfo = fs::read_to_string(mountinfo).map_err(|e| err(mountinfo, e.into()))?;
-    if let Some(p) = find_cgroup2(&mountinfo) {
+    if let Some(p) = find_cgroup2(&mountinfo, is_root_cgroup) {
         return Ok(p);
     }
     let path = Path::new(PRIVATE_CGROUP2);
     fs::create_dir_all(path).map_err(|e| err(path, e.into()))?;
     sys::mount(sys::FsType::Cgroup2, path)
         .map_err(|e| err(path, Cause::io("mounting cgroup2")(e.into())))?;
-    tracing::info!(path = PRIVATE_CGROUP2, "mounted cgroup2 (none was visible)");
+    if is_root_cgroup(path) {
+        tracing::info!(path = PRIVATE_CGROUP2, "mounted cgroup2 (none was visible)");
+    } else {
+        tracing::warn!(
+            path = PRIVATE_CGROUP2,
+            "mounted cgroup2, but in a cgroup namespace: the socket hooks serve this namespace's processes only (mount the host's cgroup2 hierarchy into the container for host-local access)"
+        );
+    }
     Ok(path.to_owned())
 }
 
-/// The mount point of the first cgroup2 mount of its hierarchy's root in `mountinfo`
-/// (proc(5): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS`).
-fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+/// Whether `dir` is the root cgroup of its cgroup2 hierarchy: its inode is the root cgroup's
+/// id, 1 (kernfs numbers the root first).
+fn is_root_cgroup(dir: &Path) -> bool {
+    fs::metadata(dir).is_ok_and(|m| m.ino() == ROOT_CGROUP_INO)
+}
+
+/// The inode (and cgroup id) of a cgroup2 hierarchy's root directory.
+const ROOT_CGROUP_INO: u64 = 1;
+
+/// The mount point of the first cgroup2 mount in `mountinfo` whose directory `is_root` (proc(5):
+/// `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS`).
+fn find_cgroup2(mountinfo: &str, is_root: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, fs) = line.split_once(" - ")?;
         if fs.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        let mut fields = mount.split_whitespace();
-        let root = fields.nth(3)?;
-        let point = fields.next()?;
-        (root == "/").then(|| PathBuf::from(unescape_mount_path(point)))
+        let point = PathBuf::from(unescape_mount_path(mount.split_whitespace().nth(4)?));
+        is_root(&point).then_some(point)
     })
 }
 
@@ -434,13 +452,47 @@ mod tests {
 32 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
 33 30 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
 ";
+        // The roots, as their inodes would tell.
+        let roots = |p: &Path| {
+            [
+                "/sys/fs/cgroup/unified",
+                "/mnt/my cg",
+                "/host/sys/fs/cgroup",
+            ]
+            .iter()
+            .any(|r| p == Path::new(r))
+        };
         assert_eq!(
-            find_cgroup2(hybrid),
+            find_cgroup2(hybrid, roots),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         let v1_only = "33 30 0:28 / /sys/fs/cgroup/cpu rw shared:11 - cgroup cgroup rw,cpu\n";
-        assert_eq!(find_cgroup2(v1_only), None);
+        assert_eq!(find_cgroup2(v1_only, roots), None);
         let spaced = "40 30 0:27 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_cgroup2(spaced), Some(PathBuf::from("/mnt/my cg")));
+        assert_eq!(
+            find_cgroup2(spaced, roots),
+            Some(PathBuf::from("/mnt/my cg"))
+        );
+        // A pod in a cgroup namespace: its own /sys/fs/cgroup shows ROOT "/" but is its own
+        // cgroup; the node's hierarchy, mounted by the DaemonSet, shows "/../../..".
+        let pod = "\
+1201 1190 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
+1210 1190 0:30 /../../.. /host/sys/fs/cgroup ro,relatime master:9 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            find_cgroup2(pod, roots),
+            Some(PathBuf::from("/host/sys/fs/cgroup"))
+        );
+    }
+
+    #[test]
+    fn this_machines_cgroup2_root_has_the_root_inode() {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if let Some(root) = find_cgroup2(&mountinfo, is_root_cgroup) {
+            // Its processes are listed at the root: it really is the hierarchy's root (the
+            // root cgroup has no cgroup.events, every other cgroup has one).
+            assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+            assert!(!root.join("cgroup.events").exists(), "{}", root.display());
+        }
     }
 }
