@@ -264,7 +264,11 @@ impl State {
     }
 }
 
-/// Watches the config file; sends one `()` per burst of changes to it.
+/// The symlink a Kubernetes ConfigMap volume swaps to update its files at once.
+const CONFIGMAP_DATA: &str = "..data";
+
+/// Watches the config file; sends one `()` per burst of changes to it (including a ConfigMap
+/// volume's update, which swaps its `..data` symlink).
 pub fn watch(path: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), Error> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -277,7 +281,12 @@ pub fn watch(path: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<
         if matches!(ev.kind, notify::EventKind::Access(_)) {
             return;
         }
-        if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+        // A Kubernetes ConfigMap volume updates the file by swapping the `..data` symlink
+        // its entries point through: the file's own name never appears in the event.
+        let ours = |p: &PathBuf| {
+            p.file_name() == name.as_deref() || p.file_name() == Some(CONFIGMAP_DATA.as_ref())
+        };
+        if ev.paths.iter().any(ours) {
             // A full channel already holds a wake-up: this change will be seen by it.
             let _ = tx.try_send(());
         }
@@ -361,6 +370,35 @@ mod tests {
         assert!(same_config(&a, &b));
         b.socket_group = Some("portfwd".into());
         assert!(!same_config(&a, &b));
+    }
+
+    /// A ConfigMap volume: `portfwd.yaml -> ..data/portfwd.yaml`, `..data -> ..2026_1`; an
+    /// update writes `..2026_2/` and renames a new `..data` over the old one.
+    #[test]
+    fn a_configmap_update_is_seen() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("portfwd-cm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for v in ["..2026_1", "..2026_2"] {
+            std::fs::create_dir_all(dir.join(v)).unwrap();
+            std::fs::write(dir.join(v).join("portfwd.yaml"), format!("# {v}\n")).unwrap();
+        }
+        symlink("..2026_1", dir.join("..data")).unwrap();
+        symlink("..data/portfwd.yaml", dir.join("portfwd.yaml")).unwrap();
+        let (_watcher, mut rx) = watch(&dir.join("portfwd.yaml")).unwrap();
+        symlink("..2026_2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while rx.try_recv().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swap was not seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(dir.join("portfwd.yaml")).unwrap();
+        assert_eq!(text, "# ..2026_2\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
