@@ -41,7 +41,27 @@ pub fn complete(
     if let Some(d) = docker {
         report.notes.extend(status_notes(d, now));
     }
+    report.notes.extend(docker_user_note(listed));
     report
+}
+
+/// Docker's forwards open to every source: Docker's own firewall chain (`DOCKER-USER`) does
+/// not see their packets, so its rules do not restrict them; `docker.allow` does.
+fn docker_user_note(listed: &[&ForwardEntry]) -> Option<String> {
+    let open: Vec<&str> = listed
+        .iter()
+        .filter(|e| e.origin.starts_with(DOCKER_ORIGIN) && e.allow.is_empty())
+        .map(|e| e.listen.as_str())
+        .collect();
+    (!open.is_empty()).then(|| {
+        format!(
+            "{}Docker's forwards {} take every source: portfwd carries them before netfilter, so \
+             rules in Docker's DOCKER-USER chain do not apply to them; list the sources to allow \
+             in the config's `docker: {{allow: [...]}}`",
+            findings::WARNING,
+            open.join(", ")
+        )
+    })
 }
 
 /// The report of a forward the daemon does not serve now, for `why`.
@@ -344,5 +364,33 @@ mod tests {
         assert_eq!(age(600), "10 min");
         assert_eq!(age(7200), "2 h");
         assert_eq!(age(3 * 86_400), "3 days");
+    }
+
+    #[test]
+    fn dockers_open_forwards_are_said_to_skip_docker_user() {
+        let entry = |listen: &str, origin: &str, allow: &[&str]| ForwardEntry {
+            listen: listen.into(),
+            protocol: "tcp".into(),
+            to: "172.18.0.2:3000".into(),
+            allow: allow.iter().map(|a| a.to_string()).collect(),
+            packets_to_target: 0,
+            bytes_to_target: 0,
+            packets_to_client: 0,
+            bytes_to_client: 0,
+            new_flows: 0,
+            origin: origin.into(),
+            container: None,
+            inactive: None,
+        };
+        let open = entry("8080/tcp", "docker:web", &[]);
+        let closed = entry("8081/tcp", "docker:db", &["10.0.0.0/8"]);
+        let mine = entry("8082/tcp", CONFIG_ORIGIN, &[]);
+        let note = docker_user_note(&[&open, &closed, &mine]).unwrap();
+        assert!(
+            note.contains("forwards 8080/tcp take every source"),
+            "{note}"
+        );
+        assert!(note.contains("DOCKER-USER"), "{note}");
+        assert_eq!(docker_user_note(&[&closed, &mine]), None);
     }
 }

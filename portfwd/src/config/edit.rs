@@ -592,6 +592,10 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
     if let Some(docker) = &config.docker {
         let path = docker.socket.to_string_lossy();
         out.push_str(&format!("docker:\n  socket: {}\n", yaml_quoted(&path)));
+        if !docker.allow.is_empty() {
+            let list: Vec<String> = docker.allow.iter().map(|p| format!("\"{p}\"")).collect();
+            out.push_str(&format!("  allow: [{}]\n", list.join(", ")));
+        }
     }
     let entries = NewEntry::all(config);
     if entries.is_empty() {

@@ -9,7 +9,7 @@ use std::{
     str::FromStr,
 };
 
-use crate::publish::{Forward, Listen, NamedForward, printable};
+use crate::publish::{AllowPrefix, Forward, Listen, NamedForward, printable};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/portfwd/portfwd.yaml";
@@ -28,12 +28,17 @@ pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub struct DockerConfig {
     /// `socket:` the Engine API's Unix socket (default [`DEFAULT_DOCKER_SOCKET`]).
     pub socket: PathBuf,
+    /// `allow:` the source prefixes allowed to use Docker's forwards; empty (the default):
+    /// every source, as Docker publishes. portfwd's packets do not pass netfilter, so rules in
+    /// Docker's `DOCKER-USER` chain do not apply to them: this list takes their place.
+    pub allow: Vec<AllowPrefix>,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
         DockerConfig {
             socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+            allow: Vec::new(),
         }
     }
 }

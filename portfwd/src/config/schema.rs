@@ -433,7 +433,11 @@ impl Source<'_> {
             }
         };
         let mut docker = DockerConfig::default();
-        for (_, _, value) in self.fields(entries, "docker", &["socket"])? {
+        for (name, _, value) in self.fields(entries, "docker", &["socket", "allow"])? {
+            if name == "allow" {
+                docker.allow = self.allow(value, "docker.allow")?;
+                continue;
+            }
             let path = PathBuf::from(self.string(value, "docker.socket", "an absolute path")?);
             if !path.is_absolute() {
                 return Err(self.invalid(

@@ -102,3 +102,58 @@ fn an_ipv6_client_of_an_ipv4_only_container_gets_what_docker_gives_it() {
     drop(daemon);
     docker.shutdown().unwrap();
 }
+
+/// Docker's `DOCKER-USER` rules do not see portfwd's packets; `docker.allow` restricts who may
+/// use Docker's forwards instead: a client outside it is dropped (and counted), and a reload
+/// that lets it in serves it.
+#[test]
+fn docker_allow_takes_the_place_of_docker_user() {
+    require_root!();
+    if !have_docker() {
+        return;
+    }
+    let (mut lab, mut docker) = lab_with_docker("dkallow");
+    docker.run("web", &["-p", "8080:3000"]).unwrap();
+    let socket = docker.socket();
+    let config = |allow: &str| {
+        format!(
+            "docker:\n  socket: {}\n  allow: [\"{allow}\"]\n",
+            socket.display()
+        )
+    };
+    let daemon = Daemon::start(&mut lab, &config("10.99.0.0/16"));
+    let listed = |daemon: &Daemon, lab: &Lab| {
+        daemon
+            .list_json(lab)
+            .into_iter()
+            .find(|f| f["origin"] == "docker:web")
+    };
+    eventually(|| listed(&daemon, &lab).is_some_and(|f| f["allow"][0] == "10.99.0.0/16"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "web not served with the allowlist: {e}\n{}",
+                daemon.log_text()
+            )
+        });
+    let before = crate::support::verdict(&daemon.status_json(&lab), "drop_source_not_allowed");
+    let refused = lab::http_get(lab.client(), host_port(8080), Duration::from_millis(700));
+    assert!(
+        refused.is_err(),
+        "a client outside docker.allow was served: {refused:?}"
+    );
+    let after = crate::support::verdict(&daemon.status_json(&lab), "drop_source_not_allowed");
+    assert!(
+        after > before,
+        "the client's packets were not dropped as not allowed"
+    );
+
+    let client_net = format!("{}/32", Lab::CLIENT_ADDR);
+    std::fs::write(&daemon.config, config(&client_net)).unwrap();
+    let out = daemon.cli(&lab, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    eventually(|| listed(&daemon, &lab).is_some_and(|f| f["allow"][0] == client_net.as_str()))
+        .unwrap_or_else(|e| panic!("allowlist not reloaded: {e}\n{}", daemon.log_text()));
+    wait_reachable(&lab, host_port(8080));
+    drop(daemon);
+    docker.shutdown().unwrap();
+}

@@ -485,7 +485,7 @@ fn the_docker_section() {
     );
     assert_eq!(
         error("docker:\n  sock: /x\n"),
-        format!("{FILE}:2:3: docker.sock: unknown key (expected socket)")
+        format!("{FILE}:2:3: docker.sock: unknown key (expected socket or allow)")
     );
     assert_eq!(
         error("docker: yes\n"),
@@ -531,4 +531,28 @@ fn docker_example_file() {
     assert!(c.forwards.is_empty(), "{:?}", c.forwards);
     assert_eq!(c.named.len(), 1, "{:?}", c.named);
     assert_eq!(c.named[0].to_string(), "9090/tcp -> web:3000");
+}
+
+#[test]
+fn dockers_allowlist() {
+    let c = parse("docker:\n  allow: [\"10.0.0.0/8\", \"fd00::/8\"]\n");
+    let allow: Vec<String> = c
+        .docker
+        .unwrap()
+        .allow
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(allow, ["10.0.0.0/8", "fd00::/8"]);
+    assert_eq!(
+        error("docker:\n  allow: [\"10.0.0.0/33\"]\n"),
+        format!(
+            "{FILE}:2:11: docker.allow[0]: {}",
+            "10.0.0.0/33"
+                .parse::<crate::publish::AllowPrefix>()
+                .unwrap_err()
+        )
+    );
+    let c = parse("docker:\n  socket: /run/d.sock\n  allow: [\"10.0.0.0/8\"]\n");
+    assert_eq!(parse(&render(None, &c)), c);
 }

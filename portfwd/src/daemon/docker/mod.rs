@@ -148,11 +148,18 @@ impl DockerFollow {
                         format!("collides with {} of {}", of.listen, o.label()),
                     ));
                 } else {
-                    let origin = Origin::Docker {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                    };
-                    out.push((f, origin));
+                    let listen = f.listen;
+                    match f.with_allow(self.cfg.allow.clone()) {
+                        Ok(f) => {
+                            let origin = Origin::Docker {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                            };
+                            out.push((f, origin));
+                        }
+                        // docker.allow has no prefix of this family: no client may use it.
+                        Err(e) => not_served.push(note(&listen, format!("docker.allow: {e}"))),
+                    }
                 }
             }
         }
