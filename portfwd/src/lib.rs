@@ -8,6 +8,7 @@
 //! - `daemon`: `portfwd daemon`: state, control socket, reloads, the host's interfaces;
 //! - `api`: the control-socket protocol; `cli`: the client subcommands;
 //! - `check`: `portfwd check`, the diagnosis of forwards;
+//! - `health`: backend health checks (TCP connect, HTTP GET; rise/fall; their scheduler);
 //! - `metrics`: the Prometheus endpoint;
 //! - `error`: the daemon's errors, rendered as one chain at the edge;
 //! - `sock_diag`: the kernel's socket diagnostics (list and destroy connected UDP sockets);
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod docker;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod publish;
 pub mod sock_diag;

@@ -24,6 +24,7 @@ mod docker_named;
 mod docker_outage;
 mod forwarding;
 mod fragments;
+mod health;
 mod hostlocal;
 mod ipv6;
 mod load;
