@@ -39,12 +39,12 @@ const H2_KEYS: [u64; 2] = [0x706f_7274_6677_642d, 0x6d61_676c_6576_2d32];
 /// when no backend has a weight above 0.
 pub fn maglev_table(backends: &[MaglevBackend], m: usize) -> Option<Vec<u32>> {
     assert!(
-        m >= 2 && (2..m).all(|d| m % d != 0),
+        m >= 2 && (2..m).all(|d| !m.is_multiple_of(d)),
         "M = {m} must be a prime"
     );
     let mut turn_order: Vec<MaglevBackend> =
         backends.iter().copied().filter(|b| b.weight > 0).collect();
-    turn_order.sort_by(|x, y| x.addr.cmp(&y.addr));
+    turn_order.sort_by_key(|b| b.addr);
     let top = turn_order.iter().map(|b| u128::from(b.weight)).max()?;
 
     let permutation: Vec<Vec<usize>> = turn_order.iter().map(|b| permutation(b.addr, m)).collect();

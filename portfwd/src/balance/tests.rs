@@ -272,7 +272,7 @@ fn table_sizes_are_primes_chosen_by_backend_count() {
         assert!(
             (2..size)
                 .take_while(|d| d * d <= size)
-                .all(|d| size % d != 0),
+                .all(|d| !size.is_multiple_of(d)),
             "{size}"
         );
     }
