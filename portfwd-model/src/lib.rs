@@ -77,6 +77,8 @@
 //! lookup, checks, rewrite and router hop of a TCP/UDP packet, using `frag_table` for the entry
 //! a first fragment writes), `pmtu` (a packet too big for its egress), `frag` (later
 //! fragments), `icmp` (ICMP errors quoting a flow), and [`process`] here, which dispatches.
+//! Beside the frame's path, [`maglev`] models backend selection (the Maglev table and the flow
+//! hash, issue #16), compared with `portfwd::balance` by `portfwd/tests/maglev.rs`.
 
 mod checksum;
 mod family;
@@ -84,6 +86,7 @@ mod frag;
 mod frag_table;
 mod icmp;
 mod local;
+pub mod maglev;
 mod outcome;
 mod parse;
 mod pmtu;

@@ -1,6 +1,7 @@
 //! portfwd: publish host ports to containers, translated in the kernel with eBPF.
 //!
 //! The binary (`main.rs`) is a thin shell over this library:
+//! - `balance`: choosing a backend among several: Maglev tables and the flow hash;
 //! - `publish`: the publish grammar (`[HOST_IP:]PORT[/PROTO]`, `IP:PORT`, allowlists);
 //! - `config`: the YAML config: load, validate, save;
 //! - `datapath`: the eBPF object, its programs, attachments, pins and maps;
@@ -14,6 +15,7 @@
 //! - `sock_diag`: the kernel's socket diagnostics (list and destroy connected UDP sockets);
 //! - `sys`: the system calls beyond `std`, through `nix`.
 pub mod api;
+pub mod balance;
 pub mod check;
 pub mod cli;
 pub mod config;
