@@ -2,6 +2,8 @@
 //! ([`Lookup::copied`]) and an in-place update of a per-CPU slot ([`update`], [`bump`]). All map
 //! unsafe is in those. Names come from `portfwd_common::maps` so userspace finds them by the
 //! same constant.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{BPF_F_NO_COMMON_LRU, bpf_fib_lookup, bpf_sock_tuple},
     macros::map,
@@ -136,6 +138,19 @@ pub static FLOW_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FlowTa
 #[map(name = "PF_FIB_SCRATCH")]
 static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
+/// Room for the parsed packet (`datapath`), one per CPU: the headers' offsets and values (up
+/// to 160 bytes for an IPv6 ICMP error) stay off the stack for the whole translation, so that
+/// the path a packet takes has the stack to itself. Sized for the largest parse result.
+#[map(name = "PF_PKT_SCRATCH")]
+static PKT_SCRATCH: PerCpuArray<PacketScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The storage behind [`packet_scratch`]: plain bytes, 8-aligned.
+#[repr(C, align(8))]
+pub struct PacketScratch([u8; PACKET_SCRATCH_LEN]);
+
+/// Bytes of [`PacketScratch`]: enough for any parse result (checked where it is used).
+const PACKET_SCRATCH_LEN: usize = 192;
+
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
@@ -211,6 +226,20 @@ pub fn fib_scratch() -> Option<&'static mut bpf_fib_lookup> {
     // this is the only reference to it; all-zero bytes are a valid value of this plain C struct
     // of integers and unions of integers.
     Some(unsafe { &mut *slot })
+}
+
+/// This CPU's room for the parsed packet, as an uninitialized `T`. As for [`fib_scratch`]: one
+/// packet program runs at a time on a CPU, and the reference lives for that program's run.
+#[inline(always)]
+pub fn packet_scratch<T>() -> Option<&'static mut MaybeUninit<T>> {
+    const {
+        assert!(core::mem::size_of::<T>() <= PACKET_SCRATCH_LEN);
+        assert!(core::mem::align_of::<T>() <= core::mem::align_of::<PacketScratch>());
+    }
+    let slot = PKT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU slot used by the one program running on this CPU (see above), large and
+    // aligned enough for a `T` (asserted above); `MaybeUninit` asks nothing of its bytes.
+    Some(unsafe { &mut *(slot as *mut MaybeUninit<T>) })
 }
 
 /// Adds one to counter `index` of a per-CPU array.

@@ -74,7 +74,7 @@ pub fn too_big<C: Ctx, F: Family>(
             .load(pkt.l3_off + IPV4_FLAGS)
             .map_err(|_| Reason::DropFragNeeded)?;
         if flags & IP_DF == 0 {
-            return Ok(NextHop::Stack);
+            return Ok(NextHop::STACK);
         }
     }
     let quote = if F::IP_CSUM { QUOTE4 } else { QUOTE6 };

@@ -47,6 +47,44 @@ impl Outcome {
     }
 }
 
+/// An [`Outcome`] in one 64-bit word: what a datapath path that is a BPF function of its own
+/// returns (a BPF function returns one register; `datapath` says why the paths are functions).
+/// Bits 0-31: the redirect code; 32-39: the action; 40-63: the reason.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct PackedOutcome(u64);
+
+const _: () = assert!(Reason::COUNT < 1 << 24);
+
+impl Outcome {
+    #[inline(always)]
+    pub fn pack(self) -> PackedOutcome {
+        let (action, code) = match self.action {
+            Action::Pass => (0, 0),
+            Action::Drop => (1, 0),
+            Action::Redirect(code) => (2, code),
+            Action::Bounce => (3, 0),
+        };
+        PackedOutcome(((self.reason as u64) << 40) | (action << 32) | code as u64)
+    }
+}
+
+impl PackedOutcome {
+    #[inline(always)]
+    pub fn unpack(self) -> Outcome {
+        let action = match (self.0 >> 32) as u8 {
+            0 => Action::Pass,
+            1 => Action::Drop,
+            2 => Action::Redirect(self.0 as u32),
+            _ => Action::Bounce,
+        };
+        // SAFETY: `Reason` is `repr(u32)`, and a `PackedOutcome` is only made by
+        // `Outcome::pack`, from a `Reason`: these bits are one of its discriminants.
+        let reason = unsafe { core::mem::transmute::<u32, Reason>((self.0 >> 40) as u32) };
+        Outcome { action, reason }
+    }
+}
+
 /// Where a packet sits in a fragmented datagram.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fragment {
@@ -178,19 +216,55 @@ pub enum End {
     Destination,
 }
 
-/// The next hop of a translated packet.
-pub enum NextHop {
+/// The next hop of a translated packet: how it is known, the interface, and both MAC
+/// addresses (zero unless [`HopKind::Resolved`]).
+///
+/// A struct rather than an enum with fields: every field is defined on every path, so LLVM
+/// never carries an undefined MAC through a register spill that the verifier would refuse to
+/// read ("!read_ok") where the paths merge.
+#[derive(Clone, Copy)]
+pub struct NextHop {
+    pub kind: HopKind,
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HopKind {
     /// Interface and both MAC addresses known.
-    Resolved {
-        ifindex: u32,
-        smac: [u8; 6],
-        dmac: [u8; 6],
-    },
+    Resolved,
     /// Interface known; the neighbour (ARP) entry is not, the kernel must resolve it.
-    Unresolved { ifindex: u32 },
+    Unresolved,
     /// The kernel's own forwarding: the translated packet is passed to the stack, which routes
     /// it and fragments it (IPv4 without DF, too big for its egress, `pmtu`).
     Stack,
+}
+
+impl NextHop {
+    /// The kernel's own forwarding ([`HopKind::Stack`]).
+    pub const STACK: Self = Self::unresolved(HopKind::Stack, 0);
+
+    #[inline(always)]
+    pub const fn resolved(ifindex: u32, smac: [u8; 6], dmac: [u8; 6]) -> Self {
+        Self {
+            kind: HopKind::Resolved,
+            ifindex,
+            smac,
+            dmac,
+        }
+    }
+
+    /// A hop without MAC addresses: [`HopKind::Unresolved`] or [`HopKind::Stack`].
+    #[inline(always)]
+    pub const fn unresolved(kind: HopKind, ifindex: u32) -> Self {
+        Self {
+            kind,
+            ifindex,
+            smac: [0; 6],
+            dmac: [0; 6],
+        }
+    }
 }
 
 /// Direction of a translated packet, for the per-forward counters.

@@ -30,7 +30,7 @@ use crate::{
     parse::L3_OFF,
     pmtu, rewrite,
     stats::{self, Tally},
-    types::{Action, IpL4, NextHop, Outcome, Tuple},
+    types::{Action, HopKind, IpL4, NextHop, Outcome, Tuple},
 };
 
 /// Offset of the source MAC in the Ethernet header.
@@ -85,12 +85,10 @@ pub fn finish<C: Ctx, F: Family>(
 /// sends it to its next hop.
 #[inline(always)]
 fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Reason) -> Outcome {
-    let code = match hop {
-        NextHop::Resolved {
-            ifindex,
-            smac,
-            dmac,
-        } => {
+    let ifindex = hop.ifindex;
+    let code = match hop.kind {
+        HopKind::Resolved => {
+            let (smac, dmac) = (hop.smac, hop.dmac);
             if rewrite::hop::<C, F>(ctx, pkt, Some((&smac, &dmac))).is_err() {
                 return Outcome::untouched(Reason::DropRewriteFailed);
             }
@@ -102,14 +100,14 @@ fn send<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>, hop: NextHop, done: Rea
             };
             Some(direct.unwrap_or_else(|| ctx.redirect(ifindex)))
         }
-        NextHop::Unresolved { ifindex } => {
+        HopKind::Unresolved => {
             if rewrite::hop::<C, F>(ctx, pkt, None).is_err() {
                 return Outcome::untouched(Reason::DropRewriteFailed);
             }
             ctx.redirect_resolving_neighbour(ifindex)
         }
         // The kernel does the router's part.
-        NextHop::Stack => {
+        HopKind::Stack => {
             return Outcome {
                 action: Action::Pass,
                 reason: Reason::ForwardedViaStack,
@@ -156,11 +154,7 @@ fn fib_lookup<C: Ctx, F: Family>(
     *too_big = mtu;
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            let hop = NextHop::Resolved {
-                ifindex: params.ifindex,
-                smac: params.smac,
-                dmac: params.dmac,
-            };
+            let hop = NextHop::resolved(params.ifindex, params.smac, params.dmac);
             // tc's lookup lets through frames a VLAN tag over the MTU, and GSO skbs, so the
             // kernel is asked again: the one compare the path MTU costs a packet that fits
             // (XDP's lookup compared the IP length exactly: nothing).
@@ -181,9 +175,7 @@ fn fib_lookup<C: Ctx, F: Family>(
                 *too_big = mtu;
                 return Err(Reason::DropFragNeeded);
             }
-            Ok(NextHop::Unresolved {
-                ifindex: params.ifindex,
-            })
+            Ok(NextHop::unresolved(HopKind::Unresolved, params.ifindex))
         }
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::DropFragNeeded),
         _ => Err(Reason::DropNoRoute),
@@ -192,7 +184,10 @@ fn fib_lookup<C: Ctx, F: Family>(
 
 /// Records the source MAC of a frame arriving on a veth bridge port (the caller checked the
 /// port's `IFACE_BRIDGE_PORT` flag), for the bridge shortcut.
-#[inline(always)]
+///
+/// A BPF function of its own: its keys and values would otherwise sit in the hook's frame,
+/// which every translation path's frame adds to (`datapath`).
+#[inline(never)]
 pub fn learn<C: Ctx>(ctx: &C) {
     let port = ctx.ingress_ifindex();
     let Some(bridge) = BRIDGE_PORTS.copied(port) else {

@@ -43,6 +43,29 @@ unsafe impl Plain for Ipv4Hdr {}
 // SAFETY: the UDP header is `repr(C)` of `[u8; 2]` fields only.
 unsafe impl Plain for UdpHdr {}
 
+/// The mask of an offset into a packet that is read or written directly. Offsets the verifier
+/// cannot bound itself (those kept in the per-CPU parse scratch, `maps::packet_scratch`) are
+/// masked with it before the pointer arithmetic, which the verifier refuses on an unbounded
+/// value; and the verifier derives a readable range only while offset + length stays within
+/// 0xffff. A mask rather than a compare: LLVM turns the compare into a signed one the verifier
+/// cannot use. The datapath only touches headers, within the first few hundred bytes, so the
+/// mask never changes an offset (and the access is bounds-checked after it anyway).
+pub const OFF_MASK: usize = 0x7fff;
+
+/// The bytes a bounds check asks for to access a `T`: its size, and at least 2. For a one-byte
+/// access, LLVM folds `p + 1 <= end` into `p < end`, from which the verifier derives no readable
+/// range when `p` has a variable offset. Every one-byte field the datapath touches (TTL, hop
+/// limit, TCP flags, ICMP type) is followed by more of its header, so asking for one more byte
+/// fails no packet a one-byte check would have let through.
+#[inline(always)]
+pub const fn checked_len<T>() -> usize {
+    if size_of::<T>() < 2 {
+        2
+    } else {
+        size_of::<T>()
+    }
+}
+
 /// A packet at a hook. Offsets are from the start of the Ethernet header.
 pub trait Ctx {
     /// Which hook this is, for the verdict counters.
@@ -116,7 +139,8 @@ pub trait Ctx {
     #[inline(always)]
     fn read<T: Plain>(&self, off: usize) -> Option<T> {
         let start = self.data();
-        if start + off + size_of::<T>() > self.data_end() {
+        let off = off & OFF_MASK;
+        if start + off + checked_len::<T>() > self.data_end() {
             return None;
         }
         // SAFETY: the check above keeps `size_of::<T>()` bytes at `start + off` inside the

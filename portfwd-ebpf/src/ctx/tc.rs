@@ -90,14 +90,16 @@ impl Ctx for TcContext {
         // makes a program that writes packet data unclone the skb first, so the header written
         // here is this skb's own. Anything beyond goes through the helper.
         let (start, end) = tc_bounds(self);
-        if start + off + size_of::<T>() <= end {
-            // SAFETY: the check above keeps `size_of::<T>()` bytes at `start + off` inside the
+        let direct = off & super::OFF_MASK;
+        if start + direct + super::checked_len::<T>() <= end {
+            // SAFETY: the check above keeps `size_of::<T>()` bytes at `start + direct` (`off`:
+            // the mask changes no header offset, `OFF_MASK`) inside the
             // linear packet data, which a tc program may write; `v` is a valid `T` that does not
             // overlap the packet.
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     v as *const T as *const u8,
-                    (start + off) as *mut u8,
+                    (start + direct) as *mut u8,
                     size_of::<T>(),
                 )
             };

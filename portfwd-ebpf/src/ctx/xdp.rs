@@ -13,7 +13,10 @@ use aya_ebpf::{
 use portfwd_common::{checksum, maps::Hook};
 
 use super::{Ctx, Plain};
-use crate::{maps::XDP_EGRESS, types::NextHop};
+use crate::{
+    maps::XDP_EGRESS,
+    types::{HopKind, NextHop},
+};
 
 impl Ctx for XdpContext {
     const HOOK: Hook = Hook::Xdp;
@@ -111,10 +114,10 @@ impl Ctx for XdpContext {
 
     #[inline(always)]
     fn can_send(&self, hop: &NextHop) -> bool {
-        match hop {
-            NextHop::Resolved { ifindex, .. } => XDP_EGRESS.get(*ifindex).is_some(),
+        match hop.kind {
+            HopKind::Resolved => XDP_EGRESS.get(hop.ifindex).is_some(),
             // The kernel's forwarding is behind tc's pass.
-            NextHop::Unresolved { .. } | NextHop::Stack => false,
+            HopKind::Unresolved | HopKind::Stack => false,
         }
     }
 
@@ -188,7 +191,8 @@ fn xdp_bounds(ctx: &XdpContext) -> (usize, usize) {
 #[inline(always)]
 fn xdp_bytes<T>(ctx: &XdpContext, off: usize) -> Result<*mut u8, i64> {
     let (start, end) = xdp_bounds(ctx);
-    if start + off + size_of::<T>() > end {
+    let off = off & super::OFF_MASK;
+    if start + off + super::checked_len::<T>() > end {
         return Err(-14);
     }
     Ok((start + off) as *mut u8)

@@ -80,8 +80,11 @@ impl Datapath {
         pin::prepare(dir)?;
         // What this binary's maps look like, from a throwaway load (maps only, no programs).
         let probe = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        // The object's data sections (`.rodata`: constants the compiler placed there) are maps
+        // too, but they hold no state: each load makes its own, and they are not pinned.
         let expected: Vec<(String, pin::MapLayout)> = probe
             .maps()
+            .filter(|(name, _)| !name.starts_with('.'))
             .filter_map(|(name, map)| {
                 let info = map_data(map)?.info().ok()?;
                 Some((name.to_owned(), pin::MapLayout::of(&info)))
