@@ -368,23 +368,12 @@ mod tests {
 
     #[test]
     fn dockers_open_forwards_are_said_to_skip_docker_user() {
-        let entry = |listen: &str, origin: &str, allow: &[&str]| ForwardEntry {
-            listen: listen.into(),
-            protocol: "tcp".into(),
-            to: "172.18.0.2:3000".into(),
-            allow: allow.iter().map(|a| a.to_string()).collect(),
-            packets_to_target: 0,
-            bytes_to_target: 0,
-            packets_to_client: 0,
-            bytes_to_client: 0,
-            new_flows: 0,
-            origin: origin.into(),
-            container: None,
-            inactive: None,
+        let open = entry("8080/tcp", "172.18.0.2:3000", "docker:web");
+        let closed = ForwardEntry {
+            allow: vec!["10.0.0.0/8".into()],
+            ..entry("8081/tcp", "172.18.0.3:3000", "docker:db")
         };
-        let open = entry("8080/tcp", "docker:web", &[]);
-        let closed = entry("8081/tcp", "docker:db", &["10.0.0.0/8"]);
-        let mine = entry("8082/tcp", CONFIG_ORIGIN, &[]);
+        let mine = entry("8082/tcp", "172.18.0.4:3000", CONFIG_ORIGIN);
         let note = docker_user_note(&[&open, &closed, &mine]).unwrap();
         assert!(
             note.contains("forwards 8080/tcp take every source"),

@@ -36,7 +36,7 @@ impl State {
                     tracing::info!(forward = %a.fwd, origin = %a.origin.label(), "withdrawn");
                     self.follow(&[Change::Removed(&a.fwd)]);
                 }
-                Err(e) => tracing::error!("withdrawing Docker's {listen}: {}", chain(&e)),
+                Err(e) => tracing::error!("withdrawing {listen}: {}", chain(&e)),
             }
         }
         for (fwd, origin) in wanted {

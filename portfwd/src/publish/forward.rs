@@ -63,14 +63,7 @@ impl Forward {
             });
         }
         let listen = listen.normalized();
-        if listen.port_count() != to.port_count() {
-            return Err(PublishError::RangeLengthMismatch {
-                listen: listen.to_string(),
-                listen_len: listen.port_count(),
-                to: to.to_string(),
-                to_len: to.port_count(),
-            });
-        }
+        same_length(&listen, &to, to.port_count())?;
         Ok(Forward {
             listen,
             to,
@@ -114,13 +107,41 @@ impl FromStr for Forward {
 impl fmt::Display for Forward {
     /// `8080/tcp -> 172.17.0.2:3000`, `8000-8010/udp -> 172.17.0.2:9000-9010 allow 10.0.0.0/8`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.listen, self.to)?;
-        for (i, p) in self.allow.iter().enumerate() {
-            f.write_str(if i == 0 { " allow " } else { "," })?;
-            write!(f, "{p}")?;
-        }
-        Ok(())
+        write_forward(f, &self.listen, &self.to, &self.allow)
     }
+}
+
+/// `LISTEN -> TO [allow P1,P2]`, the form of every kind of forward (to an address or to a
+/// container by name).
+pub(super) fn write_forward(
+    f: &mut fmt::Formatter<'_>,
+    listen: &Listen,
+    to: &dyn fmt::Display,
+    allow: &[AllowPrefix],
+) -> fmt::Result {
+    write!(f, "{listen} -> {to}")?;
+    for (i, p) in allow.iter().enumerate() {
+        f.write_str(if i == 0 { " allow " } else { "," })?;
+        write!(f, "{p}")?;
+    }
+    Ok(())
+}
+
+/// A range maps port by port: both sides cover the same number of ports.
+pub(super) fn same_length(
+    listen: &Listen,
+    to: &dyn fmt::Display,
+    to_len: u32,
+) -> Result<(), PublishError> {
+    if listen.port_count() != to_len {
+        return Err(PublishError::RangeLengthMismatch {
+            listen: listen.to_string(),
+            listen_len: listen.port_count(),
+            to: to.to_string(),
+            to_len,
+        });
+    }
+    Ok(())
 }
 
 impl Forward {

@@ -11,7 +11,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use super::{
     allow::AllowPrefix,
     error::PublishError,
-    forward::Forward,
+    forward::{Forward, same_length, write_forward},
     listen::Listen,
     syntax::{parse_port_range, write_ports},
     target::Target,
@@ -116,14 +116,7 @@ impl NamedForward {
         allow: Vec<AllowPrefix>,
     ) -> Result<NamedForward, PublishError> {
         let listen = listen.normalized();
-        if listen.port_count() != to.port_count() {
-            return Err(PublishError::RangeLengthMismatch {
-                listen: listen.to_string(),
-                listen_len: listen.port_count(),
-                to: to.to_string(),
-                to_len: to.port_count(),
-            });
-        }
+        same_length(&listen, &to, to.port_count())?;
         Ok(NamedForward { listen, to, allow })
     }
 
@@ -136,12 +129,7 @@ impl NamedForward {
 impl fmt::Display for NamedForward {
     /// `8080/tcp -> web:3000 allow 10.0.0.0/8`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.listen, self.to)?;
-        for (i, p) in self.allow.iter().enumerate() {
-            f.write_str(if i == 0 { " allow " } else { "," })?;
-            write!(f, "{p}")?;
-        }
-        Ok(())
+        write_forward(f, &self.listen, &self.to, &self.allow)
     }
 }
 
