@@ -8,6 +8,7 @@
 
 pub mod checksum;
 pub mod maps;
+pub mod pool;
 pub mod reason;
 pub mod sock;
 

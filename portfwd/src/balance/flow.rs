@@ -24,8 +24,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-/// The `initval` of the flow hash: "port" in ASCII.
-pub const FLOW_HASH_SEED: u32 = 0x706f_7274;
+pub use portfwd_common::pool::FLOW_HASH_SEED;
 
 /// A flow's 5-tuple, as the packet carries it from the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,54 +86,11 @@ pub fn flow_slot(tuple: &FlowTuple, table_size: usize) -> usize {
     (u64::from(flow_hash(tuple)) % table_size as u64) as usize
 }
 
-/// The kernel's `jhash2(k, length, initval)` over `words`.
+/// The kernel's `jhash2(k, length, initval)` over `words` (at most 10: an IPv6 5-tuple): the
+/// datapath's own implementation, `portfwd_common::pool::jhash2`, so both sides hash alike.
 pub fn jhash2(words: &[u32], initval: u32) -> u32 {
-    // The kernel takes the length as a u32 and counts it in bytes (`length << 2`), wrapping.
-    let len = words.len() as u32;
-    let mut a = 0xdead_beef_u32
-        .wrapping_add(len.wrapping_shl(2))
-        .wrapping_add(initval);
-    let (mut b, mut c) = (a, a);
-    let mut rest = words;
-    while rest.len() > 3 {
-        a = a.wrapping_add(rest[0]);
-        b = b.wrapping_add(rest[1]);
-        c = c.wrapping_add(rest[2]);
-        mix(&mut a, &mut b, &mut c);
-        rest = &rest[3..];
-    }
-    if rest.is_empty() {
-        return c;
-    }
-    a = a.wrapping_add(rest[0]);
-    b = b.wrapping_add(rest.get(1).copied().unwrap_or(0));
-    c = c.wrapping_add(rest.get(2).copied().unwrap_or(0));
-    final_mix(a, b, c)
-}
-
-/// `__jhash_mix`.
-fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
-    *a = a.wrapping_sub(*c) ^ c.rotate_left(4);
-    *c = c.wrapping_add(*b);
-    *b = b.wrapping_sub(*a) ^ a.rotate_left(6);
-    *a = a.wrapping_add(*c);
-    *c = c.wrapping_sub(*b) ^ b.rotate_left(8);
-    *b = b.wrapping_add(*a);
-    *a = a.wrapping_sub(*c) ^ c.rotate_left(16);
-    *c = c.wrapping_add(*b);
-    *b = b.wrapping_sub(*a) ^ a.rotate_left(19);
-    *a = a.wrapping_add(*c);
-    *c = c.wrapping_sub(*b) ^ b.rotate_left(4);
-    *b = b.wrapping_add(*a);
-}
-
-/// `__jhash_final`, returning `c`.
-fn final_mix(mut a: u32, mut b: u32, mut c: u32) -> u32 {
-    c = (c ^ b).wrapping_sub(b.rotate_left(14));
-    a = (a ^ c).wrapping_sub(c.rotate_left(11));
-    b = (b ^ a).wrapping_sub(a.rotate_left(25));
-    c = (c ^ b).wrapping_sub(b.rotate_left(16));
-    a = (a ^ c).wrapping_sub(c.rotate_left(4));
-    b = (b ^ a).wrapping_sub(a.rotate_left(14));
-    (c ^ b).wrapping_sub(b.rotate_left(24))
+    assert!(words.len() <= 10, "a flow tuple is at most 10 words");
+    let mut fixed = [0u32; 10];
+    fixed[..words.len()].copy_from_slice(words);
+    portfwd_common::pool::jhash2(&fixed, words.len(), initval)
 }

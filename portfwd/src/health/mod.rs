@@ -45,7 +45,7 @@ pub use schedule::{DEFAULT_MAX_IN_FLIGHT, Event, NetProber, Prober, Scheduler, s
 pub use state::{Health, Tracker};
 
 /// What a probe does.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Check {
     /// A TCP connect: up when the handshake completes (the connection is closed at once).
     Tcp,
@@ -95,7 +95,7 @@ impl fmt::Display for Target {
 
 /// How often and how strictly a backend is checked. Defaults: the YAML example of #16
 /// (`interval: 1s, timeout: 500ms, fall: 2, rise: 2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Params {
     /// Time between the starts of two probes.
     pub interval: Duration,

@@ -10,7 +10,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    allow::AllowPrefix, error::PublishError, family::Family, listen::Listen, target::Target,
+    allow::AllowPrefix, error::PublishError, family::Family, listen::Listen, pool::Pool,
+    target::Target,
 };
 
 /// A published port or range: packets for `listen` on the host go to `to`, from the clients
@@ -20,8 +21,12 @@ use super::{
 pub struct Forward {
     /// The host side, including the protocol.
     pub listen: Listen,
-    /// The container side.
+    /// The container side: the only target, or a pool's first.
     pub to: Target,
+    /// Several targets (or one with a health check), balanced per flow; `None`: `to` alone, as
+    /// fast as a forward to one target has always been.
+    #[serde(skip)]
+    pub pool: Option<Box<Pool>>,
     /// The source prefixes allowed to use this forward; empty: every source. Sources outside
     /// it are dropped (and counted) before any translation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,6 +72,7 @@ impl Forward {
         Ok(Forward {
             listen,
             to,
+            pool: None,
             allow: Vec::new(),
         })
     }
