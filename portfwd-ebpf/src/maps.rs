@@ -18,6 +18,10 @@ use portfwd_common::{
         MAX_LOCAL_FLOWS, MAX_PORT_MACS, MAX_RANGE_PREFIXES, MacKey, PortEntry, Range6Key,
         Range6Value, RangeKey, RangeValue,
     },
+    pool::{
+        Affinity, Backend, Backend6, BackendStats, MAGLEV_SIZE, MAX_AFFINITY, MAX_AFFINITY6,
+        MAX_BACKENDS, MAX_MAGLEV_ROWS,
+    },
     reason::Reason,
     sock::{MAX_SOCK_REVNAT, SockRev6Key, SockRev6Value, SockRevKey, SockRevValue, SockVerdict},
 };
@@ -101,6 +105,34 @@ pub static LOCAL_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(
 #[map(name = "PF_LOCAL_FLOWS6")]
 pub static LOCAL_FLOWS6: LruHashMap<Flow6Key, u32> =
     LruHashMap::with_max_entries(MAX_LOCAL_FLOWS, 0);
+
+/// Pools (`portfwd_common::pool`): per forward's stats slot, its Maglev row plus one (0:
+/// refuse new flows).
+#[map(name = "PF_POOLS")]
+pub static POOLS: Array<u32> = Array::with_max_entries(MAX_FORWARDS, 0);
+
+/// The Maglev rows, flat: row `r` is entries `r * MAGLEV_SIZE ..`, each a backend id.
+#[map(name = "PF_MAGLEV")]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_MAGLEV_ROWS * MAGLEV_SIZE, 0);
+
+#[map(name = "PF_BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "PF_BACKENDS6")]
+pub static BACKENDS6: Array<Backend6> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU LRU lists, as [`FLOWS`]: a new flow of a pool inserts here.
+#[map(name = "PF_AFFINITY")]
+pub static AFFINITY: LruHashMap<FlowKey, Affinity> =
+    LruHashMap::with_max_entries(MAX_AFFINITY, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "PF_AFFINITY6")]
+pub static AFFINITY6: LruHashMap<Flow6Key, Affinity> =
+    LruHashMap::with_max_entries(MAX_AFFINITY6, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "PF_BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<BackendStats> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// One `bpf_sock_tuple` per CPU: the socket lookup's argument, kept off the stack (the programs
 /// are near the 512-byte stack limit).

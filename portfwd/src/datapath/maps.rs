@@ -30,10 +30,11 @@ use portfwd_common::{
         IcmpBudget, Ipv6Words, LOCAL_FLOWS, LOCAL_FLOWS6, MAX_FORWARDS, RANGES, RANGES6,
         RangeKeyOf, RangeValueOf, VERDICTS, XDP_EGRESS, ipv6_octets, ipv6_words, port_prefixes,
     },
+    pool::FWD_POOL,
     reason::Reason,
 };
 
-use super::flows::FlowTableFill;
+use super::{flows::FlowTableFill, pools::PoolMaps};
 use crate::{
     error::{Error, LoadError},
     publish::{AllowPrefix, Family, Forward, Listen, Protocol},
@@ -63,6 +64,8 @@ pub struct Maps {
     flow_inserts: PerCpuArray<MapData, u64>,
     xdp_egress: DevMapHash<MapData>,
     icmp_budget: PerCpuArray<MapData, IcmpBudget>,
+    /// The maps of forwards with several backends.
+    pub pools: PoolMaps,
 }
 
 /// The maps one address family has to itself (the `*6` maps for IPv6): forwards, ranges,
@@ -134,7 +137,7 @@ impl MapAddr for Ipv6Words {
     }
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
@@ -225,10 +228,22 @@ pub fn ipv4_be(addr: Ipv4Addr) -> u32 {
 }
 
 fn flags_of(fwd: &Forward) -> u32 {
-    if fwd.allow.is_empty() {
+    let allow = if fwd.allow.is_empty() {
         0
     } else {
         FWD_ALLOWLIST
+    };
+    let pool = if fwd.pool.is_some() { FWD_POOL } else { 0 };
+    allow | pool
+}
+
+/// The target fields of `fwd`'s value: its target, or zeroes for a pool (whose backends are in
+/// their own maps, [`super::pools`]).
+fn target_of<A: MapAddr>(fwd: &Forward) -> (A, u16) {
+    if fwd.pool.is_some() {
+        (A::default(), 0)
+    } else {
+        (addr_of::<A>(fwd.to.addr), fwd.to.port.to_be())
     }
 }
 
@@ -249,12 +264,12 @@ impl<A: MapAddr> FamilyMaps<A> {
     /// See [`Maps::write_forward`].
     fn write_forward(&mut self, fwd: &Forward, slot: u32, generation: u8) -> Result<(), Error> {
         let flags = flags_of(fwd);
-        let target_addr_be = addr_of::<A>(fwd.to.addr);
+        let (target_addr_be, target_port_be) = target_of::<A>(fwd);
         let written = self.insert_allow(fwd, slot, generation).and_then(|()| {
             if fwd.listen.is_range() {
                 let value = RangeValueOf {
                     target_addr_be,
-                    target_port_be: fwd.to.port.to_be(),
+                    target_port_be,
                     start_port_be: fwd.listen.port.to_be(),
                     stats_slot: slot,
                     flags,
@@ -267,7 +282,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             } else {
                 let value = ForwardValueOf {
                     target_addr_be,
-                    target_port_be: fwd.to.port.to_be(),
+                    target_port_be,
                     generation,
                     _pad: 0,
                     stats_slot: slot,
@@ -337,8 +352,7 @@ impl<A: MapAddr> FamilyMaps<A> {
                 slots[*i].is_none()
                     && !f.listen.is_range()
                     && key == forward_key::<A>(&f.listen, generation)
-                    && value.target_addr_be == addr_of::<A>(f.to.addr)
-                    && value.target_port_be == f.to.port.to_be()
+                    && (value.target_addr_be, value.target_port_be) == target_of::<A>(f)
                     && value.flags == flags_of(f)
             });
             match found {
@@ -374,8 +388,7 @@ impl<A: MapAddr> FamilyMaps<A> {
             let Some(values) = values else { continue };
             let first = values[0];
             let intact = values.iter().all(|v| *v == first)
-                && first.target_addr_be == addr_of::<A>(f.to.addr)
-                && first.target_port_be == f.to.port.to_be()
+                && (first.target_addr_be, first.target_port_be) == target_of::<A>(f)
                 && first.start_port_be == f.listen.port.to_be()
                 && first.flags == flags_of(f);
             if intact && first.stats_slot < MAX_FORWARDS && used.insert(first.stats_slot) {
@@ -467,6 +480,7 @@ impl Maps {
             flow_inserts: take(ebpf, FLOW_INSERTS)?,
             xdp_egress: take(ebpf, XDP_EGRESS)?,
             icmp_budget: take(ebpf, ICMP_BUDGET)?,
+            pools: PoolMaps::take_from(ebpf)?,
         })
     }
 
@@ -828,7 +842,7 @@ impl Maps {
 }
 
 /// `value` for every CPU.
-fn per_cpu<T: Pod>(value: T, what: &'static str) -> Result<PerCpuValues<T>, Error> {
+pub(super) fn per_cpu<T: Pod>(value: T, what: &'static str) -> Result<PerCpuValues<T>, Error> {
     PerCpuValues::try_from(vec![value; nr_cpus_or_1()]).map_err(|io_error| {
         // Only reading the number of CPUs can fail here.
         map_err(what)(MapError::SyscallError(aya::sys::SyscallError {

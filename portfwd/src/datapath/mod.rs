@@ -20,6 +20,7 @@ pub mod generation;
 mod link;
 pub mod maps;
 pub mod pin;
+pub mod pools;
 
 use std::path::{Path, PathBuf};
 
