@@ -6,6 +6,7 @@
 mod assertions;
 mod cli;
 mod daemon;
+pub mod pool;
 mod scenario;
 mod servers;
 

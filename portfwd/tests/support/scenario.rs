@@ -216,6 +216,16 @@ impl Setup {
         self
     }
 
+    /// A forward of several targets (each may name a container, `c1:3000`, and carry a
+    /// weight, `c2:3000*2`), with `extra` lines of the forward (`health: {...}`, `grace: "2s"`);
+    /// see [`super::pool::pool_yaml`].
+    pub fn pool(mut self, listen: &str, targets: &[&str], extra: &[&str]) -> Setup {
+        let targets: Vec<String> = targets.iter().map(|t| resolve(&self.lab, t)).collect();
+        self.forwards
+            .push(super::pool::pool_yaml(listen, &targets, extra));
+        self
+    }
+
     /// A forward with a source allowlist.
     pub fn forward_allow(mut self, listen: &str, to: &str, allow: &[&str]) -> Setup {
         let to = resolve(&self.lab, to);

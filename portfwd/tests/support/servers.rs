@@ -37,6 +37,22 @@ impl Servers {
             .unwrap_or_else(|| panic!("no TCP server tagged {tag}"))
     }
 
+    /// Takes the TCP server tagged `tag` out of the scenario: dropping it stops it (a killed
+    /// backend).
+    pub fn take_tcp(&mut self, tag: &str) -> TcpServer {
+        let i = self
+            .tcp
+            .iter()
+            .position(|s| s.tag() == tag)
+            .unwrap_or_else(|| panic!("no TCP server tagged {tag}"));
+        self.tcp.remove(i)
+    }
+
+    /// Puts a TCP server (back) into the scenario.
+    pub fn put_tcp(&mut self, server: TcpServer) {
+        self.add_tcp(server);
+    }
+
     /// The UDP server tagged `tag` (e.g. `"c1:53"`).
     pub fn udp(&self, tag: &str) -> &UdpServer {
         self.udp
