@@ -13,12 +13,14 @@
 //! - `udp`, `tcp`, `probe`: the loads (trafgen; iperf3 and request/response loops) and the
 //!   counters read from the kernel;
 //! - `stats`, `results`: medians and percentiles; the collected figures and issue #4's targets;
-//! - `report`, `chart`, `machine`: the stdout tables, `results.json`, `report.md`, `chart.svg`.
+//! - `report`, `chart`, `machine`: the stdout tables, `results.json`, `report.md`, `chart.svg`;
+//! - `pools`: issue #16's scenarios (`--pools`): 16 backends vs 1, spread, a backend's death.
 
 mod chart;
 mod machine;
 mod netfilter;
 mod plan;
+mod pools;
 mod portfwd;
 mod probe;
 mod report;
@@ -70,6 +72,11 @@ pub struct Args {
     /// Exit with an error if any run failed (the reports are still written)
     #[arg(long)]
     pub strict: bool,
+    /// Measure issue #16's pools instead (portfwd only): pps through 16 backends vs 1 target,
+    /// the spread of 100,000 flows, the time from a backend's death to no new flows on it;
+    /// writes pools.json
+    #[arg(long)]
+    pub pools: bool,
 }
 
 /// The choice of `--generator` (see `udp.rs`).
@@ -142,6 +149,22 @@ pub fn run(args: Args) -> Result<()> {
         portfwd: bin,
         workdir: std::env::temp_dir().join(format!("portfwd-bench-{}", std::process::id())),
     };
+    if args.pools {
+        cmd::banner(&format!(
+            "bench --pools: {} runs{}",
+            settings.runs,
+            if settings.quick { " (--quick)" } else { "" }
+        ));
+        let figures = pools::run(&env, &settings, &out_dir);
+        let _ = std::fs::remove_dir_all(&env.workdir);
+        let figures = figures?;
+        ensure!(
+            !args.strict || figures.failures.is_empty(),
+            "{} pool run(s) failed (see the FAILED lines above)",
+            figures.failures.len()
+        );
+        return Ok(());
+    }
     let machine = machine::Machine::probe();
     let load_before = machine::load_average();
 

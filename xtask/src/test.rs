@@ -129,6 +129,7 @@ fn bench_smoke() -> Result<()> {
         generator: bench::GeneratorKind::Xdp,
         out: Some(out.clone()),
         strict: true,
+        pools: false,
     })?;
     // The reports are there and name every measured pair.
     let json = std::fs::read_to_string(out.join("results.json"))?;

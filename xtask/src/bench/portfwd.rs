@@ -74,11 +74,21 @@ impl Daemon {
         forwards: &[Forward],
         mode: Option<&str>,
     ) -> Result<Daemon> {
+        Self::start_config(lab, bin, dir, &config_yaml(forwards), mode)
+    }
+
+    /// Like [`Daemon::start`], with the config file's whole text.
+    pub fn start_config(
+        lab: &mut Lab,
+        bin: &Path,
+        dir: &Path,
+        yaml: &str,
+        mode: Option<&str>,
+    ) -> Result<Daemon> {
         let config = dir.join("portfwd.yaml");
         let socket = dir.join("portfwd.sock");
         let log = dir.join("daemon.log");
-        fs::write(&config, config_yaml(forwards))
-            .with_context(|| format!("writing {}", config.display()))?;
+        fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
         let logfile =
             fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
@@ -143,15 +153,27 @@ impl Daemon {
 
     /// `portfwd status --json`, parsed.
     pub fn status(&self) -> Result<serde_json::Value> {
-        let out = self.cli(&["status", "--json"])?;
+        self.json(&["status", "--json"])
+    }
+
+    /// `portfwd list --json`, parsed.
+    pub fn list(&self) -> Result<serde_json::Value> {
+        self.json(&["list", "--json"])
+    }
+
+    /// Runs `portfwd ARGS`, which must succeed, and parses what it prints.
+    fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let out = self.cli(args)?;
         if !out.status.success() {
             bail!(
-                "`portfwd status --json` failed ({}): {}",
+                "`portfwd {}` failed ({}): {}",
+                args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        serde_json::from_slice(&out.stdout).context("parsing `portfwd status --json`")
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing `portfwd {}`", args.join(" ")))
     }
 
     /// The verdict counters of `portfwd status --json`, by reason.

@@ -76,6 +76,9 @@ pub struct Testbed {
     pub daemon: Option<Daemon>,
     pub lab: Lab,
     pub container: Container,
+    /// The other backends of a pool (`c2`, `c3`, …; see `pools.rs`), empty otherwise: their
+    /// `eth0` counts delivered UDP packets too.
+    pub others: Vec<Container>,
     /// Where the client sends: the published port on the host, or the container for `routing`.
     pub dst: SocketAddrV4,
     pub generator: Generator,
@@ -95,6 +98,7 @@ impl Testbed {
             lab,
             dst: SocketAddrV4::new(Lab::HOST_ADDR, PUBLISHED_PORT),
             container,
+            others: Vec::new(),
             generator: env.generator.clone(),
             system,
             dir,
@@ -119,20 +123,7 @@ impl Testbed {
         let (proto, target_port) = match case {
             Case::Udp { .. } => {
                 tc_cbpf(&self.lab, &cns, Lab::ETH, DROP_UDP_CBPF)?;
-                if let Generator::Xdp { .. } = self.generator {
-                    // Frames sent by XDP into a veth need a NAPI instance on the receiving side
-                    // (GRO on gives it one; without, they are dropped silently), and a receive
-                    // queue per CPU lets each sending CPU's frames be polled on that CPU.
-                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    sh(
-                        &self.lab,
-                        &host,
-                        &format!(
-                            "ethtool -L {eth} rx {cpus} tx {cpus} && ethtool -K {eth} gro on",
-                            eth = Lab::ETH
-                        ),
-                    )?;
-                }
+                self.prepare_generator()?;
                 (Proto::Udp, UDP_SINK_PORT)
             }
             Case::TcpStream => {
@@ -223,20 +214,89 @@ impl Testbed {
         Ok(())
     }
 
+    /// With the XDP generator: frames sent by XDP into a veth need a NAPI instance on the
+    /// receiving side (GRO on gives it one; without, they are dropped silently), and a receive
+    /// queue per CPU lets each sending CPU's frames be polled on that CPU.
+    pub fn prepare_generator(&self) -> Result<()> {
+        if let Generator::Xdp { .. } = self.generator {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            sh(
+                &self.lab,
+                self.lab.host(),
+                &format!(
+                    "ethtool -L {eth} rx {cpus} tx {cpus} && ethtool -K {eth} gro on",
+                    eth = Lab::ETH
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
     fn write(&self, name: &str, text: &str) -> Result<String> {
         let path = self.dir.join(name);
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path.to_string_lossy().into_owned())
     }
 
-    /// Where delivered UDP packets are counted: the container's `eth0` (its `rx_packets` counts
+    /// Where delivered UDP packets are counted: the containers' `eth0` (its `rx_packets` counts
     /// every frame handed to it, before the tc drop), or the host's `eth0` for the ceiling.
-    pub fn sink(&self) -> (&Ns, &'static str) {
+    pub fn sinks(&self) -> Vec<(&Ns, &'static str)> {
         if self.system == System::Ceiling {
-            (self.lab.host(), Lab::ETH)
+            vec![(self.lab.host(), Lab::ETH)]
         } else {
-            (&self.container.ns, Lab::ETH)
+            std::iter::once(&self.container)
+                .chain(&self.others)
+                .map(|c| (&c.ns, Lab::ETH))
+                .collect()
         }
+    }
+
+    /// The packets delivered so far: `rx_packets` summed over [`Testbed::sinks`].
+    pub fn delivered(&self) -> Result<u64> {
+        self.sinks()
+            .into_iter()
+            .map(|(ns, iface)| probe::rx_packets(ns, iface))
+            .sum()
+    }
+
+    /// A lab of `backends` containers (`c1`, `c2`, …) with the unique flows' route, for the
+    /// pool scenarios (`pools.rs`), which set up the containers and the daemon themselves.
+    pub fn for_pool(env: &Env, backends: usize) -> Result<Testbed> {
+        let mut lab = Lab::new("benchpool")?;
+        let mut containers = Vec::with_capacity(backends);
+        for i in 1..=backends.max(1) {
+            containers.push(lab.add_container(&format!("c{i}"))?);
+        }
+        let container = containers.remove(0);
+        let dir = env.workdir.join(lab.prefix());
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        sh(
+            &lab,
+            lab.host(),
+            &format!("ip route add {UNIQUE_SRC_NET} via {}", Lab::CLIENT_ADDR),
+        )?;
+        Ok(Testbed {
+            echo: None,
+            daemon: None,
+            lab,
+            dst: SocketAddrV4::new(Lab::HOST_ADDR, PUBLISHED_PORT),
+            container,
+            others: containers,
+            generator: env.generator.clone(),
+            system: System::PortfwdTc,
+            dir,
+        })
+    }
+
+    /// Every backend container, `c1` first.
+    pub fn containers(&self) -> impl Iterator<Item = &Container> {
+        std::iter::once(&self.container).chain(&self.others)
+    }
+
+    /// Sets a container up as a UDP sink (see [`DROP_UDP_CBPF`]), and with the XDP generator
+    /// gives the host's `eth0` a NAPI instance and a queue per CPU (see `setup`).
+    pub fn udp_sink(&self, ns: &Ns) -> Result<()> {
+        tc_cbpf(&self.lab, ns, Lab::ETH, DROP_UDP_CBPF)
     }
 
     /// The MAC address of `eth0` in `ns`.

@@ -124,9 +124,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
     let dmac = tb.mac(&host)?;
     let smac = tb.mac(&client)?;
 
-    let (sink_ns, sink_if) = tb.sink();
-    let sink_ns = sink_ns.clone();
-    let start_count = probe::rx_packets(&sink_ns, sink_if)?;
+    let start_count = tb.delivered()?;
 
     // Bounds: the whole run at most `limit`, and never more than MAX_PPS for that long.
     let limit =
@@ -165,7 +163,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
         .with_context(|| format!("creating {}", log_path.display()))?;
     cmd.stdout(Stdio::null()).stderr(log);
     let pid = tb.lab.spawn(&client, &mut cmd)?;
-    let result = measure(tb, &sink_ns, sink_if, start_count, settings);
+    let result = measure(tb, start_count, settings);
     tb.stop_load(pid);
     let (mpps, cpu_ns_per_packet) =
         result.map_err(|e| match std::fs::read_to_string(&log_path) {
@@ -178,7 +176,7 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
 
     // Let the last frames drain, then count them all.
     std::thread::sleep(Duration::from_millis(100));
-    let delivered = probe::rx_packets(&sink_ns, sink_if)? - start_count;
+    let delivered = tb.delivered()? - start_count;
     let verdicts = match &tb.daemon {
         Some(daemon) => {
             let all = daemon.verdicts()?;
@@ -205,15 +203,10 @@ pub fn run(tb: &mut Testbed, flows: Flows, settings: &Settings) -> Result<UdpSam
 }
 
 /// Waits for the load to arrive, warms up, and measures one window: (Mpps, kernel ns/packet).
-fn measure(
-    tb: &Testbed,
-    sink_ns: &portfwd_lab::Ns,
-    sink_if: &str,
-    start_count: u64,
-    settings: &Settings,
-) -> Result<(f64, f64)> {
+fn measure(tb: &Testbed, start_count: u64, settings: &Settings) -> Result<(f64, f64)> {
+    let sink = sink_names(tb);
     let deadline = Instant::now() + FIRST_PACKET_TIMEOUT;
-    while probe::rx_packets(sink_ns, sink_if)? == start_count {
+    while tb.delivered()? == start_count {
         if Instant::now() > deadline {
             let hint = tb
                 .daemon
@@ -222,29 +215,38 @@ fn measure(
                 .map(|v| format!("; portfwd verdicts {v:?}"))
                 .unwrap_or_default();
             bail!(
-                "no packet reached {sink_if} in {sink_ns} within {FIRST_PACKET_TIMEOUT:?} of \
-                 starting the generator{hint}"
+                "no packet reached {sink} within {FIRST_PACKET_TIMEOUT:?} of starting the \
+                 generator{hint}"
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(settings.udp_warmup);
-    let (c0, s0, t0) = sample(sink_ns, sink_if)?;
+    let (c0, s0, t0) = sample(tb)?;
     std::thread::sleep(settings.udp_window);
-    let (c1, s1, t1) = sample(sink_ns, sink_if)?;
+    let (c1, s1, t1) = sample(tb)?;
     let packets = c1.saturating_sub(c0);
     if packets == 0 {
-        bail!("no packet reached {sink_if} in {sink_ns} during the window");
+        bail!("no packet reached {sink} during the window");
     }
     let secs = (t1 - t0).as_secs_f64();
     let kernel = probe::TICK.as_secs_f64() * (s1.kernel - s0.kernel) as f64;
     Ok((packets as f64 / secs / 1e6, kernel * 1e9 / packets as f64))
 }
 
-/// The sink's counter, the CPU ticks and the time, read as close together as possible.
-fn sample(ns: &portfwd_lab::Ns, iface: &str) -> Result<(u64, probe::CpuTicks, Instant)> {
+/// `IFACE in NS` for each sink, for error messages.
+fn sink_names(tb: &Testbed) -> String {
+    tb.sinks()
+        .iter()
+        .map(|(ns, iface)| format!("{iface} in {ns}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sinks' counter, the CPU ticks and the time, read as close together as possible.
+fn sample(tb: &Testbed) -> Result<(u64, probe::CpuTicks, Instant)> {
     let before = Instant::now();
-    let count = probe::rx_packets(ns, iface)?;
+    let count = tb.delivered()?;
     let ticks = probe::cpu_ticks()?;
     let after = Instant::now();
     Ok((count, ticks, before + (after - before) / 2))
