@@ -640,3 +640,6 @@ impl super::state::State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
