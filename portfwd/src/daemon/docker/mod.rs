@@ -207,7 +207,7 @@ impl DockerFollow {
             .collect();
         if replicas.is_empty() {
             return Err(format!(
-                "no container {name} and no compose service {name} is running (stopped, restarting or removed)"
+                "container {name} is not running (stopped, restarting or removed), nor is a replica of a compose service {name}"
             ));
         }
         replicas.sort_by(|a, b| a.name.cmp(&b.name));

@@ -72,7 +72,12 @@ fn a_pool_gets_backends_and_a_table_and_its_removed_backend_drains() {
         ],
         AllDown::Serve,
     );
+    let started = std::time::Instant::now();
     pools.prepare(&mut dp.maps, &[active(fwd, 5)]).unwrap();
+    eprintln!(
+        "a pool of 3: table built and swapped in {:?}",
+        started.elapsed()
+    );
     let shares = row_shares(&dp.maps.pools, 5);
     assert_eq!(shares.len(), 3);
     assert_eq!(shares.values().sum::<usize>(), MAGLEV_SIZE as usize);
