@@ -17,6 +17,7 @@ use super::{
     cni::CniForwards,
     docker::DockerFollow,
     host,
+    pools::Pools,
     reserved_ports::{self, PortSet, Reservation},
     slots::Slots,
 };
@@ -106,6 +107,8 @@ pub(super) struct State {
     pub(super) docker: Option<DockerFollow>,
     /// The forwards of CNI attachments (`portfwd-cni`).
     pub(super) cni: CniForwards,
+    /// Forwards with several backends: backends, tables, health checks, draining.
+    pub(super) pools: Pools,
     /// The state itself, for the tasks it starts (the Docker follower).
     pub(super) weak_self: Weak<Mutex<State>>,
 }
@@ -136,6 +139,7 @@ impl State {
             orphan_slots: Vec::new(),
             docker: None,
             cni,
+            pools: Pools::default(),
             weak_self: Weak::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
@@ -182,11 +186,18 @@ impl State {
             });
         }
         let slot = self.slots.alloc()?;
-        if let Err(e) = self.dp.maps.insert_forward(&fwd, slot) {
+        let active = Active { fwd, slot, origin };
+        // A pool's table before the forward that reads it.
+        let pooled = self
+            .pools
+            .prepare(&mut self.dp.maps, std::slice::from_ref(&active));
+        if let Err(e) = pooled.and_then(|()| self.dp.maps.insert_forward(&active.fwd, slot)) {
             self.slots.free(slot);
+            self.retire_pools();
             return Err(e);
         }
-        self.forwards.push(Active { fwd, slot, origin });
+        self.forwards.push(active);
+        self.after_pools_change();
         self.sync_reserved_ports();
         Ok(())
     }
@@ -201,6 +212,7 @@ impl State {
         self.dp.maps.remove_forward(&a.fwd, a.slot)?;
         let active = self.forwards.remove(pos);
         self.slots.free(active.slot);
+        self.retire_pools();
         self.sync_reserved_ports();
         Ok(active)
     }
@@ -233,6 +245,9 @@ impl State {
                 .map(|a| a.slot)
                 .chain(adopted.stale_slots.iter().copied()),
         );
+        let pinned_slots = self.forwards.iter().map(|a| a.slot);
+        let pinned_slots = pinned_slots.chain(adopted.stale_slots.iter().copied());
+        self.pools.adopt(&self.dp.maps.pools, pinned_slots);
         self.orphan_slots = adopted.stale_slots;
         self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
         Ok(())

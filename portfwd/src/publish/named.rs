@@ -124,6 +124,26 @@ impl NamedForward {
     pub fn at(&self, addr: IpAddr) -> Result<Forward, PublishError> {
         Forward::new(self.listen, self.to.at(addr))?.with_allow(self.allow.clone())
     }
+
+    /// The pool of the replicas at `addrs` (a compose service's, at least one, each weight 1,
+    /// every replica taken as up, the default grace).
+    pub fn pool_at(&self, addrs: &[IpAddr]) -> Result<Forward, PublishError> {
+        let mut fwd = self.at(addrs[0])?;
+        let targets = addrs
+            .iter()
+            .map(|a| super::Weighted {
+                target: self.to.at(*a),
+                weight: 1,
+            })
+            .collect();
+        fwd.pool = Some(Box::new(super::Pool {
+            targets,
+            health: None,
+            all_down: super::AllDown::Serve,
+            grace: super::DEFAULT_GRACE,
+        }));
+        Ok(fwd)
+    }
 }
 
 impl fmt::Display for NamedForward {
