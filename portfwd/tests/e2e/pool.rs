@@ -82,7 +82,8 @@ fn check_spread(
     let mut got: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..flows {
         let sport = first + i as u16;
-        let tag = serve(sport).unwrap_or_else(|e| panic!("{listen}, flow from port {sport}: {e:#}"));
+        let tag =
+            serve(sport).unwrap_or_else(|e| panic!("{listen}, flow from port {sport}: {e:#}"));
         *got.entry(tag).or_default() += 1;
     }
     let (low, high) = spread_bound(flows, k);
@@ -270,7 +271,12 @@ fn a_connection_and_a_udp_flow_stay_on_their_backend_while_a_reload_adds_one() {
         failures.is_empty(),
         "flows left their backend: {failures:#?}"
     );
-    assert_eq!(s.backends("8080/tcp").len(), 4, "{:?}", s.backends("8080/tcp"));
+    assert_eq!(
+        s.backends("8080/tcp").len(),
+        4,
+        "{:?}",
+        s.backends("8080/tcp")
+    );
 
     // New flows follow the new table: those Maglev now gives c4 reach it.
     let c4 = after[3];

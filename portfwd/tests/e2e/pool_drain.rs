@@ -73,7 +73,11 @@ fn hold_c1(s: &Scenario, set: &[SocketAddr]) -> OnC1 {
         .map(|&p| {
             let mut c = Conn::open(&client, p, host_port(8080), Duration::from_secs(3)).unwrap();
             let r = c.request("hello").unwrap();
-            assert_eq!(backend_of(&r), "c1:3000", "flow from {p}: Maglev gives it c1");
+            assert_eq!(
+                backend_of(&r),
+                "c1:3000",
+                "flow from {p}: Maglev gives it c1"
+            );
             c
         })
         .collect();
@@ -102,17 +106,26 @@ fn check_draining(s: &Scenario, held: &mut OnC1, c1: &str, udp_drained: bool) {
     }
     for &p in &held.fresh {
         let tag = tcp_backend(&client, p, host_port(8080)).unwrap();
-        assert_ne!(tag, "c1:3000", "a new flow from {p} went to the draining backend");
+        assert_ne!(
+            tag, "c1:3000",
+            "a new flow from {p} went to the draining backend"
+        );
     }
     let udp = held.udp.backend("after").unwrap();
     if udp_drained {
-        assert_ne!(udp, "c1:3000", "the UDP flow of a draining backend re-hashes");
+        assert_ne!(
+            udp, "c1:3000",
+            "the UDP flow of a draining backend re-hashes"
+        );
     } else {
         assert_eq!(udp, "c1:3000", "the UDP pool's c1 was left alone");
     }
     let row = s.backend("8080/tcp", c1);
     assert_eq!((row.state.as_str(), row.weight), ("draining", 0), "{row:?}");
-    assert!(row.live_flows >= 3, "its three connections are live: {row:?}");
+    assert!(
+        row.live_flows >= 3,
+        "its three connections are live: {row:?}"
+    );
 }
 
 /// After the grace period (counted from `since`, plus 1 s), c1's connections no longer reach
@@ -280,7 +293,10 @@ fn a_daemon_restart_keeps_every_flow_on_its_backend() {
     exchange(&mut conns, "after-restart");
     std::thread::sleep(Duration::from_secs(1));
     exchange(&mut conns, "a-second-later");
-    assert!(failures.is_empty(), "flows left their backend: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "flows left their backend: {failures:#?}"
+    );
     assert_eq!(s.backends("8080/tcp").len(), 5);
     let c5: Vec<u16> = (35_000..)
         .filter(|&p| predicted(&five, TCP, p, host_port(8080)) == five[4])

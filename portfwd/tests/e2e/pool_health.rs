@@ -68,7 +68,9 @@ fn a_killed_backend_is_taken_out_and_comes_back_after_its_restart() {
     drop(s.servers.take_tcp("c1:3000"));
     // Until the datapath stops giving c1 new flows, c1's flows are refused (nothing listens).
     let (mut refused, mut out_after, mut down_after) = (0, None, None);
-    while killed.elapsed() < BOUND + Duration::from_secs(3) && (out_after.is_none() || down_after.is_none()) {
+    while killed.elapsed() < BOUND + Duration::from_secs(3)
+        && (out_after.is_none() || down_after.is_none())
+    {
         if out_after.is_none() {
             let sport = to_c1.next().unwrap();
             match Conn::open(&client, sport, host_port(8080), Duration::from_secs(1)) {
@@ -91,8 +93,14 @@ fn a_killed_backend_is_taken_out_and_comes_back_after_its_restart() {
          before), list says down after {down_after:?} (bound {BOUND:?})"
     );
     let out_after = out_after.expect("c1's flows went to c2 in the end");
-    assert!(out_after <= BOUND, "new flows reached the dead backend for {out_after:?}");
-    assert!(refused > 0, "some flows were tried on the dead backend before it was out");
+    assert!(
+        out_after <= BOUND,
+        "new flows reached the dead backend for {out_after:?}"
+    );
+    assert!(
+        refused > 0,
+        "some flows were tried on the dead backend before it was out"
+    );
     let down_after = down_after.expect("list says down");
     assert!(down_after <= BOUND, "list said down after {down_after:?}");
     assert_eq!(s.backend("8080/tcp", &t2).state, "up");
@@ -130,7 +138,10 @@ fn reaches_again(s: &Scenario, ports: &mut impl Iterator<Item = u16>, tag: &str)
         if got == tag {
             break;
         }
-        assert!(Instant::now() < deadline, "flows from c1's ports still go to {got}");
+        assert!(
+            Instant::now() < deadline,
+            "flows from c1's ports still go to {got}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for sport in ports.take(10) {
@@ -143,26 +154,55 @@ fn reaches_again(s: &Scenario, ports: &mut impl Iterator<Item = u16>, tag: &str)
 /// happens to a connection is the `all_down` policy's doing alone. `serve` (8080) forwards
 /// new connections over both backends as if all were up; `refuse` (8081) answers them with an
 /// ICMP port unreachable (the connect fails with ECONNREFUSED at once, though the servers
-/// would have accepted), counts the refusals, and forwards nothing to its backends.
+/// would have accepted), counts the refusals, and forwards nothing to its backends. And with
+/// the servers really dead (8082, TCP check, `serve`): connections are still sent to the
+/// backends, which reset them (refused), and the backends' counters count them.
 #[test]
 fn all_down_serve_keeps_forwarding_and_refuse_refuses() {
     require_root!();
-    let check = r#"health: { http: "/healthz", interval: "1s", timeout: "500ms", fall: 2, rise: 2 }"#;
-    let s = Scenario::new("alldown")
+    let check =
+        r#"health: { http: "/healthz", interval: "1s", timeout: "500ms", fall: 2, rise: 2 }"#;
+    let mut s = Scenario::new("alldown")
         .containers(2)
         .tcp_server("c1", PORT)
         .tcp_server("c2", PORT)
+        .tcp_server("c1", 4000)
+        .tcp_server("c2", 4000)
         .pool("8080", &["c1:3000", "c2:3000"], &[check])
-        .pool("8081", &["c1:3000", "c2:3000"], &[check, "all_down: refuse"])
+        .pool(
+            "8081",
+            &["c1:3000", "c2:3000"],
+            &[check, "all_down: refuse"],
+        )
+        .pool("8082", &["c1:4000", "c2:4000"], &[HEALTH])
         .daemon();
     let client = s.lab.client().clone();
-    for listen in ["8080/tcp", "8081/tcp"] {
+    drop(s.servers.take_tcp("c1:4000"));
+    drop(s.servers.take_tcp("c2:4000"));
+    for (listen, port) in [("8080/tcp", PORT), ("8081/tcp", PORT), ("8082/tcp", 4000)] {
         for c in ["c1", "c2"] {
-            s.wait_backend_state(listen, &addr(&s, c).to_string(), "down", Duration::from_secs(5))
+            let target = SocketAddr::from((s.c(c).addr, port)).to_string();
+            s.wait_backend_state(listen, &target, "down", Duration::from_secs(5))
                 .unwrap();
         }
     }
     let refused_before = refused_all_down(&s);
+
+    // serve, servers dead: sent to the backends all the same (they reset the connections).
+    let before: u64 = s.backends("8082/tcp").iter().map(|b| b.new_flows).sum();
+    for sport in 22_000..22_020 {
+        let err = Conn::open(&client, sport, host_port(8082), Duration::from_secs(3))
+            .err()
+            .unwrap_or_else(|| panic!("a dead backend accepted a connection from {sport}"));
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    }
+    let rows = s.backends("8082/tcp");
+    let sent: u64 = rows.iter().map(|b| b.new_flows).sum::<u64>() - before;
+    assert_eq!(
+        sent, 20,
+        "serve sends every new flow to a (dead) backend: {rows:?}"
+    );
+    assert!(rows.iter().all(|b| b.packets > 0), "{rows:?}");
 
     // serve: every connection is forwarded, over both backends.
     let mut served = std::collections::BTreeMap::<String, u32>::new();
@@ -171,7 +211,11 @@ fn all_down_serve_keeps_forwarding_and_refuse_refuses() {
             .unwrap_or_else(|e| panic!("all_down: serve, flow from {sport}: {e:#}"));
         *served.entry(tag).or_default() += 1;
     }
-    assert_eq!(served.len(), 2, "serve hashes over every backend: {served:?}");
+    assert_eq!(
+        served.len(),
+        2,
+        "serve hashes over every backend: {served:?}"
+    );
     let rows = s.backends("8080/tcp");
     assert!(
         rows.iter().all(|b| b.new_flows > 0 && b.packets > 0),
@@ -196,7 +240,10 @@ fn all_down_serve_keeps_forwarding_and_refuse_refuses() {
     assert_eq!(before, after, "refuse forwards nothing to its backends");
     let refused = refused_all_down(&s) - refused_before;
     eprintln!("pool e2e: all_down serve {served:?}; refuse counted {refused} refusals of 20 SYNs");
-    assert!(refused >= 20, "{refused} refusals counted for 20 connections");
+    assert!(
+        refused >= 20,
+        "{refused} refusals counted for 20 connections"
+    );
 }
 
 /// The verdict counter of refusals because every backend is down (its reason's name contains

@@ -157,7 +157,8 @@ impl Datagrams {
     /// Sends `line`, returns the reply (which must come from the published address).
     pub fn request(&self, line: &str) -> Result<String> {
         self.socket.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-        self.socket.send_to(format!("{line}\n").as_bytes(), self.to)?;
+        self.socket
+            .send_to(format!("{line}\n").as_bytes(), self.to)?;
         let mut buf = [0u8; 2048];
         let (n, from) = self
             .socket
@@ -270,7 +271,12 @@ impl Scenario {
 
 /// Which of `targets` (all weight 1) Maglev gives the TCP or UDP flow from the client's
 /// `sport` to `published`: the daemon's table builder and flow hash, which the datapath reads.
-pub fn predicted(targets: &[SocketAddr], proto: u8, sport: u16, published: SocketAddr) -> SocketAddr {
+pub fn predicted(
+    targets: &[SocketAddr],
+    proto: u8,
+    sport: u16,
+    published: SocketAddr,
+) -> SocketAddr {
     let backends: Vec<Backend> = targets
         .iter()
         .enumerate()
