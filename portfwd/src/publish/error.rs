@@ -176,6 +176,19 @@ pub enum PoolError {
         printable(.0)
     )]
     NamedTargetInPool(String),
+    #[error("{target} is not a target of {listen} (its targets: {targets})")]
+    NotInPool {
+        target: String,
+        listen: String,
+        targets: String,
+    },
+    #[error(
+        "{target} is the last target of {listen}; to stop publishing the port, run `portfwd del {listen}`"
+    )]
+    LastTarget { target: String, listen: String },
+    /// A pool setting given as text (the control socket, the command line).
+    #[error("{key}: {message}")]
+    Setting { key: &'static str, message: String },
 }
 
 /// `s` with control characters (newlines, tabs, ...) escaped, so that a message quoting it

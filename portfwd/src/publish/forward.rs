@@ -146,6 +146,55 @@ impl Forward {
         Ok(fwd)
     }
 
+    /// The same forward (listen side, allowlist, balancing) to `targets`. Balancing that no
+    /// longer applies (one target left, no health check) is dropped.
+    pub fn retargeted(&self, targets: Vec<Weighted>) -> Result<Forward, PublishError> {
+        let options = match self.pool_options() {
+            o if targets.len() == 1 && o.health.is_none() => PoolOptions::default(),
+            o => o,
+        };
+        Forward::with_targets(self.listen, targets, options)?.with_allow(self.allow.clone())
+    }
+
+    /// The position of `target` among the targets, or why it is not there.
+    fn target_index(&self, targets: &[Weighted], target: &Target) -> Result<usize, PublishError> {
+        targets
+            .iter()
+            .position(|t| t.target == *target)
+            .ok_or_else(|| {
+                PoolError::NotInPool {
+                    target: target.to_string(),
+                    listen: self.listen.to_string(),
+                    targets: Targets(targets).to_string(),
+                }
+                .into()
+            })
+    }
+
+    /// The same forward without `target` (`portfwd del LISTEN TARGET`); the last target is
+    /// not removed ([`PoolError::LastTarget`]: the whole forward goes with `portfwd del LISTEN`).
+    pub fn without_target(&self, target: &Target) -> Result<Forward, PublishError> {
+        let mut targets = self.targets();
+        let i = self.target_index(&targets, target)?;
+        if targets.len() == 1 {
+            return Err(PoolError::LastTarget {
+                target: target.to_string(),
+                listen: self.listen.to_string(),
+            }
+            .into());
+        }
+        targets.remove(i);
+        self.retargeted(targets)
+    }
+
+    /// The same forward with `target` at `weight` (`portfwd drain`: 0, or 1 to undo).
+    pub fn with_weight(&self, target: &Target, weight: u32) -> Result<Forward, PublishError> {
+        let mut targets = self.targets();
+        let i = self.target_index(&targets, target)?;
+        targets[i].weight = weight;
+        self.retargeted(targets)
+    }
+
     /// The forward's targets: its pool's, or `to` with weight 1.
     pub fn targets(&self) -> Vec<Weighted> {
         match &self.pool {

@@ -10,9 +10,10 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use super::{
     allow::AllowPrefix,
-    error::PublishError,
+    error::{PoolError, PublishError},
     forward::{Forward, same_length, write_forward},
     listen::Listen,
+    pool::{PoolOptions, parse_targets},
     syntax::{parse_port_range, write_ports},
     target::Target,
 };
@@ -130,6 +131,42 @@ impl fmt::Display for NamedForward {
     /// `8080/tcp -> web:3000 allow 10.0.0.0/8`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_forward(f, &self.listen, &self.to, &self.allow)
+    }
+}
+
+/// A forward as `portfwd add` gives it: to addresses, or to one container by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyForward {
+    Addr(Forward),
+    Named(NamedForward),
+}
+
+impl AnyForward {
+    /// The forward from `listen` to `to` (each `TARGET[*WEIGHT]`, or several separated by
+    /// commas; or one `NAME:PORT[-END]` without pool options), for clients in `allow`.
+    pub fn new(
+        listen: Listen,
+        to: &[String],
+        allow: Vec<AllowPrefix>,
+        options: PoolOptions,
+    ) -> Result<AnyForward, PublishError> {
+        if let ([one], true) = (to, options == PoolOptions::default())
+            && !one.contains([',', '*'])
+            && let AnyTarget::Container(c) = one.parse::<AnyTarget>()?
+        {
+            return NamedForward::new(listen, c, allow).map(AnyForward::Named);
+        }
+        let mut targets = Vec::with_capacity(to.len());
+        for t in to {
+            let parsed = parse_targets(t).map_err(|e| match t.parse::<AnyTarget>() {
+                Ok(AnyTarget::Container(_)) => PoolError::NamedTargetInPool(t.clone()).into(),
+                _ => e,
+            })?;
+            targets.extend(parsed);
+        }
+        Forward::with_targets(listen, targets, options)?
+            .with_allow(allow)
+            .map(AnyForward::Addr)
     }
 }
 

@@ -349,4 +349,57 @@ mod tests {
             assert_eq!(err(s), message, "{s}");
         }
     }
+
+    #[test]
+    fn one_target_removed_or_drained() {
+        let t = |s: &str| s.parse::<Target>().unwrap();
+        let f = fwd("8080 -> 172.17.0.2:3000,172.17.0.3:3000*2 allow 10.0.0.0/8");
+        let drained = f.with_weight(&t("172.17.0.3:3000"), 0).unwrap();
+        assert_eq!(
+            drained.to_string(),
+            "8080/tcp -> 172.17.0.2:3000,172.17.0.3:3000*0 allow 10.0.0.0/8"
+        );
+        assert_eq!(
+            drained
+                .with_weight(&t("172.17.0.2:3000"), 0)
+                .unwrap_err()
+                .to_string(),
+            "every target has weight 0 (drained): at least one must take new flows"
+        );
+        let one = f.without_target(&t("172.17.0.2:3000")).unwrap();
+        assert_eq!(
+            one.to_string(),
+            "8080/tcp -> 172.17.0.3:3000 allow 10.0.0.0/8"
+        );
+        assert!(one.pool.is_none(), "one target without a check is no pool");
+        assert_eq!(
+            one.without_target(&t("172.17.0.3:3000"))
+                .unwrap_err()
+                .to_string(),
+            "172.17.0.3:3000 is the last target of 8080/tcp; to stop publishing the port, run `portfwd del 8080/tcp`"
+        );
+        assert_eq!(
+            f.without_target(&t("172.17.0.9:3000"))
+                .unwrap_err()
+                .to_string(),
+            "172.17.0.9:3000 is not a target of 8080/tcp (its targets: 172.17.0.2:3000,172.17.0.3:3000*2)"
+        );
+        // A pool with a health check keeps it, and its policies, down to one target.
+        let checked = Forward::with_targets(
+            f.listen,
+            f.targets(),
+            PoolOptions {
+                health: Some(HealthSpec {
+                    check: health::Check::Tcp,
+                    params: health::Params::default(),
+                }),
+                all_down: Some(AllDown::Refuse),
+                grace: Some(Duration::from_secs(5)),
+            },
+        )
+        .unwrap();
+        let left = checked.without_target(&t("172.17.0.2:3000")).unwrap();
+        assert_eq!(left.pool_options(), checked.pool_options());
+        assert_eq!(left.targets().len(), 1);
+    }
 }
