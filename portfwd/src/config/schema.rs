@@ -38,7 +38,7 @@ use crate::{
     health,
     publish::{
         AllDown, AllowPrefix, AnyTarget, ContainerTarget, Forward, HealthSpec, Listen,
-        NamedForward, PoolError, PoolOptions, Protocol, PublishError, Weighted, parse_targets,
+        NamedForward, PoolError, PoolOptions, Protocol, PublishError, Weighted, address_targets,
         printable,
     },
 };
@@ -602,7 +602,7 @@ impl Source<'_> {
         let Node::Seq(items) = &node.value else {
             let text = self.string(node, field, TO_FORM)?;
             if text.contains([',', '*']) {
-                return parse_targets(&text).map(Targets::Addrs).map_err(located);
+                return address_targets(&text).map(Targets::Addrs).map_err(located);
             }
             return match text.parse::<AnyTarget>().map_err(located)? {
                 AnyTarget::Addr(t) => Ok(Targets::Addrs(vec![Weighted::one(t)])),
@@ -620,15 +620,17 @@ impl Source<'_> {
         for (i, item) in items.iter().enumerate() {
             let field = format!("{field}[{i}]");
             let text = self.string(item, &field, "IP:PORT[*WEIGHT]")?;
-            let target = text.parse::<Weighted>().map_err(|e| {
-                let e = match text.parse::<AnyTarget>() {
-                    Ok(AnyTarget::Container(_)) => {
-                        PoolError::NamedTargetInPool(text.clone()).into()
-                    }
-                    _ => e,
-                };
-                self.invalid(item, &field, e.to_string())
-            })?;
+            let target = match address_targets(&text).as_deref() {
+                Ok([one]) => *one,
+                Ok(_) => {
+                    let message = format!(
+                        "'{}': write one IP:PORT[*WEIGHT] per item of the list",
+                        printable(&text)
+                    );
+                    return Err(self.invalid(item, &field, message));
+                }
+                Err(e) => return Err(self.invalid(item, &field, e.to_string())),
+            };
             if let Some(j) = targets
                 .iter()
                 .position(|t: &Weighted| t.target == target.target)

@@ -97,7 +97,7 @@ pub use error::{PoolError, PublishError};
 pub use family::Family;
 pub use forward::Forward;
 pub use listen::{Listen, ListenKey};
-pub use named::{AnyForward, AnyTarget, ContainerTarget, NamedForward};
+pub use named::{AnyForward, AnyTarget, ContainerTarget, NamedForward, address_targets};
 pub use pool::{
     AllDown, DEFAULT_GRACE, HealthSpec, MAX_POOL_TARGETS, MAX_WEIGHT, Pool, PoolOptions, Targets,
     Weighted, parse_targets,

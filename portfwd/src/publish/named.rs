@@ -13,7 +13,7 @@ use super::{
     error::{PoolError, PublishError},
     forward::{Forward, same_length, write_forward},
     listen::Listen,
-    pool::{PoolOptions, parse_targets},
+    pool::{PoolOptions, Weighted, parse_targets},
     syntax::{parse_port_range, write_ports},
     target::Target,
 };
@@ -134,6 +134,21 @@ impl fmt::Display for NamedForward {
     }
 }
 
+/// [`parse_targets`], with a clear error for a container name among them
+/// ([`PoolError::NamedTargetInPool`]).
+pub fn address_targets(s: &str) -> Result<Vec<Weighted>, PublishError> {
+    parse_targets(s).map_err(|e| {
+        let named = s.split(',').map(str::trim).find(|t| {
+            let t = t.rsplit_once('*').map_or(*t, |(t, _)| t);
+            t.parse::<Target>().is_err() && t.parse::<ContainerTarget>().is_ok()
+        });
+        match named {
+            Some(t) => PoolError::NamedTargetInPool(t.to_owned()).into(),
+            None => e,
+        }
+    })
+}
+
 /// A forward as `portfwd add` gives it: to addresses, or to one container by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyForward {
@@ -158,11 +173,7 @@ impl AnyForward {
         }
         let mut targets = Vec::with_capacity(to.len());
         for t in to {
-            let parsed = parse_targets(t).map_err(|e| match t.parse::<AnyTarget>() {
-                Ok(AnyTarget::Container(_)) => PoolError::NamedTargetInPool(t.clone()).into(),
-                _ => e,
-            })?;
-            targets.extend(parsed);
+            targets.extend(address_targets(t)?);
         }
         Forward::with_targets(listen, targets, options)?
             .with_allow(allow)

@@ -122,6 +122,24 @@ fn pool_errors_are_located() {
             at(3, 29, "to[1]", "expected IP:PORT[*WEIGHT], found a list"),
         ),
         (
+            one("    to: \"172.17.0.2:3000, web:3000*2\"\n"),
+            at(
+                3,
+                9,
+                "to",
+                "'web:3000*2' is a container name; a forward with several targets takes IP:PORT targets only (publish the container by name as a forward of its own)",
+            ),
+        ),
+        (
+            one("    to: [\"172.17.0.2:3000,172.17.0.3:3000\"]\n"),
+            at(
+                3,
+                10,
+                "to[0]",
+                "'172.17.0.2:3000,172.17.0.3:3000': write one IP:PORT[*WEIGHT] per item of the list",
+            ),
+        ),
+        (
             one("    to: []\n"),
             at(
                 3,
