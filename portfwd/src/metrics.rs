@@ -373,6 +373,7 @@ mod tests {
                 origin: api::CONFIG_ORIGIN.into(),
                 container: None,
                 inactive: None,
+                backends: Vec::new(),
             }],
             maps: vec![api::MapFill {
                 name: "PF_FLOWS".into(),

@@ -443,6 +443,9 @@ impl State {
                 origin: a.origin.label(),
                 container: a.origin.container().map(str::to_owned),
                 inactive: None,
+                // lead: one api::BackendStatus per target of a.fwd.pool (health, weight, the
+                // PF_BACKEND_STATS counters); empty for a forward without a pool.
+                backends: Vec::new(),
             });
         }
         // The config's forwards to containers that do not run.
@@ -467,6 +470,7 @@ impl State {
                 origin: api::CONFIG_ORIGIN.into(),
                 container: Some(n.to.container.clone()),
                 inactive: Some(why),
+                backends: Vec::new(),
             });
         }
         Ok(forwards)
