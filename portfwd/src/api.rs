@@ -357,6 +357,25 @@ pub struct Status {
     /// Following Docker (the config's `docker:` section); `None` when it is off.
     #[serde(default)]
     pub docker: Option<DockerStatus>,
+    /// Forwards with several backends; `None` when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<PoolsStatus>,
+}
+
+/// The forwards with several backends, as `portfwd status` sums them up (each backend is in
+/// `forward_counters`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolsStatus {
+    pub pools: usize,
+    pub backends: usize,
+    /// Backends whose health check fails.
+    pub down: usize,
+    /// Backends draining (weight 0, or removed and within their grace).
+    pub draining: usize,
+    /// Backends probed by the health checks.
+    pub checked: usize,
+    /// The listen sides refusing new flows: every backend down and `all_down: refuse`.
+    pub refusing: Vec<String>,
 }
 
 /// The Docker follower, as `portfwd status` shows it.

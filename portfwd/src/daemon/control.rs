@@ -359,10 +359,18 @@ impl State {
     }
 
     /// Publishes `new` in place of `old` (same listen side) and saves the config; on failure
-    /// `old` is published again and the file left as it was.
-    // lead: this goes through unpublish + publish (the slot, its counters and the flows'
-    // backends are not kept); an in-place update of the pool belongs to the datapath side.
+    /// `old` is published again and the file left as it was. A pool that stays a pool (same
+    /// allowlist) is changed in place: its flows stay on their backends and a backend it no
+    /// longer has drains (`super::pools`).
     fn replace_forward(&mut self, old: &Forward, new: &Forward) -> Result<(), Error> {
+        if old.pool.is_some() && new.pool.is_some() && old.allow == new.allow {
+            self.repool(new, &Origin::Config)?;
+            if let Err(e) = config::save(&self.config_path, &self.config()) {
+                let _ = self.repool(old, &Origin::Config);
+                return Err(e.into());
+            }
+            return Ok(());
+        }
         self.unpublish(&old.listen)?;
         if let Err(e) = self.publish(new.clone(), Origin::Config) {
             let _ = self.publish(old.clone(), Origin::Config);
