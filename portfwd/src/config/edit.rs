@@ -3,13 +3,19 @@
 //!
 //! - The file on disk is parsed again and its forwards are compared with the new list.
 //!   Entries still in the list are left byte for byte where they are (with their own
-//!   spelling, e.g. `listen: 8080` + `protocol: udp`, and their comments). Removed entries
+//!   spelling, e.g. `listen: 8080` + `protocol: udp`, and their comments). An entry whose
+//!   listen side stays but whose targets or balancing change (`portfwd drain`, `portfwd del
+//!   LISTEN TARGET`) is rewritten in its place, in canonical form: its own lines are replaced
+//!   (a comment between its keys goes with them), the comments it owns above and below stay,
+//!   and so does its position in the list. Removed entries
 //!   lose their lines and their comments: the comment lines directly above the entry (no
 //!   blank line in between, not indented past its `-`) and those directly below it indented
 //!   past its `-`. A comment separated from an entry by a blank line stays. New entries are
 //!   appended after the last entry, in the canonical form `  - listen: "8080/tcp"` /
 //!   `    to: "172.17.0.2:3000"`, with the indentation of the existing entries.
-//!   `forwards: []` (or an empty `forwards:`) becomes a block list on the first add;
+//!   A forward with several targets is written with `to:` as a flow list of
+//!   `"IP:PORT[*WEIGHT]"`, then `health`, `all_down` and `grace` where they are not their
+//!   defaults. `forwards: []` (or an empty `forwards:`) becomes a block list on the first add;
 //!   removing the last entry writes `forwards: []`. Everything else in the file (other keys,
 //!   their comments, blank lines, CRLF line ends) is untouched.
 //! - This line edit applies when `forwards` is a top-level key of a block mapping, its

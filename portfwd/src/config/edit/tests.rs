@@ -378,3 +378,34 @@ forwards:
     c.forwards.clear();
     assert!(render(Some(&fresh), &c).ends_with("forwards: []\n"));
 }
+
+/// A block list of targets is rewritten in place, with the comments around the entry.
+#[test]
+fn a_block_list_of_targets_is_rewritten_in_place() {
+    let text = "forwards:
+  # web
+  - listen: 8080
+    to:
+      - 172.17.0.2:3000
+      - 172.17.0.3:3000
+    # owned below
+  - listen: 9000
+    to: 172.17.0.9:9000
+";
+    let mut c = parse(text);
+    let t = "172.17.0.3:3000".parse().unwrap();
+    c.forwards[0] = c.forwards[0].with_weight(&t, 0).unwrap();
+    let out = render(Some(text), &c);
+    assert_eq!(
+        out,
+        "forwards:
+  # web
+  - listen: \"8080/tcp\"
+    to: [\"172.17.0.2:3000\", \"172.17.0.3:3000*0\"]
+    # owned below
+  - listen: 9000
+    to: 172.17.0.9:9000
+"
+    );
+    assert_eq!(parse(&out), c);
+}
