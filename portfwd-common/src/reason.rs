@@ -180,6 +180,19 @@ crate::counters! {
         /// host's own, or a container's masqueraded onto it), seen by the tc egress program.
         /// Passed to the stack, where netfilter un-masquerades it.
         PassLocalFlow = 26 => "pass_local_flow",
+        /// A new flow of a forward with several backends that refuses new flows (every backend
+        /// down, `all_down: refuse`): answered with ICMP port unreachable (ICMPv6 port
+        /// unreachable) from the published address, quoting the packet's start, sent back out
+        /// the interface it came in on, as iptables' REJECT does (a TCP client's `connect()`
+        /// fails with `ECONNREFUSED`). The packet itself goes no further.
+        RefusedAllDown = 27 => "refused_all_down",
+        /// As [`Reason::RefusedAllDown`], but over the ICMP answers' rate limit (the bucket
+        /// [`Reason::IcmpTooBigSent`] uses): dropped without an answer.
+        DropRefusedRateLimited = 28 => "drop_refused_rate_limited",
+        /// A new flow of a forward with several backends whose Maglev slot names no live
+        /// backend of that forward (a table being swapped, a freed id): dropped; the client
+        /// retries.
+        DropNoBackend = 29 => "drop_no_backend",
     }
 }
 
@@ -211,6 +224,8 @@ mod tests {
                 Reason::DropRewriteFailed,
                 Reason::DropSourceNotAllowed,
                 Reason::DropTooBigRateLimited,
+                Reason::DropRefusedRateLimited,
+                Reason::DropNoBackend,
             ]
         );
     }

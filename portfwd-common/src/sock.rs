@@ -86,6 +86,12 @@ crate::counters! {
         /// `recvmsg()`/`getpeername()` of a socket that was not translated, or of an address other
         /// than its target: left alone.
         PassNotTranslated = 9 => "pass_not_translated",
+        /// A published port with several backends that has none to give (it refuses new flows,
+        /// every backend down, or its slot names no live backend): left alone, so the socket
+        /// talks to the published address itself, where nothing listens (`ECONNREFUSED` for
+        /// TCP). A `sock_addr` program cannot fail `connect()` with `ECONNREFUSED` itself (it
+        /// can only make it `EPERM`).
+        PassPoolNoBackend = 10 => "pass_pool_no_backend",
     }
 }
 

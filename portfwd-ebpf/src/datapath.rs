@@ -6,7 +6,8 @@
 //! - for a published port (destination is one of the host's addresses, arriving on an exposed
 //!   interface, and a forward or port range matches): dropped if the forward has a source
 //!   allowlist and the source is outside it; otherwise translated to the target
-//!   ([`nat::publish`]);
+//!   ([`nat::publish`]), for a forward with several backends the one chosen for the flow
+//!   ([`pool::choose`]);
 //! - a reply of a remembered flow: translated back to what the client used ([`nat::reply`]);
 //! - an ICMP error about a translated flow: its quote translated ([`icmp::process`]);
 //! - a later fragment: translated as its datagram's first fragment was, if it was
@@ -17,6 +18,7 @@
 //! once, on the ethertype.
 use portfwd_common::{
     maps::{IFACE_BRIDGE_PORT, IFACE_EXPOSE},
+    pool::FWD_POOL,
     reason::Reason,
 };
 
@@ -29,6 +31,7 @@ use crate::{
     maps::{self, IFACES, Lookup as _},
     nat,
     parse::{self, ETH_P_IPV4_BE, ETH_P_IPV6_BE},
+    pool::{self, NO_BACKEND, Pool},
     service,
     types::{IcmpError, IpL4, Outcome, PackedOutcome, Parsed},
     xmit,
@@ -63,7 +66,7 @@ pub fn process<C: Ctx>(ctx: &C) -> Outcome {
 /// small frame plus the largest one of them, not their sum. The parse result passes between
 /// them in the per-CPU scratch (`maps::packet_scratch`), never on the stack.
 #[inline(always)]
-fn process_family<C: Ctx, F: Local>(ctx: &C, exposed: bool) -> Outcome {
+fn process_family<C: Ctx, F: Local + Pool>(ctx: &C, exposed: bool) -> Outcome {
     let parsed = parse_into::<C, F>(ctx);
     let Some(slot) = maps::packet_scratch::<IcmpError<F::Addr>>() else {
         return Outcome::untouched(Reason::PassMalformed);
@@ -127,11 +130,7 @@ fn parse_into<C: Ctx, F: Family>(ctx: &C) -> u32 {
 
 /// An ICMP error quoting a TCP/UDP packet.
 #[inline(never)]
-fn icmp_error<C: Ctx, F: Family>(
-    ctx: &C,
-    err: &IcmpError<F::Addr>,
-    exposed: bool,
-) -> PackedOutcome {
+fn icmp_error<C: Ctx, F: Pool>(ctx: &C, err: &IcmpError<F::Addr>, exposed: bool) -> PackedOutcome {
     let for_host = exposed && service::is_host_addr::<F>(err.outer.daddr);
     icmp::process::<C, F>(ctx, err, for_host)
         .unwrap_or_else(Outcome::untouched)
@@ -148,14 +147,14 @@ fn later_fragment<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> PackedOutc
 
 /// A TCP or UDP packet: for a published port, a reply of a remembered flow, or neither.
 #[inline(never)]
-fn l4<C: Ctx, F: Local>(ctx: &C, pkt: &IpL4<F::Addr>, exposed: bool) -> PackedOutcome {
+fn l4<C: Ctx, F: Local + Pool>(ctx: &C, pkt: &IpL4<F::Addr>, exposed: bool) -> PackedOutcome {
     l4_outcome::<C, F>(ctx, pkt, exposed)
         .unwrap_or_else(Outcome::untouched)
         .pack()
 }
 
 #[inline(always)]
-fn l4_outcome<C: Ctx, F: Local>(
+fn l4_outcome<C: Ctx, F: Local + Pool>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     exposed: bool,
@@ -168,7 +167,13 @@ fn l4_outcome<C: Ctx, F: Local>(
         if !service::admits::<F>(&fwd, pkt.saddr) {
             return Err(Reason::DropSourceNotAllowed);
         }
-        return nat::publish::<C, F>(ctx, pkt, &fwd);
+        let mut fwd = fwd;
+        let backend = if fwd.flags & FWD_POOL != 0 {
+            pool::choose::<C, F>(ctx, pkt, &mut fwd)?
+        } else {
+            NO_BACKEND
+        };
+        return nat::publish::<C, F>(ctx, pkt, &fwd, backend);
     }
 
     if let Some(found) = flow::reply::<C, F>(ctx, pkt) {

@@ -32,6 +32,7 @@ use crate::{
     ctx::Ctx,
     family::Family,
     maps::Lookup as _,
+    pool::NO_BACKEND,
     stats::Tally,
     types::{Direction, Fragment, IpL4, Outcome, Tuple},
     xmit,
@@ -125,6 +126,7 @@ pub fn later<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> Result<Outcome,
             Direction::ToTarget
         },
         new_flow: false,
+        backend: NO_BACKEND,
     };
     Ok(xmit::finish::<C, F>(
         ctx,

@@ -8,7 +8,8 @@
 //!   target itself sent the error, its source becomes the host address too;
 //! - towards the target (the client, or a router before it, complains about a reply): the quote
 //!   reads host:port -> client and becomes target:port -> client, and the error is sent on to
-//!   the target.
+//!   the target. For a forward with several backends, the target is the flow's backend, as its
+//!   affinity entry names it.
 //!
 //! Checksums, IPv4: the quoted IPv4 header's address change is balanced by its own checksum
 //! change, so the ICMP checksum (which covers the quote, without a pseudo-header) only needs the
@@ -20,6 +21,7 @@ use aya_ebpf::bindings::BPF_F_PSEUDO_HDR;
 use portfwd_common::{
     checksum,
     maps::{FlowKeyOf, FlowValueOf},
+    pool::FWD_POOL,
     proto,
     reason::Reason,
 };
@@ -29,6 +31,7 @@ use crate::{
     family::Family,
     flow,
     parse::L3_OFF,
+    pool::{self, NO_BACKEND, Pool},
     service,
     stats::Tally,
     types::{Direction, End, IcmpError, Outcome, Tuple},
@@ -39,7 +42,7 @@ use crate::{
 /// the error is addressed to one of the host's addresses, on an exposed interface. Returns the
 /// reason to leave the packet untouched as an error.
 #[inline(always)]
-pub fn process<C: Ctx, F: Family>(
+pub fn process<C: Ctx, F: Pool>(
     ctx: &C,
     err: &IcmpError<F::Addr>,
     for_host: bool,
@@ -57,7 +60,15 @@ pub fn process<C: Ctx, F: Family>(
     }
     // Towards the target: the quote is host:port -> client, a reply we translated; untranslated,
     // it came from target:port.
-    if for_host && let Some(fwd) = service::lookup::<F>(q.saddr, q.sport, q.proto) {
+    if for_host && let Some(mut fwd) = service::lookup::<F>(q.saddr, q.sport, q.proto) {
+        // A pool's forward has no target of its own: the flow's backend is the one its client's
+        // packets went to (the affinity entry, keyed by the client's tuple: the quote's ends
+        // swapped).
+        if fwd.flags & FWD_POOL != 0
+            && !pool::flow_target::<F>(flow::reply_key(&q.tuple(), q.proto), &mut fwd)
+        {
+            return Err(Reason::PassNoForward);
+        }
         let from_target = Tuple {
             saddr: fwd.target_addr_be,
             daddr: q.daddr,
@@ -106,6 +117,7 @@ fn to_client<C: Ctx, F: Family>(
         slot: flow.stats_slot,
         dir: Direction::ToClient,
         new_flow: false,
+        backend: NO_BACKEND,
     };
     let rewritten = rewrite_quote::<C, F>(
         ctx,
@@ -151,6 +163,7 @@ fn to_target<C: Ctx, F: Family>(
         slot: flow.stats_slot,
         dir: Direction::ToTarget,
         new_flow: false,
+        backend: NO_BACKEND,
     };
     let rewritten = rewrite_quote::<C, F>(ctx, err, End::Source, key.saddr_be, key.sport_be)
         .and_then(|()| outer_addr::<C, F>(ctx, err, F::DADDR, outer.daddr, key.saddr_be));

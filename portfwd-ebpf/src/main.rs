@@ -20,6 +20,8 @@
 //! - `xmit`: FIB lookup, bridge shortcut, redirect, and the tail every translation ends with;
 //! - `frag`: fragmented datagrams: the first fragment's translation remembered, later fragments
 //!   translated the same way;
+//! - `pool`: forwards with several backends: the backend of a flow (affinity, Maglev row),
+//!   refusal when all are down, per-backend counters;
 //! - `nat`: publish (DNAT) and reply translation, hairpin included;
 //! - `icmp`: ICMP and ICMPv6 errors about translated flows (path MTU discovery, unreachables);
 //! - `local`: replies to the host's own flows on published ports (socket lookup, and the flows
@@ -40,6 +42,7 @@ mod maps;
 mod nat;
 mod parse;
 mod pmtu;
+mod pool;
 mod rewrite;
 mod service;
 mod sock;

@@ -183,6 +183,15 @@ pub struct PacketScratch([u8; PACKET_SCRATCH_LEN]);
 /// Bytes of [`PacketScratch`]: enough for any parse result (checked where it is used).
 const PACKET_SCRATCH_LEN: usize = 192;
 
+/// Room for a pool's affinity key (`pool`), one per CPU: its 40 bytes (IPv6) off the stack of
+/// the selection, which runs at the deepest point of the packet path's call chain.
+#[map(name = "PF_POOL_SCRATCH")]
+static POOL_SCRATCH: PerCpuArray<PoolScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The storage behind [`pool_scratch`]: an IPv6 flow key's bytes, 8-aligned.
+#[repr(C, align(8))]
+pub struct PoolScratch([u8; core::mem::size_of::<Flow6Key>()]);
+
 #[map(name = "PF_XDP_EGRESS")]
 pub static XDP_EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
@@ -271,6 +280,19 @@ pub fn packet_scratch<T>() -> Option<&'static mut MaybeUninit<T>> {
     let slot = PKT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: a per-CPU slot used by the one program running on this CPU (see above), large and
     // aligned enough for a `T` (asserted above); `MaybeUninit` asks nothing of its bytes.
+    Some(unsafe { &mut *(slot as *mut MaybeUninit<T>) })
+}
+
+/// This CPU's room for a pool's affinity key, as an uninitialized `T` (as [`packet_scratch`]).
+#[inline(always)]
+pub fn pool_scratch<T>() -> Option<&'static mut MaybeUninit<T>> {
+    const {
+        assert!(core::mem::size_of::<T>() <= core::mem::size_of::<PoolScratch>());
+        assert!(core::mem::align_of::<T>() <= core::mem::align_of::<PoolScratch>());
+    }
+    let slot = POOL_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: as in `packet_scratch`: a per-CPU slot, used by the one program running on this
+    // CPU, large and aligned enough for a `T` (asserted above).
     Some(unsafe { &mut *(slot as *mut MaybeUninit<T>) })
 }
 

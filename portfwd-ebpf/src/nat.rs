@@ -20,19 +20,23 @@ use portfwd_common::{
 use crate::{
     ctx::Ctx,
     family::Family,
-    flow, frag, rewrite,
+    flow, frag,
+    pool::NO_BACKEND,
+    rewrite,
     stats::Tally,
     types::{Direction, End, IpL4, Outcome, Tuple},
     xmit,
 };
 
 /// Client -> host:port becomes client -> target (and, for a hairpin to itself, the source
-/// becomes the published address).
+/// becomes the published address). `backend`: the pool's backend `fwd`'s target was chosen
+/// from (`pool`), or `pool::NO_BACKEND`.
 #[inline(always)]
 pub fn publish<C: Ctx, F: Family>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     fwd: &ForwardValueOf<F::Addr>,
+    backend: u32,
 ) -> Result<Outcome, Reason> {
     let (next, hairpin) = target_tuple::<F>(pkt, fwd);
     let hop = xmit::route::<C, F>(ctx, pkt, &next)?;
@@ -62,6 +66,7 @@ pub fn publish<C: Ctx, F: Family>(
         slot: fwd.stats_slot,
         dir: Direction::ToTarget,
         new_flow,
+        backend,
     };
     let rewritten = rewrite_ends::<C, F>(ctx, pkt, &next, End::Destination, hairpin);
     Ok(xmit::finish::<C, F>(ctx, pkt, hop, rewritten, done, tally))
@@ -114,6 +119,7 @@ pub fn reply<C: Ctx, F: Family>(
         slot: flow.stats_slot,
         dir: Direction::ToClient,
         new_flow: false,
+        backend: NO_BACKEND,
     };
     let rewritten = rewrite_ends::<C, F>(ctx, pkt, &next, End::Source, hairpin);
     Ok(xmit::finish::<C, F>(ctx, pkt, hop, rewritten, done, tally))

@@ -97,7 +97,15 @@ pub fn too_big<C: Ctx, F: Family>(
     } else {
         next.saddr
     };
-    match answer::<C, F>(ctx, pkt.saddr, from, mtu, quote) {
+    let mtu_be = mtu.to_be_bytes();
+    let icmp = if F::IP_CSUM {
+        // Fragmentation needed: type 3, code 4; unused, next-hop MTU.
+        [3, 4, 0, 0, 0, 0, mtu_be[2], mtu_be[3]]
+    } else {
+        // Packet too big: type 2, code 0; MTU.
+        [2, 0, 0, 0, mtu_be[0], mtu_be[1], mtu_be[2], mtu_be[3]]
+    };
+    match answer::<C, F>(ctx, pkt.saddr, from, icmp, quote) {
         Ok(()) => {
             ctx.bounce();
             Err(Reason::IcmpTooBigSent)
@@ -134,14 +142,53 @@ fn take_token() -> bool {
     taken
 }
 
-/// Replaces the frame with the answer to its sender `to`, from `from`, carrying `mtu` and the
-/// first `quote` bytes of the IP packet.
+/// A new flow of a pool forward that refuses them (every backend down, `all_down: refuse`):
+/// answered with ICMP port unreachable (type 3 code 3) / ICMPv6 port unreachable (type 1 code
+/// 4), from the published address, quoting the packet's IP header and the first 8 bytes of its
+/// TCP/UDP header (RFC 792's minimum: the ports, and TCP's sequence number, which the client's
+/// kernel matches to its socket), as iptables' REJECT does. Built and rate-limited as the "too
+/// big" answer (the same bucket). Returns the reason counted: `refused_all_down` (the packet
+/// replaced by the answer), `drop_refused_rate_limited`, or XDP's `pass_to_tc`.
+#[inline(always)]
+pub fn port_unreachable<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> Reason {
+    if !ctx.can_bounce() {
+        return Reason::PassToTc;
+    }
+    // At most 60 + 8 (IPv4 with options), 48 + 8 (IPv6 with a fragment header).
+    let quote = pkt.l4_off - pkt.l3_off + 8;
+    if quote > MAX_UNREACHABLE_QUOTE {
+        return Reason::DropRewriteFailed;
+    }
+    if !take_token() {
+        return Reason::DropRefusedRateLimited;
+    }
+    let icmp = if F::IP_CSUM {
+        [3, 3, 0, 0, 0, 0, 0, 0]
+    } else {
+        [1, 4, 0, 0, 0, 0, 0, 0]
+    };
+    match answer::<C, F>(ctx, pkt.saddr, pkt.daddr, icmp, quote) {
+        Ok(()) => {
+            ctx.bounce();
+            Reason::RefusedAllDown
+        }
+        Err(_) => Reason::DropRewriteFailed,
+    }
+}
+
+/// The longest quote of a port unreachable answer: an IPv4 header with 40 bytes of options and
+/// 8 bytes of its TCP/UDP header.
+const MAX_UNREACHABLE_QUOTE: usize = 68;
+
+/// Replaces the frame with an ICMP(v6) error to its sender `to`, from `from`: its ICMP header
+/// `icmp` (type, code, checksum 0, the rest) and the first `quote` bytes of the IP packet (a
+/// multiple of 4).
 #[inline(always)]
 fn answer<C: Ctx, F: Family>(
     ctx: &C,
     to: F::Addr,
     from: F::Addr,
-    mtu: u32,
+    icmp: [u8; ICMP_HDR_LEN],
     quote: usize,
 ) -> Result<(), i64> {
     let dmac: [u8; 6] = ctx.load(0)?;
@@ -168,7 +215,6 @@ fn answer<C: Ctx, F: Family>(
         icmp_len
     } as u16)
         .to_be_bytes();
-    let mtu_be = mtu.to_be_bytes();
     if F::IP_CSUM {
         // Version and IHL, TOS, total length, ID, DF, TTL, protocol, checksum (0 for now).
         let head = [
@@ -186,17 +232,12 @@ fn answer<C: Ctx, F: Family>(
             0,
         ];
         ctx.store(L3_OFF, &head)?;
-        // Type, code, checksum (0 for now), unused, next-hop MTU.
-        let icmp = [3, 4, 0, 0, 0, 0, mtu_be[2], mtu_be[3]];
-        ctx.store(icmp_off, &icmp)?;
     } else {
         // Version, traffic class and flow label 0, payload length, next header, hop limit.
         let head = [0x60, 0, 0, 0, len_hi, len_lo, F::ICMP, TTL];
         ctx.store(L3_OFF, &head)?;
-        // Type, code, checksum (0 for now), MTU.
-        let icmp = [2, 0, 0, 0, mtu_be[0], mtu_be[1], mtu_be[2], mtu_be[3]];
-        ctx.store(icmp_off, &icmp)?;
     }
+    ctx.store(icmp_off, &icmp)?;
     ctx.store(L3_OFF + F::SADDR, &from)?;
     ctx.store(L3_OFF + F::DADDR, &to)?;
 
@@ -214,19 +255,42 @@ fn answer<C: Ctx, F: Family>(
         let next = u32::from_ne_bytes([0, 0, 0, F::ICMP]);
         add(add(addrs, len), next)
     };
-    // In chunks of constant size, which the verifier checks against the packet's bounds: 556
-    // bytes (IPv4) = 512 + 44, 1240 (IPv6) = 512 + 512 + 216.
-    let mut sum = ctx.csum(icmp_off, CSUM_CHUNK, seed).ok_or(-14i64)?;
-    let mut done = CSUM_CHUNK;
-    if !F::IP_CSUM {
-        sum = ctx.csum(icmp_off + done, CSUM_CHUNK, sum).ok_or(-14i64)?;
-        done += CSUM_CHUNK;
-    }
-    sum = ctx
-        .csum(icmp_off + done, icmp_len - done, sum)
-        .ok_or(-14i64)?;
+    let sum = sum_chunks(ctx, icmp_off, icmp_len, seed).ok_or(-14i64)?;
     ctx.store(icmp_off + 2, &!checksum::fold(sum))
 }
+
+/// The partial sum of `len` bytes at `off` (a multiple of 4, below 1536), added to `seed`, in
+/// chunks whose size the verifier knows, to check them against the packet's bounds: whole
+/// [`CSUM_CHUNK`]s, then the rest at once when it is at least [`CSUM_WORDS_BELOW`] (a "too big"
+/// answer over IPv6: 1240 bytes = 2 x 512 + 216, all constants), else 4 bytes at a time (IPv4's
+/// 556 = 512 + 11 x 4; a port unreachable answer, 36 to 76 bytes of a length the verifier only
+/// knows a bound of: one path per word, where a split into powers of two would be one per
+/// combination of them).
+#[inline(always)]
+fn sum_chunks<C: Ctx>(ctx: &C, off: usize, len: usize, seed: u32) -> Option<u32> {
+    let mut sum = seed;
+    let mut done = 0;
+    for _ in 0..2 {
+        if len - done >= CSUM_CHUNK {
+            sum = ctx.csum(off + done, CSUM_CHUNK, sum)?;
+            done += CSUM_CHUNK;
+        }
+    }
+    if len - done >= CSUM_WORDS_BELOW {
+        return ctx.csum(off + done, len - done, sum);
+    }
+    for _ in 0..CSUM_WORDS_BELOW / 4 {
+        if len - done < 4 {
+            break;
+        }
+        sum = ctx.csum(off + done, 4, sum)?;
+        done += 4;
+    }
+    Some(sum)
+}
+
+/// See [`sum_chunks`].
+const CSUM_WORDS_BELOW: usize = 128;
 
 /// One's-complement addition of two 32-bit partial sums.
 #[inline(always)]

@@ -10,7 +10,8 @@
 //! the forwards the packet path uses. `connect()` and `sendmsg()` then rewrite the
 //! socket's destination to the target and remember the published address per socket
 //! (`PF_SOCK_REVNAT`, `PF_SOCK_REVNAT6`); `recvmsg()` and `getpeername()` restore it, so the
-//! application only ever sees the address it used. A forward bound to 127.0.0.1 or ::1 is
+//! application only ever sees the address it used. A forward with several backends gives each
+//! socket one of them (`pool::for_socket`); one that has none leaves the socket alone. A forward bound to 127.0.0.1 or ::1 is
 //! reachable here and nowhere else: the packet path drops every frame addressed to loopback.
 //!
 //! The logic is written once over [`CallAddr`], which says where a hook finds the address:
@@ -22,6 +23,7 @@
 use aya_ebpf::programs::SockAddrContext;
 use portfwd_common::{
     maps::Ipv6Words,
+    pool::FWD_POOL,
     proto,
     sock::{SockRev6Key, SockRevKey, SockRevValueOf, SockVerdict},
 };
@@ -33,6 +35,7 @@ use crate::{
     },
     family::{Family, Ipv4, Ipv6},
     maps::{Lookup as _, SOCK_NETNS, SOCK_REVNAT, SOCK_REVNAT6},
+    pool::{self, Pool},
     service, stats,
 };
 
@@ -48,7 +51,7 @@ pub enum Call {
 
 /// What the socket hooks need of an address family beyond [`Family`]: its loopback test and
 /// where a translated socket's published address is remembered.
-pub trait SockMaps: Family {
+pub trait SockMaps: Pool {
     fn is_loopback(addr: Self::Addr) -> bool;
     /// The published address a socket used for `target:port`, if it was translated.
     fn revnat_get(
@@ -255,9 +258,13 @@ fn translate_inner<S: CallAddr>(ctx: &SockAddrContext, call: Call) -> SockVerdic
     if !S::F::is_loopback(addr) && !service::is_host_addr::<S::F>(addr) {
         return SockVerdict::PassNotLocal;
     }
-    let Some(fwd) = service::lookup::<S::F>(addr, port, proto) else {
+    let Some(mut fwd) = service::lookup::<S::F>(addr, port, proto) else {
         return SockVerdict::PassNoForward;
     };
+    // Several backends: one per socket, its cookie hashed into the pool's row.
+    if fwd.flags & FWD_POOL != 0 && !pool::for_socket::<S::F>(socket_cookie(ctx), &mut fwd) {
+        return SockVerdict::PassPoolNoBackend;
+    }
     let orig = SockRevValueOf {
         orig_addr_be: addr,
         orig_port_be: port,

@@ -4,6 +4,7 @@ use portfwd_common::{maps::Hook, reason::Reason, sock::SockVerdict};
 
 use crate::{
     maps::{self, FORWARD_STATS, SOCK_VERDICTS, VERDICTS},
+    pool,
     types::Direction,
 };
 
@@ -27,6 +28,8 @@ pub struct Tally {
     pub dir: Direction,
     /// Whether the packet started a flow.
     pub new_flow: bool,
+    /// The backend of a pool it is sent to (`pool::NO_BACKEND`: none).
+    pub backend: u32,
 }
 
 #[inline(always)]
@@ -46,4 +49,5 @@ pub fn count_forward(t: Tally, bytes: u64) {
             s.new_flows += 1;
         }
     });
+    pool::count_packet(t.backend, bytes);
 }

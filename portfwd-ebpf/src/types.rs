@@ -31,12 +31,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// An outcome reached without touching the packet; or, for [`Reason::IcmpTooBigSent`], one
-    /// where the packet was replaced by the answer to its sender (`pmtu`), which the reason alone
-    /// decides too.
+    /// An outcome reached without touching the packet; or, for [`Reason::IcmpTooBigSent`] and
+    /// [`Reason::RefusedAllDown`], one where the packet was replaced by the answer to its sender
+    /// (`pmtu`), which the reason alone decides too.
     #[inline(always)]
     pub const fn untouched(reason: Reason) -> Self {
-        let action = if matches!(reason, Reason::IcmpTooBigSent) {
+        let action = if matches!(reason, Reason::IcmpTooBigSent | Reason::RefusedAllDown) {
             Action::Bounce
         } else if reason.is_drop() {
             Action::Drop

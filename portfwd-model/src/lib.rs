@@ -78,7 +78,9 @@
 //! a first fragment writes), `pmtu` (a packet too big for its egress), `frag` (later
 //! fragments), `icmp` (ICMP errors quoting a flow), and [`process`] here, which dispatches.
 //! Beside the frame's path, [`maglev`] models backend selection (the Maglev table and the flow
-//! hash, issue #16), compared with `portfwd::balance` by `portfwd/tests/maglev.rs`.
+//! hash, issue #16), compared with `portfwd::balance` by `portfwd/tests/maglev.rs`, and
+//! [`pool`] the datapath's choice of a backend per flow with it (affinity, draining, refusal),
+//! compared with the kernel programs by `portfwd/tests/datapath/pools.rs`.
 
 mod checksum;
 mod family;
@@ -90,6 +92,7 @@ pub mod maglev;
 mod outcome;
 mod parse;
 mod pmtu;
+pub mod pool;
 mod translate;
 mod wire;
 mod world;

@@ -428,6 +428,13 @@ impl State {
     /// Every forward with its counters.
     pub(super) fn forward_entries(&self) -> Result<Vec<ForwardEntry>, Error> {
         let mut forwards = Vec::new();
+        // Each pool backend's live flows, from one walk of the affinity tables.
+        let any_pool = self.forwards.iter().any(|a| a.fwd.pool.is_some());
+        let live = if any_pool {
+            self.dp.maps.pools.live_flows()
+        } else {
+            Default::default()
+        };
         for a in &self.forwards {
             let s = self.dp.maps.forward_stats(a.slot)?;
             forwards.push(ForwardEntry {
@@ -443,6 +450,7 @@ impl State {
                 origin: a.origin.label(),
                 container: a.origin.container().map(str::to_owned),
                 inactive: None,
+                backends: self.pools.status(&self.dp.maps.pools, a.slot, &live),
             });
         }
         // The config's forwards to containers that do not run.
@@ -467,6 +475,7 @@ impl State {
                 origin: api::CONFIG_ORIGIN.into(),
                 container: Some(n.to.container.clone()),
                 inactive: Some(why),
+                backends: Vec::new(),
             });
         }
         Ok(forwards)
@@ -516,6 +525,7 @@ impl State {
             })
             .collect();
         let flows = flow_tables.iter().map(|t| t.entries as usize).sum();
+        let forward_counters = self.forward_entries()?;
         Ok(api::Status {
             config: self.config_path.clone(),
             interfaces: self
@@ -542,13 +552,14 @@ impl State {
                 })
                 .collect(),
             verdicts_by_hook,
-            forward_counters: self.forward_entries()?,
+            forward_counters: forward_counters.clone(),
             maps,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             host_local: self.host_local_status(),
             reserved_ports: self.reserved_ports.as_ref().map(|r| r.added().to_string()),
             docker: self.docker.as_ref().map(|d| d.status(&self.forwards)),
+            pools: self.pools_status(&forward_counters),
         })
     }
 

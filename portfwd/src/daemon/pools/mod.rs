@@ -41,6 +41,7 @@ pub(super) use self::checks::HealthChecks;
 use self::drain::Draining;
 use super::{slots::Slots, state::Active};
 use crate::{
+    api::{BackendState, BackendStatus, ForwardEntry, PoolsStatus},
     balance,
     datapath::{
         maps::Maps,
@@ -74,19 +75,6 @@ struct PoolRun {
     /// What the current table was built from (id, address, weight), or `None` for refusing:
     /// an unchanged set is not rebuilt.
     built: Option<Option<Vec<(u32, SocketAddr, u32)>>>,
-}
-
-/// One backend of a pool as `portfwd list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct MemberStatus {
-    pub(super) addr: SocketAddr,
-    pub(super) weight: u32,
-    /// `up`, `down`, `draining` or `unchecked`.
-    pub(super) state: &'static str,
-    pub(super) packets: u64,
-    pub(super) bytes: u64,
-    pub(super) new_flows: u64,
-    pub(super) live_flows: u64,
 }
 
 /// Every pool the daemon runs, by its forward's stats slot.
@@ -481,22 +469,22 @@ impl Pools {
         maps: &PoolMaps,
         slot: u32,
         live: &HashMap<u32, u64>,
-    ) -> Vec<MemberStatus> {
+    ) -> Vec<BackendStatus> {
         let Some(run) = self.runs.get(&slot) else {
             return Vec::new();
         };
-        let mut out: Vec<MemberStatus> = run
+        let mut out: Vec<BackendStatus> = run
             .members
             .iter()
             .map(|m| {
                 let state = if m.weight == 0 {
-                    "draining"
+                    BackendState::Draining
                 } else if run.spec.health.is_none() {
-                    "unchecked"
+                    BackendState::Unchecked
                 } else if m.health == Health::Up {
-                    "up"
+                    BackendState::Up
                 } else {
-                    "down"
+                    BackendState::Down
                 };
                 member_status(maps, m.id, m.addr, m.weight, state, live)
             })
@@ -504,7 +492,7 @@ impl Pools {
         out.extend(
             self.draining
                 .removed_of(slot)
-                .map(|(id, addr)| member_status(maps, Some(id), addr, 0, "draining", live)),
+                .map(|(id, addr)| member_status(maps, Some(id), addr, 0, BackendState::Draining, live)),
         );
         out
     }
@@ -541,12 +529,12 @@ fn member_status(
     id: Option<u32>,
     addr: SocketAddr,
     weight: u32,
-    state: &'static str,
+    state: BackendState,
     live: &HashMap<u32, u64>,
-) -> MemberStatus {
+) -> BackendStatus {
     let stats = id.and_then(|id| maps.stats(id).ok()).unwrap_or_default();
-    MemberStatus {
-        addr,
+    BackendStatus {
+        target: addr.to_string(),
         weight,
         state,
         packets: stats.packets,
@@ -576,6 +564,28 @@ fn write_backend(
 }
 
 impl super::state::State {
+    /// The pools summed up for `portfwd status`, from the forwards' entries.
+    pub(super) fn pools_status(&self, entries: &[ForwardEntry]) -> Option<PoolsStatus> {
+        let pools: Vec<&Active> = self.forwards.iter().filter(|a| a.fwd.pool.is_some()).collect();
+        if pools.is_empty() {
+            return None;
+        }
+        let backends = entries.iter().flat_map(|e| &e.backends);
+        let count = |state: BackendState| backends.clone().filter(|b| b.state == state).count();
+        Some(PoolsStatus {
+            pools: pools.len(),
+            backends: backends.clone().count(),
+            down: count(BackendState::Down),
+            draining: count(BackendState::Draining),
+            checked: self.pools.checks.len(),
+            refusing: pools
+                .iter()
+                .filter(|a| self.pools.refusing(a.slot))
+                .map(|a| a.fwd.listen.to_string())
+                .collect(),
+        })
+    }
+
     /// The pools' side of a change of the running forwards: pools whose forward went are
     /// retired; health events and the drain timer are started as needed.
     pub(super) fn retire_pools(&mut self) {

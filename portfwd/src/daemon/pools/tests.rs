@@ -124,7 +124,11 @@ fn a_pool_gets_backends_and_a_table_and_its_removed_backend_drains() {
     let status = pools.status(&dp.maps.pools, 5, &HashMap::new());
     assert_eq!(
         status.iter().map(|m| m.state).collect::<Vec<_>>(),
-        ["unchecked", "unchecked", "draining"]
+        [
+            BackendState::Unchecked,
+            BackendState::Unchecked,
+            BackendState::Draining
+        ]
     );
     // Back to three, then two again: the rows are reused and rewritten only where they differ,
     // and hold exactly the table of their set.
@@ -172,7 +176,7 @@ fn drained_backends_leave_the_table_and_come_back() {
         .unwrap();
     assert_eq!(row_shares(&dp.maps.pools, 1).len(), 1);
     let status = pools.status(&dp.maps.pools, 1, &HashMap::new());
-    assert_eq!(status[1].state, "draining");
+    assert_eq!(status[1].state, BackendState::Draining);
     pools
         .prepare(
             &mut dp.maps,
@@ -237,12 +241,12 @@ fn all_down_refuse_points_the_pool_at_nothing_and_serve_keeps_every_backend() {
                 assert!(!pools.refusing(slot));
             }
         }
-        let states: Vec<&str> = pools
+        let states: Vec<BackendState> = pools
             .status(&dp.maps.pools, slot, &HashMap::new())
             .iter()
             .map(|m| m.state)
             .collect();
-        assert_eq!(states, ["down", "down"]);
+        assert_eq!(states, [BackendState::Down, BackendState::Down]);
         pools.retire(&mut dp.maps, &[]);
     }
 }
