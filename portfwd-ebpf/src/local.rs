@@ -31,6 +31,7 @@ use aya_ebpf::{
 };
 use portfwd_common::{
     maps::{FlowKeyOf, ForwardValueOf, IFACE_EXPOSE, Ipv6Words, local_flow_timeout},
+    pool::FWD_POOL,
     proto,
     reason::Reason,
 };
@@ -42,6 +43,7 @@ use crate::{
     maps::{IFACES, LOCAL_FLOWS, LOCAL_FLOWS6, Lookup as _, SOCK_TUPLE},
     nat,
     parse::{self, ETH_P_IPV4_BE, ETH_P_IPV6_BE},
+    pool::Pool,
     service,
     types::{IpL4, Parsed, Tuple},
 };
@@ -105,7 +107,7 @@ impl Local for Ipv6 {
 /// Why `pkt`, addressed to the published port of `fwd`, belongs to the host rather than to the
 /// forward, if it does.
 #[inline(always)]
-pub fn owner<C: Ctx, F: Local>(
+pub fn owner<C: Ctx, F: Local + Pool>(
     ctx: &C,
     pkt: &IpL4<F::Addr>,
     fwd: &ForwardValueOf<F::Addr>,
@@ -116,8 +118,7 @@ pub fn owner<C: Ctx, F: Local>(
             return None;
         }
     }
-    let (next, _) = nat::target_tuple::<F>(pkt, fwd);
-    if flow::find::<F>(flow::reply_key(&next, pkt.proto)).is_some() {
+    if forwarded::<F>(pkt, fwd) {
         return None;
     }
     if let Some(seen) = F::local_flows().copied(flow::key(&pkt.tuple(), pkt.proto))
@@ -129,6 +130,20 @@ pub fn owner<C: Ctx, F: Local>(
         return Some(Reason::PassLocalSocket);
     }
     None
+}
+
+/// Whether `pkt`, a client's packet to `fwd`'s published port, belongs to a flow portfwd
+/// forwards: its target's reply flow is remembered, or for a pool (whose target is chosen per
+/// flow), the client's tuple has an affinity entry.
+#[inline(always)]
+fn forwarded<F: Pool>(pkt: &IpL4<F::Addr>, fwd: &ForwardValueOf<F::Addr>) -> bool {
+    if fwd.flags & FWD_POOL != 0 {
+        return F::affinity()
+            .get_ptr(flow::key(&pkt.tuple(), pkt.proto))
+            .is_some();
+    }
+    let (next, _) = nat::target_tuple::<F>(pkt, fwd);
+    flow::find::<F>(flow::reply_key(&next, pkt.proto)).is_some()
 }
 
 /// Whether a local socket owns `pkt`'s exact addresses and ports and takes no new connections:
@@ -181,7 +196,7 @@ pub fn record<C: Ctx>(ctx: &C) {
 }
 
 #[inline(always)]
-fn record_family<C: Ctx, F: Local>(ctx: &C) {
+fn record_family<C: Ctx, F: Local + Pool>(ctx: &C) {
     let Ok(Parsed::L4(pkt)) = parse::parse::<C, F>(ctx) else {
         return;
     };
@@ -191,6 +206,15 @@ fn record_family<C: Ctx, F: Local>(ctx: &C) {
     let Some(fwd) = service::lookup::<F>(pkt.saddr, pkt.sport, pkt.proto) else {
         return;
     };
+    // A reply portfwd translated for a pool leaves as host:port -> client: the client's
+    // packets, the other way, have an affinity entry.
+    if fwd.flags & FWD_POOL != 0
+        && F::affinity()
+            .get_ptr(flow::reply_key(&pkt.tuple(), pkt.proto))
+            .is_some()
+    {
+        return;
+    }
     // A reply portfwd translated leaves as host:port -> client; before translation it was
     // target -> client, the key of its flow (for a hairpin to itself, the client is the target
     // and its flow was keyed target -> published address).

@@ -73,7 +73,10 @@ fn register_backends(reg: &mut Registry, status: &api::Status) {
             bytes.get_or_create(&l).inc_by(b.bytes);
             flows.get_or_create(&l).inc_by(b.new_flows);
             live.get_or_create(&l).set(b.live_flows as i64);
-            let serving = matches!(b.state, api::BackendState::Up | api::BackendState::Unchecked);
+            let serving = matches!(
+                b.state,
+                api::BackendState::Up | api::BackendState::Unchecked
+            );
             up.get_or_create(&l).set(i64::from(serving));
         }
     }

@@ -140,7 +140,10 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
         match reports.get_mut(*i) {
             Some(pool) => pool.merge_backend(report),
             None => reports.push(ForwardReport {
-                to: forwards[*i].to_string_targets(),
+                to: match &forwards[*i].pool {
+                    Some(pool) => crate::publish::Targets(&pool.targets).to_string(),
+                    None => forwards[*i].to.to_string(),
+                },
                 ..report
             }),
         }
@@ -187,21 +190,6 @@ impl ForwardReport {
         self.verdict = worst(&self.findings);
         if self.container.is_none() {
             self.container = other.container;
-        }
-    }
-}
-
-impl Forward {
-    /// The target side as `portfwd list` shows it: the target, or a pool's targets.
-    fn to_string_targets(&self) -> String {
-        match &self.pool {
-            None => self.to.to_string(),
-            Some(p) => p
-                .targets
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
         }
     }
 }

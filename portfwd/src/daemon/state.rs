@@ -27,7 +27,7 @@ use crate::{
     datapath::{Datapath, XdpPolicy, cgroup::SocketHooks},
     error::{Error, chain},
     metrics,
-    publish::{Forward, Listen},
+    publish::{Forward, Listen, Targets},
 };
 
 /// A published forward, the counter slot it uses, and who made it.
@@ -440,7 +440,10 @@ impl State {
             forwards.push(ForwardEntry {
                 listen: a.fwd.listen.to_string(),
                 protocol: a.fwd.listen.protocol.to_string(),
-                to: a.fwd.to.to_string(),
+                to: match &a.fwd.pool {
+                    Some(pool) => Targets(&pool.targets).to_string(),
+                    None => a.fwd.to.to_string(),
+                },
                 allow: a.fwd.allow.iter().map(|p| p.to_string()).collect(),
                 packets_to_target: s.to_target_packets,
                 bytes_to_target: s.to_target_bytes,

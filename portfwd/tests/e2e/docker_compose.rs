@@ -33,11 +33,12 @@ fn replica(docker: &mut portfwd_lab::Docker, name: &str) {
         .unwrap();
 }
 
-/// The replicas that answer `tries` new connections to the published port.
+/// The replicas that answer `tries` new connections to the published port (the body of each
+/// HTTP answer: the replica's name).
 fn answering(lab: &portfwd_lab::Lab, tries: usize) -> BTreeSet<String> {
     (0..tries)
         .filter_map(|_| http_get(lab, host_port(8080), Duration::from_secs(2)).ok())
-        .map(|body| body.trim().to_owned())
+        .filter_map(|answer| Some(answer.split_once("\r\n\r\n")?.1.trim().to_owned()))
         .collect()
 }
 
@@ -77,6 +78,19 @@ fn a_compose_service_is_a_pool_that_follows_its_scale() {
     eventually(|| backends(&daemon, &lab).len() == 2)
         .unwrap_or_else(|e| panic!("web is not a pool of 2: {e}\n{}", daemon.log_text()));
     let seen = answering(&lab, 40);
+    if seen.is_empty() {
+        let err =
+            http_get(&lab, host_port(8080), Duration::from_secs(2)).map_err(|e| e.to_string());
+        let status = daemon.cli(&lab, &["status"]);
+        let list = daemon.cli(&lab, &["list"]);
+        let logs = docker.cli(&["logs", "demo-web-1"]);
+        panic!(
+            "nothing answers: {err:?}\n{}\n{}\nlogs: {logs:?}\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&list.stdout),
+            daemon.log_text()
+        );
+    }
     assert_eq!(
         seen,
         BTreeSet::from(["demo-web-1".to_owned(), "demo-web-2".to_owned()]),

@@ -489,11 +489,9 @@ impl Pools {
                 member_status(maps, m.id, m.addr, m.weight, state, live)
             })
             .collect();
-        out.extend(
-            self.draining
-                .removed_of(slot)
-                .map(|(id, addr)| member_status(maps, Some(id), addr, 0, BackendState::Draining, live)),
-        );
+        out.extend(self.draining.removed_of(slot).map(|(id, addr)| {
+            member_status(maps, Some(id), addr, 0, BackendState::Draining, live)
+        }));
         out
     }
 
@@ -566,7 +564,11 @@ fn write_backend(
 impl super::state::State {
     /// The pools summed up for `portfwd status`, from the forwards' entries.
     pub(super) fn pools_status(&self, entries: &[ForwardEntry]) -> Option<PoolsStatus> {
-        let pools: Vec<&Active> = self.forwards.iter().filter(|a| a.fwd.pool.is_some()).collect();
+        let pools: Vec<&Active> = self
+            .forwards
+            .iter()
+            .filter(|a| a.fwd.pool.is_some())
+            .collect();
         if pools.is_empty() {
             return None;
         }
