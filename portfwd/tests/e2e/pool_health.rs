@@ -127,6 +127,51 @@ fn a_killed_backend_is_taken_out_and_comes_back_after_its_restart() {
     reaches_again(&s, &mut to_c1, "c1:3000");
 }
 
+/// A client that connects again from the source port of its refused connection (a retry that
+/// binds its port, or the kernel handing the free port out again) opens a new flow: once the
+/// dead backend is out of the table, the flow goes to a live one. The affinity entry the
+/// refused SYN left must not hold the new connection on the dead backend.
+#[test]
+fn a_source_port_reused_after_a_refusal_avoids_the_dead_backend() {
+    require_root!();
+    let mut s = Scenario::new("poolreuse")
+        .containers(2)
+        .tcp_server("c1", PORT)
+        .tcp_server("c2", PORT)
+        .pool("8080", &["c1:3000", "c2:3000"], &[HEALTH])
+        .daemon();
+    let (a1, a2) = (addr(&s, "c1"), addr(&s, "c2"));
+    let client = s.lab.client().clone();
+    for a in [a1, a2] {
+        s.wait_backend_state("8080/tcp", &a.to_string(), "up", Duration::from_secs(5))
+            .unwrap();
+    }
+    let ports: Vec<u16> = ports_to(vec![a1, a2], a1, 20_000).take(5).collect();
+    drop(s.servers.take_tcp("c1:3000"));
+    for &p in &ports {
+        let err = Conn::open(&client, p, host_port(8080), Duration::from_secs(1))
+            .err()
+            .unwrap_or_else(|| panic!("port {p}: the dead c1 accepted"));
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "port {p}: {err}");
+    }
+    s.wait_backend_state("8080/tcp", &a1.to_string(), "down", BOUND)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let again: Vec<String> = ports
+        .iter()
+        .map(|&p| match tcp_backend(&client, p, host_port(8080)) {
+            Ok(tag) => format!("port {p}: {tag}"),
+            Err(e) => format!("port {p}: {e:#}"),
+        })
+        .collect();
+    let wrong: Vec<&String> = again.iter().filter(|r| !r.ends_with("c2:3000")).collect();
+    assert!(
+        wrong.is_empty(),
+        "new connections from reused source ports, c1 down: {again:#?}\nbackends: {:?}",
+        s.backends("8080/tcp")
+    );
+}
+
 /// Within 2 s, new flows from `ports` reach `tag` (the table is rebuilt right after the state
 /// change; allow for that).
 fn reaches_again(s: &Scenario, ports: &mut impl Iterator<Item = u16>, tag: &str) {

@@ -11,8 +11,9 @@
 //! - **death to no new flows**: 16 TCP line-echo servers behind a forward with a health check
 //!   (interval 1 s, timeout 500 ms, fall 2); the client opens connections one after the other
 //!   while one server is killed. A connection Maglev gives the dead backend is refused (RST:
-//!   nothing listens); the last refused one, counted from the kill, is the time until the
-//!   datapath stopped giving it new flows. The bound is `interval × fall + 0.5 s`.
+//!   nothing listens; or reset, caught in the listener's backlog as it closed); the last such
+//!   one, counted from the start of the kill, is the time until the datapath stopped giving it
+//!   new flows. The bound is `interval × fall + 0.5 s`.
 //!
 //! Every load is bounded in packets or time and stays inside the bench's own namespaces.
 
@@ -188,18 +189,31 @@ pub fn max_min(counts: &[u64]) -> f64 {
 }
 
 /// One line to the echo server through the published port from the client namespace: the
-/// tag of the server that answered, `Ok(None)` when the connection was refused.
+/// tag of the server that answered, `Ok(None)` when the dead backend got the connection: it
+/// was refused, or reset (accepted into the backlog of the listener being closed, as the
+/// kill happened).
 fn attempt(to: SocketAddr) -> std::io::Result<Option<String>> {
+    let dead = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+        )
+    };
     let stream = match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
         Ok(s) => s,
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(None),
+        Err(e) if dead(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    (&stream).write_all(b"who\n")?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    Ok(Some(line.split(' ').next().unwrap_or("").to_owned()))
+    let exchange = (&stream)
+        .write_all(b"who\n")
+        .and_then(|()| BufReader::new(&stream).read_line(&mut line));
+    match exchange {
+        Ok(_) => Ok(Some(line.split(' ').next().unwrap_or("").to_owned())),
+        Err(e) if dead(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One death measurement on a fresh testbed of [`BACKENDS`] echo servers.
@@ -228,6 +242,13 @@ fn death(env: &Env) -> Result<Death> {
     let victim_target = SocketAddrV4::new(victim.addr, ECHO_PORT).to_string();
 
     let client = tb.lab.client().clone();
+    // Every connection a new flow: the whole port range (the kernel hands out every other
+    // port to connect(), so the default range would come round again within a run, and a
+    // source port reused after a refusal finds its flow's backend, the dead one, again).
+    tb.lab.sh(
+        &client,
+        "sysctl -qw net.ipv4.ip_local_port_range='1024 65535'",
+    )?;
     let to = SocketAddr::V4(tb.dst);
     let start = Instant::now();
     let end = start + BEFORE_KILL + AFTER_KILL;
