@@ -1,10 +1,12 @@
 //! The scenarios of issue #16, several backends behind one port (`cargo xtask bench --pools`):
 //!
-//! - **pps, 16 backends vs 1**: the UDP load of `udp-unique` (a new flow every packet, so each
-//!   packet takes the pool's whole path: Maglev lookup, affinity entry, flow entry) through one
-//!   forward to 16 containers, against the same load through a forward of one target (today's
-//!   path). The packets delivered are summed over the containers. The two are interleaved run by
-//!   run, and the figure is the ratio of their medians (the issue asks for at least 0.95).
+//! - **pps, 16 backends vs 1**: the UDP loads of `udp-1flow` (one flow: every packet after the
+//!   first finds its affinity and flow entries) and `udp-unique` (a new flow every packet, so
+//!   each packet takes the pool's whole path: Maglev lookup, a new affinity entry, a new flow
+//!   entry) through one forward to 16 containers, against the same load through a forward of
+//!   one target (today's path). The packets delivered are summed over the containers. The four
+//!   are interleaved run by run, and the figure is the ratio of medians per load (the issue
+//!   asks for at least 0.95).
 //! - **spread**: 100,000 UDP packets of random source address and port (so as many flows) into
 //!   the 16-backend forward after its pps run, at 200,000 packets a second; what they added to
 //!   the per-backend `new_flows` counters of `portfwd list --json` gives max/min (the issue
@@ -18,6 +20,7 @@
 //!
 //! Every load is bounded in packets or time and stays inside the bench's own namespaces.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
@@ -52,9 +55,9 @@ const AFTER_KILL: Duration = Duration::from_secs(6);
 /// What the pool scenarios measured.
 #[derive(Debug, Default)]
 pub struct Figures {
-    /// Mpps per run, with 1 target and with [`BACKENDS`].
-    pub pps_one: Vec<f64>,
-    pub pps_pool: Vec<f64>,
+    /// Mpps per run, by load (one flow, a new flow every packet) and backends (1 or
+    /// [`BACKENDS`]).
+    pub pps: BTreeMap<(Flows, usize), Vec<f64>>,
     /// Per run: new flows counted per backend.
     pub spreads: Vec<Vec<u64>>,
     /// Per run: a backend's death and what followed.
@@ -354,19 +357,20 @@ fn death(env: &Env) -> Result<Death> {
 pub fn run(env: &Env, settings: &Settings, out_dir: &Path) -> Result<Figures> {
     let mut f = Figures::default();
     for run in 1..=settings.runs {
-        for backends in [1, BACKENDS] {
+        for (flows, backends) in LOADS {
             let t = Instant::now();
             let outcome = (|| -> Result<(f64, Option<Vec<u64>>)> {
                 let mut tb = udp_testbed(env, backends)?;
-                let u = udp::run(&mut tb, Flows::Unique, settings)?;
-                // After the pps run, so both testbeds start that alike.
-                let spread = if backends > 1 {
+                let u = udp::run(&mut tb, flows, settings)?;
+                // After the pps run, so that every testbed starts alike.
+                let spread = if backends > 1 && flows == Flows::Unique {
                     Some(spread(&tb)?)
                 } else {
                     None
                 };
                 Ok((u.mpps, spread))
             })();
+            let load = format!("{}, {backends:>2} backend(s)", flows_name(flows));
             match outcome {
                 Ok((mpps, spread)) => {
                     let extra = spread.as_ref().map_or(String::new(), |s| {
@@ -377,21 +381,16 @@ pub fn run(env: &Env, settings: &Settings, out_dir: &Path) -> Result<Figures> {
                         )
                     });
                     println!(
-                        "pools run {run}/{}: {backends:>2} backend(s): {mpps:.3} Mpps{extra} \
-                         ({:.1} s)",
+                        "pools run {run}/{}: {load}: {mpps:.3} Mpps{extra} ({:.1} s)",
                         settings.runs,
                         t.elapsed().as_secs_f64()
                     );
-                    if backends == 1 {
-                        f.pps_one.push(mpps);
-                    } else {
-                        f.pps_pool.push(mpps);
-                    }
+                    f.pps.entry((flows, backends)).or_default().push(mpps);
                     f.spreads.extend(spread);
                 }
                 Err(e) => {
-                    println!("pools run {run}: {backends} backend(s): FAILED: {e:#}");
-                    f.failures.push(format!("pps {backends} run {run}: {e:#}"));
+                    println!("pools run {run}: {load}: FAILED: {e:#}");
+                    f.failures.push(format!("pps {load} run {run}: {e:#}"));
                 }
             }
         }
@@ -430,27 +429,51 @@ fn median(values: &[f64]) -> Option<f64> {
     Summary::of(values).map(|s| s.median)
 }
 
+/// The pps loads, interleaved in this order in every run.
+const LOADS: [(Flows, usize); 4] = [
+    (Flows::One, 1),
+    (Flows::One, BACKENDS),
+    (Flows::Unique, 1),
+    (Flows::Unique, BACKENDS),
+];
+
+fn flows_name(flows: Flows) -> &'static str {
+    match flows {
+        Flows::One => "one flow",
+        Flows::Unique => "a new flow every packet",
+    }
+}
+
 impl Figures {
-    /// median(pps with the pool) / median(pps with one target).
-    pub fn ratio(&self) -> Option<f64> {
-        let (one, pool) = (median(&self.pps_one)?, median(&self.pps_pool)?);
+    /// The median Mpps of a load.
+    pub fn mpps(&self, flows: Flows, backends: usize) -> Option<f64> {
+        median(self.pps.get(&(flows, backends))?)
+    }
+
+    /// median(pps with the pool) / median(pps with one target), for a load.
+    pub fn ratio(&self, flows: Flows) -> Option<f64> {
+        let (one, pool) = (self.mpps(flows, 1)?, self.mpps(flows, BACKENDS)?);
         (one > 0.0).then(|| pool / one)
     }
 }
 
 fn summary(f: &Figures) -> String {
     let mut s = String::from("\n== pools (issue #16) ==\n");
-    let m = |v: &[f64]| median(v).map_or("-".to_string(), |x| format!("{x:.3}"));
-    let _ = writeln!(
-        s,
-        "pps, a new flow every packet: 1 target {} Mpps, {BACKENDS} backends {} Mpps (medians \
-         of {} and {} runs); ratio {} (issue: >= 0.95)",
-        m(&f.pps_one),
-        m(&f.pps_pool),
-        f.pps_one.len(),
-        f.pps_pool.len(),
-        f.ratio().map_or("-".into(), |r| format!("{r:.3}"))
-    );
+    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    for flows in [Flows::One, Flows::Unique] {
+        let runs = |b| f.pps.get(&(flows, b)).map_or(0, Vec::len);
+        let _ = writeln!(
+            s,
+            "pps, {}: 1 target {} Mpps, {BACKENDS} backends {} Mpps (medians of {} and {} \
+             runs); ratio {} (issue: >= 0.95)",
+            flows_name(flows),
+            fmt(f.mpps(flows, 1)),
+            fmt(f.mpps(flows, BACKENDS)),
+            runs(1),
+            runs(BACKENDS),
+            fmt(f.ratio(flows)),
+        );
+    }
     for counts in &f.spreads {
         let _ = writeln!(
             s,
@@ -487,9 +510,13 @@ fn summary(f: &Figures) -> String {
 fn json(f: &Figures) -> serde_json::Value {
     serde_json::json!({
         "backends": BACKENDS,
-        "pps_one_target_mpps": f.pps_one,
-        "pps_pool_mpps": f.pps_pool,
-        "pps_ratio": f.ratio(),
+        "pps": f.pps.iter().map(|((flows, backends), mpps)| serde_json::json!({
+            "load": flows_name(*flows),
+            "backends": backends,
+            "mpps": mpps,
+        })).collect::<Vec<_>>(),
+        "pps_ratio_one_flow": f.ratio(Flows::One),
+        "pps_ratio_new_flows": f.ratio(Flows::Unique),
         "spreads": f.spreads.iter().map(|c| serde_json::json!({
             "flows": c.iter().sum::<u64>(),
             "new_flows_per_backend": c,
