@@ -73,10 +73,17 @@ pub struct Args {
     #[arg(long)]
     pub strict: bool,
     /// Measure issue #16's pools instead (portfwd only): pps through 16 backends vs 1 target,
-    /// the spread of 100,000 flows, the time from a backend's death to no new flows on it;
-    /// writes pools.json
-    #[arg(long)]
-    pub pools: bool,
+    /// the spread of 100,000 flows, the time from a backend's death to no new flows on it
+    /// (`all`, the default), or the pps comparison only (`pps`); writes pools.json
+    #[arg(long, value_name = "WHICH", value_enum, num_args = 0..=1, default_missing_value = "all")]
+    pub pools: Option<PoolScenarios>,
+}
+
+/// The choice of `--pools`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolScenarios {
+    All,
+    Pps,
 }
 
 /// The choice of `--generator` (see `udp.rs`).
@@ -149,13 +156,14 @@ pub fn run(args: Args) -> Result<()> {
         portfwd: bin,
         workdir: std::env::temp_dir().join(format!("portfwd-bench-{}", std::process::id())),
     };
-    if args.pools {
+    if let Some(which) = args.pools {
         cmd::banner(&format!(
             "bench --pools: {} runs{}",
             settings.runs,
             if settings.quick { " (--quick)" } else { "" }
         ));
-        let figures = pools::run(&env, &settings, &out_dir);
+        let with_death = which == PoolScenarios::All;
+        let figures = pools::run(&env, &settings, &out_dir, with_death);
         let _ = std::fs::remove_dir_all(&env.workdir);
         let figures = figures?;
         ensure!(

@@ -4,9 +4,9 @@
 //! exercise them through the embedded objects). Fails with cargo's exit code when a phase
 //! fails. After the tests (and the end-to-end suite again in XDP mode), the quick demo runs
 //! twice, to its end and interrupted by SIGINT half-way, and must leave nothing behind
-//! (`demo::verify`). Last, the benchmark runs once on two cases with the debug build, so that it
-//! keeps working; its figures are not judged (a timed test proves nothing on a shared
-//! machine, `cargo xtask bench` does).
+//! (`demo::verify`). Last, the benchmark runs once on two cases with the debug build, and the
+//! pools' pps comparison once (`bench --pools pps`), so that they keep working; their figures
+//! are not judged (a timed test proves nothing on a shared machine, `cargo xtask bench` does).
 //!
 //! The end-to-end tests need root. Whether they fail or report themselves as not run without it
 //! is theirs to decide (from `CI`): the environment is passed through unchanged.
@@ -98,7 +98,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     // The benchmark end to end, briefly: the generator, a portfwd testbed and a netfilter one,
     // the TCP loop, and the reports. It must complete every run; the figures are not checked.
-    banner("the benchmark runs (one run of udp-1flow and tcp-rr, figures not judged)");
+    banner(
+        "the benchmark runs (one run of udp-1flow and tcp-rr, and of the pools' pps \
+         comparison; figures not judged)",
+    );
     if cmd::is_root() {
         bench_smoke()?;
     } else if std::env::var("CI").as_deref() == Ok("true") {
@@ -129,8 +132,26 @@ fn bench_smoke() -> Result<()> {
         generator: bench::GeneratorKind::Xdp,
         out: Some(out.clone()),
         strict: true,
-        pools: false,
+        pools: None,
     })?;
+    // Issue #16's pps comparison (16 backends vs 1 target, one flow and new flows), once:
+    // about 25 s.
+    bench::run(bench::Args {
+        quick: true,
+        runs: Some(1),
+        systems: Vec::new(),
+        cases: Vec::new(),
+        portfwd: Some(root.join("target/debug/portfwd")),
+        no_build: true,
+        generator: bench::GeneratorKind::Xdp,
+        out: Some(out.clone()),
+        strict: true,
+        pools: Some(bench::PoolScenarios::Pps),
+    })?;
+    anyhow::ensure!(
+        out.join("pools.json").is_file(),
+        "bench --pools pps wrote no pools.json"
+    );
     // The reports are there and name every measured pair.
     let json = std::fs::read_to_string(out.join("results.json"))?;
     let value: serde_json::Value = serde_json::from_str(&json)?;

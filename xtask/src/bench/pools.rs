@@ -352,9 +352,9 @@ fn death(env: &Env) -> Result<Death> {
     })
 }
 
-/// Runs the scenarios (`runs` times each, pps interleaved) and writes `pools.json` in
-/// `out_dir`.
-pub fn run(env: &Env, settings: &Settings, out_dir: &Path) -> Result<Figures> {
+/// Runs the scenarios (`runs` times each, pps interleaved; the death measurement only
+/// `with_death`) and writes `pools.json` in `out_dir`.
+pub fn run(env: &Env, settings: &Settings, out_dir: &Path, with_death: bool) -> Result<Figures> {
     let mut f = Figures::default();
     for run in 1..=settings.runs {
         for (flows, backends) in LOADS {
@@ -393,6 +393,9 @@ pub fn run(env: &Env, settings: &Settings, out_dir: &Path) -> Result<Figures> {
                     f.failures.push(format!("pps {load} run {run}: {e:#}"));
                 }
             }
+        }
+        if !with_death {
+            continue;
         }
         let t = Instant::now();
         match death(env) {
@@ -488,19 +491,22 @@ fn summary(f: &Figures) -> String {
         .iter()
         .map(|d| d.last_new_flow.as_secs_f64() * 1e3)
         .collect();
-    let _ = writeln!(
-        s,
-        "death to no new flows: median {} ms, max {} ms of {} runs (bound {} ms: interval 1 s \
-         x fall 2 + 0.5 s)",
-        median(&deaths).map_or("-".into(), |x| format!("{x:.0}")),
-        deaths
-            .iter()
-            .copied()
-            .reduce(f64::max)
-            .map_or("-".into(), |x| format!("{x:.0}")),
-        deaths.len(),
-        DEATH_BOUND.as_millis()
-    );
+    // None: not measured (`--pools pps`), or every run failed (see FAILED below).
+    if !deaths.is_empty() {
+        let _ = writeln!(
+            s,
+            "death to no new flows: median {} ms, max {} ms of {} runs (bound {} ms: \
+             interval 1 s x fall 2 + 0.5 s)",
+            median(&deaths).map_or("-".into(), |x| format!("{x:.0}")),
+            deaths
+                .iter()
+                .copied()
+                .reduce(f64::max)
+                .map_or("-".into(), |x| format!("{x:.0}")),
+            deaths.len(),
+            DEATH_BOUND.as_millis()
+        );
+    }
     for e in &f.failures {
         let _ = writeln!(s, "FAILED: {e}");
     }
