@@ -165,7 +165,7 @@ fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
     };
     // An LRU map makes room by evicting; should the insert still fail, the flow is found again
     // by the same hash while the table is unchanged.
-    if F::affinity().insert(key, &placed, 0).is_ok() {
+    if F::affinity().insert(key, placed, 0).is_ok() {
         maps::update(&BACKEND_STATS, id, |s: &mut BackendStats| s.new_flows += 1);
     }
     id
