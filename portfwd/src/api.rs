@@ -9,6 +9,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    health,
+    publish::{AllDown, HealthSpec, PoolError, PoolOptions, PublishError, printable},
+};
+
 /// Default control socket path; `PORTFWD_SOCKET` overrides it for the daemon and the CLI.
 pub const DEFAULT_SOCKET: &str = "/run/portfwd/portfwd.sock";
 /// The environment variable naming the control socket.
@@ -17,15 +22,25 @@ pub const SOCKET_ENV: &str = "PORTFWD_SOCKET";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Publish `listen` (`[HOST_IP:]PORT[-END][/PROTO]`) to `to` (IP:PORT[-END]), for clients in
-    /// `allow` (IP[/LEN] each; empty: every client).
+    /// Publish `listen` (`[HOST_IP:]PORT[-END][/PROTO]`) to `to`, for clients in `allow`
+    /// (IP[/LEN] each; empty: every client). `to` is one target (`IP:PORT[-END]` or
+    /// `CONTAINER:PORT[-END]`, as every client sent it before pools), or a list of
+    /// `IP:PORT[*WEIGHT]`; `health`, `all_down` and `grace` are as in the config file.
     Add {
         listen: String,
-        to: String,
+        to: AddTargets,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         allow: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<HealthRequest>,
+        /// `serve` or `refuse`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        all_down: Option<String>,
+        /// A duration, e.g. `30s`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace: Option<String>,
     },
-    /// Stop publishing `listen`.
+    /// Stop publishing `listen`, or, with `target`, remove that one target of its pool.
     Del {
         listen: String,
         /// The forward's origin as `portfwd list` shows it (`cni:NETWORK/SHORT_ID`), given to
@@ -33,6 +48,17 @@ pub enum Request {
         /// retried): all that attachment's forwards go.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
+        /// `IP:PORT`: one target of the forward's pool (never its last).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+    },
+    /// Set the weight of `target` (`IP:PORT`) of the pool of `listen` to 0 (it takes no new
+    /// flows, and its flows drain), or back to 1 with `undo`.
+    Drain {
+        listen: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        undo: bool,
     },
     /// The forwards with their counters.
     List,
@@ -44,6 +70,99 @@ pub enum Request {
     /// kept by the daemon as its own state. `version` is [`CNI_API_VERSION`]; a daemon
     /// refuses another version, naming both.
     Cni { version: u32, request: CniRequest },
+}
+
+/// The targets of [`Request::Add`]: one string (`"172.17.0.2:3000"`, what clients sent
+/// before pools, and what this one sends for a single target), or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AddTargets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AddTargets {
+    /// One target as a string, several as a list.
+    pub fn of(mut targets: Vec<String>) -> AddTargets {
+        match targets.len() {
+            1 => AddTargets::One(targets.remove(0)),
+            _ => AddTargets::Many(targets),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            AddTargets::One(t) => vec![t.clone()],
+            AddTargets::Many(ts) => ts.clone(),
+        }
+    }
+}
+
+/// A pool's health check in [`Request::Add`], as in the config file: a TCP connect, or an
+/// HTTP GET of `http`; what is absent takes its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRequest {
+    /// The path of an HTTP check (`/healthz`); absent: a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// Durations, e.g. `1s`, `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+}
+
+impl HealthRequest {
+    /// The check and its timing, validated as the config file's `health:` is.
+    pub fn spec(&self) -> Result<HealthSpec, PublishError> {
+        let setting = |key, message| PoolError::Setting { key, message };
+        let check = match &self.http {
+            None => health::Check::Tcp,
+            Some(path) => health::Check::http(path).map_err(|m| setting("health", m))?,
+        };
+        let mut params = health::Params::default();
+        if let Some(d) = &self.interval {
+            params.interval = parse_duration("interval", d)?;
+        }
+        if let Some(d) = &self.timeout {
+            params.timeout = parse_duration("timeout", d)?;
+        }
+        params.rise = self.rise.unwrap_or(params.rise);
+        params.fall = self.fall.unwrap_or(params.fall);
+        params.validate().map_err(|m| setting("health", m))?;
+        Ok(HealthSpec { check, params })
+    }
+}
+
+/// A duration as the config file writes it (`1s`, `500ms`), for the setting `key`.
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, PublishError> {
+    humantime::parse_duration(text).map_err(|e| {
+        PoolError::Setting {
+            key,
+            message: format!(
+                "'{}' is not a duration (e.g. 1s or 500ms): {e}",
+                printable(text)
+            ),
+        }
+        .into()
+    })
+}
+
+/// The balancing of [`Request::Add`], checked.
+pub fn pool_options(
+    health: Option<&HealthRequest>,
+    all_down: Option<&str>,
+    grace: Option<&str>,
+) -> Result<PoolOptions, PublishError> {
+    Ok(PoolOptions {
+        health: health.map(HealthRequest::spec).transpose()?,
+        all_down: all_down.map(str::parse::<AllDown>).transpose()?,
+        grace: grace.map(|g| parse_duration("grace", g)).transpose()?,
+    })
 }
 
 /// The version of the CNI requests ([`Request::Cni`]). Bumped when a request or its meaning
@@ -141,6 +260,52 @@ pub struct ForwardEntry {
     /// address on its network); `None` while it is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inactive: Option<String>,
+    /// Each target of a forward with several (or with a health check), in the config's
+    /// order; empty for a forward to one target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a pool forward, as `portfwd list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// `IP:PORT`
+    pub target: String,
+    /// Its share of new flows, 0 (drained) to 1000.
+    pub weight: u32,
+    pub state: BackendState,
+    /// Packets and bytes to the backend.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows sent to it since it joined.
+    pub new_flows: u64,
+    /// Flows to it now.
+    pub live_flows: u64,
+}
+
+/// Whether a backend takes new flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Its health check passes.
+    Up,
+    /// Its health check fails: no new flows.
+    Down,
+    /// Weight 0, or removed and within its grace period: no new flows, its flows go on.
+    Draining,
+    /// No health check: taken as up.
+    Unchecked,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
+            BackendState::Unchecked => "unchecked",
+        }
+    }
 }
 
 /// The origin of a forward made by the config file or `portfwd add`.
@@ -192,6 +357,25 @@ pub struct Status {
     /// Following Docker (the config's `docker:` section); `None` when it is off.
     #[serde(default)]
     pub docker: Option<DockerStatus>,
+    /// Forwards with several backends; `None` when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<PoolsStatus>,
+}
+
+/// The forwards with several backends, as `portfwd status` sums them up (each backend is in
+/// `forward_counters`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolsStatus {
+    pub pools: usize,
+    pub backends: usize,
+    /// Backends whose health check fails.
+    pub down: usize,
+    /// Backends draining (weight 0, or removed and within their grace).
+    pub draining: usize,
+    /// Backends probed by the health checks.
+    pub checked: usize,
+    /// The listen sides refusing new flows: every backend down and `all_down: refuse`.
+    pub refusing: Vec<String>,
 }
 
 /// The Docker follower, as `portfwd status` shows it.

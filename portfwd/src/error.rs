@@ -80,6 +80,12 @@ pub enum Error {
     NeedsDocker(String),
     #[error("no room for another forward (limit {0})")]
     TooManyForwards(u32),
+    #[error("no room for another backend of a pool (limit {0} over every pool)")]
+    TooManyBackends(u32),
+    #[error("no room for another pool's table (limit {0} over every pool, one more during a swap)")]
+    TooManyPools(u32),
+    #[error("pool: {0}")]
+    Pool(String),
     #[error("control socket {}", path.display())]
     Socket {
         path: PathBuf,

@@ -55,6 +55,58 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// The exposition text for `status`.
+/// The series of pool backends: counters, live flows and whether each takes new flows.
+fn register_backends(reg: &mut Registry, status: &api::Status) {
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    let flows = Family::<Labels, Counter>::default();
+    let live = Family::<Labels, Gauge>::default();
+    let up = Family::<Labels, Gauge>::default();
+    for f in &status.forward_counters {
+        for b in &f.backends {
+            let l = labels(&[
+                ("listen", f.listen.as_str()),
+                ("protocol", f.protocol.as_str()),
+                ("backend", b.target.as_str()),
+            ]);
+            packets.get_or_create(&l).inc_by(b.packets);
+            bytes.get_or_create(&l).inc_by(b.bytes);
+            flows.get_or_create(&l).inc_by(b.new_flows);
+            live.get_or_create(&l).set(b.live_flows as i64);
+            let serving = matches!(
+                b.state,
+                api::BackendState::Up | api::BackendState::Unchecked
+            );
+            up.get_or_create(&l).set(i64::from(serving));
+        }
+    }
+    reg.register(
+        "backend_packets",
+        "Packets sent to a backend of a forward with several backends",
+        packets,
+    );
+    reg.register(
+        "backend_bytes",
+        "Bytes (IP packets) sent to a backend of a forward with several backends",
+        bytes,
+    );
+    reg.register(
+        "backend_connections",
+        "New flows placed on a backend",
+        flows,
+    );
+    reg.register(
+        "backend_live_flows",
+        "Flows remembered on a backend now (its entries in the affinity tables)",
+        live,
+    );
+    reg.register(
+        "backend_up",
+        "1 while a backend takes new flows (up, or not checked); 0 while down or draining",
+        up,
+    );
+}
+
 pub fn render(status: &api::Status) -> String {
     let mut reg = Registry::with_prefix("portfwd");
 
@@ -93,6 +145,8 @@ pub fn render(status: &api::Status) -> String {
         "New flows through a forward (TCP SYNs, first UDP packets)",
         connections,
     );
+
+    register_backends(&mut reg, status);
 
     let drops = Family::<Labels, Counter>::default();
     for v in status
@@ -373,6 +427,15 @@ mod tests {
                 origin: api::CONFIG_ORIGIN.into(),
                 container: None,
                 inactive: None,
+                backends: vec![api::BackendStatus {
+                    target: "172.17.0.3:3000".into(),
+                    weight: 1,
+                    state: api::BackendState::Down,
+                    packets: 6,
+                    bytes: 360,
+                    new_flows: 2,
+                    live_flows: 1,
+                }],
             }],
             maps: vec![api::MapFill {
                 name: "PF_FLOWS".into(),
@@ -388,6 +451,7 @@ mod tests {
                 forwards: 3,
                 ..Default::default()
             }),
+            pools: None,
         }
     }
 
@@ -402,6 +466,11 @@ mod tests {
             r#"portfwd_verdicts_total{hook="tc",reason="forwarded"} 7"#,
             r#"portfwd_map_entries{map="PF_FLOWS"} 1"#,
             "portfwd_docker_connected 1",
+            r#"portfwd_backend_packets_total{listen="8080/tcp",protocol="tcp",backend="172.17.0.3:3000"} 6"#,
+            r#"portfwd_backend_bytes_total{listen="8080/tcp",protocol="tcp",backend="172.17.0.3:3000"} 360"#,
+            r#"portfwd_backend_connections_total{listen="8080/tcp",protocol="tcp",backend="172.17.0.3:3000"} 2"#,
+            r#"portfwd_backend_live_flows{listen="8080/tcp",protocol="tcp",backend="172.17.0.3:3000"} 1"#,
+            r#"portfwd_backend_up{listen="8080/tcp",protocol="tcp",backend="172.17.0.3:3000"} 0"#,
             "portfwd_docker_forwards 3",
             "portfwd_docker_bindings_not_served 0",
             r#"portfwd_map_max_entries{map="PF_FLOWS"} 4"#,

@@ -181,6 +181,7 @@ mod tests {
             origin: origin.into(),
             container: None,
             inactive: None,
+            backends: Vec::new(),
         }
     }
 

@@ -110,9 +110,17 @@ struct Probe {
     elapsed: Duration,
 }
 
-/// Diagnoses `forwards` from the calling thread's network namespace.
+/// Diagnoses `forwards` from the calling thread's network namespace. A forward with several
+/// backends (a pool) is diagnosed backend by backend, and its report holds the findings of
+/// each (their sentences name the backend), the host port's once.
 pub fn check(forwards: &[Forward], opts: &Options) -> Report {
-    let probes = probe_all(forwards, opts.timeout);
+    let units: Vec<(usize, Forward)> = forwards
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| each_backend(f).into_iter().map(move |b| (i, b)))
+        .collect();
+    let unit_forwards: Vec<Forward> = units.iter().map(|(_, f)| f.clone()).collect();
+    let probes = probe_all(&unit_forwards, opts.timeout);
     let mut scan = netns::scan();
     let owners = sockets::socket_owners();
     for ns in &mut scan.namespaces {
@@ -126,16 +134,63 @@ pub fn check(forwards: &[Forward], opts: &Options) -> Report {
         rules: &rules,
         timeout: opts.timeout,
     };
-    let forwards: Vec<ForwardReport> = forwards
-        .iter()
-        .zip(&probes)
-        .map(|(f, p)| ctx.diagnose(f, p, &mut notes))
-        .collect();
+    let mut reports: Vec<ForwardReport> = Vec::with_capacity(forwards.len());
+    for ((i, unit), probe) in units.iter().zip(&probes) {
+        let report = ctx.diagnose(unit, probe, &mut notes);
+        match reports.get_mut(*i) {
+            Some(pool) => pool.merge_backend(report),
+            None => reports.push(ForwardReport {
+                to: match &forwards[*i].pool {
+                    Some(pool) => crate::publish::Targets(&pool.targets).to_string(),
+                    None => forwards[*i].to.to_string(),
+                },
+                ..report
+            }),
+        }
+    }
+    let forwards = reports;
     notes.dedup();
     Report {
         healthy: forwards.iter().all(|f| f.verdict == Verdict::Ok),
         forwards,
         notes,
+    }
+}
+
+/// The forwards `check` diagnoses for `fwd`: itself, or for a pool one per backend (each as a
+/// forward to that backend alone).
+fn each_backend(fwd: &Forward) -> Vec<Forward> {
+    match &fwd.pool {
+        None => vec![fwd.clone()],
+        Some(pool) => pool
+            .targets
+            .iter()
+            .map(|w| Forward {
+                to: w.target,
+                pool: None,
+                ..fwd.clone()
+            })
+            .collect(),
+    }
+}
+
+impl ForwardReport {
+    /// Adds the diagnosis of another backend of the same pool: its findings (a finding about
+    /// the host port, the same for every backend, once) and the worse verdict.
+    fn merge_backend(&mut self, other: ForwardReport) {
+        for f in other.findings {
+            let seen = self
+                .findings
+                .iter()
+                .any(|g| g.reason == f.reason && g.details == f.details);
+            if !seen {
+                self.findings.push(f);
+            }
+        }
+        self.verdict = worst(&self.findings);
+        if self.container.is_none() {
+            self.container = other.container;
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::output;
 use crate::{
     api::{ForwardEntry, Request, Response, Status},
     check::{self, Options, report},
-    publish::{Forward, Listen, Target},
+    publish::{Forward, Listen, PoolOptions, Target, Weighted},
 };
 
 #[derive(Debug, clap::Args)]
@@ -133,11 +133,28 @@ pub fn run(socket: &Path, args: Args) -> Result<(), super::Failure> {
             .map(|p| p.parse())
             .collect::<Result<Vec<_>, _>>()
             .map_err(listed_err)?;
-        let f = Forward::new(
-            listen,
-            e.to.parse::<Target>()
-                .map_err(|err| format!("the daemon listed {}: {err}", e.to))?,
-        )
+        // A pool is checked backend by backend: those that take new flows.
+        let targets: Vec<Weighted> = e
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|b| {
+                let target = b.target.parse::<Target>().map_err(listed_err)?;
+                Ok(Weighted {
+                    target,
+                    weight: b.weight,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let f = if targets.is_empty() {
+            Forward::new(
+                listen,
+                e.to.parse::<Target>()
+                    .map_err(|err| format!("the daemon listed {}: {err}", e.to))?,
+            )
+        } else {
+            Forward::with_targets(listen, targets, PoolOptions::default())
+        }
         .and_then(|f| f.with_allow(allow))
         .map_err(listed_err)?;
         if filter.matches(&f.listen) {

@@ -1,7 +1,7 @@
 //! `portfwd list`
 use std::path::Path;
 
-use crate::api::{ForwardEntry, Request, Response};
+use crate::api::{BackendStatus, ForwardEntry, Request, Response};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,8 +56,26 @@ pub fn table(forwards: &[ForwardEntry]) -> String {
             allow(f),
             origin,
         ));
+        for b in &f.backends {
+            out.push_str(&backend_line(b));
+        }
     }
     out
+}
+
+/// One backend of a pool, indented under its forward:
+/// `  -> 172.17.0.3:3000  weight 2  up  pkts 10 bytes 1200 new 3 live 1`.
+fn backend_line(b: &BackendStatus) -> String {
+    format!(
+        "  -> {:<22} weight {:<4} {:<9} pkts {} bytes {} new flows {} live flows {}\n",
+        b.target,
+        b.weight,
+        b.state.as_str(),
+        b.packets,
+        b.bytes,
+        b.new_flows,
+        b.live_flows
+    )
 }
 
 /// The ALLOW column: the allowed source prefixes, or `any`.

@@ -2,6 +2,7 @@
 mod add;
 mod check;
 mod del;
+mod drain;
 mod list;
 mod output;
 mod reload;
@@ -45,10 +46,15 @@ pub enum Command {
         cleanup: bool,
     },
     /// Publish a host port or range: `portfwd add [HOST_IP:]HOST_PORT[-END][/tcp|/udp]
-    /// TARGET_IP:PORT[-END] [--allow CIDR]...`.
+    /// TARGET_IP:PORT[-END] [--allow CIDR]...`, or balance a port over several targets:
+    /// `portfwd add 8080 172.17.0.2:3000 172.17.0.3:3000*2 [--health tcp|/PATH]`.
     Add(add::Args),
-    /// Stop publishing a host port: `portfwd del [HOST_IP:]HOST_PORT[/PROTO]`.
+    /// Stop publishing a host port: `portfwd del [HOST_IP:]HOST_PORT[/PROTO]`; or remove one
+    /// of its targets: `portfwd del 8080 172.17.0.3:3000`.
     Del(del::Args),
+    /// Stop sending new flows to one target of a port (its flows go on):
+    /// `portfwd drain 8080 172.17.0.3:3000`; `--undo` to take it back.
+    Drain(drain::Args),
     /// The published ports and their counters.
     List(list::Args),
     /// Where the programs are attached, the host addresses, map fill levels, and every counter.
@@ -83,6 +89,7 @@ pub fn run_client(socket: Option<PathBuf>, command: Command) -> Result<(), Failu
         Command::Daemon { .. } => unreachable!("the daemon is started by main"),
         Command::Add(a) => add::run(&socket, a),
         Command::Del(a) => del::run(&socket, a),
+        Command::Drain(a) => drain::run(&socket, a),
         Command::List(a) => list::run(&socket, a),
         Command::Status(a) => status::run(&socket, a),
         Command::Reload(a) => reload::run(&socket, a),
@@ -103,3 +110,6 @@ fn call(socket: &std::path::Path, req: &Request) -> Result<Response, String> {
 fn unexpected(r: &Response) -> Failure {
     Failure::Message(format!("unexpected answer from the daemon: {r:?}"))
 }
+
+#[cfg(test)]
+mod tests;

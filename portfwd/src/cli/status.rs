@@ -33,6 +33,27 @@ const NUMBER_WIDTH: usize = 12;
 /// The human form. Verdict, socket hook verdict, map and flow table names share one column, as wide as the
 /// longest of them (the datapath gains counters over time), so that every number stays under its
 /// heading.
+/// `pools: 2 forwards with several backends, 5 backends (1 down, 1 draining), 4 checked;
+/// refusing new flows: 8081/tcp`.
+fn pools_line(p: &crate::api::PoolsStatus) -> String {
+    let mut out = format!(
+        "pools:      {} forward{} with several backends, {} backends ({} down, {} draining), {} health-checked",
+        p.pools,
+        if p.pools == 1 { "" } else { "s" },
+        p.backends,
+        p.down,
+        p.draining,
+        p.checked
+    );
+    if !p.refusing.is_empty() {
+        out.push_str(&format!(
+            "; every backend down, refusing new flows: {}",
+            p.refusing.join(", ")
+        ));
+    }
+    out
+}
+
 /// `docker: followed on SOCKET (API 1.41, Docker 20.10.24), connected since ..., 2
 /// containers, 3 forwards`, or why it is not connected.
 fn docker_line(d: &crate::api::DockerStatus) -> String {
@@ -91,6 +112,9 @@ fn text(status: &Status) -> String {
             .map_or("off".to_owned(), |a| format!("http://{a}/metrics"))
     ));
     line(format!("forwards:   {}", status.forwards));
+    if let Some(p) = &status.pools {
+        line(pools_line(p));
+    }
     if let Some(d) = &status.docker {
         line(docker_line(d));
         for b in &d.not_served {

@@ -3,13 +3,19 @@
 //!
 //! - The file on disk is parsed again and its forwards are compared with the new list.
 //!   Entries still in the list are left byte for byte where they are (with their own
-//!   spelling, e.g. `listen: 8080` + `protocol: udp`, and their comments). Removed entries
+//!   spelling, e.g. `listen: 8080` + `protocol: udp`, and their comments). An entry whose
+//!   listen side stays but whose targets or balancing change (`portfwd drain`, `portfwd del
+//!   LISTEN TARGET`) is rewritten in its place, in canonical form: its own lines are replaced
+//!   (a comment between its keys goes with them), the comments it owns above and below stay,
+//!   and so does its position in the list. Removed entries
 //!   lose their lines and their comments: the comment lines directly above the entry (no
 //!   blank line in between, not indented past its `-`) and those directly below it indented
 //!   past its `-`. A comment separated from an entry by a blank line stays. New entries are
 //!   appended after the last entry, in the canonical form `  - listen: "8080/tcp"` /
 //!   `    to: "172.17.0.2:3000"`, with the indentation of the existing entries.
-//!   `forwards: []` (or an empty `forwards:`) becomes a block list on the first add;
+//!   A forward with several targets is written with `to:` as a flow list of
+//!   `"IP:PORT[*WEIGHT]"`, then `health`, `all_down` and `grace` where they are not their
+//!   defaults. `forwards: []` (or an empty `forwards:`) becomes a block list on the first add;
 //!   removing the last entry writes `forwards: []`. Everything else in the file (other keys,
 //!   their comments, blank lines, CRLF line ends) is untouched.
 //! - This line edit applies when `forwards` is a top-level key of a block mapping, its
@@ -32,7 +38,7 @@
 //! [`open_null`], [`open_empty_list`] or [`edit_items`]), and the new text
 //! ([`LineEdit::apply`]).
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use serde_saphyr::Spanned;
 
@@ -40,7 +46,10 @@ use super::{
     model::Config,
     schema::{Document, Entry, Node, parse_document, parse_str},
 };
-use crate::publish::{Forward, NamedForward};
+use crate::{
+    health,
+    publish::{AllDown, DEFAULT_GRACE, Forward, NamedForward, Pool},
+};
 
 /// The text [`save`](super::save) would write for `config`, given the file's current text
 /// (`None` for a new file). Does not validate `config`.
@@ -101,24 +110,34 @@ const NEW_FILE_HEADER: &str = "\
 /// container by name) and allowlist, in canonical form.
 struct NewEntry {
     listen: String,
+    /// The YAML of `to`: a quoted string, or a flow list of them for a pool.
     to: String,
     allow: Vec<String>,
+    /// The lines of a pool's `health`, `all_down` and `grace` (those not at their defaults),
+    /// as `key: value`.
+    pool: Vec<String>,
 }
 
 impl NewEntry {
     fn of(fwd: &Forward) -> NewEntry {
+        let (to, pool) = match &fwd.pool {
+            None => (format!("\"{}\"", fwd.to), Vec::new()),
+            Some(pool) => (quoted_list(&pool.targets), pool_lines(pool)),
+        };
         NewEntry {
             listen: fwd.listen.to_string(),
-            to: fwd.to.to_string(),
+            to,
             allow: fwd.allow.iter().map(|p| p.to_string()).collect(),
+            pool,
         }
     }
 
     fn of_named(n: &NamedForward) -> NewEntry {
         NewEntry {
             listen: n.listen.to_string(),
-            to: n.to.to_string(),
+            to: format!("\"{}\"", n.to),
             allow: n.allow.iter().map(|p| p.to_string()).collect(),
+            pool: Vec::new(),
         }
     }
 
@@ -131,6 +150,53 @@ impl NewEntry {
     }
 }
 
+/// `["a", "b"]`
+fn quoted_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let list: Vec<String> = items.iter().map(|p| format!("\"{p}\"")).collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// A pool's `health`, `all_down` and `grace` as `key: value` lines, each only where it
+/// differs from its default (`health: {}` for a TCP check with the default timing).
+fn pool_lines(pool: &Pool) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(h) = &pool.health {
+        let (p, d) = (&h.params, health::Params::default());
+        let mut items = Vec::new();
+        let duration = |d: Duration| format!("\"{}\"", humantime::format_duration(d));
+        if p.interval != d.interval {
+            items.push(format!("interval: {}", duration(p.interval)));
+        }
+        if p.timeout != d.timeout {
+            items.push(format!("timeout: {}", duration(p.timeout)));
+        }
+        if p.rise != d.rise {
+            items.push(format!("rise: {}", p.rise));
+        }
+        if p.fall != d.fall {
+            items.push(format!("fall: {}", p.fall));
+        }
+        if let health::Check::Http { path } = &h.check {
+            items.push(format!("http: {}", yaml_quoted(path)));
+        }
+        lines.push(if items.is_empty() {
+            "health: {}".to_owned()
+        } else {
+            format!("health: {{ {} }}", items.join(", "))
+        });
+    }
+    if pool.all_down != AllDown::default() {
+        lines.push(format!("all_down: {}", pool.all_down));
+    }
+    if pool.grace != DEFAULT_GRACE {
+        lines.push(format!(
+            "grace: \"{}\"",
+            humantime::format_duration(pool.grace)
+        ));
+    }
+    lines
+}
+
 /// One forward in canonical form, as list item lines. `dash` is the indentation of the `-`,
 /// `content` the column (0-based) of the keys.
 fn forward_lines(fwd: &NewEntry, dash: usize, content: usize, nl: &str) -> String {
@@ -138,12 +204,14 @@ fn forward_lines(fwd: &NewEntry, dash: usize, content: usize, nl: &str) -> Strin
     let dash = " ".repeat(dash);
     let indent = " ".repeat(dash.len() + 1 + gap.len());
     let mut out = format!(
-        "{dash}-{gap}listen: \"{}\"{nl}{indent}to: \"{}\"{nl}",
+        "{dash}-{gap}listen: \"{}\"{nl}{indent}to: {}{nl}",
         fwd.listen, fwd.to
     );
     if !fwd.allow.is_empty() {
-        let list: Vec<String> = fwd.allow.iter().map(|p| format!("\"{p}\"")).collect();
-        out.push_str(&format!("{indent}allow: [{}]{nl}", list.join(", ")));
+        out.push_str(&format!("{indent}allow: {}{nl}", quoted_list(&fwd.allow)));
+    }
+    for line in &fwd.pool {
+        out.push_str(&format!("{indent}{line}{nl}"));
     }
     out
 }
@@ -203,38 +271,57 @@ fn edit_in_place(text: &str, doc: &Document, new: &Config) -> Option<String> {
         }
         ValueLayout::Seq { items, .. } => {
             let key_len = forwards.key_end - forwards.key_start;
-            edit_items(&lines, key_line, key_len, items, &change)?
+            edit_items(&lines, key_line, key_len, items, &change, nl)?
         }
         _ => return None,
     };
     Some(edit.apply(&lines, &change.added, nl))
 }
 
-/// What saving does to the forwards: which entries of the file stay, which are new.
+/// What saving does to the forwards: which entries of the file stay, which change in place,
+/// which are new.
 struct Change {
-    /// For each forward in the file, in file order: whether it stays.
+    /// For each forward in the file, in file order: whether it stays as it is.
     kept: Vec<bool>,
+    /// For each forward in the file, in file order: what replaces it where it is (a forward
+    /// to addresses whose listen side stays and whose targets or balancing change, e.g.
+    /// `portfwd drain`).
+    replaced: Vec<Option<NewEntry>>,
     /// The forwards to append, in the new config's order (to addresses, then by name).
     added: Vec<NewEntry>,
 }
 
 impl Change {
-    /// Entries still wanted stay where they are; the others go; new ones are appended.
+    /// Entries still wanted stay where they are; a changed forward to addresses is rewritten
+    /// in its place; the others go; new ones are appended.
     fn between(doc: &Document, new: &Config) -> Change {
         let old = &doc.config;
-        let kept = doc
-            .entries
+        let mut fresh: Vec<&Forward> = new
+            .forwards
             .iter()
-            .map(|e| match *e {
-                Entry::Forward(i) => new.forwards.contains(&old.forwards[i]),
-                Entry::Named(i) => new.named.contains(&old.named[i]),
-            })
+            .filter(|f| !old.forwards.contains(f))
             .collect();
-        let forwards = new.forwards.iter().filter(|f| !old.forwards.contains(f));
+        let (mut kept, mut replaced) = (Vec::new(), Vec::new());
+        for e in &doc.entries {
+            let (keep, by) = match *e {
+                Entry::Forward(i) if new.forwards.contains(&old.forwards[i]) => (true, None),
+                Entry::Forward(i) => {
+                    let same = fresh
+                        .iter()
+                        .position(|f| f.listen == old.forwards[i].listen);
+                    (false, same.map(|j| NewEntry::of(fresh.remove(j))))
+                }
+                Entry::Named(i) => (new.named.contains(&old.named[i]), None),
+            };
+            kept.push(keep);
+            replaced.push(by);
+        }
         let named = new.named.iter().filter(|n| !old.named.contains(n));
         Change {
             kept,
-            added: forwards
+            replaced,
+            added: fresh
+                .into_iter()
                 .map(NewEntry::of)
                 .chain(named.map(NewEntry::of_named))
                 .collect(),
@@ -248,7 +335,9 @@ impl Change {
 
     /// Every entry goes and none comes: the list becomes `[]`.
     fn empties_list(&self) -> bool {
-        self.added.is_empty() && self.kept.iter().all(|k| !k)
+        self.added.is_empty()
+            && self.kept.iter().all(|k| !k)
+            && self.replaced.iter().all(Option::is_none)
     }
 }
 
@@ -390,6 +479,8 @@ impl<'t> Lines<'t> {
 /// one, indented as given.
 struct LineEdit {
     removed: Vec<bool>,
+    /// Entries rewritten in place: each goes before the given line (its removed `-` line).
+    put: Vec<(usize, String)>,
     replace: Option<(usize, String)>,
     /// The line after which the new entries go.
     insert_after: usize,
@@ -405,6 +496,7 @@ impl LineEdit {
     fn below_key(lines: &Lines, key_line: usize, key_line_text: String) -> LineEdit {
         LineEdit {
             removed: vec![false; lines.lines.len()],
+            put: Vec::new(),
             replace: Some((key_line, key_line_text)),
             insert_after: key_line,
             dash: 2,
@@ -416,6 +508,9 @@ impl LineEdit {
     fn apply(&self, lines: &Lines, added: &[NewEntry], nl: &str) -> String {
         let mut out = String::with_capacity(lines.text.len() + 64 * added.len());
         for (i, line) in lines.lines.iter().enumerate() {
+            for (_, entry) in self.put.iter().filter(|(at, _)| *at == i) {
+                out.push_str(entry);
+            }
             if !self.removed[i] {
                 match &self.replace {
                     Some((at, replacement)) if *at == i => out.push_str(replacement),
@@ -464,12 +559,21 @@ fn edit_items(
     key_len: usize,
     items: &[(usize, usize)],
     change: &Change,
+    nl: &str,
 ) -> Option<LineEdit> {
     let extents = entry_extents(lines, key_line, items)?;
     let mut removed = vec![false; lines.lines.len()];
-    for (extent, kept) in extents.iter().zip(&change.kept) {
-        if !kept {
-            removed[extent.from..=extent.last].fill(true);
+    let mut put = Vec::new();
+    for ((extent, kept), by) in extents.iter().zip(&change.kept).zip(&change.replaced) {
+        match by {
+            // Its comments stay: only the entry's own lines are rewritten.
+            Some(entry) => {
+                removed[extent.first..=extent.end].fill(true);
+                let text = forward_lines(entry, extent.dash, extent.content, nl);
+                put.push((extent.first, text));
+            }
+            None if !kept => removed[extent.from..=extent.last].fill(true),
+            None => {}
         }
     }
     let replace = if change.empties_list() {
@@ -480,6 +584,7 @@ fn edit_items(
     let last = extents.last()?;
     Some(LineEdit {
         removed,
+        put,
         replace,
         insert_after: last.last,
         dash: last.dash,
@@ -491,6 +596,10 @@ fn edit_items(
 struct Extent {
     /// First line (an owned comment above, or the `-` line).
     from: usize,
+    /// The `-` line.
+    first: usize,
+    /// The entry's last line (before the comments it owns below).
+    end: usize,
     /// Last line (an owned comment below, or the entry's last line).
     last: usize,
     /// The indentation of the `-`.
@@ -518,7 +627,8 @@ fn entry_extents(lines: &Lines, key_line: usize, items: &[(usize, usize)]) -> Op
         while from - 1 > floor && lines.comment_indent(from - 1).is_some_and(|c| c <= dash) {
             from -= 1;
         }
-        let mut last = lines.of(end.checked_sub(1)?.max(start));
+        let entry_end = lines.of(end.checked_sub(1)?.max(start));
+        let mut last = entry_end;
         while last + 1 < lines.lines.len()
             && lines.comment_indent(last + 1).is_some_and(|c| c > dash)
         {
@@ -526,6 +636,8 @@ fn entry_extents(lines: &Lines, key_line: usize, items: &[(usize, usize)]) -> Op
         }
         extents.push(Extent {
             from,
+            first,
+            end: entry_end,
             last,
             dash,
             content: prefix.len(),

@@ -12,6 +12,11 @@
 //!     protocol: tcp           # optional; must agree with a /PROTO suffix
 //!     to: "172.17.0.2:3000"   # IP:PORT[-END]; a range is as long as the listen range
 //!     allow: ["10.0.0.0/8"]   # optional; source prefixes allowed; absent: every source
+//!   - listen: "8081"
+//!     to: ["172.17.0.2:3000", "172.17.0.3:3000*2"]   # several IP:PORT[*WEIGHT], balanced
+//!     health: { interval: "1s", timeout: "500ms", fall: 2, rise: 2, http: "/healthz" }
+//!     all_down: serve         # or refuse; needs several targets or a health check
+//!     grace: "30s"            # likewise
 //! ```
 //!
 //! Every key is optional: the empty file is [`Config::default`]. `mode` and `pin_dir` default

@@ -24,6 +24,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -33,8 +34,13 @@ use super::model::{
     AttachMode, Config, ConfigError, DockerConfig, check_interface_name, check_pin_dir,
     check_socket_group, conflict_message, one_of, parse_metrics,
 };
-use crate::publish::{
-    AllowPrefix, AnyTarget, Forward, Listen, NamedForward, Protocol, PublishError, printable,
+use crate::{
+    health,
+    publish::{
+        AllDown, AllowPrefix, AnyTarget, ContainerTarget, Forward, HealthSpec, Listen,
+        NamedForward, PoolError, PoolOptions, Protocol, PublishError, Weighted, address_targets,
+        printable,
+    },
 };
 
 /// A YAML node with spans everywhere; the input of the hand-written schema check.
@@ -498,12 +504,15 @@ impl Source<'_> {
             ));
         };
         let (mut listen, mut protocol, mut to, mut allow) = (None, None, None, None);
-        for (name, _, value) in self.fields(entries, at, &["listen", "protocol", "to", "allow"])? {
+        // `health`, `all_down` and `grace`, in file order.
+        let mut pool_keys: Vec<(&'static str, &Spanned<Node>)> = Vec::new();
+        for (name, _, value) in self.fields(entries, at, &FORWARD_KEYS)? {
             match name {
                 "listen" => listen = Some(value),
                 "protocol" => protocol = Some(value),
                 "allow" => allow = Some(value),
-                _ => to = Some(value),
+                "to" => to = Some(value),
+                _ => pool_keys.push((name, value)),
             }
         }
         let missing = |key: &str, form: &str| {
@@ -541,10 +550,7 @@ impl Source<'_> {
         })?;
 
         let to_field = join(at, "to");
-        let text = self.string(to_node, &to_field, "IP:PORT[-END] or CONTAINER:PORT[-END]")?;
-        let to = text
-            .parse::<AnyTarget>()
-            .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+        let targets = self.targets(to_node, &to_field)?;
         let allow = match allow {
             None => None,
             Some(node) => {
@@ -552,17 +558,33 @@ impl Source<'_> {
                 Some((node, field.clone(), self.allow(node, &field)?))
             }
         };
-        let to = match to {
-            AnyTarget::Addr(to) => to,
-            AnyTarget::Container(to) => {
+        let targets = match targets {
+            Targets::Addrs(targets) => targets,
+            Targets::Container(to) => {
+                if let Some((key, node)) = pool_keys.first() {
+                    return Err(self.invalid(
+                        node,
+                        join(at, key),
+                        format!("{key} needs a list of IP:PORT targets; a forward to a container by name has none"),
+                    ));
+                }
                 let prefixes = allow.map(|(_, _, p)| p).unwrap_or_default();
                 let named = NamedForward::new(listen, to, prefixes)
                     .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
                 return Ok((Parsed::Named(named), listen_node, to_node));
             }
         };
-        let fwd = Forward::new(listen, to)
-            .map_err(|e| self.invalid(to_node, &to_field, e.to_string()))?;
+        let options = self.pool_options(&pool_keys, at)?;
+        let fwd = Forward::with_targets(listen, targets, options).map_err(|e| match e {
+            PublishError::Pool(PoolError::OptionWithoutPool(key)) => {
+                let node = pool_keys
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(to_node, |(_, n)| n);
+                self.invalid(node, join(at, key), e.to_string())
+            }
+            _ => self.invalid(to_node, &to_field, e.to_string()),
+        })?;
         let fwd = match allow {
             None => fwd,
             Some((node, field, prefixes)) => fwd
@@ -570,6 +592,155 @@ impl Source<'_> {
                 .map_err(|e| self.invalid(node, &field, e.to_string()))?,
         };
         Ok((Parsed::Forward(fwd), listen_node, to_node))
+    }
+
+    /// A forward's `to`: one target (an address or a container by name), or a list of
+    /// addresses with weights (`["172.17.0.2:3000", "172.17.0.3:3000*2"]`, or the same as one
+    /// string with commas).
+    fn targets(&self, node: &Spanned<Node>, field: &str) -> Result<Targets, ConfigError> {
+        let located = |e: PublishError| self.invalid(node, field, e.to_string());
+        let Node::Seq(items) = &node.value else {
+            let text = self.string(node, field, TO_FORM)?;
+            if text.contains([',', '*']) {
+                return address_targets(&text).map(Targets::Addrs).map_err(located);
+            }
+            return match text.parse::<AnyTarget>().map_err(located)? {
+                AnyTarget::Addr(t) => Ok(Targets::Addrs(vec![Weighted::one(t)])),
+                AnyTarget::Container(c) => Ok(Targets::Container(c)),
+            };
+        };
+        if items.is_empty() {
+            return Err(self.invalid(
+                node,
+                field,
+                format!("expected {TO_FORM}, found an empty list"),
+            ));
+        }
+        let mut targets = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            let text = self.string(item, &field, "IP:PORT[*WEIGHT]")?;
+            let target = match address_targets(&text).as_deref() {
+                Ok([one]) => *one,
+                Ok(_) => {
+                    let message = format!(
+                        "'{}': write one IP:PORT[*WEIGHT] per item of the list",
+                        printable(&text)
+                    );
+                    return Err(self.invalid(item, &field, message));
+                }
+                Err(e) => return Err(self.invalid(item, &field, e.to_string())),
+            };
+            if let Some(j) = targets
+                .iter()
+                .position(|t: &Weighted| t.target == target.target)
+            {
+                let line = items[j].referenced.line();
+                return Err(self.invalid(
+                    item,
+                    &field,
+                    format!(
+                        "{} is already listed as {field_j} (line {line})",
+                        target.target,
+                        field_j = format_args!("to[{j}]")
+                    ),
+                ));
+            }
+            targets.push(target);
+        }
+        Ok(Targets::Addrs(targets))
+    }
+
+    /// `health`, `all_down` and `grace` of the forward at `at`, as given.
+    fn pool_options(
+        &self,
+        keys: &[(&'static str, &Spanned<Node>)],
+        at: &str,
+    ) -> Result<PoolOptions, ConfigError> {
+        let mut options = PoolOptions::default();
+        for &(key, node) in keys {
+            let field = join(at, key);
+            match key {
+                "health" => options.health = Some(self.health(node, &field)?),
+                "all_down" => {
+                    let text = self.string(node, &field, "serve or refuse")?;
+                    let policy = text
+                        .parse::<AllDown>()
+                        .map_err(|e| self.invalid(node, &field, e.to_string()))?;
+                    options.all_down = Some(policy);
+                }
+                _ => options.grace = Some(self.duration(node, &field)?),
+            }
+        }
+        Ok(options)
+    }
+
+    /// `health: { interval: "1s", timeout: "500ms", fall: 2, rise: 2, http: "/healthz" }`,
+    /// every key optional (`health: {}`: a TCP connect with the defaults).
+    fn health(&self, node: &Spanned<Node>, field: &str) -> Result<HealthSpec, ConfigError> {
+        let entries = match &node.value {
+            Node::Map(entries) => entries,
+            other => {
+                return Err(self.invalid(
+                    node,
+                    field,
+                    format!("expected a mapping (e.g. {{}} or {{interval: 1s, http: /healthz}}), found {}", other.kind()),
+                ));
+            }
+        };
+        let mut spec = HealthSpec {
+            check: health::Check::Tcp,
+            params: health::Params::default(),
+        };
+        for (name, _, value) in self.fields(entries, field, &HEALTH_KEYS)? {
+            let at = join(field, name);
+            let p = &mut spec.params;
+            match name {
+                "interval" => p.interval = self.duration(value, &at)?,
+                "timeout" => p.timeout = self.duration(value, &at)?,
+                "rise" => p.rise = self.count(value, &at)?,
+                "fall" => p.fall = self.count(value, &at)?,
+                _ => {
+                    let path = self.string(value, &at, "a path (e.g. /healthz)")?;
+                    spec.check = health::Check::http(&path)
+                        .map_err(|message| self.invalid(value, &at, message))?;
+                }
+            }
+        }
+        spec.params
+            .validate()
+            .map_err(|message| self.invalid(node, field, message))?;
+        Ok(spec)
+    }
+
+    /// A duration such as `1s`, `500ms`, `2m 30s`.
+    fn duration(&self, node: &Spanned<Node>, field: &str) -> Result<Duration, ConfigError> {
+        let text = self.string(node, field, "a duration (e.g. 1s or 500ms)")?;
+        humantime::parse_duration(&text).map_err(|e| {
+            self.invalid(
+                node,
+                field,
+                format!(
+                    "'{}' is not a duration (e.g. 1s or 500ms): {e}",
+                    printable(&text)
+                ),
+            )
+        })
+    }
+
+    /// A count of probes, 1 or more.
+    fn count(&self, node: &Spanned<Node>, field: &str) -> Result<u32, ConfigError> {
+        let text = self.string(node, field, "a number")?;
+        text.parse::<u32>().map_err(|_| {
+            self.invalid(
+                node,
+                field,
+                format!(
+                    "'{}' is not a number of probes (1 or more)",
+                    printable(&text)
+                ),
+            )
+        })
     }
 
     /// A forward's `allow:` list of source prefixes.
@@ -604,6 +775,23 @@ fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect(),
     }
+}
+
+/// The keys of an entry of `forwards`, in the order error messages list them.
+const FORWARD_KEYS: [&str; 7] = [
+    "listen", "protocol", "to", "allow", "health", "all_down", "grace",
+];
+
+/// The keys of a forward's `health` mapping.
+const HEALTH_KEYS: [&str; 5] = ["interval", "timeout", "rise", "fall", "http"];
+
+/// What a forward's `to` may be.
+const TO_FORM: &str = "IP:PORT[-END], CONTAINER:PORT[-END] or a list of IP:PORT[*WEIGHT]";
+
+/// A forward's `to`: addresses with their weights, or a container by name.
+enum Targets {
+    Addrs(Vec<Weighted>),
+    Container(ContainerTarget),
 }
 
 /// The keys of the top-level mapping, in the order error messages list them.
@@ -643,5 +831,7 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     parse_document(text, origin).map(|doc| doc.config)
 }
 
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod tests;

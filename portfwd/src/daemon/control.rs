@@ -22,12 +22,24 @@ use super::{
     state::{Origin, State},
 };
 use crate::{
-    api::{Request, Response},
+    api::{self, Request, Response},
     config,
     error::{Cause, Error, chain},
-    publish::{AllowPrefix, AnyTarget, Forward, Listen, NamedForward},
+    publish::{
+        AllowPrefix, AnyForward, Forward, Listen, NamedForward, PoolError, PoolOptions,
+        PublishError, Target,
+    },
     sys,
 };
+
+/// What `retarget` does to one target of a pool.
+#[derive(Debug, Clone, Copy)]
+enum Retarget {
+    /// `portfwd del LISTEN TARGET`.
+    Remove,
+    /// `portfwd drain` (0) and `portfwd drain --undo` (1).
+    Weight(u32),
+}
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -123,8 +135,31 @@ impl State {
     /// Handles one control request.
     pub(super) fn handle(&mut self, req: Request) -> Response {
         let result = match req {
-            Request::Add { listen, to, allow } => self.add(&listen, &to, &allow),
-            Request::Del { listen, owner } => self.del(&listen, owner.as_deref()),
+            Request::Add {
+                listen,
+                to,
+                allow,
+                health,
+                all_down,
+                grace,
+            } => api::pool_options(health.as_ref(), all_down.as_deref(), grace.as_deref())
+                .map_err(Error::from)
+                .and_then(|options| self.add(&listen, &to.to_vec(), &allow, options)),
+            Request::Del {
+                listen,
+                owner,
+                target: None,
+            } => self.del(&listen, owner.as_deref()),
+            Request::Del {
+                listen,
+                target: Some(target),
+                ..
+            } => self.retarget(&listen, &target, Retarget::Remove),
+            Request::Drain {
+                listen,
+                target,
+                undo,
+            } => self.retarget(&listen, &target, Retarget::Weight(u32::from(undo))),
             Request::List => return self.list(),
             Request::Status => return self.status(),
             Request::Cni { version, request } => return self.cni(version, request),
@@ -138,17 +173,21 @@ impl State {
         }
     }
 
-    fn add(&mut self, listen: &str, to: &str, allow: &[String]) -> Result<String, Error> {
+    fn add(
+        &mut self,
+        listen: &str,
+        to: &[String],
+        allow: &[String],
+        options: PoolOptions,
+    ) -> Result<String, Error> {
         let allow = allow
             .iter()
             .map(|p| p.parse::<AllowPrefix>())
             .collect::<Result<Vec<_>, _>>()?;
         let listen = listen.parse::<Listen>()?;
-        let fwd = match to.parse::<AnyTarget>()? {
-            AnyTarget::Addr(to) => Forward::new(listen, to)?.with_allow(allow)?,
-            AnyTarget::Container(to) => {
-                return self.add_named(NamedForward::new(listen, to, allow)?);
-            }
+        let fwd = match AnyForward::new(listen, to, allow, options)? {
+            AnyForward::Addr(fwd) => fwd,
+            AnyForward::Named(n) => return self.add_named(n),
         };
         if let Some(n) = self.named_conflict(&fwd.listen) {
             return Err(Error::Overlaps {
@@ -247,11 +286,11 @@ impl State {
             .any(|a| &a.fwd.listen == listen && matches!(a.origin, Origin::Docker { .. }))
     }
 
-    fn del(&mut self, listen: &str, owner: Option<&str>) -> Result<String, Error> {
+    /// The listen side a request names. A bare port names the IPv4 forward on it, or the IPv6
+    /// one (`[::]`) when only that is published: a bare port takes its target's family when
+    /// it is added. `0.0.0.0:PORT` names the IPv4 one only.
+    fn named_listen(&self, listen: &str) -> Result<Listen, Error> {
         let mut listen = listen.parse::<Listen>()?;
-        // A bare port names the IPv4 forward on it, or the IPv6 one (`[::]`) when only that is
-        // published: a bare port takes its target's family when it is added. `0.0.0.0:PORT`
-        // names the IPv4 one only.
         let v6_any = Listen {
             addr: Some(Ipv6Addr::UNSPECIFIED.into()),
             ..listen
@@ -260,7 +299,96 @@ impl State {
         if listen.addr.is_none() && !published(&listen) && published(&v6_any) {
             listen = v6_any;
         }
-        let listen = listen.normalized();
+        Ok(listen.normalized())
+    }
+
+    /// `portfwd del LISTEN TARGET` and `portfwd drain LISTEN TARGET [--undo]`: one target of
+    /// a forward of the config changes; the config file is edited, then the forward is
+    /// applied again.
+    fn retarget(&mut self, listen: &str, target: &str, how: Retarget) -> Result<String, Error> {
+        let listen = self.named_listen(listen)?;
+        let target = target.parse::<Target>()?;
+        let old = self.config_forward(&listen)?;
+        let new = match how {
+            Retarget::Remove => old.without_target(&target)?,
+            Retarget::Weight(w) => old.with_weight(&target, w)?,
+        };
+        if new != old {
+            self.replace_forward(&old, &new)?;
+        }
+        tracing::info!(forward = %new, was = %old, "changed");
+        Ok(match how {
+            Retarget::Remove => format!("removed {target} from {listen} (now {new})"),
+            Retarget::Weight(0) => {
+                format!("draining {target} of {listen}: no new flows, its flows go on")
+            }
+            Retarget::Weight(_) => format!("{target} of {listen} takes new flows again"),
+        })
+    }
+
+    /// The forward of the config published on `listen`; why not when it is not one.
+    fn config_forward(&self, listen: &Listen) -> Result<Forward, Error> {
+        if let Some(n) = self.cfg.named.iter().find(|n| n.listen == *listen) {
+            return Err(PublishError::from(PoolError::Setting {
+                key: "target",
+                message: format!(
+                    "{listen} goes to the container {} by name, its only target; to stop publishing the port, run `portfwd del {listen}`",
+                    n.to
+                ),
+            })
+            .into());
+        }
+        if let Some(cni) = self.cni_owner_of(listen) {
+            return Err(Error::OwnedByCni {
+                listen: listen.to_string(),
+                owner: cni.label(),
+            });
+        }
+        let a = self
+            .forwards
+            .iter()
+            .find(|a| a.fwd.listen == *listen)
+            .ok_or_else(|| Error::NotPublished(listen.to_string()))?;
+        match &a.origin {
+            Origin::Docker { name, .. } => Err(Error::OwnedByDocker {
+                listen: listen.to_string(),
+                container: name.clone(),
+            }),
+            _ => Ok(a.fwd.clone()),
+        }
+    }
+
+    /// Publishes `new` in place of `old` (same listen side) and saves the config; on failure
+    /// `old` is published again and the file left as it was. A pool that stays a pool (same
+    /// allowlist) is changed in place: its flows stay on their backends and a backend it no
+    /// longer has drains (`super::pools`).
+    fn replace_forward(&mut self, old: &Forward, new: &Forward) -> Result<(), Error> {
+        if old.pool.is_some() && new.pool.is_some() && old.allow == new.allow {
+            self.repool(new, &Origin::Config)?;
+            if let Err(e) = config::save(&self.config_path, &self.config()) {
+                let _ = self.repool(old, &Origin::Config);
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        self.unpublish(&old.listen)?;
+        if let Err(e) = self.publish(new.clone(), Origin::Config) {
+            let _ = self.publish(old.clone(), Origin::Config);
+            self.sync_derived();
+            return Err(e);
+        }
+        if let Err(e) = config::save(&self.config_path, &self.config()) {
+            let _ = self.unpublish(&new.listen);
+            let _ = self.publish(old.clone(), Origin::Config);
+            self.sync_derived();
+            return Err(e.into());
+        }
+        self.sync_derived();
+        Ok(())
+    }
+
+    fn del(&mut self, listen: &str, owner: Option<&str>) -> Result<String, Error> {
+        let listen = self.named_listen(listen)?;
         if let Some(i) = self.cfg.named.iter().position(|n| n.listen == listen) {
             let n = self.cfg.named.remove(i);
             if let Err(e) = config::save(&self.config_path, &self.config()) {

@@ -23,6 +23,13 @@ impl State {
             .into_iter()
             .filter(|(_, o)| o.is_derived())
             .collect();
+        // A pool whose replicas changed (a compose service scaled, a replica restarted) is
+        // changed in place: its flows stay on their backends and a removed one drains.
+        for (fwd, origin) in &wanted {
+            if let Err(e) = self.repool(fwd, origin) {
+                tracing::error!(forward = %fwd, "{}", chain(&e));
+            }
+        }
         let stale: Vec<Listen> = self
             .forwards
             .iter()
@@ -59,6 +66,33 @@ impl State {
         if let Some(d) = &self.docker {
             d.save();
         }
+    }
+
+    /// Changes a running pool to `fwd`'s backends in place, if it is the same pool otherwise
+    /// (listen side, allowlist, origin): its forward entry stays as it is (one slot, flagged as
+    /// a pool), only its backends and table change.
+    pub(super) fn repool(&mut self, fwd: &Forward, origin: &Origin) -> Result<(), Error> {
+        let Some(i) = self.forwards.iter().position(|a| {
+            a.fwd.listen == fwd.listen
+                && a.fwd.allow == fwd.allow
+                && &a.origin == origin
+                && a.fwd.pool.is_some()
+                && fwd.pool.is_some()
+                && a.fwd != *fwd
+        }) else {
+            return Ok(());
+        };
+        let active = Active {
+            fwd: fwd.clone(),
+            slot: self.forwards[i].slot,
+            origin: origin.clone(),
+        };
+        self.pools
+            .prepare(&mut self.dp.maps, std::slice::from_ref(&active))?;
+        tracing::info!(forward = %fwd, origin = %origin.label(), "pool changed");
+        self.forwards[i] = active;
+        self.after_pools_change();
+        Ok(())
     }
 
     /// Withdraws Docker's forwards that overlap `listen`, which a forward of the config is

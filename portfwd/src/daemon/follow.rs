@@ -116,7 +116,9 @@ impl State {
         let changed = diff
             .changed
             .iter()
-            .filter(|(old, new)| old.to != new.to)
+            // A pool that stays a pool keeps its flows on their backends, and its removed
+            // backends drain (`super::pools`): nothing to follow.
+            .filter(|(old, new)| old.to != new.to && !(old.pool.is_some() && new.pool.is_some()))
             .map(|(old, _)| Change::Retargeted { old });
         let added = diff.added.iter().map(Change::Added);
         let changes: Vec<Change<'_>> = removed.chain(changed).chain(added).collect();

@@ -14,6 +14,8 @@
 //! - `cni`: the forwards of CNI attachments, asked for by `portfwd-cni`;
 //! - `saved`: state of the daemon's own in files beside its socket (Docker's containers, CNI's
 //!   forwards);
+//! - `pools`: forwards with several backends: their backends, tables, health checks and
+//!   draining;
 //! - `follow`: existing UDP flows (host sockets, flow-table entries) following forward changes;
 //! - this module: starting up, the event loop, and shutting down.
 mod access;
@@ -23,6 +25,7 @@ mod derived;
 mod docker;
 mod follow;
 mod host;
+mod pools;
 mod reload;
 mod reserved_ports;
 mod saved;

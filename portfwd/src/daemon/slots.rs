@@ -53,6 +53,17 @@ impl Slots {
         Ok(self.next - 1)
     }
 
+    /// A slot no one uses, or `None` when all are (for callers with an error of their own).
+    pub fn try_alloc(&mut self) -> Option<u32> {
+        if let Some(s) = self.free.pop() {
+            return Some(s);
+        }
+        (self.next < self.limit).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
     /// Hands `slot` back.
     pub fn free(&mut self, slot: u32) {
         self.free.push(slot);

@@ -59,7 +59,13 @@ impl State {
         staged: &mut Staged,
     ) -> Result<(), Error> {
         for (fwd, origin) in wanted {
-            let slot = match self.forwards.iter().find(|a| &a.fwd == fwd) {
+            // A pool keeps its slot when only its backends change: its backends, its table
+            // and its flows' affinity are the slot's (see `super::pools`).
+            let same = |a: &&Active| {
+                &a.fwd == fwd
+                    || (a.fwd.pool.is_some() && fwd.pool.is_some() && a.fwd.listen == fwd.listen)
+            };
+            let slot = match self.forwards.iter().find(same) {
                 Some(a) => a.slot,
                 None => {
                     let slot = self.slots.alloc()?;
@@ -94,8 +100,11 @@ impl State {
     /// hands back the slots no forward uses any more. Fails only if the switch itself fails,
     /// and then the staged set is discarded and nothing has changed.
     pub(super) fn go_live(&mut self, staged: Staged) -> Result<(), Error> {
-        if let Err(e) = self.dp.maps.switch_generation(staged.generation) {
+        // The pools' tables before the forwards that read them.
+        let pooled = self.pools.prepare(&mut self.dp.maps, &staged.forwards);
+        if let Err(e) = pooled.and_then(|()| self.dp.maps.switch_generation(staged.generation)) {
             self.discard(staged);
+            self.restore_pools();
             return Err(e);
         }
         generation::wait_for_readers();
@@ -113,6 +122,7 @@ impl State {
             self.slots.free(slot);
         }
         self.forwards = staged.forwards;
+        self.retire_pools();
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use super::{
     cni::CniForwards,
     docker::DockerFollow,
     host,
+    pools::Pools,
     reserved_ports::{self, PortSet, Reservation},
     slots::Slots,
 };
@@ -26,7 +27,7 @@ use crate::{
     datapath::{Datapath, XdpPolicy, cgroup::SocketHooks},
     error::{Error, chain},
     metrics,
-    publish::{Forward, Listen},
+    publish::{Forward, Listen, Targets},
 };
 
 /// A published forward, the counter slot it uses, and who made it.
@@ -106,6 +107,8 @@ pub(super) struct State {
     pub(super) docker: Option<DockerFollow>,
     /// The forwards of CNI attachments (`portfwd-cni`).
     pub(super) cni: CniForwards,
+    /// Forwards with several backends: backends, tables, health checks, draining.
+    pub(super) pools: Pools,
     /// The state itself, for the tasks it starts (the Docker follower).
     pub(super) weak_self: Weak<Mutex<State>>,
 }
@@ -136,6 +139,7 @@ impl State {
             orphan_slots: Vec::new(),
             docker: None,
             cni,
+            pools: Pools::default(),
             weak_self: Weak::new(),
             reserved_ports: Reservation::open(reserved_ports::SYSCTL_PATH)
                 .map_err(|e| tracing::warn!(error = %chain(&e), "published ports are not reserved"))
@@ -182,11 +186,18 @@ impl State {
             });
         }
         let slot = self.slots.alloc()?;
-        if let Err(e) = self.dp.maps.insert_forward(&fwd, slot) {
+        let active = Active { fwd, slot, origin };
+        // A pool's table before the forward that reads it.
+        let pooled = self
+            .pools
+            .prepare(&mut self.dp.maps, std::slice::from_ref(&active));
+        if let Err(e) = pooled.and_then(|()| self.dp.maps.insert_forward(&active.fwd, slot)) {
             self.slots.free(slot);
+            self.retire_pools();
             return Err(e);
         }
-        self.forwards.push(Active { fwd, slot, origin });
+        self.forwards.push(active);
+        self.after_pools_change();
         self.sync_reserved_ports();
         Ok(())
     }
@@ -201,6 +212,7 @@ impl State {
         self.dp.maps.remove_forward(&a.fwd, a.slot)?;
         let active = self.forwards.remove(pos);
         self.slots.free(active.slot);
+        self.retire_pools();
         self.sync_reserved_ports();
         Ok(active)
     }
@@ -233,6 +245,9 @@ impl State {
                 .map(|a| a.slot)
                 .chain(adopted.stale_slots.iter().copied()),
         );
+        let pinned_slots = self.forwards.iter().map(|a| a.slot);
+        let pinned_slots = pinned_slots.chain(adopted.stale_slots.iter().copied());
+        self.pools.adopt(&self.dp.maps.pools, pinned_slots);
         self.orphan_slots = adopted.stale_slots;
         self.host_addrs = self.dp.maps.host_addr_entries().into_iter().collect();
         Ok(())
@@ -413,12 +428,22 @@ impl State {
     /// Every forward with its counters.
     pub(super) fn forward_entries(&self) -> Result<Vec<ForwardEntry>, Error> {
         let mut forwards = Vec::new();
+        // Each pool backend's live flows, from one walk of the affinity tables.
+        let any_pool = self.forwards.iter().any(|a| a.fwd.pool.is_some());
+        let live = if any_pool {
+            self.dp.maps.pools.live_flows()
+        } else {
+            Default::default()
+        };
         for a in &self.forwards {
             let s = self.dp.maps.forward_stats(a.slot)?;
             forwards.push(ForwardEntry {
                 listen: a.fwd.listen.to_string(),
                 protocol: a.fwd.listen.protocol.to_string(),
-                to: a.fwd.to.to_string(),
+                to: match &a.fwd.pool {
+                    Some(pool) => Targets(&pool.targets).to_string(),
+                    None => a.fwd.to.to_string(),
+                },
                 allow: a.fwd.allow.iter().map(|p| p.to_string()).collect(),
                 packets_to_target: s.to_target_packets,
                 bytes_to_target: s.to_target_bytes,
@@ -428,6 +453,7 @@ impl State {
                 origin: a.origin.label(),
                 container: a.origin.container().map(str::to_owned),
                 inactive: None,
+                backends: self.pools.status(&self.dp.maps.pools, a.slot, &live),
             });
         }
         // The config's forwards to containers that do not run.
@@ -452,6 +478,7 @@ impl State {
                 origin: api::CONFIG_ORIGIN.into(),
                 container: Some(n.to.container.clone()),
                 inactive: Some(why),
+                backends: Vec::new(),
             });
         }
         Ok(forwards)
@@ -501,6 +528,7 @@ impl State {
             })
             .collect();
         let flows = flow_tables.iter().map(|t| t.entries as usize).sum();
+        let forward_counters = self.forward_entries()?;
         Ok(api::Status {
             config: self.config_path.clone(),
             interfaces: self
@@ -527,13 +555,14 @@ impl State {
                 })
                 .collect(),
             verdicts_by_hook,
-            forward_counters: self.forward_entries()?,
+            forward_counters: forward_counters.clone(),
             maps,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             host_local: self.host_local_status(),
             reserved_ports: self.reserved_ports.as_ref().map(|r| r.added().to_string()),
             docker: self.docker.as_ref().map(|d| d.status(&self.forwards)),
+            pools: self.pools_status(&forward_counters),
         })
     }
 

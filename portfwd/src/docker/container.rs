@@ -29,7 +29,14 @@ pub struct Container {
     pub ipv6: Option<Ipv6Addr>,
     /// Its resolved port bindings (`NetworkSettings.Ports`), one per host port.
     pub bindings: Vec<Binding>,
+    /// The compose service it is a replica of (its `com.docker.compose.service` label, which
+    /// `docker compose` sets on every container of a service, numbered replicas alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
+
+/// The label `docker compose` puts on each container of a service, with the service's name.
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// One resolved binding: Docker lists a range `-p 9000-9002:9000-9002` port by port, and `-P`
 /// with the host ports it chose.
@@ -128,7 +135,14 @@ impl Container {
         }
         bindings.sort();
         bindings.dedup();
+        let service = r
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(COMPOSE_SERVICE_LABEL))
+            .cloned();
         Some(Container {
+            service,
             id,
             name,
             status,

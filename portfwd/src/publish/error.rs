@@ -143,6 +143,52 @@ pub enum PublishError {
         /// The protocol given separately.
         given: Protocol,
     },
+    /// The targets of a forward with several backends.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+/// Why the targets of a pool do not parse or do not go together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("'{}' is not a weight: write TARGET*WEIGHT with WEIGHT a number 0-1000, e.g. 172.17.0.3:3000*2", printable(.0))]
+    NotAWeight(String),
+    #[error("weight {} is outside 0-1000", printable(.0))]
+    WeightOutOfRange(String),
+    #[error("unknown all_down policy '{}' (expected serve or refuse)", printable(.0))]
+    UnknownAllDown(String),
+    #[error("{0} targets; a forward has at most {1}")]
+    TooManyTargets(usize, usize),
+    #[error(
+        "{0} is listed twice; list each target once (give it a weight, e.g. {0}*2, for a larger share)"
+    )]
+    DuplicateTarget(String),
+    #[error(
+        "{listen} -> {to}: a forward with several targets or a health check publishes single ports; publish a port range with one target, or one forward per port"
+    )]
+    RangeInPool { listen: String, to: String },
+    #[error("every target has weight 0 (drained): at least one must take new flows")]
+    AllDrained,
+    #[error("{0} applies to a forward with several targets or a health check only")]
+    OptionWithoutPool(&'static str),
+    #[error(
+        "'{}' is a container name; a forward with several targets takes IP:PORT targets only (publish the container by name as a forward of its own)",
+        printable(.0)
+    )]
+    NamedTargetInPool(String),
+    #[error("{target} is not a target of {listen} (its targets: {targets})")]
+    NotInPool {
+        target: String,
+        listen: String,
+        targets: String,
+    },
+    #[error(
+        "{target} is the last target of {listen}; to stop publishing the port, run `portfwd del {listen}`"
+    )]
+    LastTarget { target: String, listen: String },
+    /// A pool setting given as text (the control socket, the command line).
+    #[error("{key}: {message}")]
+    Setting { key: &'static str, message: String },
 }
 
 /// `s` with control characters (newlines, tabs, ...) escaped, so that a message quoting it

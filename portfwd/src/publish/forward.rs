@@ -10,7 +10,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    allow::AllowPrefix, error::PublishError, family::Family, listen::Listen, pool::Pool,
+    allow::AllowPrefix,
+    error::{PoolError, PublishError},
+    family::Family,
+    listen::Listen,
+    pool::{DEFAULT_GRACE, MAX_POOL_TARGETS, Pool, PoolOptions, Targets, Weighted, parse_targets},
     target::Target,
 };
 
@@ -81,13 +85,144 @@ impl Forward {
     pub fn family(&self) -> Family {
         self.to.family()
     }
+
+    /// A forward from `listen` to `targets`, balanced as `options` say, accepting every
+    /// source. One target without a health check is [`Forward::new`]'s forward (no pool;
+    /// its weight, above 0, does not matter). Otherwise a pool, whose targets are single
+    /// ports (as is `listen`) of one family, each listed once, at most [`MAX_POOL_TARGETS`],
+    /// at least one of weight above 0.
+    pub fn with_targets(
+        listen: Listen,
+        targets: Vec<Weighted>,
+        options: PoolOptions,
+    ) -> Result<Forward, PublishError> {
+        let Some(first) = targets.first() else {
+            return Err(PublishError::Empty {
+                expected: super::pool::TARGETS_FORM,
+            });
+        };
+        if targets.len() > MAX_POOL_TARGETS {
+            return Err(PoolError::TooManyTargets(targets.len(), MAX_POOL_TARGETS).into());
+        }
+        let mut fwd = Forward::new(listen, first.target)?;
+        for (i, t) in targets.iter().enumerate().skip(1) {
+            if t.target.family() != fwd.family() {
+                return Err(PublishError::FamilyMismatch {
+                    listen: fwd.listen.to_string(),
+                    listen_family: fwd.listen.family(),
+                    to: t.target.to_string(),
+                    to_family: t.target.family(),
+                });
+            }
+            if targets[..i].iter().any(|u| u.target == t.target) {
+                return Err(PoolError::DuplicateTarget(t.target.to_string()).into());
+            }
+        }
+        if targets.iter().all(|t| t.weight == 0) {
+            return Err(PoolError::AllDrained.into());
+        }
+        if targets.len() == 1 && options.health.is_none() {
+            if options.all_down.is_some() {
+                return Err(PoolError::OptionWithoutPool("all_down").into());
+            }
+            if options.grace.is_some() {
+                return Err(PoolError::OptionWithoutPool("grace").into());
+            }
+            return Ok(fwd);
+        }
+        if fwd.listen.is_range() || targets.iter().any(|t| t.target.port_count() > 1) {
+            return Err(PoolError::RangeInPool {
+                listen: fwd.listen.to_string(),
+                to: Targets(&targets).to_string(),
+            }
+            .into());
+        }
+        fwd.pool = Some(Box::new(Pool {
+            targets,
+            health: options.health,
+            all_down: options.all_down.unwrap_or_default(),
+            grace: options.grace.unwrap_or(DEFAULT_GRACE),
+        }));
+        Ok(fwd)
+    }
+
+    /// The same forward (listen side, allowlist, balancing) to `targets`. Balancing that no
+    /// longer applies (one target left, no health check) is dropped.
+    pub fn retargeted(&self, targets: Vec<Weighted>) -> Result<Forward, PublishError> {
+        let options = match self.pool_options() {
+            o if targets.len() == 1 && o.health.is_none() => PoolOptions::default(),
+            o => o,
+        };
+        Forward::with_targets(self.listen, targets, options)?.with_allow(self.allow.clone())
+    }
+
+    /// The position of `target` among the targets, or why it is not there.
+    fn target_index(&self, targets: &[Weighted], target: &Target) -> Result<usize, PublishError> {
+        targets
+            .iter()
+            .position(|t| t.target == *target)
+            .ok_or_else(|| {
+                PoolError::NotInPool {
+                    target: target.to_string(),
+                    listen: self.listen.to_string(),
+                    targets: Targets(targets).to_string(),
+                }
+                .into()
+            })
+    }
+
+    /// The same forward without `target` (`portfwd del LISTEN TARGET`); the last target is
+    /// not removed ([`PoolError::LastTarget`]: the whole forward goes with `portfwd del LISTEN`).
+    pub fn without_target(&self, target: &Target) -> Result<Forward, PublishError> {
+        let mut targets = self.targets();
+        let i = self.target_index(&targets, target)?;
+        if targets.len() == 1 {
+            return Err(PoolError::LastTarget {
+                target: target.to_string(),
+                listen: self.listen.to_string(),
+            }
+            .into());
+        }
+        targets.remove(i);
+        self.retargeted(targets)
+    }
+
+    /// The same forward with `target` at `weight` (`portfwd drain`: 0, or 1 to undo).
+    pub fn with_weight(&self, target: &Target, weight: u32) -> Result<Forward, PublishError> {
+        let mut targets = self.targets();
+        let i = self.target_index(&targets, target)?;
+        targets[i].weight = weight;
+        self.retargeted(targets)
+    }
+
+    /// The forward's targets: its pool's, or `to` with weight 1.
+    pub fn targets(&self) -> Vec<Weighted> {
+        match &self.pool {
+            Some(pool) => pool.targets.clone(),
+            None => vec![Weighted::one(self.to)],
+        }
+    }
+
+    /// How the forward is balanced, as [`Forward::with_targets`] takes it back (all `None`
+    /// without a pool).
+    pub fn pool_options(&self) -> PoolOptions {
+        match &self.pool {
+            Some(pool) => PoolOptions {
+                health: pool.health.clone(),
+                all_down: Some(pool.all_down),
+                grace: Some(pool.grace),
+            },
+            None => PoolOptions::default(),
+        }
+    }
 }
 
 impl FromStr for Forward {
     type Err = PublishError;
 
-    /// Parses the [`Display`](fmt::Display) form `LISTEN -> TARGET [allow P1,P2]` (spaces
-    /// around `->` optional), as printed in logs.
+    /// Parses the [`Display`](fmt::Display) form `LISTEN -> TARGETS [allow P1,P2]` (spaces
+    /// around `->` optional), as printed in logs. A pool parsed from it has no health check
+    /// and the default `all_down` and grace (the string form does not carry them).
     fn from_str(s: &str) -> Result<Self, PublishError> {
         let (listen, rest) = s
             .split_once("->")
@@ -96,7 +231,8 @@ impl FromStr for Forward {
             Some((to, allow)) => (to, Some(allow)),
             None => (rest, None),
         };
-        let fwd = Forward::new(listen.trim().parse()?, to.trim().parse()?)?;
+        let targets = parse_targets(to.trim())?;
+        let fwd = Forward::with_targets(listen.trim().parse()?, targets, PoolOptions::default())?;
         match allow {
             None => Ok(fwd),
             Some(list) => {
@@ -111,9 +247,13 @@ impl FromStr for Forward {
 }
 
 impl fmt::Display for Forward {
-    /// `8080/tcp -> 172.17.0.2:3000`, `8000-8010/udp -> 172.17.0.2:9000-9010 allow 10.0.0.0/8`.
+    /// `8080/tcp -> 172.17.0.2:3000`, `8000-8010/udp -> 172.17.0.2:9000-9010 allow 10.0.0.0/8`,
+    /// `8080/tcp -> 172.17.0.2:3000,172.17.0.3:3000*2`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_forward(f, &self.listen, &self.to, &self.allow)
+        match &self.pool {
+            None => write_forward(f, &self.listen, &self.to, &self.allow),
+            Some(pool) => write_forward(f, &self.listen, &Targets(&pool.targets), &self.allow),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! LISTEN = [HOST_IP:]HOST_PORT[-END][/PROTO]   8080   8000-8010/udp   10.0.0.1:8080/tcp
 //!                                              [::]:8080   [2001:db8::1]:8000-8010/udp
 //! TARGET = IP:PORT[-END]                       172.17.0.2:3000   [fd00::2]:9000-9010
+//! TARGETS = TARGET[*WEIGHT][,TARGET[*WEIGHT]...]  172.17.0.2:3000,172.17.0.3:3000*2
 //! PROTO  = tcp | udp                           (default tcp, case-insensitive)
 //! ALLOW  = IP[/LEN]                            10.0.0.0/8   192.0.2.7 (= /32)   2001:db8::/32
 //! ```
@@ -53,6 +54,7 @@
 //! - `listen`: the host side, [`Listen`] and [`ListenKey`], and which ones conflict;
 //! - `target`: the container side, [`Target`];
 //! - `allow`: an allowlist entry, [`AllowPrefix`];
+//! - `pool`: several targets of one forward, [`Pool`] and its [`Weighted`] targets;
 //! - `forward`: a whole [`Forward`], its two sides and its allowlist;
 //! - `named`: a forward of the config to a container by name, [`NamedForward`];
 //! - this file: the module list and the public names, and the `serde_as_string!` macro that
@@ -90,12 +92,15 @@ mod syntax;
 mod target;
 
 pub use allow::AllowPrefix;
-pub use error::PublishError;
 pub(crate) use error::printable;
+pub use error::{PoolError, PublishError};
 pub use family::Family;
 pub use forward::Forward;
 pub use listen::{Listen, ListenKey};
-pub use named::{AnyTarget, ContainerTarget, NamedForward};
-pub use pool::{AllDown, DEFAULT_GRACE, HealthSpec, MAX_POOL_TARGETS, MAX_WEIGHT, Pool, Weighted};
+pub use named::{AnyForward, AnyTarget, ContainerTarget, NamedForward, address_targets};
+pub use pool::{
+    AllDown, DEFAULT_GRACE, HealthSpec, MAX_POOL_TARGETS, MAX_WEIGHT, Pool, PoolOptions, Targets,
+    Weighted, parse_targets,
+};
 pub use protocol::Protocol;
 pub use target::Target;

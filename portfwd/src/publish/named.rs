@@ -10,9 +10,10 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use super::{
     allow::AllowPrefix,
-    error::PublishError,
+    error::{PoolError, PublishError},
     forward::{Forward, same_length, write_forward},
     listen::Listen,
+    pool::{PoolOptions, Weighted, parse_targets},
     syntax::{parse_port_range, write_ports},
     target::Target,
 };
@@ -124,12 +125,79 @@ impl NamedForward {
     pub fn at(&self, addr: IpAddr) -> Result<Forward, PublishError> {
         Forward::new(self.listen, self.to.at(addr))?.with_allow(self.allow.clone())
     }
+
+    /// The pool of the replicas at `addrs` (a compose service's, at least one, each weight 1,
+    /// every replica taken as up, the default grace).
+    pub fn pool_at(&self, addrs: &[IpAddr]) -> Result<Forward, PublishError> {
+        let mut fwd = self.at(addrs[0])?;
+        let targets = addrs
+            .iter()
+            .map(|a| super::Weighted {
+                target: self.to.at(*a),
+                weight: 1,
+            })
+            .collect();
+        fwd.pool = Some(Box::new(super::Pool {
+            targets,
+            health: None,
+            all_down: super::AllDown::Serve,
+            grace: super::DEFAULT_GRACE,
+        }));
+        Ok(fwd)
+    }
 }
 
 impl fmt::Display for NamedForward {
     /// `8080/tcp -> web:3000 allow 10.0.0.0/8`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_forward(f, &self.listen, &self.to, &self.allow)
+    }
+}
+
+/// [`parse_targets`], with a clear error for a container name among them
+/// ([`PoolError::NamedTargetInPool`]).
+pub fn address_targets(s: &str) -> Result<Vec<Weighted>, PublishError> {
+    parse_targets(s).map_err(|e| {
+        let named = s.split(',').map(str::trim).find(|t| {
+            let t = t.rsplit_once('*').map_or(*t, |(t, _)| t);
+            t.parse::<Target>().is_err() && t.parse::<ContainerTarget>().is_ok()
+        });
+        match named {
+            Some(t) => PoolError::NamedTargetInPool(t.to_owned()).into(),
+            None => e,
+        }
+    })
+}
+
+/// A forward as `portfwd add` gives it: to addresses, or to one container by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyForward {
+    Addr(Forward),
+    Named(NamedForward),
+}
+
+impl AnyForward {
+    /// The forward from `listen` to `to` (each `TARGET[*WEIGHT]`, or several separated by
+    /// commas; or one `NAME:PORT[-END]` without pool options), for clients in `allow`.
+    pub fn new(
+        listen: Listen,
+        to: &[String],
+        allow: Vec<AllowPrefix>,
+        options: PoolOptions,
+    ) -> Result<AnyForward, PublishError> {
+        if let ([one], true) = (to, options == PoolOptions::default())
+            && !one.contains([',', '*'])
+            && let AnyTarget::Container(c) = one.parse::<AnyTarget>()?
+        {
+            return NamedForward::new(listen, c, allow).map(AnyForward::Named);
+        }
+        let mut targets = Vec::with_capacity(to.len());
+        for t in to {
+            targets.extend(address_targets(t)?);
+        }
+        Forward::with_targets(listen, targets, options)?
+            .with_allow(allow)
+            .map(AnyForward::Addr)
     }
 }
 

@@ -18,6 +18,7 @@ mod cni_podman;
 mod docker;
 mod docker_check;
 mod docker_coexist;
+mod docker_compose;
 mod docker_follow;
 mod docker_measure;
 mod docker_named;

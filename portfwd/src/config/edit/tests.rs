@@ -171,17 +171,16 @@ fn render_edits_other_layouts() {
         ),
         "forwards: []\n"
     );
-    // Replacing a changed entry: removed in place, appended at the end.
+    // Replacing a changed entry (same listen side): rewritten in its place.
     let text = "forwards:\n  - listen: \"81\"\n    to: \"1.2.3.4:81\"\n  # keep me\n\n  - listen: \"82\"\n    to: \"1.2.3.4:82\"\n";
     let mut want = parse(text);
     want.forwards[0].to.port = 8181;
     want.forwards[0].to.end = 8181;
-    want.forwards.rotate_left(1);
     let out = render(Some(text), &want);
     assert_eq!(parse(&out), want);
     assert_eq!(
         out,
-        "forwards:\n  # keep me\n\n  - listen: \"82\"\n    to: \"1.2.3.4:82\"\n  - listen: \"81/tcp\"\n    to: \"1.2.3.4:8181\"\n"
+        "forwards:\n  - listen: \"81/tcp\"\n    to: \"1.2.3.4:8181\"\n  # keep me\n\n  - listen: \"82\"\n    to: \"1.2.3.4:82\"\n"
     );
 }
 
@@ -303,4 +302,110 @@ forwards:
         format!("{text}  - listen: \"9000-9001/udp\"\n    to: \"db:5000-5001\"\n")
     );
     assert!(same_config(&parse(&out), &added));
+}
+
+/// A forward with several targets is written back as a list, changed in place (a target
+/// removed, a weight set) with the rest of the file as it was.
+#[test]
+fn pools_are_edited_in_place() {
+    let text = "# my forwards
+forwards:
+  # the web pool
+  - listen: \"8080\"
+    to: [\"172.17.0.2:3000\", \"172.17.0.3:3000*2\"]   # two backends
+    health: { http: /healthz }
+  - listen: \"9000\"   # keep me
+    to: \"172.17.0.9:9000\"
+";
+    let mut c = crate::config::tests::parse(text);
+    // Drain 172.17.0.3: weight 0, the health check and the order kept.
+    let mut targets = c.forwards[0].targets();
+    targets[1].weight = 0;
+    let options = c.forwards[0].pool_options();
+    c.forwards[0] =
+        crate::publish::Forward::with_targets(c.forwards[0].listen, targets, options).unwrap();
+    let drained = render(Some(text), &c);
+    assert_eq!(
+        drained,
+        "# my forwards
+forwards:
+  # the web pool
+  - listen: \"8080/tcp\"
+    to: [\"172.17.0.2:3000\", \"172.17.0.3:3000*0\"]
+    health: { http: \"/healthz\" }
+  - listen: \"9000\"   # keep me
+    to: \"172.17.0.9:9000\"
+"
+    );
+    assert_eq!(crate::config::tests::parse(&drained), c);
+    // Remove 172.17.0.2: one target with a health check stays a pool of one.
+    let mut targets = c.forwards[0].targets();
+    targets.remove(0);
+    targets[0].weight = 1;
+    let options = c.forwards[0].pool_options();
+    c.forwards[0] =
+        crate::publish::Forward::with_targets(c.forwards[0].listen, targets, options).unwrap();
+    let removed = render(Some(&drained), &c);
+    assert!(
+        removed.contains("    to: [\"172.17.0.3:3000\"]\n    health: { http: \"/healthz\" }\n  - listen: \"9000\"   # keep me\n"),
+        "{removed}"
+    );
+    assert_eq!(crate::config::tests::parse(&removed), c);
+    // Every pool setting that is not a default is written.
+    let mut c = crate::config::tests::parse(
+        "forwards:
+  - listen: \"53/udp\"
+    to: \"172.17.0.2:53,172.17.0.3:53*3\"
+    health: { interval: 2s, timeout: 1500ms, rise: 3, fall: 4 }
+    all_down: refuse
+    grace: 2m
+",
+    );
+    let fresh = render(None, &c);
+    assert!(
+        fresh.ends_with(
+            "forwards:
+  - listen: \"53/udp\"
+    to: [\"172.17.0.2:53\", \"172.17.0.3:53*3\"]
+    health: { interval: \"2s\", timeout: \"1s 500ms\", rise: 3, fall: 4 }
+    all_down: refuse
+    grace: \"2m\"
+"
+        ),
+        "{fresh}"
+    );
+    assert_eq!(crate::config::tests::parse(&fresh), c);
+    c.forwards.clear();
+    assert!(render(Some(&fresh), &c).ends_with("forwards: []\n"));
+}
+
+/// A block list of targets is rewritten in place, with the comments around the entry.
+#[test]
+fn a_block_list_of_targets_is_rewritten_in_place() {
+    let text = "forwards:
+  # web
+  - listen: 8080
+    to:
+      - 172.17.0.2:3000
+      - 172.17.0.3:3000
+    # owned below
+  - listen: 9000
+    to: 172.17.0.9:9000
+";
+    let mut c = parse(text);
+    let t = "172.17.0.3:3000".parse().unwrap();
+    c.forwards[0] = c.forwards[0].with_weight(&t, 0).unwrap();
+    let out = render(Some(text), &c);
+    assert_eq!(
+        out,
+        "forwards:
+  # web
+  - listen: \"8080/tcp\"
+    to: [\"172.17.0.2:3000\", \"172.17.0.3:3000*0\"]
+    # owned below
+  - listen: 9000
+    to: 172.17.0.9:9000
+"
+    );
+    assert_eq!(parse(&out), c);
 }

@@ -189,7 +189,7 @@ fn structure_errors_are_located() {
         ),
         (
             "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    proto: tcp\n",
-            "4:5: forwards[0].proto: unknown key (expected listen, protocol, to or allow)",
+            "4:5: forwards[0].proto: unknown key (expected listen, protocol, to, allow, health, all_down or grace)",
         ),
         (
             "forwards: \"8080\"\n",
@@ -209,7 +209,7 @@ fn structure_errors_are_located() {
         ),
         (
             "forwards:\n  - listen: \"80\"\n    to:\n",
-            "3:7: forwards[0].to: expected IP:PORT[-END] or CONTAINER:PORT[-END], found null",
+            "3:7: forwards[0].to: expected IP:PORT[-END], CONTAINER:PORT[-END] or a list of IP:PORT[*WEIGHT], found null",
         ),
         (
             "forwards:\n  - listen: \"80\"\n    protocol: [tcp]\n    to: \"1.2.3.4:80\"\n",

@@ -67,6 +67,22 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
+/// The address of `c` that `n` forwards to (of its listen side's family), or why it has none.
+fn address_of(c: &Container, n: &NamedForward) -> Result<IpAddr, String> {
+    let addr = match n.listen.family() {
+        Family::V4 => c.ipv4.map(IpAddr::V4),
+        Family::V6 => c.ipv6.map(IpAddr::V6),
+    };
+    addr.ok_or_else(|| {
+        let network = c.network.as_deref().unwrap_or("any network");
+        format!(
+            "container {} has no {} address on {network}",
+            c.name,
+            n.listen.family()
+        )
+    })
+}
+
 impl DockerFollow {
     /// Docker as a previous daemon left it (saved under `state_dir`), not connected yet.
     pub(super) fn new(cfg: DockerConfig, state_dir: &Path) -> DockerFollow {
@@ -172,28 +188,40 @@ impl DockerFollow {
         out
     }
 
-    /// The forward `n` makes with its container's address now, or why there is none.
+    /// The forward `n` makes with its container's address now, or why there is none. A name
+    /// that is no container's but a compose service's makes a pool of the service's running
+    /// replicas (even of one: the pool then follows a scale-up without moving a flow).
     fn resolve(&self, n: &NamedForward) -> Result<Forward, String> {
         let name = &n.to.container;
-        let c = self
+        if let Some(c) = self
             .containers
             .values()
             .find(|c| &c.name == name && c.is_running())
-            .ok_or_else(|| {
-                format!("container {name} is not running (stopped, restarting or removed)")
-            })?;
-        let addr = match n.listen.family() {
-            Family::V4 => c.ipv4.map(IpAddr::V4),
-            Family::V6 => c.ipv6.map(IpAddr::V6),
-        };
-        let addr = addr.ok_or_else(|| {
-            let network = c.network.as_deref().unwrap_or("any network");
-            format!(
-                "container {name} has no {} address on {network}",
-                n.listen.family()
-            )
-        })?;
-        n.at(addr).map_err(|e| e.to_string())
+        {
+            return n.at(address_of(c, n)?).map_err(|e| e.to_string());
+        }
+        let mut replicas: Vec<&Container> = self
+            .containers
+            .values()
+            .filter(|c| c.service.as_deref() == Some(name.as_str()) && c.is_running())
+            .collect();
+        if replicas.is_empty() {
+            return Err(format!(
+                "container {name} is not running (stopped, restarting or removed), nor is a replica of a compose service {name}"
+            ));
+        }
+        replicas.sort_by(|a, b| a.name.cmp(&b.name));
+        // A replica without an address of the family is left out; with none, why not.
+        let (addrs, missing): (Vec<_>, Vec<_>) = replicas
+            .iter()
+            .map(|c| address_of(c, n))
+            .partition(Result::is_ok);
+        if addrs.is_empty() {
+            let why = missing.into_iter().find_map(Result::err);
+            return Err(why.unwrap_or_default());
+        }
+        let addrs: Vec<IpAddr> = addrs.into_iter().filter_map(Result::ok).collect();
+        n.pool_at(&addrs).map_err(|e| e.to_string())
     }
 
     /// Why `n` is not served now.
@@ -204,11 +232,12 @@ impl DockerFollow {
         }
     }
 
-    /// Whether a container by that name runs now.
+    /// Whether a container by that name (or a replica of a compose service by that name)
+    /// runs now.
     pub(super) fn is_running(&self, name: &str) -> bool {
         self.containers
             .values()
-            .any(|c| c.name == name && c.is_running())
+            .any(|c| (c.name == name || c.service.as_deref() == Some(name)) && c.is_running())
     }
 
     /// Saves the containers known (for a restarted daemon).
