@@ -116,7 +116,7 @@ pub fn choose<C: Ctx, F: Pool>(
     pkt: &IpL4<F::Addr>,
     fwd: &mut ForwardValueOf<F::Addr>,
 ) -> Result<u32, Reason> {
-    let picked = select::<F>(pkt, fwd.stats_slot);
+    let picked = select::<F>(pkt, fwd.stats_slot, flow::opens_connection(ctx, pkt));
     if picked < MAX_BACKENDS {
         // Live and of this forward: `select` checked it.
         let b = F::backends().get(picked).ok_or(Reason::DropNoBackend)?;
@@ -136,7 +136,7 @@ pub fn choose<C: Ctx, F: Pool>(
 /// own frame. Returns the backend id, or (at least
 /// `MAX_BACKENDS`) [`REFUSE`] or [`NO_BACKEND`].
 #[inline(never)]
-fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
+fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32, opens: bool) -> u32 {
     let Some(key) = maps::pool_scratch::<FlowKeyOf<F::Addr>>() else {
         return NO_BACKEND;
     };
@@ -149,7 +149,9 @@ fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
         && b.flags & BACKEND_LIVE != 0
         && b.stats_slot == slot
         && b.epoch == a.epoch
-        && (b.flags & BACKEND_DRAINING == 0 || pkt.proto == proto::TCP)
+        // Draining (or down): its established TCP flows stay; a new connection that reuses
+        // the tuple of one of them (a SYN) does not.
+        && (b.flags & BACKEND_DRAINING == 0 || (pkt.proto == proto::TCP && !opens))
     {
         return a.backend;
     }

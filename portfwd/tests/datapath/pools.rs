@@ -256,7 +256,19 @@ fn packet(f: &PoolFlow, flags: u8) -> Pkt {
 /// What the kernel did with a packet of `f`: the backend id it went to (read from the
 /// translated frame's destination port), or the verdict it got otherwise.
 fn run(env: &Env, dp: &mut Datapath, prog: &Program, w: &Net, f: &PoolFlow) -> Choice {
-    let (out, reason) = run_frame(env, dp, prog, &packet(f, SYN).bytes());
+    run_flags(env, dp, prog, w, f, SYN)
+}
+
+/// As [`run`], for a TCP packet with `flags` (ignored for UDP).
+fn run_flags(
+    env: &Env,
+    dp: &mut Datapath,
+    prog: &Program,
+    w: &Net,
+    f: &PoolFlow,
+    flags: u8,
+) -> Choice {
+    let (out, reason) = run_frame(env, dp, prog, &packet(f, flags).bytes());
     match reason {
         Reason::Forwarded => {
             let off = 14 + w.ip_header;
@@ -401,11 +413,21 @@ fn draining_and_freed_backends() {
                     let rest = [base + 1, base + 2];
                     pools.set_table(&mut dp, proto, Some(&rest), 1);
                     for f in &on_it {
-                        let want = pools.model(proto).select(*f);
-                        let got = run(&env, &mut dp, prog, w, f);
+                        // An established TCP flow's segment (ACK) stays; UDP is hashed again.
+                        let want = pools.model(proto).select_packet(*f, false);
+                        let got = run_flags(&env, &mut dp, prog, w, f, ACK);
                         assert_eq!(got, want, "{} {:?} draining", prog.label, w.family);
                         let stays = proto == TCP;
                         assert_eq!(got == Choice::Backend(base), stays, "{}", prog.label);
+                    }
+                    // A new connection reusing a draining flow's tuple (a SYN) goes elsewhere.
+                    if proto == TCP {
+                        for f in &on_it {
+                            let want = pools.model(proto).select_packet(*f, true);
+                            let got = run(&env, &mut dp, prog, w, f);
+                            assert_eq!(got, want, "{} SYN to a draining backend", prog.label);
+                            assert_ne!(got, Choice::Backend(base), "{} SYN", prog.label);
+                        }
                     }
                     // Freed: TCP flows too go elsewhere.
                     set_backend(&mut dp, pools.model(proto), base, addr, 0, 1);
