@@ -39,6 +39,15 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// Whether `pkt` opens a TCP connection: a SYN without ACK.
+#[inline(always)]
+pub fn opens_connection<C: Ctx, A: Copy>(ctx: &C, pkt: &IpL4<A>) -> bool {
+    pkt.proto == portfwd_common::proto::TCP
+        && ctx
+            .read::<u8>(pkt.l4_off + TCP_FLAGS)
+            .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN)
+}
+
 /// The flow key of a packet carrying `t`.
 #[inline(always)]
 pub fn key<A: Copy>(t: &Tuple<A>, proto: u8) -> FlowKeyOf<A> {

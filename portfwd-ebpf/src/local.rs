@@ -55,11 +55,6 @@ fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32
 }
 
-/// TCP flags (byte 13 of the header).
-const TCP_FLAGS: usize = 13;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
-
 /// What a family adds for this module: its local flow map, and its socket lookup tuple.
 pub trait Local: Family {
     fn local_flows() -> &'static LruHashMap<FlowKeyOf<Self::Addr>, u32>;
@@ -112,11 +107,8 @@ pub fn owner<C: Ctx, F: Local + Pool>(
     pkt: &IpL4<F::Addr>,
     fwd: &ForwardValueOf<F::Addr>,
 ) -> Option<Reason> {
-    if pkt.proto == proto::TCP {
-        let flags: u8 = ctx.read(pkt.l4_off + TCP_FLAGS)?;
-        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            return None;
-        }
+    if flow::opens_connection(ctx, pkt) {
+        return None;
     }
     if forwarded::<F>(pkt, fwd) {
         return None;

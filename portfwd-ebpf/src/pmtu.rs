@@ -29,6 +29,10 @@
 //! limits; a sender needs one answer per oversized packet it sends before it reacts, which the
 //! burst covers. An answer over the limit is dropped and counted (`drop_too_big_rate_limited`).
 //!
+//! The same builder answers a new flow of a forward with several backends that refuses new
+//! flows (every backend down, `all_down: refuse`) with ICMP port unreachable
+//! ([`port_unreachable`], quoting the IP header and 8 bytes of TCP/UDP), from the same bucket.
+//!
 //! IPv4 without DF may be fragmented on the way: the packet is translated and handed to the
 //! kernel ([`NextHop::Stack`]), whose forwarding fragments it, as after iptables DNAT. MSS
 //! clamping is no substitute for any of this: UDP, and TCP whose path narrows after the

@@ -116,7 +116,7 @@ pub fn choose<C: Ctx, F: Pool>(
     pkt: &IpL4<F::Addr>,
     fwd: &mut ForwardValueOf<F::Addr>,
 ) -> Result<u32, Reason> {
-    let picked = select::<F>(pkt, fwd.stats_slot);
+    let picked = select::<F>(pkt, fwd.stats_slot, flow::opens_connection(ctx, pkt));
     if picked < MAX_BACKENDS {
         // Live and of this forward: `select` checked it.
         let b = F::backends().get(picked).ok_or(Reason::DropNoBackend)?;
@@ -136,7 +136,7 @@ pub fn choose<C: Ctx, F: Pool>(
 /// own frame. Returns the backend id, or (at least
 /// `MAX_BACKENDS`) [`REFUSE`] or [`NO_BACKEND`].
 #[inline(never)]
-fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
+fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32, opens: bool) -> u32 {
     let Some(key) = maps::pool_scratch::<FlowKeyOf<F::Addr>>() else {
         return NO_BACKEND;
     };
@@ -149,13 +149,17 @@ fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
         && b.flags & BACKEND_LIVE != 0
         && b.stats_slot == slot
         && b.epoch == a.epoch
-        && (b.flags & BACKEND_DRAINING == 0 || pkt.proto == proto::TCP)
+        // Draining (or down): its established TCP flows stay; a new connection that reuses
+        // the tuple of one of them (a SYN) does not.
+        && (b.flags & BACKEND_DRAINING == 0 || (pkt.proto == proto::TCP && !opens))
     {
         return a.backend;
     }
-    let Some(id) = row_slot(slot, flow_hash::<F>(key)) else {
+    // The row first, then the hash: no helper call in between, so its words need no stack.
+    let Some(row) = pool_row(slot) else {
         return REFUSE;
     };
+    let id = row_backend(row, flow_hash::<F>(key));
     let Some(b) = serving::<F>(id, slot) else {
         return NO_BACKEND;
     };
@@ -165,7 +169,7 @@ fn select<F: Pool>(pkt: &IpL4<F::Addr>, slot: u32) -> u32 {
     };
     // An LRU map makes room by evicting; should the insert still fail, the flow is found again
     // by the same hash while the table is unchanged.
-    if F::affinity().insert(key, &placed, 0).is_ok() {
+    if F::affinity().insert(key, placed, 0).is_ok() {
         maps::update(&BACKEND_STATS, id, |s: &mut BackendStats| s.new_flows += 1);
     }
     id
@@ -178,17 +182,20 @@ fn flow_hash<F: Pool>(key: &FlowKeyOf<F::Addr>) -> u32 {
     jhash2(&words, len, FLOW_HASH_SEED)
 }
 
-/// The backend id in slot `hash % MAGLEV_SIZE` of the row of the pool counting into `slot`;
-/// `None` when the pool refuses new flows (`POOLS[slot] == 0`). An id out of the map's range
-/// (never written) is returned as it is: [`serving`] finds no backend there.
+/// The Maglev row of the pool counting into `slot`; `None` when it refuses new flows
+/// (`POOLS[slot] == 0`).
 #[inline(always)]
-fn row_slot(slot: u32, hash: u32) -> Option<u32> {
+fn pool_row(slot: u32) -> Option<u32> {
     let row = *POOLS.get(slot)?;
-    if row == 0 {
-        return None;
-    }
-    let index = (row - 1) * MAGLEV_SIZE + hash % MAGLEV_SIZE;
-    Some(MAGLEV.get(index).copied().unwrap_or(u32::MAX))
+    row.checked_sub(1)
+}
+
+/// The backend id in slot `hash % MAGLEV_SIZE` of Maglev row `row`. An index out of the map's
+/// range gives [`NO_BACKEND`], which [`serving`] finds no backend at.
+#[inline(always)]
+fn row_backend(row: u32, hash: u32) -> u32 {
+    let index = row * MAGLEV_SIZE + hash % MAGLEV_SIZE;
+    MAGLEV.get(index).copied().unwrap_or(NO_BACKEND)
 }
 
 /// Backend `id`, if it is live and belongs to the forward counting into `slot`.
@@ -244,10 +251,10 @@ pub fn for_socket<F: Pool>(cookie: u64, fwd: &mut ForwardValueOf<F::Addr>) -> bo
     let mut words = [0u32; 10];
     words[0] = cookie as u32;
     words[1] = (cookie >> 32) as u32;
-    let hash = jhash2(&words, 2, FLOW_HASH_SEED);
-    let Some(id) = row_slot(fwd.stats_slot, hash) else {
+    let Some(row) = pool_row(fwd.stats_slot) else {
         return false;
     };
+    let id = row_backend(row, jhash2(&words, 2, FLOW_HASH_SEED));
     let Some(b) = serving::<F>(id, fwd.stats_slot) else {
         return false;
     };

@@ -6,7 +6,8 @@
 //!
 //! A client's packet (its 5-tuple as it arrives):
 //! 1. a remembered placement (affinity) naming a backend that still has the same epoch, is
-//!    live and of this forward, and is not draining unless the flow is TCP: that backend;
+//!    live and of this forward, and is not draining unless the packet is TCP and opens no
+//!    connection (not a SYN): that backend;
 //! 2. otherwise a forward that refuses new flows (no table) refuses;
 //! 3. otherwise the table's slot `flow_hash % M`; its backend must be live and of this forward,
 //!    and the flow is placed there (remembered).
@@ -63,14 +64,20 @@ pub struct PoolModel {
 const TCP: u8 = 6;
 
 impl PoolModel {
-    /// The choice for a packet of `flow`, remembering a new placement.
+    /// The choice for the first packet of `flow` (for TCP, a SYN), remembering a new
+    /// placement.
     pub fn select(&mut self, flow: PoolFlow) -> Choice {
+        self.select_packet(flow, flow.proto == TCP)
+    }
+
+    /// The choice for a packet of `flow` that `opens` a TCP connection (a SYN) or not.
+    pub fn select_packet(&mut self, flow: PoolFlow, opens: bool) -> Choice {
         if let Some(&(id, epoch)) = self.affinity.get(&flow)
             && let Some(b) = self.backends.get(&id)
             && b.live
             && b.slot == self.slot
             && b.epoch == epoch
-            && (!b.draining || flow.proto == TCP)
+            && (!b.draining || (flow.proto == TCP && !opens))
         {
             return Choice::Backend(id);
         }
@@ -156,13 +163,13 @@ mod tests {
             // Another table: the placement wins.
             p.table = Some(vec![(id + 1) % 3; 13]);
             assert_eq!(p.select(flow(proto)), Choice::Backend(id));
-            // Draining: TCP stays, UDP is hashed again.
+            // Draining: an established TCP flow stays, UDP is hashed again.
             p.backends.get_mut(&id).unwrap().draining = true;
             let again = if proto == 6 { id } else { (id + 1) % 3 };
-            assert_eq!(p.select(flow(proto)), Choice::Backend(again));
+            assert_eq!(p.select_packet(flow(proto), false), Choice::Backend(again));
             // Refusing: placed flows stay, new ones are refused.
             p.table = None;
-            assert_eq!(p.select(flow(proto)), Choice::Backend(again));
+            assert_eq!(p.select_packet(flow(proto), false), Choice::Backend(again));
             let mut other = flow(proto);
             other.src_port += 1;
             assert_eq!(p.select(other), Choice::Refuse);

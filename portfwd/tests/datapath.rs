@@ -109,11 +109,11 @@ use program::PROGRAMS;
 ///   and 110000, well under the kernel's limit of a million. 60572 and 48556 once parsing, each
 ///   translation path and tc's MAC learning became BPF functions of their own (stack room for
 ///   backend selection, #16): the verifier walks a function's states once per call site, not
-///   once per path through everything inlined before it. Budgets 76000 and 61000. 72157 and
-///   60995 with backend selection (#16, `pool`): the selection and the refusal's answer are
+///   once per path through everything inlined before it. Budgets 76000 and 61000. 71441 and
+///   60403 with backend selection (#16, `pool`): the selection and the refusal's answer are
 ///   BPF functions of their own, but the translation after a pool's choice is walked a second
-///   time (the chosen backend id, a scalar the single target has as a constant, keeps the
-///   verifier from pruning it against the single target's walk); budgets 90000 and 76000.
+///   time, its states not pruned against the single target's (about 7000 of the growth on
+///   each: measured by letting no choice reach `nat::publish`); budgets 90000 and 76000.
 /// - tc egress (`local::record`, flows leaving from published ports): 1734 when first measured,
 ///   2158 with the generation read by its service lookup.
 /// - The socket programs (cgroup `sock_addr`, loaded here without being attached): 226, 221,

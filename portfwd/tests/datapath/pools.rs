@@ -25,7 +25,7 @@ use portfwd_model::{
 };
 
 use super::env::{Env, ICMP_UNLIMITED};
-use super::fixtures::rows::{Icmp, icmp, quote};
+use super::fixtures::rows::{Icmp, answer, icmp, quote};
 use super::frame::{ACK, Pkt, SYN};
 use super::program::{self, PROGRAMS, Program};
 use super::world::{CLIENT_MAC, ETH0_MAC, Family, Ingress, NETS, Net};
@@ -256,7 +256,19 @@ fn packet(f: &PoolFlow, flags: u8) -> Pkt {
 /// What the kernel did with a packet of `f`: the backend id it went to (read from the
 /// translated frame's destination port), or the verdict it got otherwise.
 fn run(env: &Env, dp: &mut Datapath, prog: &Program, w: &Net, f: &PoolFlow) -> Choice {
-    let (out, reason) = run_frame(env, dp, prog, &packet(f, SYN).bytes());
+    run_flags(env, dp, prog, w, f, SYN)
+}
+
+/// As [`run`], for a TCP packet with `flags` (ignored for UDP).
+fn run_flags(
+    env: &Env,
+    dp: &mut Datapath,
+    prog: &Program,
+    w: &Net,
+    f: &PoolFlow,
+    flags: u8,
+) -> Choice {
+    let (out, reason) = run_frame(env, dp, prog, &packet(f, flags).bytes());
     match reason {
         Reason::Forwarded => {
             let off = 14 + w.ip_header;
@@ -401,11 +413,21 @@ fn draining_and_freed_backends() {
                     let rest = [base + 1, base + 2];
                     pools.set_table(&mut dp, proto, Some(&rest), 1);
                     for f in &on_it {
-                        let want = pools.model(proto).select(*f);
-                        let got = run(&env, &mut dp, prog, w, f);
+                        // An established TCP flow's segment (ACK) stays; UDP is hashed again.
+                        let want = pools.model(proto).select_packet(*f, false);
+                        let got = run_flags(&env, &mut dp, prog, w, f, ACK);
                         assert_eq!(got, want, "{} {:?} draining", prog.label, w.family);
                         let stays = proto == TCP;
                         assert_eq!(got == Choice::Backend(base), stays, "{}", prog.label);
+                    }
+                    // A new connection reusing a draining flow's tuple (a SYN) goes elsewhere.
+                    if proto == TCP {
+                        for f in &on_it {
+                            let want = pools.model(proto).select_packet(*f, true);
+                            let got = run(&env, &mut dp, prog, w, f);
+                            assert_eq!(got, want, "{} SYN to a draining backend", prog.label);
+                            assert_ne!(got, Choice::Backend(base), "{} SYN", prog.label);
+                        }
                     }
                     // Freed: TCP flows too go elsewhere.
                     set_backend(&mut dp, pools.model(proto), base, addr, 0, 1);
@@ -492,14 +514,7 @@ const SPENT: IcmpBudget = IcmpBudget {
 /// The answer to `p`: from the address it was sent to, back to its sender, MACs swapped,
 /// quoting its IP header and the first 8 bytes of its TCP/UDP header.
 fn unreachable(p: &Pkt, w: &Net) -> Pkt {
-    let len = w.ip_header + 8;
-    let mut a = icmp(p.dst, p.src, Icmp::PortUnreachable, &quote(p, Some(len)));
-    a.ttl = 64;
-    a.tos = if p.is_v6() { 0 } else { 0xc0 };
-    a.id = 0;
-    a.df = true;
-    a.flow_label = 0;
-    a.macs(p.dst_mac, p.src_mac)
+    answer(p, p.dst, Icmp::PortUnreachable, w.ip_header + 8)
 }
 
 /// Per-backend counters: packets and bytes sent to each backend (client -> backend), and the
@@ -543,6 +558,79 @@ fn per_backend_counters() {
                         );
                     }
                 }
+            }
+        });
+    }
+}
+
+/// The other packets of a pool's flow follow its backend: an ICMP error from the client about
+/// a reply (host:port -> client) goes to the backend the flow was placed on, its quote's source
+/// translated to it (`icmp_error_translated`); a later fragment of a datagram goes where its
+/// first fragment went (`fragment_translated`).
+#[test]
+fn icmp_errors_and_fragments_follow_the_backend() {
+    if !crate::support::require_root() {
+        return;
+    }
+    let env = Env::new("dppoolicmp");
+    for prog in &PROGRAMS[..2] {
+        env.run(|| {
+            let (mut dp, _) = env.load(prog);
+            let mut rng = Rng(41);
+            for w in NETS {
+                let mut pools = Pools::publish(&mut dp, w, 5);
+                for proto in [TCP, UDP] {
+                    let f = rng.flow(w, proto);
+                    let Choice::Backend(id) = pools.model(proto).select(f) else {
+                        panic!("no backend");
+                    };
+                    assert_eq!(run(&env, &mut dp, prog, w, &f), Choice::Backend(id));
+                    let port = BACKEND_PORT + (id - id_base(w, proto)) as u16;
+                    let reply = PoolFlow {
+                        src: f.dst,
+                        dst: f.src,
+                        src_port: f.dst_port,
+                        dst_port: f.src_port,
+                        proto,
+                    };
+                    let quoted = packet(&reply, ACK);
+                    let err = icmp(f.src, f.dst, Icmp::PortUnreachable, &quote(&quoted, None))
+                        .macs(CLIENT_MAC, ETH0_MAC);
+                    let (out, reason) = run_frame(&env, &mut dp, prog, &err.bytes());
+                    assert_eq!(reason, Reason::IcmpErrorTranslated, "{}", prog.label);
+                    // The quote's source port, after the outer header, the ICMP header and the
+                    // quoted IP header.
+                    let at = 14 + 2 * w.ip_header + 8;
+                    let got = u16::from_be_bytes([out[at], out[at + 1]]);
+                    assert_eq!(got, port, "{} {:?}", prog.label, w.family);
+                }
+                // A fragmented UDP datagram of a new flow.
+                let f = rng.flow(w, UDP);
+                let Choice::Backend(id) = pools.model(UDP).select(f) else {
+                    panic!("no backend");
+                };
+                let first = packet(&f, 0)
+                    .payload(&[0x55; 56])
+                    .udp_len(1200)
+                    .fragment(true, 0)
+                    .ident(0x0b01);
+                let (out, reason) = run_frame(&env, &mut dp, prog, &first.bytes());
+                assert_eq!(reason, Reason::Forwarded, "{}", prog.label);
+                let at = 14 + w.ip_header + if w.family == Family::V6 { 8 } else { 0 } + 2;
+                let port = BACKEND_PORT + (id - id_base(w, UDP)) as u16;
+                assert_eq!(u16::from_be_bytes([out[at], out[at + 1]]), port);
+                let later = Pkt::raw_ip(UDP, f.src, f.dst, &[0x66; 64])
+                    .fragment(false, 8)
+                    .ident(0x0b01)
+                    .macs(CLIENT_MAC, ETH0_MAC);
+                let (out, reason) = run_frame(&env, &mut dp, prog, &later.bytes());
+                assert_eq!(reason, Reason::FragmentTranslated, "{}", prog.label);
+                let dst = if w.family == Family::V4 {
+                    IpAddr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap())
+                } else {
+                    IpAddr::from(<[u8; 16]>::try_from(&out[38..54]).unwrap())
+                };
+                assert_eq!(dst, w.c1, "{}", prog.label);
             }
         });
     }

@@ -155,8 +155,17 @@ impl Pools {
                         addr: m.addr,
                         check: h.check.clone(),
                     };
-                    if let Some(health) = self.checks.health(&target) {
+                    if let Some(health) = self.checks.health(&target)
+                        && health != m.health
+                    {
                         m.health = health;
+                        if let Some(id) = m.id
+                            && m.weight > 0
+                            && health == Health::Down
+                        {
+                            let flags = BACKEND_LIVE | BACKEND_DRAINING;
+                            write_backend(&mut maps.pools, id, m.addr, flags, slot, m.epoch)?;
+                        }
                     }
                 }
             }
@@ -437,6 +446,21 @@ impl Pools {
                     changed = true;
                     let cause = ev.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
                     tracing::warn!(listen = %run.listen, backend = %m.addr, health = %ev.health, cause, "backend health changed");
+                    // A backend down keeps its TCP flows (they end on their own, as a dead
+                    // peer's do) but its UDP flows are hashed again, as a draining one's.
+                    if let Some(id) = m.id
+                        && m.weight > 0
+                    {
+                        let flags = match ev.health {
+                            Health::Up => BACKEND_LIVE,
+                            Health::Down => BACKEND_LIVE | BACKEND_DRAINING,
+                        };
+                        if let Err(e) =
+                            write_backend(&mut maps.pools, id, m.addr, flags, slot, m.epoch)
+                        {
+                            tracing::error!("{}", chain(&e));
+                        }
+                    }
                 }
             }
             if changed && let Err(e) = self.rebuild(&mut maps.pools, slot, &mut run) {

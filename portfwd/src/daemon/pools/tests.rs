@@ -230,6 +230,16 @@ fn all_down_refuse_points_the_pool_at_nothing_and_serve_keeps_every_backend() {
         assert_eq!(pools.checks.len(), 2);
         down(&mut pools, &mut dp.maps, "172.17.0.2:80");
         assert_eq!(row_shares(&dp.maps.pools, slot).len(), 1, "{policy}");
+        // Its UDP flows are hashed again; its TCP flows stay.
+        let flags: Vec<u16> = dp
+            .maps
+            .pools
+            .live_backends()
+            .iter()
+            .filter(|(_, b)| b.addr == addr("172.17.0.2:80"))
+            .map(|(_, b)| b.flags)
+            .collect();
+        assert_eq!(flags, [BACKEND_LIVE | BACKEND_DRAINING]);
         down(&mut pools, &mut dp.maps, "172.17.0.3:80");
         match policy {
             AllDown::Refuse => {
