@@ -3,7 +3,7 @@
 //!   says `down`, and no new flow goes to it; after its restart it is `up` within
 //!   `interval × rise + 0.5 s` and gets new flows again;
 //! - when every backend is down, `all_down: serve` keeps forwarding over all of them and
-//!   `all_down: refuse` refuses new connections (ECONNREFUSED, at once), counted.
+//!   `all_down: refuse` refuses new connections (ECONNREFUSED promptly; UDP too), counted.
 //!
 //! Flows are picked with [`predicted`]: a source port whose flow Maglev gives the killed
 //! backend while it is in the table. Such a flow is refused (RST from the container, nothing
@@ -198,8 +198,9 @@ fn reaches_again(s: &Scenario, ports: &mut impl Iterator<Item = u16>, tag: &str)
 /// that is no HTTP status line), while they serve TCP fine: every backend is down, and what
 /// happens to a connection is the `all_down` policy's doing alone. `serve` (8080) forwards
 /// new connections over both backends as if all were up; `refuse` (8081) answers them with an
-/// ICMP port unreachable (the connect fails with ECONNREFUSED at once, though the servers
-/// would have accepted), counts the refusals, and forwards nothing to its backends. And with
+/// ICMP port unreachable (the connect fails with ECONNREFUSED by the SYN's first retransmission,
+/// though the servers would have accepted; a connected UDP socket gets it too), counts the
+/// refusals, and forwards nothing to its backends. And with
 /// the servers really dead (8082, TCP check, `serve`): connections are still sent to the
 /// backends, which reset them (refused), and the backends' counters count them.
 #[test]
@@ -278,15 +279,19 @@ fn all_down_serve_keeps_forwarding_and_refuse_refuses() {
         "serve's backends counted their flows: {rows:?}"
     );
 
-    // refuse: ECONNREFUSED at once, counted; nothing reaches the backends.
+    // refuse: ECONNREFUSED promptly, counted; nothing reaches the backends. Promptly is by
+    // the first retransmission of the SYN (1 s): in this lab the ICMP error comes back while
+    // the connecting socket is still locked by connect() (the veth delivers it within the
+    // SYN's own send), and Linux keeps such an error as a soft one until the SYN is sent
+    // again; iptables' REJECT measured the same here (ECONNREFUSED after 1.005 s).
     let before: Vec<u64> = s.backends("8081/tcp").iter().map(|b| b.packets).collect();
     let mut wrong = Vec::new();
-    for sport in 21_000..21_020 {
+    for sport in 21_000..21_010 {
         let t = Instant::now();
-        match Conn::open(&client, sport, host_port(8081), Duration::from_secs(1)) {
+        match Conn::open(&client, sport, host_port(8081), Duration::from_secs(3)) {
             Ok(_) => panic!("all_down: refuse accepted a connection from {sport}"),
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                if t.elapsed() > Duration::from_millis(500) {
+                if t.elapsed() > Duration::from_millis(1_500) {
                     wrong.push(format!("port {sport}: refused after {:?}", t.elapsed()));
                 }
             }
@@ -308,18 +313,18 @@ fn all_down_serve_keeps_forwarding_and_refuse_refuses() {
     }
     assert!(
         wrong.is_empty(),
-        "all_down: refuse, connections not refused at once: {wrong:#?}\nverdicts: {}",
+        "all_down: refuse, connections not refused promptly: {wrong:#?}\nverdicts: {}",
         s.status_json()["verdicts"]
     );
     let after: Vec<u64> = s.backends("8081/tcp").iter().map(|b| b.packets).collect();
     assert_eq!(before, after, "refuse forwards nothing to its backends");
     let refused = refused_all_down(&s) - refused_before;
     eprintln!(
-        "pool e2e: all_down serve {served:?}; refuse counted {refused} refusals of 20 SYNs and 5 datagrams"
+        "pool e2e: all_down serve {served:?}; refuse counted {refused} refusals of 10 connections and 5 datagrams"
     );
     assert!(
-        refused >= 25,
-        "{refused} refusals counted for 20 connections and 5 datagrams"
+        refused >= 15,
+        "{refused} refusals counted for 10 connections and 5 datagrams"
     );
 }
 
