@@ -38,7 +38,7 @@
 //! clamping is no substitute for any of this: UDP, and TCP whose path narrows after the
 //! handshake, are not covered by it.
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
-use portfwd_common::{checksum, maps::IcmpBudget, reason::Reason};
+use portfwd_common::{checksum, maps::IcmpBudget, proto, reason::Reason};
 
 use crate::{
     ctx::Ctx,
@@ -149,8 +149,8 @@ fn take_token() -> bool {
 /// A new flow of a pool forward that refuses them (every backend down, `all_down: refuse`):
 /// answered with ICMP port unreachable (type 3 code 3) / ICMPv6 port unreachable (type 1 code
 /// 4), from the published address, quoting the packet's IP header and the first 8 bytes of its
-/// TCP/UDP header (RFC 792's minimum: the ports, and TCP's sequence number, which the client's
-/// kernel matches to its socket), as iptables' REJECT does. Built and rate-limited as the "too
+/// UDP header or the 20 of its TCP base header (RFC 792's minimum is 8: the ports, and TCP's
+/// sequence number, which the client's kernel matches to its socket; see below for TCP's 20). Built and rate-limited as the "too
 /// big" answer (the same bucket). Returns the reason counted: `refused_all_down` (the packet
 /// replaced by the answer), `drop_refused_rate_limited`, or XDP's `pass_to_tc`.
 #[inline(always)]
@@ -158,9 +158,14 @@ pub fn port_unreachable<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> Reas
     if !ctx.can_bounce() {
         return Reason::PassToTc;
     }
-    // At most 60 + 8 (IPv4 with options), 48 + 8 (IPv6 with a fragment header).
-    let quote = pkt.l4_off - pkt.l3_off + 8;
-    if quote > MAX_UNREACHABLE_QUOTE {
+    // The IP header, then 8 bytes of UDP, or TCP's whole base header (20 bytes): a TCP
+    // segment from a veth or tap may carry a partial checksum (`CHECKSUM_PARTIAL`), and the
+    // kernel refuses to cut an skb before the end of its checksum field (bytes 16-17). At most
+    // 60 + 20 (IPv4 with options), 48 + 20 (IPv6 with a fragment header).
+    let l4_quote = if pkt.proto == proto::TCP { 20 } else { 8 };
+    let quote = pkt.l4_off - pkt.l3_off + l4_quote;
+    // A packet shorter than its quote (a TCP header cut short) is never rewritten.
+    if quote > MAX_UNREACHABLE_QUOTE || pkt.l3_end - pkt.l3_off < quote {
         return Reason::DropRewriteFailed;
     }
     if !take_token() {
@@ -181,8 +186,8 @@ pub fn port_unreachable<C: Ctx, F: Family>(ctx: &C, pkt: &IpL4<F::Addr>) -> Reas
 }
 
 /// The longest quote of a port unreachable answer: an IPv4 header with 40 bytes of options and
-/// 8 bytes of its TCP/UDP header.
-const MAX_UNREACHABLE_QUOTE: usize = 68;
+/// TCP's 20-byte base header.
+const MAX_UNREACHABLE_QUOTE: usize = 80;
 
 /// Replaces the frame with an ICMP(v6) error to its sender `to`, from `from`: its ICMP header
 /// `icmp` (type, code, checksum 0, the rest) and the first `quote` bytes of the IP packet (a

@@ -445,7 +445,7 @@ fn draining_and_freed_backends() {
 
 /// Every backend down and the forward refusing: a new flow is answered with ICMP port
 /// unreachable from the published address, quoting the packet's IP header and 8 bytes of its
-/// TCP/UDP header (`refused_all_down`; XDP without its egress hands it to tc); a placed flow
+/// UDP header or 20 of its TCP header (`refused_all_down`; XDP without its egress hands it to tc); a placed flow
 /// stays served. A slot naming no live backend is `drop_no_backend`.
 #[test]
 fn refusing_pools_answer_port_unreachable() {
@@ -512,9 +512,11 @@ const SPENT: IcmpBudget = IcmpBudget {
 };
 
 /// The answer to `p`: from the address it was sent to, back to its sender, MACs swapped,
-/// quoting its IP header and the first 8 bytes of its TCP/UDP header.
+/// quoting its IP header and the first 8 bytes of its UDP header, or TCP's 20-byte base header
+/// (which holds its checksum field: see `pmtu::port_unreachable`).
 fn unreachable(p: &Pkt, w: &Net) -> Pkt {
-    answer(p, p.dst, Icmp::PortUnreachable, w.ip_header + 8)
+    let l4 = if p.proto == TCP { 20 } else { 8 };
+    answer(p, p.dst, Icmp::PortUnreachable, w.ip_header + l4)
 }
 
 /// Per-backend counters: packets and bytes sent to each backend (client -> backend), and the
