@@ -87,6 +87,12 @@ fn targets(tb: &Testbed, port: u16) -> Vec<SocketAddrV4> {
 /// The config of a forward from 8080/`proto` to `targets`, with `extra` lines (a plain
 /// forward for one target and no extra line).
 fn config(targets: &[SocketAddrV4], proto: &str, extra: &[&str]) -> String {
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    config_of(&targets, proto, extra)
+}
+
+/// [`config`] of targets as written (`IP:PORT[*WEIGHT]`).
+fn config_of(targets: &[String], proto: &str, extra: &[&str]) -> String {
     let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let mut s = format!(
         "# written by `cargo xtask bench --pools`\ninterfaces: [eth0]\nforwards:\n  - listen: \
@@ -118,7 +124,16 @@ fn udp_testbed(env: &Env, backends: usize) -> Result<Testbed> {
         tb.udp_sink(&c.ns)?;
     }
     tb.prepare_generator()?;
-    let yaml = config(&targets(&tb, UDP_SINK_PORT), "udp", &[]);
+    let mut to: Vec<String> = targets(&tb, UDP_SINK_PORT)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if backends == POOL_OF_ONE {
+        // The same container again on another port, drained: in the pool, not in its table.
+        let drained = SocketAddrV4::new(tb.container.addr, UDP_SINK_PORT + 1);
+        to.push(format!("{drained}*0"));
+    }
+    let yaml = config_of(&to, "udp", &[]);
     start_daemon(env, &mut tb, &yaml)?;
     Ok(tb)
 }
@@ -370,7 +385,7 @@ pub fn run(env: &Env, settings: &Settings, out_dir: &Path, with_death: bool) -> 
                 };
                 Ok((u.mpps, spread))
             })();
-            let load = format!("{}, {backends:>2} backend(s)", flows_name(flows));
+            let load = format!("{}, {}", flows_name(flows), shape_name(backends));
             match outcome {
                 Ok((mpps, spread)) => {
                     let extra = spread.as_ref().map_or(String::new(), |s| {
@@ -432,13 +447,30 @@ fn median(values: &[f64]) -> Option<f64> {
     Summary::of(values).map(|s| s.median)
 }
 
+/// The key of the loads through a pool of one backend: a forward of two targets on the one
+/// container, the second drained (`*0`), so that every packet takes the pool's path (affinity,
+/// hash, row, backend) to a table of one backend. The issue's "16 backends vs 1"; the plain
+/// forward of one target (key 1) is what the pool's path costs over none.
+pub const POOL_OF_ONE: usize = 0;
+
 /// The pps loads, interleaved in this order in every run.
-const LOADS: [(Flows, usize); 4] = [
+const LOADS: [(Flows, usize); 6] = [
     (Flows::One, 1),
+    (Flows::One, POOL_OF_ONE),
     (Flows::One, BACKENDS),
     (Flows::Unique, 1),
+    (Flows::Unique, POOL_OF_ONE),
     (Flows::Unique, BACKENDS),
 ];
+
+/// How a load's forward is made, by its key.
+fn shape_name(backends: usize) -> String {
+    match backends {
+        POOL_OF_ONE => "a pool of 1 backend".into(),
+        1 => "1 target".into(),
+        n => format!("{n} backends"),
+    }
+}
 
 fn flows_name(flows: Flows) -> &'static str {
     match flows {
@@ -455,7 +487,12 @@ impl Figures {
 
     /// median(pps with the pool) / median(pps with one target), for a load.
     pub fn ratio(&self, flows: Flows) -> Option<f64> {
-        let (one, pool) = (self.mpps(flows, 1)?, self.mpps(flows, BACKENDS)?);
+        self.ratio_to(flows, 1)
+    }
+
+    /// median(pps with 16 backends) / median(pps with the forward of key `base`).
+    pub fn ratio_to(&self, flows: Flows, base: usize) -> Option<f64> {
+        let (one, pool) = (self.mpps(flows, base)?, self.mpps(flows, BACKENDS)?);
         (one > 0.0).then(|| pool / one)
     }
 }
@@ -467,13 +504,17 @@ fn summary(f: &Figures) -> String {
         let runs = |b| f.pps.get(&(flows, b)).map_or(0, Vec::len);
         let _ = writeln!(
             s,
-            "pps, {}: 1 target {} Mpps, {BACKENDS} backends {} Mpps (medians of {} and {} \
-             runs); ratio {} (issue: >= 0.95)",
+            "pps, {}: 1 target {} Mpps, a pool of 1 {} Mpps, {BACKENDS} backends {} Mpps \
+             (medians of {}, {} and {} runs); {BACKENDS} backends / pool of 1: {} (issue: >= \
+             0.95); {BACKENDS} backends / 1 target: {}",
             flows_name(flows),
             fmt(f.mpps(flows, 1)),
+            fmt(f.mpps(flows, POOL_OF_ONE)),
             fmt(f.mpps(flows, BACKENDS)),
             runs(1),
+            runs(POOL_OF_ONE),
             runs(BACKENDS),
+            fmt(f.ratio_to(flows, POOL_OF_ONE)),
             fmt(f.ratio(flows)),
         );
     }
@@ -523,6 +564,8 @@ fn json(f: &Figures) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "pps_ratio_one_flow": f.ratio(Flows::One),
         "pps_ratio_new_flows": f.ratio(Flows::Unique),
+        "pps_ratio_one_flow_vs_pool_of_one": f.ratio_to(Flows::One, POOL_OF_ONE),
+        "pps_ratio_new_flows_vs_pool_of_one": f.ratio_to(Flows::Unique, POOL_OF_ONE),
         "spreads": f.spreads.iter().map(|c| serde_json::json!({
             "flows": c.iter().sum::<u64>(),
             "new_flows_per_backend": c,
