@@ -34,6 +34,7 @@ mod path_mtu;
 mod pool;
 mod pool_drain;
 mod pool_health;
+mod pool_host;
 mod ranges;
 mod reload;
 mod replies;
