@@ -431,7 +431,7 @@ impl State {
         // Each pool backend's live flows, from one walk of the affinity tables.
         let any_pool = self.forwards.iter().any(|a| a.fwd.pool.is_some());
         let live = if any_pool {
-            self.dp.maps.pools.live_flows()
+            self.dp.maps.pools.live_flows(&self.pools.epochs())
         } else {
             Default::default()
         };

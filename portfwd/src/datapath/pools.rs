@@ -2,7 +2,12 @@
 //! backends, the Maglev rows, which row each pool reads, the flows' affinity and the
 //! per-backend counters. Like [`super::maps`], this is a byte-order boundary: addresses and
 //! ports are converted to wire order here.
-use std::{collections::HashMap as StdHashMap, net::SocketAddr};
+use std::{
+    collections::HashMap as StdHashMap,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
@@ -43,6 +48,8 @@ pub struct PoolMaps {
     /// that differ (a table swap after one backend of 16 changed rewrites about an eighth of
     /// the row instead of all of its 16,381 slots, one syscall each).
     written: StdHashMap<u32, Vec<u32>>,
+    /// The last count of live flows, and when it was taken.
+    live_cache: Mutex<Option<(Instant, StdHashMap<u32, u64>)>>,
 }
 
 impl PoolMaps {
@@ -56,6 +63,7 @@ impl PoolMaps {
             affinity6: take(ebpf, AFFINITY6)?,
             stats: take(ebpf, BACKEND_STATS)?,
             written: StdHashMap::new(),
+            live_cache: Mutex::new(None),
         })
     }
 
@@ -184,13 +192,19 @@ impl PoolMaps {
             .map_err(map_err("backend counters"))
     }
 
-    /// Flows remembered per backend id (entries of both affinity tables whose epoch is the
-    /// backend's current one): each backend's live flows, as far as the LRU tables still hold
-    /// them.
-    pub fn live_flows(&self) -> StdHashMap<u32, u64> {
-        let mut epochs: StdHashMap<u32, u32> = StdHashMap::new();
-        for (id, b) in self.live_backends() {
-            epochs.insert(id, b.epoch);
+    /// Flows remembered per backend id: the entries of both affinity tables naming a backend
+    /// of `epochs` (id -> its current epoch), as far as the LRU tables still hold them. A walk
+    /// of the tables costs two system calls an entry (up to 196,608 of them), so an answer is
+    /// reused for [`LIVE_FLOWS_TTL`]: `list`, `status` and metrics scrapes in a row walk once.
+    pub fn live_flows(&self, epochs: &StdHashMap<u32, u32>) -> StdHashMap<u32, u64> {
+        let mut cache = self
+            .live_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, counts)) = cache.as_ref()
+            && at.elapsed() < LIVE_FLOWS_TTL
+        {
+            return counts.clone();
         }
         let mut counts = StdHashMap::new();
         let values = self
@@ -204,9 +218,13 @@ impl PoolMaps {
                 *counts.entry(v.backend).or_insert(0) += 1;
             }
         }
+        *cache = Some((Instant::now(), counts.clone()));
         counts
     }
 }
+
+/// How long a count of [`PoolMaps::live_flows`] is reused.
+pub const LIVE_FLOWS_TTL: Duration = Duration::from_secs(1);
 
 fn entry<A: MapAddr>(b: &BackendEntry, addr: Option<A>) -> BackendOf<A> {
     BackendOf {

@@ -99,6 +99,11 @@ impl Draining {
             .map(|(id, d)| (*id, d.addr))
     }
 
+    /// Every backend draining, with its epoch.
+    pub(super) fn epochs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.by_id.iter().map(|(id, d)| (*id, d.epoch))
+    }
+
     /// Pool `slot` is gone: its drains end now. Returns their ids, to be freed.
     pub(super) fn forget_slot(&mut self, slot: u32) -> Vec<u32> {
         let ids: Vec<u32> = self

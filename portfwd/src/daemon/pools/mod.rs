@@ -519,6 +519,16 @@ impl Pools {
         out
     }
 
+    /// Every backend id in use (members and drains) with its current epoch.
+    pub(super) fn epochs(&self) -> HashMap<u32, u32> {
+        let members = self
+            .runs
+            .values()
+            .flat_map(|r| &r.members)
+            .filter_map(|m| Some((m.id?, m.epoch)));
+        members.chain(self.draining.epochs()).collect()
+    }
+
     /// Whether the pool of `slot` refuses new flows (every backend down, `all_down: refuse`).
     pub(super) fn refusing(&self, slot: u32) -> bool {
         self.runs
