@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 /// The modules of the `e2e` test binary run a second time in XDP mode, as test name filters.
-const XDP_MODULES: [&str; 8] = [
+const XDP_MODULES: [&str; 9] = [
     "forwarding::",
     "ranges::",
     "hostlocal::",
@@ -37,6 +37,9 @@ const XDP_MODULES: [&str; 8] = [
     "path_mtu::",
     "replies::",
     "reload::",
+    // Several backends: spread and affinity through XDP's selection (draining and health are
+    // the daemon's, the same in both modes).
+    "pool::",
 ];
 
 pub fn run(args: Args) -> Result<()> {
