@@ -49,7 +49,7 @@ pub struct PoolMaps {
     /// the row instead of all of its 16,381 slots, one syscall each).
     written: StdHashMap<u32, Vec<u32>>,
     /// The last count of live flows, and when it was taken.
-    live_cache: Mutex<Option<(Instant, StdHashMap<u32, u64>)>>,
+    live_cache: Mutex<Option<LiveCount>>,
 }
 
 impl PoolMaps {
@@ -194,17 +194,26 @@ impl PoolMaps {
 
     /// Flows remembered per backend id: the entries of both affinity tables naming a backend
     /// of `epochs` (id -> its current epoch), as far as the LRU tables still hold them. A walk
-    /// of the tables costs two system calls an entry (up to 196,608 of them), so an answer is
-    /// reused for [`LIVE_FLOWS_TTL`]: `list`, `status` and metrics scrapes in a row walk once.
+    /// of the tables costs two system calls an entry (up to 196,608 of them), so a count is
+    /// reused while it is younger than [`LIVE_FLOWS_TTL`] and no backend has had a new flow
+    /// since: `list`, `status` and a metrics scrape in a row walk once, and a count never
+    /// misses a placement.
     pub fn live_flows(&self, epochs: &StdHashMap<u32, u32>) -> StdHashMap<u32, u64> {
+        let placed: u64 = epochs
+            .keys()
+            .filter_map(|id| self.stats(*id).ok())
+            .map(|s| s.new_flows)
+            .sum();
         let mut cache = self
             .live_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((at, counts)) = cache.as_ref()
-            && at.elapsed() < LIVE_FLOWS_TTL
+        if let Some(c) = cache.as_ref()
+            && c.at.elapsed() < LIVE_FLOWS_TTL
+            && c.placed == placed
+            && &c.epochs == epochs
         {
-            return counts.clone();
+            return c.counts.clone();
         }
         let mut counts = StdHashMap::new();
         let values = self
@@ -218,9 +227,23 @@ impl PoolMaps {
                 *counts.entry(v.backend).or_insert(0) += 1;
             }
         }
-        *cache = Some((Instant::now(), counts.clone()));
+        *cache = Some(LiveCount {
+            at: Instant::now(),
+            placed,
+            epochs: epochs.clone(),
+            counts: counts.clone(),
+        });
         counts
     }
+}
+
+/// A count of [`PoolMaps::live_flows`], with what it was taken for.
+struct LiveCount {
+    at: Instant,
+    /// The backends' new flows summed at the time.
+    placed: u64,
+    epochs: StdHashMap<u32, u32>,
+    counts: StdHashMap<u32, u64>,
 }
 
 /// How long a count of [`PoolMaps::live_flows`] is reused.

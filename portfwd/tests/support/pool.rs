@@ -74,13 +74,25 @@ impl Conn {
         setsockopt(&fd, sockopt::SendTimeout, &tv)?;
         let from = std::net::SocketAddrV4::new(Lab::CLIENT_ADDR, sport);
         bind(fd.as_raw_fd(), &SockaddrIn::from(from))?;
+        let started = Instant::now();
+        let timed_out = || {
+            std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("connect from port {sport} to {to}: no answer within {timeout:?}"),
+            )
+        };
         match connect(fd.as_raw_fd(), &SockaddrIn::from(to4)) {
             Ok(()) => {}
             Err(nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EAGAIN) => {
-                return Err(std::io::Error::new(
-                    ErrorKind::TimedOut,
-                    format!("connect from port {sport} to {to}: no answer within {timeout:?}"),
-                ));
+                return Err(timed_out());
+            }
+            // A signal to this process (the test binary runs many tests and their children)
+            // interrupted the wait; the connection attempt goes on: wait for its outcome.
+            Err(nix::errno::Errno::EINTR) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                if !connected_within(fd.as_raw_fd(), left)? {
+                    return Err(timed_out());
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -129,6 +141,54 @@ impl Conn {
     /// Sends `line` and reads the reply within the client's usual time limit.
     pub fn request(&mut self, line: &str) -> Result<String> {
         self.request_within(line, CLIENT_TIMEOUT)
+    }
+}
+
+/// Waits up to `left` for the outcome of an interrupted `connect()` on `fd`: `true` once
+/// connected, `false` when still pending, the connection's error otherwise (e.g. refused).
+fn connected_within(fd: std::os::fd::RawFd, left: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + left;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        // SAFETY: one valid pollfd for the call's duration; `fd` is open (owned by the caller).
+        let n = unsafe { libc::poll(&mut pfd, 1, ms.min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are valid for writing the int SO_ERROR returns.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&raw mut err).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return if err == 0 {
+            Ok(true)
+        } else {
+            Err(std::io::Error::from_raw_os_error(err))
+        };
     }
 }
 
