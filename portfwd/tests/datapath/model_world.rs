@@ -265,9 +265,18 @@ impl model::World for ModelWorld {
     /// The lab host's routing table, in either family: the LAN on eth0, the bridge network on
     /// docker0, no default route; its own addresses and the networks' broadcast (IPv4) or
     /// subnet-router anycast (IPv6) addresses are not forwarded; the two permanent neighbour
-    /// entries (client, c1) are the only known MACs.
+    /// entries (client, c1) are the only known MACs. Over IPv6 the kernel's FIB lookup forwards
+    /// nothing from or to a multicast, link-local or loopback address (`rt6_need_strict` in
+    /// `bpf_ipv6_fib_lookup`: "link local addresses are never forwarded").
     fn route(&self, q: &RouteQuery) -> Route {
         let dst = q.daddr;
+        let strict = |a: IpAddr| match a {
+            IpAddr::V6(a) => a.is_multicast() || a.is_unicast_link_local() || a.is_loopback(),
+            IpAddr::V4(_) => false,
+        };
+        if strict(q.saddr) || strict(dst) {
+            return Route::Unroutable;
+        }
         let net = if dst.is_ipv4() { &V4 } else { &V6 };
         let (ifindex, smac, local, edge) = if in_net(dst, net.lan) {
             (self.eth0, ETH0_MAC, net.host, net.lan_edge)
