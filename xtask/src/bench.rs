@@ -12,7 +12,7 @@
 //! - `netfilter`, `portfwd`: the iptables/nftables rules; the portfwd daemon and its counters;
 //! - `udp`, `tcp`, `probe`: the loads (trafgen; iperf3 and request/response loops) and the
 //!   counters read from the kernel;
-//! - `stats`, `results`: medians and percentiles; the collected figures and issue #4's targets;
+//! - `stats`, `results`: medians and percentiles; the collected figures and the targets (issue #20's goals, issue #4's);
 //! - `report`, `chart`, `machine`: the stdout tables, `results.json`, `report.md`, `chart.svg`;
 //! - `pools`: issue #16's scenarios (`--pools`): 16 backends vs 1, spread, a backend's death.
 
@@ -45,7 +45,7 @@ pub struct Args {
     /// Fewer runs (3), shorter loads, forwards scaled to 1 and 10,000 only: about 5 minutes
     #[arg(long)]
     pub quick: bool,
-    /// Runs per figure [default: 5, or 3 with --quick]
+    /// Runs per figure [default: 3, the median of 3 rounds issue #20 judges by]
     #[arg(long, value_name = "N")]
     pub runs: Option<u32>,
     /// Only these systems (comma-separated): portfwd-tc, portfwd-xdp, iptables, nftables,

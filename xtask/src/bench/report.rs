@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::machine::Machine;
-use super::plan::{Case, Flows, Metric, Settings, System};
-use super::results::{Judged, Results, State, fmt_value, judge};
+use super::plan::{CPU, Case, Flows, Metric, Settings, System};
+use super::results::{GOALS_ISSUE, Judged, Results, State, fmt_value, judge};
 use super::testbed::{PUBLISHED_PORT, UNIQUE_SRC_NET};
 
 /// What the report says about the run besides the figures.
@@ -282,14 +282,26 @@ fn scaling_table(results: &Results) -> Option<Table> {
     Some(t)
 }
 
-fn targets_table(judged: &[Judged]) -> Table {
-    let mut t = Table::new(&[
-        ("target", false),
-        ("ratio", true),
-        ("wanted", true),
-        ("verdict", false),
-        ("by", true),
-    ]);
+/// Targets as a table; `goals`: the columns of issue #20's table (measure, now, goal).
+fn targets_table(judged: &[&Judged], goals: bool) -> Table {
+    let header: [(&str, bool); 5] = if goals {
+        [
+            ("measure", false),
+            ("now", true),
+            ("goal", true),
+            ("verdict", false),
+            ("by", true),
+        ]
+    } else {
+        [
+            ("target", false),
+            ("ratio", true),
+            ("wanted", true),
+            ("verdict", false),
+            ("by", true),
+        ]
+    };
+    let mut t = Table::new(&header);
     for j in judged {
         let by = match j.ratio {
             Some(r) => format!("{:+.0}%", (r / j.target.at_least - 1.0) * 100.0),
@@ -308,6 +320,95 @@ fn targets_table(judged: &[Judged]) -> Table {
     t
 }
 
+/// The judged targets, split: issue #20's goals, and the others.
+fn judged_split(results: &Results) -> (Vec<Judged>, Vec<Judged>) {
+    judge(results)
+        .into_iter()
+        .partition(|j| j.target.issue == GOALS_ISSUE)
+}
+
+/// The UDP cases' cost: kernel CPU per delivered packet for every system, and portfwd-tc's rate
+/// against each other system's, for 1 and the most forwards x one and unique flows. Routing and
+/// the ceiling have no rules to scale: the many-forwards rows compare with their 1-forward case.
+fn cost_table(results: &Results) -> Option<Table> {
+    let systems = [
+        System::PortfwdTc,
+        System::PortfwdXdp,
+        System::Iptables,
+        System::Nftables,
+        System::Routing,
+        System::Ceiling,
+    ];
+    let others = [
+        System::Iptables,
+        System::Nftables,
+        System::Routing,
+        System::Ceiling,
+    ];
+    let udp: Vec<Case> = results
+        .cases()
+        .into_iter()
+        .filter(|c| matches!(c, Case::Udp { .. }))
+        .collect();
+    let most = udp
+        .iter()
+        .filter_map(|c| match c {
+            Case::Udp { forwards, .. } => Some(*forwards),
+            _ => None,
+        })
+        .max()?;
+    let heads: Vec<String> = systems
+        .iter()
+        .map(|s| format!("{} ns", s.name().trim_start_matches("portfwd-")))
+        .chain(
+            others
+                .iter()
+                .map(|s| format!("tc/{}", s.name().trim_start_matches("portfwd-"))),
+        )
+        .collect();
+    let mut header: Vec<(&str, bool)> = vec![("case", false)];
+    header.extend(heads.iter().map(|h| (h.as_str(), true)));
+    let mut t = Table::new(&header);
+    let mut rows = 0;
+    for flows in [Flows::One, Flows::Unique] {
+        let mut scales = vec![1];
+        if most > 1 {
+            scales.push(most);
+        }
+        for forwards in scales {
+            let case = Case::Udp { flows, forwards };
+            if !udp.contains(&case) {
+                continue;
+            }
+            // Systems without rules to scale: their 1-forward case.
+            let at = |s: System| match s {
+                System::Routing | System::Ceiling => Case::Udp { flows, forwards: 1 },
+                _ => case,
+            };
+            let mut row = vec![case.name()];
+            for s in systems {
+                row.push(
+                    results
+                        .summary(s, at(s), CPU.name)
+                        .map(|v| format!("{:.0}", v.median))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            for s in others {
+                row.push(
+                    results
+                        .ratio((System::PortfwdTc, case), (s, at(s)))
+                        .map(|r| format!("{r:.2}x"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            t.row(row);
+            rows += 1;
+        }
+    }
+    (rows > 0).then_some(t)
+}
+
 /// The tables printed at the end of a run.
 pub fn stdout_tables(results: &Results) -> String {
     let mut out = String::from(
@@ -318,8 +419,15 @@ pub fn stdout_tables(results: &Results) -> String {
         out += "\nRule scaling, unique UDP flows\n\n";
         out += &t.text();
     }
-    out += "\nTargets (issue #4)\n\n";
-    out += &targets_table(&judge(results)).text();
+    if let Some(t) = cost_table(results) {
+        out += "\nUDP cost: kernel CPU per delivered packet (ns), and portfwd-tc's rate against each\n\n";
+        out += &t.text();
+    }
+    let (goals, rest) = judged_split(results);
+    out += "\nGoals (issue #20): ratios of medians within this run\n\n";
+    out += &targets_table(&goals.iter().collect::<Vec<_>>(), true).text();
+    out += "\nOther targets (issue #4)\n\n";
+    out += &targets_table(&rest.iter().collect::<Vec<_>>(), false).text();
     out
 }
 
@@ -382,6 +490,7 @@ pub fn json(results: &Results, info: &RunInfo) -> serde_json::Value {
         .map(|j| {
             json!({
                 "target": j.target.what,
+                "issue": j.target.issue,
                 "numerator": {"system": j.target.num.0.name(), "case": j.target.num.1.name()},
                 "denominator": {"system": j.target.den.0.name(), "case": j.target.den.1.name()},
                 "at_least": j.target.at_least,
@@ -452,8 +561,17 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         out += "\n## Rule scaling (unique UDP flows, Mpps delivered)\n\n";
         out += &t.markdown();
     }
-    out += "\n## Targets (issue #4)\n\n";
-    out += &targets_table(&judge(results)).markdown();
+    if let Some(t) = cost_table(results) {
+        out += "\n## UDP cost per packet\n\nKernel CPU per delivered packet (ns), and portfwd-tc's \
+                packet rate divided by each other system's. `routing` and `ceiling` have no rules \
+                to scale: the 10,000-forward rows compare with their 1-forward case.\n\n";
+        out += &t.markdown();
+    }
+    let (goals, rest) = judged_split(results);
+    out += "\n## Goals (issue #20)\n\n";
+    out += &targets_table(&goals.iter().collect::<Vec<_>>(), true).markdown();
+    out += "\n## Other targets (issue #4)\n\n";
+    out += &targets_table(&rest.iter().collect::<Vec<_>>(), false).markdown();
     out += "\n`n/m`: not measured (a side is not available or failed). `by`: how far the ratio is \
             above (+) or below (-) the target.\n";
 
@@ -699,7 +817,8 @@ mod tests {
         // Targets: portfwd-tc is 3x iptables everywhere in this data.
         let targets = value["targets"].as_array().unwrap();
         let first = &targets[0];
-        assert_eq!(first["target"], "portfwd-tc udp-1flow vs iptables");
+        assert_eq!(first["target"], "portfwd-tc one flow, vs iptables DNAT");
+        assert_eq!(first["issue"], 20);
         assert_eq!(first["ratio"], 3.0);
         assert_eq!(first["verdict"], "PASS");
         assert_eq!(value["run"]["quick"], true);
@@ -721,7 +840,9 @@ mod tests {
         for heading in [
             "## Results",
             "## Rule scaling",
-            "## Targets (issue #4)",
+            "## Goals (issue #20)",
+            "## Other targets (issue #4)",
+            "## UDP cost per packet",
             "## Reproduce",
         ] {
             assert!(md.contains(heading), "{heading} missing:\n{md}");
@@ -748,8 +869,16 @@ mod tests {
                 Some(w) => assert_eq!(cells, w, "{line}"),
             }
         }
-        assert_eq!(tables, 3, "{md}");
-        assert!(text.contains("portfwd-tc udp-1flow vs iptables"), "{text}");
+        // Results, scaling, cost, goals, other targets.
+        assert_eq!(tables, 5, "{md}");
+        assert!(
+            text.contains("portfwd-tc one flow, vs iptables DNAT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portfwd-tc udp-unique vs nftables map"),
+            "{text}"
+        );
         assert!(text.contains("3.00x"), "{text}");
     }
 
