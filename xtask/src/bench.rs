@@ -12,7 +12,9 @@
 //! - `netfilter`, `portfwd`: the iptables/nftables rules; the portfwd daemon and its counters;
 //! - `udp`, `tcp`, `probe`: the loads (trafgen; iperf3 and request/response loops) and the
 //!   counters read from the kernel;
-//! - `stats`, `results`: medians and percentiles; the collected figures and the targets (issue #20's goals, issue #4's);
+//! - `profile`: `--profile`, a `perf record` of each UDP window and its top symbols;
+//! - `stats`, `results`: medians and percentiles; the collected figures and the targets
+//!   (issue #20's goals, then issue #4's);
 //! - `report`, `chart`, `machine`: the stdout tables, `results.json`, `report.md`, `chart.svg`;
 //! - `pools`: issue #16's scenarios (`--pools`): 16 backends vs 1, spread, a backend's death.
 
@@ -23,6 +25,7 @@ mod plan;
 mod pools;
 mod portfwd;
 mod probe;
+mod profile;
 mod report;
 mod results;
 mod stats;
@@ -69,6 +72,10 @@ pub struct Args {
     /// Where results.json, report.md and chart.svg go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Profile every UDP window with `perf record -a -g` and write each profile's top symbols
+    /// (`perf report --no-children`) into DIR as SYSTEM-CASE-N.txt
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
     /// Exit with an error if any run failed (the reports are still written)
     #[arg(long)]
     pub strict: bool,
@@ -99,8 +106,12 @@ pub fn run(args: Args) -> Result<()> {
         "the benchmark builds network namespaces and loads eBPF programs: run it as root"
     );
     let started = Instant::now();
-    let settings = Settings::new(args.quick, args.runs);
+    let mut settings = Settings::new(args.quick, args.runs);
     ensure!(settings.runs > 0, "--runs must be at least 1");
+    if let Some(dir) = &args.profile {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        settings.profile = Some(dir.clone());
+    }
     let systems = select_systems(&args.systems)?;
     let cases: Vec<Case> = plan::cases(&settings)
         .into_iter()

@@ -61,6 +61,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("procps", "pgrep"),
     ("psmisc", "killall"),
     ("wrk", "wrk"),
+    // `cargo xtask bench --profile`.
+    ("linux-perf", "perf"),
     ("python3", "python3"),
     // `systemd-analyze verify` and `security` check config/portfwd.service.
     ("systemd", "systemd-analyze"),

@@ -123,6 +123,8 @@ fn bench_smoke() -> Result<()> {
     cmd::run(cmd::cargo().args(["build", "--package", "portfwd-pktgen"]))?;
     let root = cmd::workspace_root();
     let out = root.join("target/bench-smoke");
+    // A profile left by an earlier run would take the name checked below.
+    let _ = std::fs::remove_dir_all(out.join("profile"));
     bench::run(bench::Args {
         quick: true,
         runs: Some(1),
@@ -136,7 +138,14 @@ fn bench_smoke() -> Result<()> {
         out: Some(out.clone()),
         strict: true,
         pools: None,
+        profile: Some(out.join("profile")),
     })?;
+    // `--profile` wrote each UDP window's top symbols, the portfwd program's among them.
+    let profile = std::fs::read_to_string(out.join("profile/portfwd-tc-udp-1flow-1.txt"))?;
+    anyhow::ensure!(
+        profile.contains("portfwd_tc"),
+        "the profile of portfwd-tc's UDP window names no portfwd program:\n{profile}"
+    );
     // Issue #16's pps comparison (16 backends vs 1 target, one flow and new flows), once:
     // about 25 s.
     bench::run(bench::Args {
@@ -150,6 +159,7 @@ fn bench_smoke() -> Result<()> {
         out: Some(out.clone()),
         strict: true,
         pools: Some(bench::PoolScenarios::Pps),
+        profile: None,
     })?;
     anyhow::ensure!(
         out.join("pools.json").is_file(),

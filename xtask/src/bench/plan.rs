@@ -258,6 +258,8 @@ pub struct Settings {
     pub rr_window: Duration,
     /// Forward counts of the UDP scaling series (1 is the plain `udp-unique` case).
     pub scales: Vec<u32>,
+    /// `--profile DIR`: a system-wide `perf record` of every UDP window, reported into DIR.
+    pub profile: Option<PathBuf>,
 }
 
 impl Settings {
@@ -271,6 +273,7 @@ impl Settings {
                 stream_secs: 1,
                 rr_window: Duration::from_millis(700),
                 scales: vec![1, 10_000],
+                profile: None,
             }
         } else {
             Settings {
@@ -282,6 +285,7 @@ impl Settings {
                 stream_secs: 3,
                 rr_window: Duration::from_secs(2),
                 scales: vec![1, 100, 1_000, 10_000],
+                profile: None,
             }
         }
     }

@@ -83,6 +83,8 @@ pub struct Testbed {
     pub dst: SocketAddrV4,
     pub generator: Generator,
     system: System,
+    /// `SYSTEM-CASE`, naming the run's profiles (`--profile`).
+    label: String,
     dir: PathBuf,
 }
 
@@ -101,6 +103,7 @@ impl Testbed {
             others: Vec::new(),
             generator: env.generator.clone(),
             system,
+            label: format!("{}-{}", system.name(), case.name()),
             dir,
         };
         tb.setup(env, case)
@@ -284,6 +287,7 @@ impl Testbed {
             others: containers,
             generator: env.generator.clone(),
             system: System::PortfwdTc,
+            label: "portfwd-tc-pool".into(),
             dir,
         })
     }
@@ -302,6 +306,11 @@ impl Testbed {
     /// The MAC address of `eth0` in `ns`.
     pub fn mac(&self, ns: &Ns) -> Result<[u8; 6]> {
         self.lab.mac(ns, Lab::ETH)
+    }
+
+    /// `SYSTEM-CASE`, what the run measures.
+    pub fn label(&self) -> String {
+        self.label.clone()
     }
 
     /// The testbed's directory (configs, logs).

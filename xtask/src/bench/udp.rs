@@ -26,8 +26,8 @@ use anyhow::{Context as _, Result, bail};
 use portfwd_lab::Lab;
 
 use super::plan::{Flows, Generator, Settings};
-use super::probe;
 use super::testbed::Testbed;
+use super::{probe, profile};
 
 /// Frame length without the FCS: 64 bytes on the wire.
 pub const FRAME_LEN: usize = 60;
@@ -223,7 +223,10 @@ fn measure(tb: &Testbed, start_count: u64, settings: &Settings) -> Result<(f64, 
     }
     std::thread::sleep(settings.udp_warmup);
     let (c0, s0, t0) = sample(tb)?;
-    std::thread::sleep(settings.udp_window);
+    match &settings.profile {
+        Some(dir) => profile::window(dir, &tb.label(), settings.udp_window)?,
+        None => std::thread::sleep(settings.udp_window),
+    }
     let (c1, s1, t1) = sample(tb)?;
     let packets = c1.saturating_sub(c0);
     if packets == 0 {
