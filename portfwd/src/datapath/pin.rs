@@ -267,6 +267,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_change_of_size_alone_is_a_resize() {
+        let have = MapLayout {
+            map_type: 9,
+            key_size: 16,
+            value_size: 16,
+            max_entries: 131_072,
+            map_flags: 2,
+        };
+        let bigger = MapLayout {
+            max_entries: 1_000_000,
+            ..have
+        };
+        assert!(have.resized_to(&bigger) && bigger.resized_to(&have));
+        assert!(
+            !have.resized_to(&have),
+            "the same layout is reused, not resized"
+        );
+        let other_value = MapLayout {
+            value_size: 24,
+            ..bigger
+        };
+        assert!(!have.resized_to(&other_value));
+        let other_flags = MapLayout {
+            map_flags: 0,
+            ..bigger
+        };
+        assert!(!have.resized_to(&other_flags));
+    }
+
+    #[test]
     fn link_file_names_have_no_dots_and_round_trip() {
         for name in ["eth0", "eth0.100", "a%2Eb", "veth-1.2"] {
             let path = link_path(Path::new("/p"), 7, name, "xdp");
