@@ -632,3 +632,22 @@ fn max_flows_errors_are_located_and_say_why() {
         assert_eq!(error(text), format!("{FILE}:{want}"), "{text}");
     }
 }
+
+#[test]
+fn a_config_built_in_memory_is_held_to_the_same_range() {
+    let e = Config {
+        max_flows: Some(100),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "max_flows: 100 flows is too few: at least 1024, or each CPU's share of a flow table would be a handful of flows that evict each other"
+    );
+    let fine = Config {
+        max_flows: Some(1024),
+        ..Config::default()
+    };
+    assert!(fine.validate().is_ok());
+}
