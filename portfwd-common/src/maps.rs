@@ -182,7 +182,8 @@ pub const MAX_FORWARDS: u32 = 16_384;
 /// writes before switching to it. The forwarding tables hold room for both.
 pub const GENERATIONS: u32 = 2;
 pub const MAX_FLOWS: u32 = 131_072;
-/// IPv6 flows take 2.5 times the memory of IPv4 ones; half as many are kept.
+/// IPv6 flows take 1.5 times the memory of IPv4 ones (144.8 against 96.8 bytes of kernel
+/// memory per entry); half as many are kept. Both are the defaults `max_flows:` overrides.
 pub const MAX_FLOWS6: u32 = 65_536;
 /// Established flows ([`FLOWS_EST`], [`FLOWS6_EST`]): as many as new ones.
 pub const MAX_EST_FLOWS: u32 = MAX_FLOWS;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             config,
             mode,
             pin_dir,
+            max_flows,
             cleanup,
         } => {
             init_logging();
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
                 socket: api::socket_path(cli.socket.as_deref()),
                 mode,
                 pin_dir,
+                max_flows,
                 cleanup,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()

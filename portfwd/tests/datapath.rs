@@ -36,6 +36,8 @@
 //! - **Drop reasons**: `portfwd status` names every verdict counter (one end-to-end test).
 //! - **Flow tables** (`datapath/flow_tables.rs`): a flood of new flows evicts no established
 //!   flow, and the fill level derived from the datapath's inserts is exact.
+//! - **Flow table sizes** (`datapath/flow_sizes.rs`): the tables take the size `max_flows` asks,
+//!   and a restart with another size carries the pinned tables' flows over.
 //!
 //! Run: `cargo test -p portfwd --test datapath -- --nocapture` (as root; without root these tests
 //! say SKIPPED, and under `CI=true` they fail). The model and builder checks run without root.
@@ -54,6 +56,8 @@ mod support;
 mod env;
 #[path = "datapath/fixtures/mod.rs"]
 mod fixtures;
+#[path = "datapath/flow_sizes.rs"]
+mod flow_sizes;
 #[path = "datapath/flow_tables.rs"]
 mod flow_tables;
 #[path = "datapath/frame.rs"]

@@ -40,6 +40,11 @@ pub enum Command {
         /// Overrides the config's `pin_dir:` (default /sys/fs/bpf/portfwd).
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
+        /// Flows each flow table holds (IPv4 and IPv6, new and established flows, and the
+        /// pools' affinity tables), 1024 to 100000000. Overrides the config's `max_flows:`
+        /// (default 131072 IPv4 and 65536 IPv6 flows per table). Read at start only.
+        #[arg(long, value_name = "N", value_parser = crate::config::parse_max_flows)]
+        max_flows: Option<u32>,
         /// Remove everything pinned under the pin directory (detaching the programs and freeing
         /// the maps a stopped or killed daemon left behind), then exit.
         #[arg(long)]

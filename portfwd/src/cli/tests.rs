@@ -1,6 +1,6 @@
 //! The command line of pools: `add` with several targets and a health check, `del` of one
 //! target, `drain`, and the backends under their forward in `list`; the JSON each request
-//! sends.
+//! sends. And `daemon --max-flows`, checked as the config's `max_flows`.
 
 use clap::Parser as _;
 
@@ -268,4 +268,29 @@ fn list_shows_each_backend_under_its_forward() {
             "packets": 20, "bytes": 2000, "new_flows": 2, "live_flows": 0})
     );
     assert_eq!(serde_json::from_value::<ForwardEntry>(json).unwrap(), pool);
+}
+
+#[test]
+fn daemon_max_flows_is_checked_like_the_config_key() {
+    let max_flows = |args: &[&str]| -> Result<Option<u32>, String> {
+        let argv = ["portfwd", "daemon"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Daemon { max_flows, .. } => Ok(max_flows),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(max_flows(&[]), Ok(None));
+    assert_eq!(
+        max_flows(&["--max-flows", "1_000_000"]),
+        Ok(Some(1_000_000))
+    );
+    let e = max_flows(&["--max-flows", "100"]).unwrap_err();
+    assert!(e.contains("100 flows is too few: at least 1024"), "{e}");
+    let e = max_flows(&["--max-flows", "lots"]).unwrap_err();
+    assert!(e.contains("'lots' is not a number of flows"), "{e}");
 }

@@ -20,13 +20,13 @@
 //!   their comments, blank lines, CRLF line ends) is untouched.
 //! - This line edit applies when `forwards` is a top-level key of a block mapping, its
 //!   entries are block list items (`- ` at the start of a line), and nothing but the
-//!   forwards changed (`interfaces`, `mode`, `pin_dir`, `metrics` and `socket_group` are as
-//!   in the file, whose lines for them are left as they are). The edited text is parsed
-//!   again and must give exactly the new config.
+//!   forwards changed (`interfaces`, `mode`, `pin_dir`, `max_flows`, `metrics` and
+//!   `socket_group` are as in the file, whose lines for them are left as they are). The edited
+//!   text is parsed again and must give exactly the new config.
 //! - Otherwise (flow-style lists, a changed setting, a file that no longer parses, ...) the
 //!   file is regenerated in canonical form, keeping only its leading comment block. The
-//!   canonical form has `interfaces`, then `mode`, `pin_dir`, `metrics` and `socket_group`
-//!   only where they differ from their defaults, then `forwards`.
+//!   canonical form has `interfaces`, then `mode`, `pin_dir`, `max_flows`, `metrics` and
+//!   `socket_group` only where they differ from their defaults, then `forwards`.
 //!
 //! In both cases the result parses to the config that was saved, except that the forwards
 //! come in file order (kept entries where they were, new ones last; the order of forwards
@@ -89,6 +89,7 @@ fn same_settings(a: &Config, b: &Config) -> bool {
         named: _,
         mode,
         pin_dir,
+        max_flows,
         metrics,
         socket_group,
         docker,
@@ -96,6 +97,7 @@ fn same_settings(a: &Config, b: &Config) -> bool {
     *interfaces == b.interfaces
         && *mode == b.mode
         && *pin_dir == b.pin_dir
+        && *max_flows == b.max_flows
         && *metrics == b.metrics
         && *socket_group == b.socket_group
         && *docker == b.docker
@@ -660,8 +662,8 @@ fn empty_list(line: &str, key_len: usize) -> Option<String> {
 }
 
 /// The canonical file for `config`, under the leading comment block of `existing` (or a
-/// short header for a new file): `interfaces`, then `mode`, `pin_dir`, `metrics` and
-/// `socket_group` if they differ from their defaults, then `forwards`.
+/// short header for a new file): `interfaces`, then `mode`, `pin_dir`, `max_flows`, `metrics`
+/// and `socket_group` if they differ from their defaults, then `forwards`.
 fn regenerate(existing: Option<&str>, config: &Config) -> String {
     let mut out = String::new();
     match existing {
@@ -694,6 +696,9 @@ fn regenerate(existing: Option<&str>, config: &Config) -> String {
     if config.pin_dir != defaults.pin_dir {
         let path = config.pin_dir.to_string_lossy();
         out.push_str(&format!("pin_dir: {}\n", yaml_quoted(&path)));
+    }
+    if let Some(n) = config.max_flows {
+        out.push_str(&format!("max_flows: {n}\n"));
     }
     if let Some(addr) = config.metrics {
         out.push_str(&format!("metrics: \"{addr}\"\n"));

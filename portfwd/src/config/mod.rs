@@ -5,6 +5,7 @@
 //! interfaces: []              # empty or absent: every non-loopback interface that is up
 //! mode: auto                  # auto, tc or xdp (any case): see AttachMode; absent: auto
 //! pin_dir: /sys/fs/bpf/portfwd  # absolute; where programs, links and maps are pinned
+//! max_flows: 1_000_000        # flows per flow table, 1024-100M; absent: 131072 IPv4, 65536 IPv6
 //! metrics: "127.0.0.1:9369"   # Prometheus endpoint, IP:PORT or [IPv6]:PORT; absent/null: off
 //! socket_group: portfwd       # may use the control socket besides root; absent/null: root only
 //! forwards:
@@ -59,8 +60,8 @@ pub use edit::render;
 pub use file::{load, save};
 pub use model::{
     AttachMode, Config, ConfigError, ConflictError, DEFAULT_DOCKER_SOCKET, DEFAULT_PATH,
-    DEFAULT_PIN_DIR, DockerConfig, MAX_GROUP_NAME_LEN, MAX_INTERFACE_NAME_LEN,
-    ParseAttachModeError, ValidationError, check_interface_name, check_pin_dir, check_socket_group,
-    parse_metrics,
+    DEFAULT_PIN_DIR, DockerConfig, MAX_FLOWS_RANGE, MAX_GROUP_NAME_LEN, MAX_INTERFACE_NAME_LEN,
+    ParseAttachModeError, ValidationError, check_interface_name, check_max_flows, check_pin_dir,
+    check_socket_group, parse_max_flows, parse_metrics,
 };
 pub use schema::parse_str;

@@ -126,6 +126,11 @@ pub struct Config {
     /// `pin_dir:` where programs, links and maps are pinned (default [`DEFAULT_PIN_DIR`]).
     /// Must be an absolute path (see [`check_pin_dir`]).
     pub pin_dir: PathBuf,
+    /// `max_flows:` how many flows each flow table holds (both families' new and established
+    /// flows, and the pools' affinity tables), in [`MAX_FLOWS_RANGE`]. `None` (absent, the
+    /// default) keeps the built-in sizes: 131,072 IPv4 and 65,536 IPv6 flows per table. Read
+    /// when the daemon starts (a reload only warns that a change waits for a restart).
+    pub max_flows: Option<u32>,
     /// `metrics:` address of the Prometheus endpoint, e.g. `127.0.0.1:9369`; `None` (absent
     /// or null in the file, the default) means no endpoint. The port is never 0.
     pub metrics: Option<SocketAddr>,
@@ -148,6 +153,7 @@ impl Default for Config {
             named: Vec::new(),
             mode: AttachMode::default(),
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            max_flows: None,
             metrics: None,
             socket_group: None,
             docker: None,
@@ -262,6 +268,9 @@ impl Config {
             message,
         };
         check_pin_dir(&self.pin_dir).map_err(|m| invalid("pin_dir", m))?;
+        if let Some(n) = self.max_flows {
+            check_max_flows(u64::from(n)).map_err(|m| invalid("max_flows", m))?;
+        }
         if let Some(addr) = self.metrics {
             check_metrics_port(addr.port()).map_err(|m| invalid("metrics", m))?;
         }
@@ -385,6 +394,51 @@ pub fn check_pin_dir(path: &Path) -> Result<(), String> {
     } else {
         return Ok(());
     })
+}
+
+/// What `max_flows` may be. Below, a CPU's share of an LRU flow table (the table divided by
+/// the possible CPUs) would be a few flows, evicted by the next ones; above, the tables would
+/// take more kernel memory than a host has to give them: the kernel allocates every entry when
+/// it creates a table, and the six tables take about 685 MB per million flows (see the
+/// README, "Map sizes").
+pub const MAX_FLOWS_RANGE: std::ops::RangeInclusive<u64> = 1_024..=100_000_000;
+
+/// Why `n` cannot be `max_flows`, or Ok.
+pub fn check_max_flows(n: u64) -> Result<u32, String> {
+    let (min, max) = (*MAX_FLOWS_RANGE.start(), *MAX_FLOWS_RANGE.end());
+    if n < min {
+        Err(format!(
+            "{n} flows is too few: at least {min}, or each CPU's share of a flow table would be a handful of flows that evict each other"
+        ))
+    } else if n > max {
+        Err(format!(
+            "{n} flows is too many: at most {max} (100 million), since the kernel allocates every entry up front and the flow tables take about 685 MB per million flows"
+        ))
+    } else {
+        Ok(n as u32)
+    }
+}
+
+/// Parses `max_flows` (the config key and `--max-flows`): a whole number of flows in
+/// [`MAX_FLOWS_RANGE`], digits with optional `_` between them (`1_000_000`).
+pub fn parse_max_flows(text: &str) -> Result<u32, String> {
+    let shown = printable(text);
+    let digits = text.trim();
+    let well_formed = digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits.ends_with(|c: char| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+        && !digits.contains("__");
+    let n = if well_formed {
+        digits.replace('_', "").parse::<u64>().ok()
+    } else {
+        None
+    };
+    match n {
+        Some(n) => check_max_flows(n),
+        None => Err(format!(
+            "'{shown}' is not a number of flows (e.g. 1000000 or 1_000_000)"
+        )),
+    }
 }
 
 /// The example in messages about `metrics`.

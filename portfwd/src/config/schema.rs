@@ -32,7 +32,7 @@ use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter
 
 use super::model::{
     AttachMode, Config, ConfigError, DockerConfig, check_interface_name, check_pin_dir,
-    check_socket_group, conflict_message, one_of, parse_metrics,
+    check_socket_group, conflict_message, one_of, parse_max_flows, parse_metrics,
 };
 use crate::{
     health,
@@ -339,6 +339,7 @@ impl Source<'_> {
                 "interfaces" => config.interfaces = self.interfaces(value)?,
                 "mode" => config.mode = self.mode(value)?,
                 "pin_dir" => config.pin_dir = self.pin_dir(value)?,
+                "max_flows" => config.max_flows = self.max_flows(value)?,
                 "metrics" => config.metrics = self.metrics(value)?,
                 "socket_group" => config.socket_group = self.socket_group(value)?,
                 "docker" => config.docker = self.docker(value)?,
@@ -401,6 +402,17 @@ impl Source<'_> {
         let path = PathBuf::from(self.string(node, "pin_dir", "an absolute path")?);
         check_pin_dir(&path).map_err(|message| self.invalid(node, "pin_dir", message))?;
         Ok(path)
+    }
+
+    /// `max_flows: null` is the same as no `max_flows` key: the built-in sizes.
+    fn max_flows(&self, node: &Spanned<Node>) -> Result<Option<u32>, ConfigError> {
+        if let Node::Null = node.value {
+            return Ok(None);
+        }
+        let text = self.string(node, "max_flows", "a number of flows")?;
+        parse_max_flows(&text)
+            .map(Some)
+            .map_err(|message| self.invalid(node, "max_flows", message))
     }
 
     /// `metrics: null` is the same as no `metrics` key: no endpoint.
@@ -795,11 +807,12 @@ enum Targets {
 }
 
 /// The keys of the top-level mapping, in the order error messages list them.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "interfaces",
     "forwards",
     "mode",
     "pin_dir",
+    "max_flows",
     "metrics",
     "socket_group",
     "docker",

@@ -50,7 +50,7 @@ use tokio::{
 use self::{access::Access, state::State};
 use crate::{
     config::{self, AttachMode, Config, ConfigError},
-    datapath::Datapath,
+    datapath::{Datapath, FlowSizes},
     error::{Error, chain},
     metrics,
 };
@@ -63,6 +63,8 @@ pub struct Options {
     pub mode: Option<AttachMode>,
     /// `--pin-dir`: overrides the config's `pin_dir:`.
     pub pin_dir: Option<PathBuf>,
+    /// `--max-flows`: overrides the config's `max_flows:`.
+    pub max_flows: Option<u32>,
     /// `--cleanup`: remove everything pinned under the pin directory and exit.
     pub cleanup: bool,
 }
@@ -123,7 +125,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // pinned (possibly that daemon's datapath) is touched.
     let listener = control::bind(&opts.socket, &access)?;
     let _socket_file = control::SocketFile(opts.socket.clone());
-    let mut dp = Datapath::load_pinned(&pin_dir)?;
+    let sizes = FlowSizes::new(opts.max_flows.or(cfg.max_flows));
+    let mut dp = Datapath::load_pinned(&pin_dir, sizes)?;
     let adopted = dp.adopt_pinned_links();
     if !adopted.is_empty() {
         tracing::info!(

@@ -247,6 +247,15 @@ impl State {
                 "pin_dir changed: it takes effect when the daemon restarts"
             );
         }
+        if old_cfg.max_flows != cfg.max_flows {
+            let shown = |n: Option<u32>| n.map_or("default".to_owned(), |n| n.to_string());
+            tracing::warn!(
+                from = %shown(old_cfg.max_flows),
+                to = %shown(cfg.max_flows),
+                "max_flows changed: it takes effect when the daemon restarts (the flows are \
+                 carried over to tables of the new size)"
+            );
+        }
         let mut summary = if diff.is_empty() {
             "forwards unchanged".to_owned()
         } else {

@@ -1,6 +1,7 @@
 //! The flow tables' fill level and evictions, derived from the datapath's per-CPU insert counters
-//! (`PF_FLOW_INSERTS`) instead of walking the tables (a full table holds 131,072 flows, and
-//! every `portfwd status` and metrics scrape asks).
+//! (`PF_FLOW_INSERTS`) instead of walking the tables (a full table holds 131,072 flows by
+//! default, up to 100 million with `max_flows:`, and every `portfwd status` and metrics scrape
+//! asks).
 //!
 //! Each flow table is an LRU hash with a list per CPU (`BPF_F_NO_COMMON_LRU`): the kernel gives
 //! each possible CPU an equal share of the entries, a CPU inserts only into its own share, and
@@ -10,7 +11,8 @@
 //! to 4 entries at once (a CPU may hold up to 3 fewer than counted), and a flow re-inserted with
 //! another translation (its forward changed under it) frees its old entry on the CPU that made
 //! it, which then counts one entry too many. Entries written by userspace (tests) are not
-//! counted.
+//! counted, except the flows a restart carries over to a table of another size, which set the
+//! counters to what they placed on each CPU (see [`super::resize`]).
 
 use portfwd_common::maps::FlowTable;
 

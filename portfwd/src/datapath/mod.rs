@@ -12,7 +12,9 @@
 //!   one step (a reload is atomic for the datapath);
 //! - `cgroup`: attaching the socket hooks (host-local access) to the cgroup v2 root, or taking
 //!   over the ones a previous daemon pinned;
-//! - `link`: the raw `bpf(2)` calls that taking over a pinned cgroup link needs.
+//! - `link`: the raw `bpf(2)` calls that taking over a pinned cgroup link needs;
+//! - `resize`: the flow tables' size (`max_flows:`), and carrying their flows over to tables of
+//!   a new size.
 mod attach;
 pub mod cgroup;
 pub mod flows;
@@ -21,11 +23,16 @@ mod link;
 pub mod maps;
 pub mod pin;
 pub mod pools;
+pub mod resize;
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader, TestRunOptions,
+    maps::MapData,
     programs::{
         CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunResult,
         Xdp, XdpMode,
@@ -38,6 +45,7 @@ use aya::{
 pub use attach::Attachments;
 use attach::Handle;
 pub use maps::Maps;
+pub use resize::FlowSizes;
 
 use portfwd_common::maps::Program;
 
@@ -64,23 +72,39 @@ pub struct Datapath {
     pub attachments: Attachments,
     /// Where maps and links are pinned; `None` for a process-local datapath (tests).
     pin_dir: Option<PathBuf>,
+    /// Pinned flow tables replaced by tables of another size, whose last flows are carried over
+    /// once the previous programs are swapped out (see [`resize`]).
+    resized: Vec<resize::Carry>,
 }
 
 impl Datapath {
     /// Loads the object and its programs into the kernel (not yet attached anywhere), with
-    /// fresh maps that live as long as this process holds them.
+    /// fresh maps that live as long as this process holds them, the flow tables at their
+    /// default sizes.
     pub fn load() -> Result<Self, Error> {
-        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        Self::load_with(FlowSizes::default())
+    }
+
+    /// [`Datapath::load`] with the flow tables sized as `sizes` says.
+    pub fn load_with(sizes: FlowSizes) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        sizes.apply(&mut loader);
+        let ebpf = loader.load(EBPF_OBJECT).map_err(load_error)?;
         Self::finish_load(ebpf, None)
     }
 
     /// Loads the object against the maps pinned in `dir` (creating and pinning them when
     /// absent, replacing any whose layout changed), so that flows, forwards and counters of a
-    /// previous daemon carry over. Mounts bpffs if needed.
-    pub fn load_pinned(dir: &Path) -> Result<Self, Error> {
+    /// previous daemon carry over. Mounts bpffs if needed. The flow tables are sized as `sizes`
+    /// says; a pinned one of another size is replaced by a new one holding its flows (up to
+    /// its capacity; see [`resize`]): the last of them are copied by
+    /// [`Datapath::adopt_pinned_links`], once the previous programs no longer run.
+    pub fn load_pinned(dir: &Path, sizes: FlowSizes) -> Result<Self, Error> {
         pin::prepare(dir)?;
         // What this binary's maps look like, from a throwaway load (maps only, no programs).
-        let probe = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        let mut probe_loader = EbpfLoader::new();
+        sizes.apply(&mut probe_loader);
+        let probe = probe_loader.load(EBPF_OBJECT).map_err(load_error)?;
         // The object's data sections (`.rodata`: constants the compiler placed there) are maps
         // too, but they hold no state: each load makes its own, and they are not pinned.
         let expected: Vec<(String, pin::MapLayout)> = probe
@@ -92,7 +116,7 @@ impl Datapath {
             })
             .collect();
         drop(probe);
-        pin::replace_incompatible_maps(dir, &expected);
+        let old_tables = pin::replace_incompatible_maps(dir, &expected, FlowSizes::is_flow_table);
 
         let maps_dir = pin::maps_dir(dir);
         let paths: Vec<(String, PathBuf)> = expected
@@ -100,11 +124,49 @@ impl Datapath {
             .map(|(n, _)| (n.clone(), maps_dir.join(n)))
             .collect();
         let mut loader = EbpfLoader::new();
+        sizes.apply(&mut loader);
         for (name, path) in &paths {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
         let ebpf = loader.load(EBPF_OBJECT).map_err(load_error)?;
-        Self::finish_load(ebpf, Some(dir.to_owned()))
+        let resized = Self::carry_over(&ebpf, old_tables);
+        let mut dp = Self::finish_load(ebpf, Some(dir.to_owned()))?;
+        dp.resized = resized;
+        Ok(dp)
+    }
+
+    /// Pass 1 of carrying the flows of resized tables over (see [`resize`]): into the new
+    /// tables, which no program uses yet.
+    fn carry_over(ebpf: &Ebpf, old_tables: Vec<(String, MapData)>) -> Vec<resize::Carry> {
+        let new_map = |name: &str| -> Option<MapData> {
+            let fd = map_data(ebpf.map(name)?)?
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()?;
+            MapData::from_fd(fd).ok()
+        };
+        let Some(inserts) = new_map(portfwd_common::maps::FLOW_INSERTS) else {
+            tracing::warn!("no flow insert counters: resized flow tables start empty");
+            return Vec::new();
+        };
+        let mut resized = Vec::new();
+        for (name, old) in old_tables {
+            let Some(name) = FlowSizes::flow_table(&name) else {
+                continue;
+            };
+            let Some(new) = new_map(name) else {
+                tracing::warn!(
+                    map = name,
+                    "resized flow table not in the object: flows lost"
+                );
+                continue;
+            };
+            let mut carry = resize::Carry::new(name, old, new);
+            carry.first_pass(&inserts);
+            resized.push(carry);
+        }
+        resized
     }
 
     fn finish_load(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> Result<Self, Error> {
@@ -124,6 +186,7 @@ impl Datapath {
             maps,
             attachments: Attachments::default(),
             pin_dir,
+            resized: Vec::new(),
         })
     }
 
@@ -134,8 +197,18 @@ impl Datapath {
     /// Takes over the links a previous daemon pinned: each one gets this binary's program
     /// swapped in atomically, so interfaces are never left without a program nor given two.
     /// Links that cannot be taken over (interface gone, unknown file) are unpinned. Returns
-    /// the adopted (ifindex, name, kind).
+    /// the adopted (ifindex, name, kind). Then the flow tables replaced by tables of another
+    /// size get the flows the previous programs made while this daemon loaded (pass 2 of
+    /// [`resize`]), and are freed.
     pub fn adopt_pinned_links(&mut self) -> Vec<(u32, String, String)> {
+        let adopted = self.adopt_links();
+        for carry in std::mem::take(&mut self.resized) {
+            carry.second_pass();
+        }
+        adopted
+    }
+
+    fn adopt_links(&mut self) -> Vec<(u32, String, String)> {
         let Some(dir) = self.pin_dir.clone() else {
             return Vec::new();
         };
@@ -506,7 +579,7 @@ fn pin_link_at(path: PathBuf, kind: &'static str, fd: FdLink) -> Result<Handle, 
 /// The `MapData` behind any map variant (for reading its layout). Every kind is listed: a map
 /// left out here would be neither compared nor pinned, and would come back empty after a
 /// restart.
-fn map_data(map: &aya::maps::Map) -> Option<&aya::maps::MapData> {
+fn map_data(map: &aya::maps::Map) -> Option<&MapData> {
     use aya::maps::Map;
     Some(match map {
         Map::Array(m) | Map::ArrayOfMaps(m) | Map::BloomFilter(m) | Map::CgroupArray(m) => m,

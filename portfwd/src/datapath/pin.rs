@@ -157,21 +157,42 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
 /// Replaces pinned maps whose layout differs from the ones this binary was built with (an
 /// upgrade that changed a key or value): their state cannot be read by the new programs, so
 /// the pin is removed and a fresh map is created. `expected` lists each map's [`MapLayout`]
-/// from the embedded object.
-pub fn replace_incompatible_maps(dir: &Path, expected: &[(String, MapLayout)]) {
+/// from the embedded object (with the sizes the daemon asks for).
+///
+/// A map named in `resizable` whose layout differs only in `max_entries` (a flow table whose
+/// size `max_flows:` changed) loses its pin too, but is returned open: its entries are to be
+/// copied into the new map (see `super::resize`), and it is freed once this descriptor is
+/// dropped (and the previous programs, which still use it, are replaced).
+pub fn replace_incompatible_maps(
+    dir: &Path,
+    expected: &[(String, MapLayout)],
+    resizable: impl Fn(&str) -> bool,
+) -> Vec<(String, MapData)> {
+    let mut resized = Vec::new();
     for (name, want) in expected {
         let path = maps_dir(dir).join(name);
         if !path.exists() {
             continue;
         }
-        let have = MapData::from_pin(&path)
-            .and_then(|m| m.info())
-            .map(|i| MapLayout::of(&i));
+        let have = MapData::from_pin(&path).and_then(|m| {
+            let layout = MapLayout::of(&m.info()?);
+            Ok((m, layout))
+        });
         match have {
-            Ok(have) if have == *want => {
+            Ok((_, have)) if have == *want => {
                 tracing::info!(map = %name, "reusing pinned map");
             }
-            Ok(have) => {
+            Ok((map, have)) if have.resized_to(want) && resizable(name) => {
+                tracing::info!(
+                    map = %name,
+                    from = have.max_entries,
+                    to = want.max_entries,
+                    "pinned flow table has another size: its flows are carried over to a new one"
+                );
+                let _ = std::fs::remove_file(&path);
+                resized.push((name.clone(), map));
+            }
+            Ok((_, have)) => {
                 tracing::warn!(
                     map = %name,
                     ?have,
@@ -186,6 +207,7 @@ pub fn replace_incompatible_maps(dir: &Path, expected: &[(String, MapLayout)]) {
             }
         }
     }
+    resized
 }
 
 /// What must match for a pinned map to be reused.
@@ -201,6 +223,15 @@ pub struct MapLayout {
 }
 
 impl MapLayout {
+    /// Whether `self` and `want` differ in their size alone.
+    pub fn resized_to(&self, want: &MapLayout) -> bool {
+        self.max_entries != want.max_entries
+            && MapLayout {
+                max_entries: want.max_entries,
+                ..*self
+            } == *want
+    }
+
     pub fn of(info: &aya::maps::MapInfo) -> Self {
         MapLayout {
             map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
@@ -234,6 +265,36 @@ pub fn cleanup(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_change_of_size_alone_is_a_resize() {
+        let have = MapLayout {
+            map_type: 9,
+            key_size: 16,
+            value_size: 16,
+            max_entries: 131_072,
+            map_flags: 2,
+        };
+        let bigger = MapLayout {
+            max_entries: 1_000_000,
+            ..have
+        };
+        assert!(have.resized_to(&bigger) && bigger.resized_to(&have));
+        assert!(
+            !have.resized_to(&have),
+            "the same layout is reused, not resized"
+        );
+        let other_value = MapLayout {
+            value_size: 24,
+            ..bigger
+        };
+        assert!(!have.resized_to(&other_value));
+        let other_flags = MapLayout {
+            map_flags: 0,
+            ..bigger
+        };
+        assert!(!have.resized_to(&other_flags));
+    }
 
     #[test]
     fn link_file_names_have_no_dots_and_round_trip() {

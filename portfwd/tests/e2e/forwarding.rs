@@ -464,6 +464,109 @@ fn connections_survive_twenty_kill_9_and_restart_cycles() {
     );
 }
 
+/// Issue #20: `max_flows` sizes the flow tables (`status` shows it); a reload that changes it
+/// only warns; a restart with the new size (after `kill -9`, so the previous programs still run
+/// on the old tables while it loads) carries the flows over, and the connections go on.
+/// `--max-flows` is checked like the config key.
+#[test]
+fn a_restart_with_another_max_flows_carries_the_flows_over() {
+    require_root!();
+    let mut s = Scenario::new("maxflows")
+        .containers(1)
+        .tcp_server("c1", 3000)
+        .udp_server("c1", 53)
+        .yaml("max_flows: 8192")
+        .forward("8080", "c1:3000")
+        .forward("5353/udp", "c1:53")
+        .daemon();
+    // The kernel rounds a size up to a multiple of the possible CPUs.
+    let cpus = aya::util::nr_cpus().unwrap() as u64;
+    let kernel_size = |n: u64| n.div_ceil(cpus) * cpus;
+    let tables = |s: &Scenario| -> Vec<(String, u64, u64)> {
+        s.status_json()["flow_tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let n = |k: &str| t[k].as_u64().unwrap();
+                (
+                    t["name"].as_str().unwrap().to_owned(),
+                    n("entries"),
+                    n("max_entries"),
+                )
+            })
+            .collect()
+    };
+    let caps = |s: &Scenario| -> Vec<u64> { tables(s).iter().map(|t| t.2).collect() };
+    assert_eq!(caps(&s), [kernel_size(8192); 4]);
+
+    let mut session = lab::tcp_session(s.lab.client(), host_port(8080), T).unwrap();
+    let udp = s
+        .lab
+        .client()
+        .run(|| std::net::UdpSocket::bind((Lab::CLIENT_ADDR, 0)))
+        .unwrap();
+    udp.connect(host_port(5353)).unwrap();
+    udp.set_read_timeout(Some(T)).unwrap();
+    let exchange = |session: &mut lab::TcpSession, line: &str| {
+        let r = session.request(line).unwrap();
+        assert!(r.trim_end().ends_with(line), "TCP {line}: {r}");
+        udp.send(line.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = udp.recv(&mut buf).unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]);
+        assert!(r.trim_end().ends_with(line), "UDP {line}: {r}");
+    };
+    exchange(&mut session, "before");
+    exchange(&mut session, "established");
+
+    // A reload with another size: a warning, the tables as they were.
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    std::fs::write(
+        &s.d.config,
+        text.replace("max_flows: 8192", "max_flows: 20000"),
+    )
+    .unwrap();
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let warned = support::eventually(|| s.d.log_text().contains("max_flows changed"));
+    assert!(warned.is_ok(), "{}", s.d.log_text());
+    assert_eq!(caps(&s), [kernel_size(8192); 4]);
+    let before = tables(&s);
+
+    // The restart: the new size, the flows carried over (the fill reads them before any new
+    // packet), and the same connections go on.
+    s.d.kill9();
+    s.d.restart();
+    let after = tables(&s);
+    assert_eq!(
+        after.iter().map(|t| t.2).collect::<Vec<_>>(),
+        [kernel_size(20_000); 4]
+    );
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            (&a.0, a.1),
+            (&b.0, b.1),
+            "carried over: {before:?} -> {after:?}"
+        );
+    }
+    let est = after.iter().find(|t| t.0 == "PF_FLOWS_EST").unwrap();
+    // (The UDP flow may stay new in XDP mode, where XDP finishes its answers.)
+    assert!(est.1 >= 1, "the TCP flow is established: {after:?}");
+    let log = s.d.log_text();
+    assert!(log.contains("flow table resized"), "{log}");
+    exchange(&mut session, "after-resize");
+
+    // `--max-flows` out of range is refused before anything is loaded.
+    let out = Scenario::new("maxflowsbad").run_to_exit(&["--max-flows", "1000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1000 flows is too few: at least 1024"),
+        "{err}"
+    );
+}
+
 /// Issue #7: a daemon started over pinned state reconciles it with the config (adds what is
 /// missing, removes what is stale), replaces a pinned map whose layout changed (as after an
 /// upgrade) and says so, and `--cleanup` refuses while a daemon runs.

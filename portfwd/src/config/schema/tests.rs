@@ -185,7 +185,7 @@ fn structure_errors_are_located() {
         ),
         (
             "forward: []\n",
-            "1:1: forward: unknown key (expected interfaces, forwards, mode, pin_dir, metrics, socket_group or docker)",
+            "1:1: forward: unknown key (expected interfaces, forwards, mode, pin_dir, max_flows, metrics, socket_group or docker)",
         ),
         (
             "forwards:\n  - listen: \"80\"\n    to: \"1.2.3.4:80\"\n    proto: tcp\n",
@@ -257,7 +257,7 @@ fn messages_stay_on_one_line() {
     assert_eq!(
         error("\"a\\nb\": 1\n"),
         format!(
-            "{FILE}:1:1: a\\nb: unknown key (expected interfaces, forwards, mode, pin_dir, metrics, socket_group or docker)"
+            "{FILE}:1:1: a\\nb: unknown key (expected interfaces, forwards, mode, pin_dir, max_flows, metrics, socket_group or docker)"
         )
     );
     assert_eq!(
@@ -555,4 +555,99 @@ fn dockers_allowlist() {
     );
     let c = parse("docker:\n  socket: /run/d.sock\n  allow: [\"10.0.0.0/8\"]\n");
     assert_eq!(parse(&render(None, &c)), c);
+}
+
+#[test]
+fn max_flows_is_read_checked_and_written_back() {
+    // Absent or null: the built-in sizes.
+    assert_eq!(parse("forwards: []\n").max_flows, None);
+    assert_eq!(parse("max_flows:\nforwards: []\n").max_flows, None);
+    for (text, n) in [
+        ("max_flows: 1000000\n", 1_000_000),
+        ("max_flows: 1_000_000\n", 1_000_000),
+        ("max_flows: \"2048\"\n", 2048),
+        ("max_flows: 1024\n", 1024),
+        ("max_flows: 100000000\n", 100_000_000),
+    ] {
+        assert_eq!(parse(text).max_flows, Some(n), "{text}");
+    }
+    // Written back (after pin_dir) only when set, and read back the same.
+    let c = parse("interfaces: []\nmax_flows: 1_000_000\nforwards: []\n");
+    let fresh = render(None, &c);
+    assert!(fresh.contains("\nmax_flows: 1000000\n"), "{fresh}");
+    assert_eq!(parse(&fresh), c);
+    assert!(!render(None, &Config::default()).contains("max_flows"));
+    // A file whose max_flows changes is rewritten with the new value.
+    let text = "# mine\ninterfaces: []\nmax_flows: 4096\nforwards: []\n";
+    let bigger = Config {
+        max_flows: Some(8192),
+        ..parse(text)
+    };
+    let out = render(Some(text), &bigger);
+    assert_eq!(parse(&out), bigger, "{out}");
+    assert!(out.starts_with("# mine\n"), "{out}");
+}
+
+#[test]
+fn max_flows_errors_are_located_and_say_why() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "interfaces: []\nmax_flows: 1023\n",
+            "2:12: max_flows: 1023 flows is too few: at least 1024, or each CPU's share of a flow table would be a handful of flows that evict each other",
+        ),
+        (
+            "max_flows: 0\n",
+            "1:12: max_flows: 0 flows is too few: at least 1024, or each CPU's share of a flow table would be a handful of flows that evict each other",
+        ),
+        (
+            "forwards: []\n\nmax_flows: 100000001\n",
+            "3:12: max_flows: 100000001 flows is too many: at most 100000000 (100 million), since the kernel allocates every entry up front and the flow tables take about 685 MB per million flows",
+        ),
+        (
+            "max_flows: 99999999999999999999999\n",
+            "1:12: max_flows: '99999999999999999999999' is not a number of flows (e.g. 1000000 or 1_000_000)",
+        ),
+        (
+            "max_flows: -5\n",
+            "1:12: max_flows: '-5' is not a number of flows (e.g. 1000000 or 1_000_000)",
+        ),
+        (
+            "max_flows: 1.5e6\n",
+            "1:12: max_flows: '1.5e6' is not a number of flows (e.g. 1000000 or 1_000_000)",
+        ),
+        (
+            "max_flows: 1M\n",
+            "1:12: max_flows: '1M' is not a number of flows (e.g. 1000000 or 1_000_000)",
+        ),
+        (
+            "max_flows: [1024]\n",
+            "1:12: max_flows: expected a number of flows, found a list",
+        ),
+        (
+            "max_flows: 2048\nmax_flows: 4096\n",
+            "2:1: max_flows: duplicate key (first at line 1)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error(text), format!("{FILE}:{want}"), "{text}");
+    }
+}
+
+#[test]
+fn a_config_built_in_memory_is_held_to_the_same_range() {
+    let e = Config {
+        max_flows: Some(100),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "max_flows: 100 flows is too few: at least 1024, or each CPU's share of a flow table would be a handful of flows that evict each other"
+    );
+    let fine = Config {
+        max_flows: Some(1024),
+        ..Config::default()
+    };
+    assert!(fine.validate().is_ok());
 }
