@@ -76,6 +76,10 @@ pub struct Args {
     /// (`perf report --no-children`) into DIR as SYSTEM-CASE-N.txt
     #[arg(long, value_name = "DIR")]
     pub profile: Option<PathBuf>,
+    /// Size portfwd's flow tables (the daemon's `max_flows:`), e.g. 1000000 or 10000000 [default:
+    /// the daemon's]
+    #[arg(long, value_name = "N")]
+    pub max_flows: Option<u64>,
     /// Exit with an error if any run failed (the reports are still written)
     #[arg(long)]
     pub strict: bool,
@@ -166,6 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         xdp: portfwd::xdp_support(&bin),
         portfwd: bin,
         workdir: std::env::temp_dir().join(format!("portfwd-bench-{}", std::process::id())),
+        max_flows: args.max_flows,
     };
     if let Some(which) = args.pools {
         cmd::banner(&format!(

@@ -139,6 +139,7 @@ fn bench_smoke() -> Result<()> {
         strict: true,
         pools: None,
         profile: Some(out.join("profile")),
+        max_flows: None,
     })?;
     // `--profile` wrote each UDP window's top symbols, the portfwd program's among them.
     let profile = std::fs::read_to_string(out.join("profile/portfwd-tc-udp-1flow-1.txt"))?;
@@ -160,6 +161,7 @@ fn bench_smoke() -> Result<()> {
         strict: true,
         pools: Some(bench::PoolScenarios::Pps),
         profile: None,
+        max_flows: None,
     })?;
     anyhow::ensure!(
         out.join("pools.json").is_file(),

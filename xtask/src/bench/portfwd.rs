@@ -42,8 +42,13 @@ pub fn xdp_support(bin: &Path) -> Result<(), String> {
 /// exposed interface and a bridge has none, and the tc figures use the same config so that the
 /// mode is the only difference. The daemon still attaches tc to every interface (the replies
 /// arrive on the container's veth).
-pub fn config_yaml(forwards: &[Forward]) -> String {
-    let mut s = String::from("# written by `cargo xtask bench`\ninterfaces: [eth0]\nforwards:\n");
+/// `max_flows`: the flow tables' size (`--max-flows`), the daemon's default when `None`.
+pub fn config_yaml(forwards: &[Forward], max_flows: Option<u64>) -> String {
+    let mut s = String::from("# written by `cargo xtask bench`\ninterfaces: [eth0]\n");
+    if let Some(n) = max_flows {
+        let _ = writeln!(s, "max_flows: {n}");
+    }
+    s += "forwards:\n";
     for f in forwards {
         let _ = writeln!(
             s,
@@ -72,9 +77,10 @@ impl Daemon {
         bin: &Path,
         dir: &Path,
         forwards: &[Forward],
+        max_flows: Option<u64>,
         mode: Option<&str>,
     ) -> Result<Daemon> {
-        Self::start_config(lab, bin, dir, &config_yaml(forwards), mode)
+        Self::start_config(lab, bin, dir, &config_yaml(forwards, max_flows), mode)
     }
 
     /// Like [`Daemon::start`], with the config file's whole text.
@@ -225,22 +231,31 @@ mod tests {
     #[test]
     fn config_lists_forwards_in_order() {
         let to = SocketAddrV4::new(Ipv4Addr::new(172, 17, 0, 2), 9);
-        let yaml = config_yaml(&[
-            Forward {
-                port: 10000,
-                proto: Proto::Udp,
-                to,
-            },
-            Forward {
-                port: 8080,
-                proto: Proto::Tcp,
-                to,
-            },
-        ]);
+        let yaml = config_yaml(
+            &[
+                Forward {
+                    port: 10000,
+                    proto: Proto::Udp,
+                    to,
+                },
+                Forward {
+                    port: 8080,
+                    proto: Proto::Tcp,
+                    to,
+                },
+            ],
+            None,
+        );
         assert!(yaml.contains("\ninterfaces: [eth0]\n"), "{yaml}");
+        assert!(!yaml.contains("max_flows"), "{yaml}");
         assert!(yaml.ends_with(
             "forwards:\n  - listen: \"10000/udp\"\n    to: \"172.17.0.2:9\"\n  \
              - listen: \"8080/tcp\"\n    to: \"172.17.0.2:9\"\n"
         ));
+        let sized = config_yaml(&[], Some(10_000_000));
+        assert!(
+            sized.contains("\nmax_flows: 10000000\nforwards:\n"),
+            "{sized}"
+        );
     }
 }

@@ -67,6 +67,8 @@ pub struct Env {
     pub workdir: PathBuf,
     /// What sends the UDP load.
     pub generator: Generator,
+    /// `--max-flows`: the daemon's flow tables' size (its default when `None`).
+    pub max_flows: Option<u64>,
 }
 
 /// A lab set up for one system and one case.
@@ -184,8 +186,14 @@ impl Testbed {
                     (_, Ok(())) => Some("tc"),
                     (_, Err(_)) => None,
                 };
-                let daemon =
-                    Daemon::start(&mut self.lab, &env.portfwd, &self.dir, &forwards, mode)?;
+                let daemon = Daemon::start(
+                    &mut self.lab,
+                    &env.portfwd,
+                    &self.dir,
+                    &forwards,
+                    env.max_flows,
+                    mode,
+                )?;
                 self.daemon = Some(daemon);
             }
             System::Iptables => {
