@@ -129,7 +129,13 @@ impl Conn {
             match self.stream.read(&mut buf) {
                 Ok(0) => bail!("the connection from port {} was closed", self.sport),
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // A signal to this process interrupted the wait (as for `connect` above): the
+                // deadline still holds, so read again.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     return Err(anyhow!(e))
                         .with_context(|| format!("the connection from port {}", self.sport));
@@ -220,10 +226,17 @@ impl Datagrams {
         self.socket
             .send_to(format!("{line}\n").as_bytes(), self.to)?;
         let mut buf = [0u8; 2048];
-        let (n, from) = self
-            .socket
-            .recv_from(&mut buf)
-            .with_context(|| format!("no UDP reply to {line:?} from {}", self.to))?;
+        // A receive with a timeout fails with EINTR when a signal reaches this process, even
+        // with SA_RESTART; the reply may still come (within a fresh timeout, at worst longer).
+        let (n, from) = loop {
+            match self.socket.recv_from(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => {
+                    break other
+                        .with_context(|| format!("no UDP reply to {line:?} from {}", self.to))?;
+                }
+            }
+        };
         if from != self.to {
             bail!("the UDP reply came from {from}, not {}", self.to);
         }
